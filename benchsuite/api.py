@@ -1,0 +1,200 @@
+"""The public surface of benchsuite: the only module a plugin imports.
+
+A plugin is a module with functions marked ``@hookimpl`` (see ``benchsuite.hookspecs`` for
+the hooks). Each registration hook receives a :class:`Registry` and calls ``registry.add``
+once per component it provides. The records and protocols below are what crosses the
+boundary between the core and a plugin; everything else in ``benchsuite`` is private.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import pluggy
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+PROJECT = "benchsuite"
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+__all__ = [
+    "Augmentation",
+    "CellTask",
+    "DataSpec",
+    "Executor",
+    "ImageMaskSet",
+    "Metric",
+    "MetricInputs",
+    "Objective",
+    "Params",
+    "PluginError",
+    "Registry",
+    "SSPMethod",
+    "Saliency",
+    "TrainingParams",
+    "hookimpl",
+]
+
+
+class PluginError(Exception):
+    """Raised by a plugin for input it cannot handle (missing folder, bad file, ...).
+
+    The message is shown to the user as is, so it should say what is wrong and how to fix it.
+    """
+
+
+class Params(BaseModel):
+    """Base class for a plugin's parameter model.
+
+    Unknown keys are refused, so a typo in a suite is an error rather than a silent default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainingParams(Params):
+    """Optimisation parameters shared by SSP methods; a method's model extends this.
+
+    The core's training loop reads these fields. SGD with momentum and a cosine learning-rate
+    schedule is the MoCo v2 recipe; Adam is offered for small encoders that train from scratch.
+    """
+
+    epochs: int = Field(10, ge=1, le=10_000, description="Passes over the training images.")
+    batch_size: int = Field(64, ge=2, le=65_536, description="Images per step.")
+    lr: float = Field(0.03, gt=0, le=100, description="Peak learning rate.")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="Optimiser.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="L2 weight decay.")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="Learning-rate schedule over steps.")
+
+
+class Registry(Protocol):
+    """What a registration hook receives: one registry per plugin kind."""
+
+    def add(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        params: type[Params] = Params,
+        description: str = "",
+    ) -> None:
+        """Register ``factory`` under ``name``.
+
+        ``params`` is the pydantic model that validates the component's ``params:`` mapping
+        in a suite; the factory receives an instance of it as its first argument.
+        ``description`` is one line shown by ``benchsuite plugins``.
+        """
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the suite asks of every dataset: square images of ``size`` pixels."""
+
+    size: int
+
+
+@dataclass(frozen=True)
+class ImageMaskSet:
+    """A dataset as tensors: ``images`` float32 [N, C, H, W] scaled to [0, 1], ``masks`` bool [N, H, W].
+
+    The mask marks the foreground that saliency is compared with. Datasets return all their
+    images; the core draws the fixed train/evaluation split.
+    """
+
+    images: Tensor
+    masks: Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise PluginError(f"images must have shape [N, C, H, W], got {tuple(self.images.shape)}")
+        if self.masks.ndim != 3 or self.masks.dtype != torch.bool:
+            raise PluginError(f"masks must be a bool tensor [N, H, W], got {self.masks.dtype} {tuple(self.masks.shape)}")
+        n, _, h, w = self.images.shape
+        if tuple(self.masks.shape) != (n, h, w):
+            raise PluginError(f"masks {tuple(self.masks.shape)} do not match images {tuple(self.images.shape)}")
+        if not self.images.is_floating_point():
+            raise PluginError(f"images must be floating point, got {self.images.dtype}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+class Augmentation(Protocol):
+    """Makes the positive pair for a batch in one call on the batch's device."""
+
+    def __call__(self, x: Tensor, theta: float) -> tuple[Tensor, Tensor]:
+        """Return the two views of ``x`` [N, C, H, W]; for ``rotation`` that is ``(x, R_theta x)``.
+
+        Must be differentiable with respect to ``x``: saliency differentiates through it.
+        """
+
+
+class SSPMethod(nn.Module):
+    """A self-supervised method: a loss, a head and any momentum or queue state as buffers.
+
+    The core owns the loop (optimiser, schedule, batches, devices); the method only says what
+    one step's loss is. ``params`` must be a :class:`TrainingParams` (or a subclass).
+    """
+
+    params: TrainingParams
+
+    def forward(self, view1: Tensor, view2: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Return the scalar loss for a batch of positive pairs."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called after each optimiser step, e.g. for a momentum-encoder update."""
+
+    def embed(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Return the embedding whose pair similarity the method optimises, [N, D]."""
+        raise NotImplementedError
+
+
+Objective = Callable[[Tensor], Tensor]
+"""Maps a batch [N, C, H, W] to one score per image [N]: saliency explains this function."""
+
+
+class Saliency(Protocol):
+    """Attributes an objective to the input pixels."""
+
+    def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Return non-negative saliency maps [N, H, W] for inputs ``x`` [N, C, H, W].
+
+        ``generator`` (on ``x.device``) is the only source of randomness, for reproducibility.
+        """
+
+
+@dataclass(frozen=True)
+class MetricInputs:
+    """Everything a metric may look at for one cell's evaluation images."""
+
+    saliency: Tensor  # [N, H, W], non-negative
+    masks: Tensor  # bool [N, H, W]
+    images: Tensor  # [N, C, H, W]
+    epoch_loss: Tensor  # [epochs], mean SSP loss per epoch
+    theta: float
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """A metric computed per image (``scope="image"``, returns [N]) or per cell (returns a scalar)."""
+
+    scope: Literal["image", "cell"]
+
+    def __call__(self, inputs: MetricInputs) -> Tensor:
+        """Return the values. Images where the metric is undefined (e.g. empty mask) get NaN."""
+
+
+CellTask = Callable[[Any, torch.device], Any]
+"""The core's work for one cell; an executor calls it as ``task(cell, device)``."""
+
+
+class Executor(Protocol):
+    """Runs cells somewhere and streams their results back to the core, which stores them."""
+
+    def run(self, task: CellTask, cells: Sequence[Any]) -> Iterator[Any]:
+        """Call ``task`` on every cell and yield each result as soon as it is ready, in any order."""

@@ -1,0 +1,140 @@
+"""The ``benchsuite`` command line. Exit codes: 0 success, 1 a run failed, 2 bad input, 3 internal error, 130 interrupted."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import textwrap
+import traceback
+import warnings
+from pathlib import Path
+
+import click
+
+from benchsuite import __version__
+from benchsuite.api import PluginError
+from benchsuite.errors import BenchsuiteError
+from benchsuite.registry import KINDS, PluginRegistry, PluginWarning, default_registry, load_plugins
+
+_STRICT = click.option("--strict", is_flag=True, help="Treat a plugin that fails to load as an error instead of a warning.")
+
+
+def _registry(strict: bool) -> PluginRegistry:
+    return load_plugins(strict=True) if strict else default_registry()
+
+
+def _say(kind: str, message: str) -> None:
+    click.echo(textwrap.fill(f"{kind}: {message}", width=100, subsequent_indent="  "), err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="benchsuite")
+def cli() -> None:
+    """Benchmark self-supervised pre-training on medical images: the rotation-angle study.
+
+    A suite YAML names datasets, rotation angles, seeds, SSP methods, encoders, a saliency
+    method and metrics. `benchsuite run` pre-trains one encoder per grid cell on pairs
+    (x, R_theta x), scores saliency against foreground masks, stores everything in one xarray
+    cube and tests the theta x dataset interaction. Start with:
+
+        benchsuite run suites/rotation.yaml
+    """
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+              help="Parent directory; results go to OUT/<suite name>/.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Rerun cells that are already stored (each is replaced atomically when its new result is ready).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars over cells and epochs.")
+@_STRICT
+def run(suite: Path, out: Path, force: bool, progress: bool, strict: bool) -> None:
+    """Run SUITE, resuming where an earlier run stopped.
+
+    Cells already stored under OUT/<suite name>/cells/ are skipped, so a killed run continues
+    where it stopped. A suite that changed since those cells were stored is refused (use a new
+    --out, or --force). Writes results.nc (the cube), anova.csv and manifest.json, then prints
+    the two-way ANOVA of each metric.
+    """
+    from benchsuite.analysis.summary import analyze_run
+    from benchsuite.runner import run_suite
+    from benchsuite.suite import load_suite
+
+    registry = _registry(strict)
+    resolved = load_suite(suite, registry)
+    click.echo(f"suite '{resolved.name}': {resolved.describe()}", err=True)
+    summary = run_suite(resolved, registry, out, force=force, progress=progress)
+    click.echo(f"{summary.cells_run} cells run, {summary.cells_skipped} already stored; cube: {summary.cube_path}", err=True)
+    click.echo(analyze_run(summary.run_dir))
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(path_type=Path))
+@_STRICT
+def validate(suite: Path, strict: bool) -> None:
+    """Check SUITE without running it: its keys, every plugin name and every plugin's params."""
+    from benchsuite.grid import expand
+    from benchsuite.suite import load_suite
+
+    resolved = load_suite(suite, _registry(strict))
+    expand(resolved)
+    click.echo(f"{suite}: valid. {resolved.describe()}.")
+
+
+@cli.command()
+@click.option("--kind", type=click.Choice(KINDS), help="Only this kind of component.")
+@click.option("--params", "show_params", is_flag=True, help="Also list each component's parameters with defaults.")
+@_STRICT
+def plugins(kind: str | None, show_params: bool, strict: bool) -> None:
+    """List installed plugin components with their distribution and version, and plugins that failed to load."""
+    registry = _registry(strict)
+    for k in [kind] if kind else KINDS:
+        click.echo(f"{k}:")
+        for name, comp in sorted(registry.components[k].items()):
+            click.echo(f"  {name:<20} {comp.distribution} {comp.version:<8} {comp.description}")
+            if show_params:
+                for field, info in comp.params.model_fields.items():
+                    click.echo(f"      {field} = {info.default!r}  {info.description or ''}")
+    for broken in registry.broken:
+        _say("broken", broken.describe())
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
+def analyze(run_dir: Path) -> None:
+    """Analyse the cube in RUN_DIR (results.nc) and write anova.csv beside it. Reads only the cube."""
+    from benchsuite.analysis.summary import analyze_run
+
+    click.echo(analyze_run(run_dir))
+
+
+def main() -> None:
+    """Entry point: user errors become one paragraph on stderr and a non-zero exit code."""
+    warnings.simplefilter("default", PluginWarning)
+    warnings.showwarning = lambda message, category, *args, **kw: _say("warning", str(message))
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        _say("interrupted", "finished cells are stored; rerun the same command to resume.")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        _say("interrupted", "finished cells are stored; rerun the same command to resume.")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BenchsuiteError as exc:
+        _say("error", str(exc))
+        sys.exit(exc.exit_code)
+    except PluginError as exc:
+        _say("error", str(exc))
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a bare traceback
+        if os.environ.get("BENCHSUITE_DEBUG"):
+            raise
+        with tempfile.NamedTemporaryFile("w", prefix="benchsuite-crash-", suffix=".log", delete=False) as log:
+            traceback.print_exc(file=log)
+        _say("internal error", f"{type(exc).__name__}: {exc}. This is a bug in benchsuite or in a plugin, not in "
+             f"your input; the traceback is in {log.name} (set BENCHSUITE_DEBUG=1 to print it).")  # fmt: skip
+        sys.exit(3)

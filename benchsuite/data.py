@@ -1,0 +1,75 @@
+"""Datasets as tensors: built once by their plugin, cached on disk, split by a fixed seed."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from benchsuite.api import DataSpec, ImageMaskSet, PluginError
+from benchsuite.errors import RunError
+from benchsuite.registry import PluginRegistry
+from benchsuite.suite import canonical_json
+
+
+def cache_dir() -> Path:
+    """Where built datasets are cached: ``$BENCHSUITE_CACHE`` or ``~/.cache/benchsuite``."""
+    root = os.environ.get("BENCHSUITE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchsuite"
+    return Path(root) / "datasets"
+
+
+@dataclass(frozen=True)
+class Split:
+    """The fixed train/evaluation split of one dataset; the same for every cell."""
+
+    train_images: Tensor
+    eval_images: Tensor
+    eval_masks: Tensor
+
+
+def load_dataset(component: dict[str, Any], size: int, registry: PluginRegistry) -> ImageMaskSet:
+    """The dataset a cell config names, from the cache when it was built before."""
+    key = hashlib.sha256(canonical_json({"dataset": component, "size": size}).encode()).hexdigest()[:20]
+    return _cached(key, canonical_json(component), size, registry)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(key: str, component_json: str, size: int, registry: PluginRegistry) -> ImageMaskSet:
+    # Memoised per process as well: every cell of a dataset would otherwise re-read the file.
+    path = cache_dir() / f"{key}.pt"
+    if path.is_file():
+        stored = torch.load(path, weights_only=True)
+        return ImageMaskSet(stored["images"], stored["masks"])
+    component = json.loads(component_json)
+    plugin = registry.get("datasets", component["plugin"])
+    params = registry.parse_params("datasets", component["plugin"], component["params"])
+    data = plugin.factory(params, DataSpec(size=size))
+    if not isinstance(data, ImageMaskSet):
+        raise PluginError(f"{plugin.origin} returned {type(data).__name__}, not an ImageMaskSet")
+    if tuple(data.images.shape[-2:]) != (size, size):
+        raise PluginError(f"{plugin.origin} returned images of {tuple(data.images.shape[-2:])} pixels; the suite asks for {size}x{size}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"images": data.images.float().contiguous(), "masks": data.masks.contiguous()}, tmp)
+    os.replace(tmp, path)
+    return data
+
+
+def split(data: ImageMaskSet, eval_images: int, split_seed: int, label: str) -> Split:
+    """Hold out ``eval_images`` images, drawn by ``split_seed``; the rest are for pre-training."""
+    n = len(data)
+    if n < eval_images + 2:
+        raise RunError(
+            f"dataset '{label}' has {n} images, too few to hold out {eval_images} for evaluation and still "
+            f"train on at least 2; lower data.eval_images in the suite or give the dataset more images."
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    held, train = order[:eval_images].sort().values, order[eval_images:].sort().values
+    return Split(data.images[train], data.images[held], data.masks[held])

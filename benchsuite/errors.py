@@ -1,0 +1,37 @@
+"""The errors a user can cause. The CLI prints them as one paragraph and exits non-zero.
+
+Anything else that escapes is a bug in benchsuite or in a plugin, and is reported as such.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class BenchsuiteError(Exception):
+    """Bad input or a failed run: the message says what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class SuiteError(BenchsuiteError):
+    """The suite file is malformed or names something that does not exist."""
+
+
+class PluginLoadError(BenchsuiteError):
+    """A plugin could not be imported or registered, and something needs it."""
+
+
+class RunError(BenchsuiteError):
+    """A cell failed while running; the cells already stored are kept."""
+
+    exit_code = 1
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A "did you mean ...?" suffix for ``word`` among ``choices``, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

@@ -1,0 +1,90 @@
+"""Every hook a benchsuite plugin can implement. Read this file to learn the extension surface.
+
+Plugins are modules named by entry points in the ``benchsuite`` group::
+
+    [project.entry-points.benchsuite]
+    my_plugin = "my_package.plugin"
+
+The core imports each entry point, then calls every registration hook once, with keyword
+arguments; an implementation may accept fewer arguments than its spec. Each hook receives a
+:class:`benchsuite.api.Registry` for one plugin kind and calls ``registry.add(name, factory,
+params=Model, description=...)`` for each component it provides. Names are unique per kind
+across all installed plugins. Factories are called only when a suite uses the component, with
+a validated instance of ``Model`` as the first argument and the kind's extra arguments below.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from benchsuite.api import PROJECT, Registry
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+@hookspec
+def benchsuite_register_datasets(registry: Registry) -> None:
+    """Register datasets of images with binary foreground masks.
+
+    Factory: ``factory(params, spec: DataSpec) -> ImageMaskSet``. It returns every image at
+    ``spec.size`` x ``spec.size``; the core caches the result on disk, keyed by the plugin,
+    its version and its parameters, and draws the train/evaluation split itself. Raise
+    :class:`benchsuite.api.PluginError` with a helpful message for missing or bad data.
+    """
+
+
+@hookspec
+def benchsuite_register_augmentations(registry: Registry) -> None:
+    """Register pair augmentations that make the two views of the positive pair.
+
+    Factory: ``factory(params) -> Augmentation``, called as ``aug(x, theta)`` on a batch that
+    is already on the device, returning ``(view1, view2)``. It must be differentiable in ``x``.
+    """
+
+
+@hookspec
+def benchsuite_register_ssp_methods(registry: Registry) -> None:
+    """Register self-supervised pre-training methods.
+
+    Factory: ``factory(params, encoder: torch.nn.Module) -> SSPMethod``. ``params`` must be a
+    :class:`benchsuite.api.TrainingParams` subclass; the core's loop reads epochs, batch size
+    and the optimiser settings from it. ``encoder`` has an ``out_dim`` attribute.
+    """
+
+
+@hookspec
+def benchsuite_register_encoders(registry: Registry) -> None:
+    """Register encoder backbones.
+
+    Factory: ``factory(params, in_channels: int) -> torch.nn.Module`` mapping [N, C, H, W] to
+    features [N, out_dim], with the feature size in an ``out_dim`` attribute.
+    """
+
+
+@hookspec
+def benchsuite_register_saliency_methods(registry: Registry) -> None:
+    """Register saliency (attribution) methods.
+
+    Factory: ``factory(params) -> Saliency``, called as ``saliency(objective, x, generator)``
+    where ``objective`` maps a batch to one score per image. It returns maps [N, H, W].
+    """
+
+
+@hookspec
+def benchsuite_register_metrics(registry: Registry) -> None:
+    """Register metrics that score a cell.
+
+    Factory: ``factory(params) -> Metric``; the metric's ``scope`` is ``"image"`` (it returns
+    one value per evaluation image) or ``"cell"`` (one scalar). Inputs are a
+    :class:`benchsuite.api.MetricInputs`. Undefined values are NaN, never a silent 0 or 1.
+    """
+
+
+@hookspec
+def benchsuite_register_executors(registry: Registry) -> None:
+    """Register executors that decide where cells run.
+
+    Factory: ``factory(params) -> Executor``; ``executor.run(task, cells)`` calls
+    ``task(cell, device)`` for each cell and yields results as they finish. Only the core
+    writes results, so an executor needs no access to the run directory.
+    """

@@ -1,0 +1,155 @@
+"""One cell of the study, start to finish: data, pre-training, saliency, metrics.
+
+``run_cell`` is the task every executor runs. It needs only the cell (plain data) and a device,
+and finds its components through the installed plugins, so it runs the same in-process, in a
+worker process or on a cluster node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchsuite.api import Augmentation, MetricInputs, Objective, PluginError, SSPMethod
+from benchsuite.data import load_dataset, split
+from benchsuite.grid import Cell
+from benchsuite.registry import PluginRegistry, default_registry
+from benchsuite.training import TrainingCurves, pretrain
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """Everything a cell produced; the store turns it into one shard of the cube."""
+
+    cell: Cell
+    image_metrics: dict[str, np.ndarray]  # name -> [n_eval]
+    cell_metrics: dict[str, float]
+    curves: TrainingCurves
+    example_saliency: np.ndarray  # [examples, H, W]
+    example_images: np.ndarray  # [examples, C, H, W]
+    example_masks: np.ndarray  # [examples, H, W]
+    wall_time_s: float
+    peak_memory_mb: float
+    device: str
+
+
+class CellFailure(Exception):
+    """A stage of a cell failed; ``stage`` names the component so the user knows whom to blame."""
+
+    def __init__(self, cell: Cell, stage: str, cause: BaseException):
+        self.cell, self.stage, self.cause = cell, stage, cause
+        super().__init__(f"{stage} failed for cell {cell.describe()}: {type(cause).__name__}: {cause}")
+
+
+@contextlib.contextmanager
+def _stage(cell: Cell, stage: str) -> Iterator[None]:
+    try:
+        yield
+    except CellFailure:
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised with the stage attached
+        raise CellFailure(cell, stage, exc) from exc
+
+
+def _build(registry: PluginRegistry, kind: str, component: dict[str, Any], *args: Any) -> Any:
+    found = registry.get(kind, component["plugin"])
+    return found.factory(registry.parse_params(kind, component["plugin"], component["params"]), *args)
+
+
+def pair_similarity(method: SSPMethod, augment: Augmentation, theta: float) -> Objective:
+    """cos(f(x), f(R_theta x)) per image: the pre-training objective that saliency explains.
+
+    The gradient flows through the rotation back to ``x``, so saliency lands in the coordinates
+    of the unrotated image and needs no rotating back (the original prototype scored a map
+    that had not been rotated back).
+    """
+
+    def objective(x: torch.Tensor) -> torch.Tensor:
+        view1, view2 = augment(x, theta)
+        return F.cosine_similarity(method.embed(view1), method.embed(view2), dim=1)
+
+    return objective
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # Linux reports ru_maxrss in KiB; it is the process-wide peak, not this cell's alone.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_cell(cell: Cell, device: torch.device, *, progress: bool = False) -> CellResult:
+    """Run one cell on ``device`` and return its results. Deterministic given the cell's seed."""
+    registry = default_registry()
+    config = cell.config
+    start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    with _stage(cell, f"dataset '{config['dataset']['plugin']}'"):
+        data = load_dataset(config["dataset"], config["data"]["size"], registry)
+        parts = split(data, config["data"]["eval_images"], config["data"]["split_seed"], cell.dataset)
+    train_images = parts.train_images.to(device)
+    eval_images, eval_masks = parts.eval_images.to(device), parts.eval_masks.to(device)
+
+    torch.manual_seed(cell.seed)  # weight initialisation of the plugins' modules
+    order = torch.Generator().manual_seed(cell.seed)
+    with _stage(cell, f"encoder '{config['encoder']['plugin']}'"):
+        encoder = _build(registry, "encoders", config["encoder"], train_images.shape[1])
+    with _stage(cell, f"SSP method '{config['method']['plugin']}'"):
+        method: SSPMethod = _build(registry, "ssp_methods", config["method"], encoder).to(device)
+    with _stage(cell, f"augmentation '{config['augmentation']['plugin']}'"):
+        augment = _build(registry, "augmentations", config["augmentation"])
+    with _stage(cell, f"pre-training with '{config['method']['plugin']}'"):
+        curves = pretrain(method, augment, cell.theta, train_images, order, progress=progress, label=cell.describe())
+
+    method.eval()
+    with _stage(cell, f"saliency method '{config['saliency']['plugin']}'"):
+        saliency_fn = _build(registry, "saliency_methods", config["saliency"])
+        noise = torch.Generator(device=device).manual_seed(cell.seed)
+        saliency = saliency_fn(pair_similarity(method, augment, cell.theta), eval_images, noise).detach()
+        if saliency.shape != eval_masks.shape:
+            raise PluginError(f"returned maps of shape {tuple(saliency.shape)}, expected {tuple(eval_masks.shape)}")
+
+    inputs = MetricInputs(
+        saliency=saliency,
+        masks=eval_masks,
+        images=eval_images,
+        epoch_loss=torch.as_tensor(curves.epoch_loss, device=device),
+        theta=cell.theta,
+    )
+    image_metrics: dict[str, np.ndarray] = {}
+    cell_metrics: dict[str, float] = {}
+    for name, component in config["metrics"].items():
+        with _stage(cell, f"metric '{name}' ({component['plugin']})"):
+            metric = _build(registry, "metrics", component)
+            values = metric(inputs).detach().double().cpu()
+            expected = (len(eval_images),) if metric.scope == "image" else ()
+            if tuple(values.shape) != expected:
+                raise PluginError(f"returned shape {tuple(values.shape)} for scope '{metric.scope}', expected {expected}")
+            if metric.scope == "image":
+                image_metrics[name] = values.numpy()
+            else:
+                cell_metrics[name] = float(values)
+
+    examples = min(config["data"]["examples"], len(eval_images))
+    return CellResult(
+        cell=cell,
+        image_metrics=image_metrics,
+        cell_metrics=cell_metrics,
+        curves=curves,
+        example_saliency=saliency[:examples].float().cpu().numpy(),
+        example_images=eval_images[:examples].float().cpu().numpy(),
+        example_masks=eval_masks[:examples].cpu().numpy(),
+        wall_time_s=time.perf_counter() - start,
+        peak_memory_mb=_peak_memory_mb(device),
+        device=str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+    )

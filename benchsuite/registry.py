@@ -1,0 +1,208 @@
+"""Finds plugins through the ``benchsuite`` entry-point group and keeps what they register.
+
+Each entry point is imported and registered inside its own ``try``: a broken plugin becomes a
+warning that names it, and an error only when a suite uses a name it might have provided.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata as md
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+from pydantic import ValidationError
+
+from benchsuite import hookspecs
+from benchsuite.api import PROJECT, Params
+from benchsuite.errors import PluginLoadError, SuiteError, did_you_mean
+
+KINDS: tuple[str, ...] = (
+    "datasets",
+    "augmentations",
+    "ssp_methods",
+    "encoders",
+    "saliency_methods",
+    "metrics",
+    "executors",
+)
+_SINGULAR = {
+    "datasets": "dataset",
+    "augmentations": "augmentation",
+    "ssp_methods": "SSP method",
+    "encoders": "encoder",
+    "saliency_methods": "saliency method",
+    "metrics": "metric",
+    "executors": "executor",
+}
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load or registered a name twice; suites that do not use it still run."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered component: a factory, its parameter model and where it came from."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    params: type[Params]
+    description: str
+    plugin: str
+    distribution: str
+    version: str
+
+    @property
+    def origin(self) -> str:
+        return f"plugin '{self.plugin}' from {self.distribution} {self.version}"
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An entry point that failed to import or to register."""
+
+    plugin: str
+    distribution: str
+    version: str
+    error: str
+    traceback: str
+
+    def describe(self) -> str:
+        return f"plugin '{self.plugin}' from {self.distribution} {self.version} failed to load: {self.error}"
+
+
+class _KindRegistry:
+    """The ``api.Registry`` handed to one plugin's hook for one kind."""
+
+    def __init__(self, owner: PluginRegistry, kind: str, plugin: str, distribution: str, version: str):
+        self._owner, self._kind = owner, kind
+        self._plugin, self._distribution, self._version = plugin, distribution, version
+
+    def add(self, name: str, factory: Callable[..., Any], *, params: type[Params] = Params, description: str = "") -> None:
+        if not (isinstance(params, type) and issubclass(params, Params)):
+            raise TypeError(f"params for {self._kind} '{name}' must subclass benchsuite.api.Params, got {params!r}")
+        if not callable(factory):
+            raise TypeError(f"factory for {self._kind} '{name}' is not callable: {factory!r}")
+        self._owner._add(
+            Component(self._kind, name, factory, params, description, self._plugin, self._distribution, self._version)
+        )
+
+
+class PluginRegistry:
+    """Every component of every kind, plus the plugins that failed to load."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+        self.broken: list[BrokenPlugin] = []
+        self._conflicts: dict[tuple[str, str], list[Component]] = {}
+        self._manager = pluggy.PluginManager(PROJECT)
+        self._manager.add_hookspecs(hookspecs)
+
+    def _add(self, component: Component) -> None:
+        existing = self.components[component.kind].get(component.name)
+        key = (component.kind, component.name)
+        if existing is None and key not in self._conflicts:
+            self.components[component.kind][component.name] = component
+            return
+        # A name registered twice is ambiguous: neither registration may be used silently.
+        clash = self._conflicts.setdefault(key, [existing] if existing else [])
+        clash.append(component)
+        self.components[component.kind].pop(component.name, None)
+        warnings.warn(
+            f"{_SINGULAR[component.kind]} '{component.name}' is registered by more than one plugin: "
+            + ", ".join(c.origin for c in clash)
+            + "; uninstall one of them to use this name.",
+            PluginWarning,
+            stacklevel=2,
+        )
+
+    def register_module(self, module: object, plugin: str, distribution: str, version: str) -> None:
+        """Register one plugin module and run its registration hooks, each call isolated."""
+        self._manager.register(module, name=plugin)
+        for kind in KINDS:
+            caller = getattr(self._manager.hook, f"benchsuite_register_{kind}")
+            for impl in caller.get_hookimpls():
+                if impl.plugin_name != plugin:
+                    continue
+                registry = _KindRegistry(self, kind, plugin, distribution, version)
+                impl.function(**{arg: registry for arg in impl.argnames})
+
+    def get(self, kind: str, name: str) -> Component:
+        """The component ``name`` of ``kind``, or a :class:`SuiteError` that suggests close names."""
+        found = self.components[kind].get(name)
+        if found is not None:
+            return found
+        what = _SINGULAR[kind]
+        if (kind, name) in self._conflicts:
+            origins = ", ".join(c.origin for c in self._conflicts[(kind, name)])
+            raise PluginLoadError(f"{what} '{name}' is registered by more than one plugin ({origins}); uninstall one of them.")
+        message = f"unknown {what} '{name}'.{did_you_mean(name, self.components[kind])}"
+        known = ", ".join(sorted(self.components[kind])) or "none"
+        message += f" Installed {kind.replace('_', ' ')}: {known}."
+        if self.broken:
+            message += " It may belong to a plugin that failed to load: " + "; ".join(b.describe() for b in self.broken) + "."
+        raise SuiteError(message)
+
+    def parse_params(self, kind: str, name: str, raw: Mapping[str, Any]) -> Params:
+        """Validate ``raw`` against the component's parameter model."""
+        component = self.get(kind, name)
+        try:
+            return component.params.model_validate(dict(raw))
+        except ValidationError as exc:
+            raise ParamsError(component, exc) from None
+
+
+class ParamsError(SuiteError):
+    """A component's ``params`` do not fit its model; carries the pydantic errors for locating."""
+
+    def __init__(self, component: Component, error: ValidationError):
+        self.component, self.error = component, error
+        fields = component.params.model_fields
+        parts = []
+        for e in error.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            hint = did_you_mean(key, fields) if e["type"] == "extra_forbidden" else ""
+            parts.append(f"'{key}': {e['msg']}{hint}")
+        allowed = ", ".join(fields) or "none"
+        super().__init__(
+            f"bad params for {_SINGULAR[component.kind]} '{component.name}': " + "; ".join(parts) + f". Allowed params: {allowed}."
+        )
+
+
+def _distribution_of(entry_point: md.EntryPoint) -> tuple[str, str]:
+    dist = getattr(entry_point, "dist", None)
+    if dist is None:
+        return "unknown distribution", "?"
+    return dist.metadata["Name"], dist.version
+
+
+def load_plugins(entry_points: Iterable[md.EntryPoint] | None = None, *, strict: bool = False) -> PluginRegistry:
+    """Import every ``benchsuite`` entry point and collect what it registers.
+
+    With ``strict``, the first broken plugin raises :class:`PluginLoadError` instead of warning.
+    """
+    registry = PluginRegistry()
+    points = md.entry_points(group=PROJECT) if entry_points is None else entry_points
+    for ep in sorted(points, key=lambda e: e.name):
+        distribution, version = _distribution_of(ep)
+        try:
+            registry.register_module(ep.load(), ep.name, distribution, version)
+        except Exception as exc:  # noqa: BLE001 - any failure of third-party code is isolated
+            broken = BrokenPlugin(ep.name, distribution, version, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            if strict:
+                raise PluginLoadError(broken.describe() + " (--strict turns this warning into an error)") from exc
+            registry.broken.append(broken)
+            warnings.warn(broken.describe(), PluginWarning, stacklevel=2)
+    return registry
+
+
+@functools.cache
+def default_registry() -> PluginRegistry:
+    """The registry of the installed plugins, loaded once per process."""
+    return load_plugins()

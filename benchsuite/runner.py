@@ -1,0 +1,167 @@
+"""Runs a resolved suite into its run directory: skip what is done, run the rest, store as it arrives."""
+
+from __future__ import annotations
+
+import functools
+import json
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from benchsuite import provenance
+from benchsuite.api import PluginError
+from benchsuite.errors import RunError, SuiteError
+from benchsuite.grid import Cell, expand
+from benchsuite.pipeline import CellFailure, CellResult, run_cell
+from benchsuite.registry import PluginRegistry
+from benchsuite.store import RunStore
+from benchsuite.suite import ResolvedSuite
+from benchsuite.training import NonFiniteLoss
+
+
+class MetricWarning(UserWarning):
+    """Some evaluation images gave NaN for a metric (e.g. an empty mask)."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_dir: Path
+    cube_path: Path
+    cells_total: int
+    cells_run: int
+    cells_skipped: int
+
+
+def _manifest(resolved: ResolvedSuite, cells: list[Cell]) -> dict[str, Any]:
+    return {
+        "suite": resolved.name,
+        "benchsuite_version": provenance.versions()["benchsuite"],
+        "cells": {c.key: c.coords for c in cells},
+        "config": {
+            "data": resolved.suite.data.model_dump(mode="json"),
+            "theta": resolved.suite.thetas,
+            "seeds": resolved.suite.seeds,
+            **{
+                axis: {label: comp.config() for label, comp in getattr(resolved, axis).items()}
+                for axis in ("datasets", "methods", "encoders", "metrics")
+            },
+            "augmentation": resolved.augmentation.config(),
+            "saliency": resolved.saliency.config(),
+        },
+    }
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """Dotted paths where two JSON values differ, for explaining a refused resume."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                out.append(f"{sub} added")
+            elif key not in new:
+                out.append(f"{sub} removed")
+            else:
+                out.extend(_differences(old[key], new[key], sub))
+        return out
+    return [] if old == new else [f"{path}: {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+def check_resume(store: RunStore, manifest: dict[str, Any], force: bool) -> None:
+    """Refuse to mix results of two different suites in one run directory."""
+    previous = store.read_manifest()
+    if previous is None or force or set(previous["cells"]) == set(manifest["cells"]):
+        return
+    changes = _differences(previous["config"], manifest["config"])
+    if previous.get("benchsuite_version") != manifest["benchsuite_version"]:
+        changes.append(f"benchsuite {previous.get('benchsuite_version')} -> {manifest['benchsuite_version']}")
+    shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+    raise SuiteError(
+        f"{store.run_dir} holds results of a different version of suite '{manifest['suite']}' "
+        f"({shown or 'the cell keys differ'}). Resuming would mix results of two configurations in one cube. "
+        f"Restore the suite, pass --out to start a new run directory, or pass --force to run the changed suite "
+        f"here (shards of the old cells stay in cells/ untouched)."
+    )
+
+
+def _explain(failure: CellFailure, run_dir: Path) -> RunError:
+    log = run_dir / "error.log"
+    log.write_text("".join(traceback.format_exception(failure.cause)), encoding="utf-8")
+    cause = failure.cause
+    if isinstance(cause, NonFiniteLoss):
+        detail = (f"{cause}. Lower the learning rate (methods.{failure.cell.method}.params.lr) "
+                  "or check the dataset for NaN or huge pixel values.")  # fmt: skip
+    elif isinstance(cause, (PluginError, SuiteError)):
+        detail = str(cause)
+    else:
+        detail = f"{type(cause).__name__}: {cause} (a bug in that plugin or in benchsuite; traceback in {log})"
+    return RunError(
+        f"{failure.stage} failed for cell {failure.cell.describe()}: {detail} "
+        f"Finished cells are stored; rerun the same command to resume."
+    )
+
+
+def _warn_nans(result: CellResult) -> None:
+    for name, values in result.image_metrics.items():
+        missing = int(np.isnan(values).sum())
+        if missing:
+            warnings.warn(
+                f"{name}: {missing} of {values.size} evaluation images are NaN (empty mask or undefined) "
+                f"in cell {result.cell.describe()}",
+                MetricWarning,
+                stacklevel=2,
+            )
+
+
+def run_suite(resolved: ResolvedSuite, registry: PluginRegistry, out_dir: Path, *, force: bool = False, progress: bool = True) -> RunSummary:
+    """Run every cell of ``resolved`` not yet stored under ``out_dir/<suite name>/`` and build the cube."""
+    store = RunStore(Path(out_dir) / resolved.name)
+    cells = expand(resolved)
+    manifest = _manifest(resolved, cells)
+    check_resume(store, manifest, force)
+    store.write_manifest(manifest, resolved.text)
+
+    done = store.done_keys()
+    todo = [c for c in cells if force or c.key not in done]
+    component = registry.get("executors", resolved.executor.plugin)
+    executor = component.factory(resolved.executor.params)
+    task = functools.partial(run_cell, progress=progress)
+
+    ran = 0
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=resolved.name, unit="cell", disable=not progress)
+    try:
+        for result in executor.run(task, todo):
+            store.write_cell(result)
+            _warn_nans(result)
+            ran += 1
+            bar.update()
+    except CellFailure as failure:
+        raise _explain(failure, store.run_dir) from None
+    finally:
+        bar.close()
+        if store.done_keys():
+            cube = store.build_cube(cells, _cube_attrs(resolved))
+            store.write_cube(cube)
+    return RunSummary(store.run_dir, store.cube_path, len(cells), ran, len(cells) - len(todo))
+
+
+def _cube_attrs(resolved: ResolvedSuite) -> dict[str, str]:
+    components = [*resolved.datasets.values(), *resolved.methods.values(), *resolved.encoders.values(),
+                  *resolved.metrics.values(), resolved.augmentation, resolved.saliency, resolved.executor]  # fmt: skip
+    return {
+        "suite_name": resolved.name,
+        "suite_yaml": resolved.text,
+        "suite_description": resolved.suite.description,
+        "versions": json.dumps(provenance.versions({c.distribution for c in components})),
+        "plugins": json.dumps({c.plugin: f"{c.distribution} {c.version}" for c in components}),
+        "device": provenance.device_description(),
+        "git_revision": provenance.git_revision(),
+        "created": provenance.now(),
+        "torch_threads": str(torch.get_num_threads()),
+    }

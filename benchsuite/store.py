@@ -1,0 +1,166 @@
+"""The run directory on disk: one NetCDF shard per finished cell, and the consolidated cube.
+
+Why NetCDF (through h5netcdf) rather than Zarr: a run's results are small (kilobytes per cell),
+a single ``results.nc`` file is easy to copy off a cluster or attach to a paper, and every
+language reads it. Durability comes from the shards, not from the format: each cell is written
+to a temporary file and renamed into ``cells/<key>.nc``, an atomic step on POSIX file systems,
+so the presence of a shard is the cell's done marker and a killed run loses only the cells in
+flight. The cube is rebuilt from the shards, again written atomically.
+
+Layout of a run directory::
+
+    DIR/<suite name>/
+      suite.yaml          the suite text as given
+      manifest.json       resolved configuration and the key of every cell
+      cells/<key>.nc      one shard per finished cell
+      results.nc          the cube: every variable over (dataset, theta, seed, method, encoder, ...)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from benchsuite.grid import AXES, Cell
+from benchsuite.pipeline import CellResult
+
+ENGINE = "h5netcdf"
+CUBE_NAME = "results.nc"
+
+
+def _atomic_netcdf(ds: xr.Dataset, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    ds.to_netcdf(tmp, engine=ENGINE)
+    os.replace(tmp, path)
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def shard(result: CellResult) -> xr.Dataset:
+    """One cell's results as a small Dataset; ``level`` says whether a variable varies per cell or per dataset."""
+    cell_level = {"level": "cell"}
+    variables: dict[str, Any] = {}
+    for name, values in result.image_metrics.items():
+        variables[name] = (("image",), values, {**cell_level, "role": "metric", "scope": "image"})
+        variables[f"{name}_nan_images"] = ((), int(np.isnan(values).sum()),
+                                           {**cell_level, "role": "diagnostic", "description": f"evaluation images where {name} is undefined (NaN)"})  # fmt: skip
+    for name, value in result.cell_metrics.items():
+        variables[name] = ((), value, {**cell_level, "role": "metric", "scope": "cell"})
+    curves = result.curves
+    variables |= {
+        "ssp_loss": (("epoch",), curves.epoch_loss, {**cell_level, "role": "curve", "description": "mean SSP loss per epoch"}),
+        "ssp_loss_step": (("step",), curves.step_loss, {**cell_level, "role": "curve", "description": "SSP loss per step"}),
+        "lr": (("step",), curves.step_lr, {**cell_level, "role": "curve", "description": "learning rate per step"}),
+        "saliency_example": (("example", "y", "x"), result.example_saliency, {**cell_level, "role": "example"}),
+        "wall_time_s": ((), result.wall_time_s, {**cell_level, "role": "provenance", "units": "s"}),
+        "peak_memory_mb": ((), result.peak_memory_mb,
+                           {**cell_level, "role": "provenance", "units": "MiB", "description": "CUDA peak allocation, or the process's peak RSS on a CPU"}),  # fmt: skip
+        "device": ((), result.device, {**cell_level, "role": "provenance"}),
+        "example_image": (("example", "channel", "y", "x"), result.example_images, {"level": "dataset", "role": "example"}),
+        "example_mask": (("example", "y", "x"), result.example_masks.astype(np.float32), {"level": "dataset", "role": "example"}),
+    }
+    cell = result.cell
+    attrs = {axis: value for axis, value in cell.coords.items()} | {"key": cell.key, "config": json.dumps(cell.config)}
+    return xr.Dataset(variables, attrs=attrs)
+
+
+class RunStore:
+    """Reads and writes one run directory."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.cells_dir = self.run_dir / "cells"
+
+    @property
+    def cube_path(self) -> Path:
+        return self.run_dir / CUBE_NAME
+
+    def done_keys(self) -> set[str]:
+        return {p.stem for p in self.cells_dir.glob("*.nc")} if self.cells_dir.is_dir() else set()
+
+    def write_cell(self, result: CellResult) -> None:
+        self.cells_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_netcdf(shard(result), self.cells_dir / f"{result.cell.key}.nc")
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        path = self.run_dir / "manifest.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def write_manifest(self, manifest: dict[str, Any], suite_text: str) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_text(suite_text, self.run_dir / "suite.yaml")
+        _atomic_text(json.dumps(manifest, indent=2, sort_keys=True), self.run_dir / "manifest.json")
+
+    def build_cube(self, cells: Sequence[Cell], attrs: dict[str, str]) -> xr.Dataset:
+        """The cube over the grid of ``cells``, from the shards present; cells not run are NaN."""
+        done = self.done_keys()
+        shards = [xr.load_dataset(self.cells_dir / f"{c.key}.nc", engine=ENGINE) for c in cells if c.key in done]
+        return assemble(cells, shards, attrs)
+
+    def write_cube(self, cube: xr.Dataset) -> Path:
+        _atomic_netcdf(cube, self.cube_path)
+        return self.cube_path
+
+
+def _ordered(values: Iterable[Any]) -> list[Any]:
+    return list(dict.fromkeys(values))
+
+
+def assemble(cells: Sequence[Cell], shards: Sequence[xr.Dataset], attrs: dict[str, str]) -> xr.Dataset:
+    """Place each shard's variables at its cell's coordinates, padding ragged dims with NaN.
+
+    Built with numpy indexing rather than ``xr.combine_by_coords``: the grid is known up front,
+    cells may be missing, and the image count differs between datasets.
+    """
+    coords = {axis: _ordered(getattr(c, axis) for c in cells) for axis in AXES}
+    index = {axis: {v: i for i, v in enumerate(values)} for axis, values in coords.items()}
+    templates: dict[str, xr.DataArray] = {}
+    extents: dict[str, int] = {}
+    for ds in shards:
+        for name, var in ds.data_vars.items():
+            templates.setdefault(name, var)
+            for dim, n in var.sizes.items():
+                extents[dim] = max(extents.get(dim, 0), n)
+
+    cube_vars = {}
+    for name, template in templates.items():
+        lead = AXES if template.attrs["level"] == "cell" else ("dataset",)
+        dims = lead + template.dims
+        shape = tuple(len(coords[a]) for a in lead) + tuple(extents[d] for d in template.dims)
+        is_text = template.dtype.kind in "OUS"
+        data = np.full(shape, "" if is_text else np.nan, dtype=object if is_text else np.float64)
+        for ds in shards:
+            if name not in ds:
+                continue
+            at = tuple(index[a][ds.attrs[a]] for a in lead)
+            values = ds[name].values
+            data[at + tuple(slice(0, n) for n in values.shape)] = values
+        attrs_out = {k: v for k, v in template.attrs.items() if k != "level"}
+        cube_vars[name] = (dims, data.astype(str) if is_text else data, attrs_out)
+
+    key = np.full(tuple(len(coords[a]) for a in AXES), "", dtype=object)
+    for c in cells:
+        key[tuple(index[a][getattr(c, a)] for a in AXES)] = c.key
+    cube_vars["cell_key"] = (AXES, key.astype(str), {"role": "provenance", "description": "content hash of the cell; its shard is cells/<key>.nc"})
+    coord_values = {axis: np.asarray(values) for axis, values in coords.items()}
+    coord_values |= {dim: np.arange(extents[dim]) for dim in extents if dim not in coord_values}
+    cube = xr.Dataset(cube_vars, coords=coord_values, attrs=attrs)
+    cube["theta"].attrs["units"] = "degree"
+    return cube
+
+
+def open_cube(run_dir: Path) -> xr.Dataset:
+    """Load the cube of a run directory (or a path to the cube file itself)."""
+    path = Path(run_dir)
+    path = path / CUBE_NAME if path.is_dir() else path
+    return xr.load_dataset(path, engine=ENGINE)

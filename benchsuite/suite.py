@@ -1,0 +1,318 @@
+"""The suite file: a pydantic schema, YAML loading with line numbers, and plugin resolution.
+
+A suite is data, never code. Loading happens in two passes: the schema checks the shape of the
+file, then :func:`resolve` checks every plugin name and its ``params`` against the plugin's own
+model. Both passes report every problem at once, each with its key and line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from benchsuite.api import Params, TrainingParams
+from benchsuite.errors import SuiteError, did_you_mean
+from benchsuite.registry import ParamsError, PluginRegistry
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ComponentSpec(_Strict):
+    """A plugin and its parameters. A bare string is shorthand for ``{plugin: NAME}``."""
+
+    plugin: str = Field(description="Registered name of the plugin component.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters, checked against the plugin's model.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"plugin": value} if isinstance(value, str) else value
+
+
+class MetricSpec(ComponentSpec):
+    """A metric; ``name`` is its variable in the results cube and defaults to the plugin name."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Variable name in the cube.")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.plugin
+
+
+class ThetaRange(_Strict):
+    """Evenly spaced angles from ``start`` up to, not including, ``stop`` (like ``range``)."""
+
+    start: float = Field(0.0, ge=0, le=360, description="First angle in degrees.")
+    stop: float = Field(ge=0, le=360, description="End of the range in degrees (excluded).")
+    step: float = Field(gt=0, le=360, description="Spacing in degrees.")
+
+    @model_validator(mode="after")
+    def _nonempty(self) -> ThetaRange:
+        if self.stop <= self.start:
+            raise ValueError(f"stop ({self.stop}) must be greater than start ({self.start})")
+        return self
+
+    def values(self) -> list[float]:
+        count = int(np.ceil((self.stop - self.start) / self.step - 1e-9))
+        # Rounding keeps 0.1-degree steps from turning into 29.999999999999996.
+        return [round(self.start + i * self.step, 9) for i in range(count)]
+
+
+class DataSettings(_Strict):
+    """How every dataset of the suite is sized and split."""
+
+    size: int = Field(32, ge=8, le=1024, description="Images are resized to size x size pixels.")
+    eval_images: int = Field(32, ge=1, le=100_000, description="Held-out evaluation images per dataset; the rest train.")
+    split_seed: int = Field(0, ge=0, description="Seed of the fixed train/evaluation split (the same for every cell).")
+    examples: int = Field(4, ge=0, le=64, description="Evaluation images whose saliency maps are kept for the report.")
+
+
+class Suite(_Strict):
+    """A suite file. Grid axes are ``datasets`` x ``theta`` x ``seeds`` x ``methods`` x ``encoders``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Names the run directory OUT/NAME/.")
+    description: str = Field("", description="Free text, kept with the results.")
+    data: DataSettings = Field(default_factory=DataSettings, description="Image size and split.")
+    datasets: dict[str, ComponentSpec] = Field(min_length=1, description="Grid axis: label -> dataset plugin.")
+    theta: list[float] | ThetaRange = Field(description="Grid axis: rotation angles in degrees, a list or {start, stop, step}.")
+    seeds: list[int] = Field(min_length=1, description="Grid axis: replicate seeds (weight init, data order, saliency noise).")
+    methods: dict[str, ComponentSpec] = Field(min_length=1, description="Grid axis: label -> SSP method plugin.")
+    encoders: dict[str, ComponentSpec] = Field(min_length=1, description="Grid axis: label -> encoder plugin.")
+    augmentation: ComponentSpec = Field(ComponentSpec(plugin="rotation"), description="Pair augmentation.")
+    saliency: ComponentSpec = Field(ComponentSpec(plugin="smoothgrad"), description="Saliency method.")
+    metrics: list[MetricSpec] = Field(min_length=1, description="Metrics computed for every cell.")
+    executor: ComponentSpec = Field(ComponentSpec(plugin="local"), description="Where cells run; does not change results.")
+
+    @field_validator("theta")
+    @classmethod
+    def _angles(cls, value: list[float] | ThetaRange) -> list[float] | ThetaRange:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("at least one angle is needed")
+            bad = [t for t in value if not 0 <= t <= 360]
+            if bad:
+                raise ValueError(f"angles must lie in [0, 360] degrees, got {bad}")
+            if len(set(value)) != len(value):
+                raise ValueError("angles must be unique")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must be unique")
+        if any(s < 0 for s in value):
+            raise ValueError("seeds must be non-negative")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _distinct_metric_names(cls, value: list[MetricSpec]) -> list[MetricSpec]:
+        labels = [m.label for m in value]
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ValueError(f"metric names must be unique, {twice} appear twice; give one a different 'name'")
+        return value
+
+    @property
+    def thetas(self) -> list[float]:
+        return self.theta.values() if isinstance(self.theta, ThetaRange) else [float(t) for t in self.theta]
+
+
+@dataclass(frozen=True)
+class ResolvedComponent:
+    """A component whose plugin exists and whose params passed its model."""
+
+    plugin: str
+    params: Params
+    distribution: str
+    version: str
+
+    def config(self) -> dict[str, Any]:
+        """JSON-ready form: what a cell carries to wherever it runs, and what its hash covers."""
+        return {
+            "plugin": self.plugin,
+            "params": self.params.model_dump(mode="json"),
+            "distribution": self.distribution,
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True)
+class ResolvedSuite:
+    """A suite whose every plugin reference has been checked, plus the text it came from."""
+
+    suite: Suite
+    text: str
+    datasets: dict[str, ResolvedComponent]
+    methods: dict[str, ResolvedComponent]
+    encoders: dict[str, ResolvedComponent]
+    augmentation: ResolvedComponent
+    saliency: ResolvedComponent
+    metrics: dict[str, ResolvedComponent]
+    executor: ResolvedComponent
+
+    @property
+    def name(self) -> str:
+        return self.suite.name
+
+    def describe(self) -> str:
+        s = self.suite
+        axes = [(len(s.datasets), "datasets"), (len(s.thetas), "angles"), (len(s.seeds), "seeds"),
+                (len(s.methods), "methods"), (len(s.encoders), "encoders")]  # fmt: skip
+        total = int(np.prod([n for n, _ in axes]))
+        return " x ".join(f"{n} {what}" for n, what in axes) + f" = {total} cells"
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Refuses duplicate keys, which plain YAML silently lets the last one win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (each key may appear once)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _line_of(root: yaml.Node | None, loc: Sequence[Any]) -> int | None:
+    """The 1-based line of the deepest YAML node that ``loc`` (a pydantic error path) reaches."""
+    node, line = root, None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(part)]
+            if not match:
+                continue  # union tags such as 'list[float]' name no key; stay on this node
+            key_node, node = match[0]
+            line = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+    return line
+
+
+def _where(path: str, root: yaml.Node | None, loc: Sequence[Any]) -> str:
+    line = _line_of(root, loc)
+    key = ".".join(str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in {"str", "function-after"})))
+    return f"{path}:{line}: '{key}'" if line else f"{path}: '{key}'"
+
+
+def _schema_problems(error: ValidationError, path: str, root: yaml.Node | None) -> list[str]:
+    problems = []
+    for e in error.errors():
+        loc = e["loc"]
+        if e["type"] == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            hint = did_you_mean(str(loc[-1]), model.model_fields) if model else ""
+            problems.append(f"{_where(path, root, loc)} is not a known key.{hint}")
+        elif e["type"] == "missing":
+            problems.append(f"{_where(path, root, loc)} is required but missing.")
+        else:
+            problems.append(f"{_where(path, root, loc)}: {e['msg']}.")
+    return problems
+
+
+def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The schema model that owns the keys at ``loc``, for suggesting a misspelt key."""
+    model: type[BaseModel] = Suite
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            continue  # a label (dict key) or a union tag
+        annotation = field.annotation
+        nested = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return None
+        model = nested[-1]
+    return model
+
+
+def parse_suite(text: str, path: str = "<suite>") -> tuple[Suite, yaml.Node | None]:
+    """Parse and schema-check suite text; :class:`SuiteError` lists every problem with its line."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SuiteError(f"{where}: the file is not valid YAML: {problem}. Check the indentation and the ':' after each key.") from None
+    if not isinstance(data, dict):
+        raise SuiteError(f"{path}: a suite must be a YAML mapping with keys such as name, datasets, theta, seeds; got {type(data).__name__}.")
+    try:
+        return Suite.model_validate(data), root
+    except ValidationError as exc:
+        problems = _schema_problems(exc, path, root)
+        raise SuiteError(f"{path} has {len(problems)} problem(s): " + " ".join(problems) + " See docs/suites.md for every key.") from None
+
+
+def resolve(suite: Suite, registry: PluginRegistry, *, text: str = "", path: str = "<suite>", root: yaml.Node | None = None) -> ResolvedSuite:
+    """Check every plugin name and its params; :class:`SuiteError` lists every problem at once."""
+    problems: list[str] = []
+
+    def one(kind: str, spec: ComponentSpec, loc: tuple[Any, ...]) -> ResolvedComponent | None:
+        try:
+            component = registry.get(kind, spec.plugin)
+            params = registry.parse_params(kind, spec.plugin, spec.params)
+        except ParamsError as exc:
+            problems.append(f"{_where(path, root, loc + ('params',))}: {exc}")
+            return None
+        except SuiteError as exc:
+            problems.append(f"{_where(path, root, loc + ('plugin',))}: {exc}")
+            return None
+        if kind == "ssp_methods" and not isinstance(params, TrainingParams):
+            problems.append(f"{component.origin} is broken: the params of SSP method '{spec.plugin}' must extend benchsuite.api.TrainingParams.")
+            return None
+        return ResolvedComponent(spec.plugin, params, component.distribution, component.version)
+
+    def axis(kind: str, key: str, specs: Mapping[str, ComponentSpec]) -> dict[str, ResolvedComponent]:
+        return {label: r for label, spec in specs.items() if (r := one(kind, spec, (key, label))) is not None}
+
+    resolved = dict(
+        datasets=axis("datasets", "datasets", suite.datasets),
+        methods=axis("ssp_methods", "methods", suite.methods),
+        encoders=axis("encoders", "encoders", suite.encoders),
+        augmentation=one("augmentations", suite.augmentation, ("augmentation",)),
+        saliency=one("saliency_methods", suite.saliency, ("saliency",)),
+        metrics={m.label: r for i, m in enumerate(suite.metrics) if (r := one("metrics", m, ("metrics", i))) is not None},
+        executor=one("executors", suite.executor, ("executor",)),
+    )
+    if problems:
+        raise SuiteError(f"{path} has {len(problems)} problem(s): " + " ".join(problems))
+    return ResolvedSuite(suite=suite, text=text, **resolved)  # type: ignore[arg-type]
+
+
+def load_suite(path: str | Path, registry: PluginRegistry) -> ResolvedSuite:
+    """Read, schema-check and resolve a suite file."""
+    file = Path(path)
+    if not file.is_file():
+        hint = did_you_mean(file.name, [p.name for p in file.parent.glob("*.yaml")]) if file.parent.is_dir() else ""
+        raise SuiteError(f"suite file '{file}' does not exist.{hint} Suites shipped with benchsuite live in suites/.")
+    text = file.read_text(encoding="utf-8")
+    suite, root = parse_suite(text, str(file))
+    return resolve(suite, registry, text=text, path=str(file), root=root)
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON for hashing and for comparing resolved configurations."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -1,0 +1,100 @@
+"""The pre-training loop shared by every SSP method: batches, optimiser, schedule, curves.
+
+A method plugin only says what one step's loss is; the loop here owns everything else, so all
+methods are trained and recorded the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from benchsuite.api import Augmentation, SSPMethod, TrainingParams
+
+
+class NonFiniteLoss(Exception):
+    """The SSP loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, value: float):
+        self.epoch, self.value = epoch, value
+        super().__init__(f"the SSP loss became {value} in epoch {epoch + 1}")
+
+
+@dataclass(frozen=True)
+class TrainingCurves:
+    """Loss per epoch (mean over its steps), and loss and learning rate per step."""
+
+    epoch_loss: np.ndarray
+    step_loss: np.ndarray
+    step_lr: np.ndarray
+
+
+def _optimizer(method: SSPMethod, p: TrainingParams) -> torch.optim.Optimizer:
+    trainable = [q for q in method.parameters() if q.requires_grad]
+    if p.optimizer == "adam":
+        return torch.optim.Adam(trainable, lr=p.lr, weight_decay=p.weight_decay)
+    return torch.optim.SGD(trainable, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+
+
+def _lr_at(step: int, total: int, p: TrainingParams) -> float:
+    if p.schedule == "constant":
+        return p.lr
+    return 0.5 * p.lr * (1 + math.cos(math.pi * step / total))
+
+
+def pretrain(
+    method: SSPMethod,
+    augment: Augmentation,
+    theta: float,
+    images: Tensor,
+    generator: torch.Generator,
+    *,
+    progress: bool = False,
+    label: str = "pre-training",
+) -> TrainingCurves:
+    """Train ``method`` on positive pairs ``augment(batch, theta)`` of ``images`` (on their device).
+
+    Batches are drawn without replacement by ``generator`` (CPU); a last partial batch is
+    dropped so every step sees the same batch size, which contrastive losses depend on.
+    """
+    p = method.params
+    n = images.shape[0]
+    batch = min(p.batch_size, n)
+    steps_per_epoch = n // batch
+    total = p.epochs * steps_per_epoch
+    optimizer = _optimizer(method, p)
+    method.train()
+    step_loss, step_lr = [], []
+    bar = tqdm(range(p.epochs), desc=label, unit="epoch", leave=False, disable=not progress)
+    for epoch in bar:
+        order = torch.randperm(n, generator=generator).to(images.device)
+        losses = []
+        for i in range(steps_per_epoch):
+            lr = _lr_at(epoch * steps_per_epoch + i, total, p)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            view1, view2 = augment(images[order[i * batch : (i + 1) * batch]], theta)
+            loss = method(view1, view2)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            method.after_step()
+            losses.append(loss.detach())
+            step_lr.append(lr)
+        # One device sync per epoch rather than per step.
+        epoch_losses = torch.stack(losses).float().cpu().numpy()
+        if not np.isfinite(epoch_losses).all():
+            raise NonFiniteLoss(epoch, float(epoch_losses[~np.isfinite(epoch_losses)][0]))
+        step_loss.extend(epoch_losses.tolist())
+        bar.set_postfix(loss=f"{epoch_losses.mean():.4f}")
+    steps = np.asarray(step_loss, dtype=np.float64)
+    return TrainingCurves(
+        epoch_loss=steps.reshape(p.epochs, steps_per_epoch).mean(axis=1),
+        step_loss=steps,
+        step_lr=np.asarray(step_lr, dtype=np.float64),
+    )

@@ -1,0 +1,163 @@
+"""Encoder backbones: ``small_cnn`` for CPU-sized sweeps, and torchvision ``resnet18`` / ``resnet50``.
+
+Every encoder maps [N, C, H, W] to features [N, out_dim] and carries ``out_dim``.
+ImageNet weights are read only from the local torch hub cache; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from pydantic import Field
+from torch import Tensor, nn
+from torchvision.models import ResNet18_Weights, ResNet50_Weights, WeightsEnum
+
+from benchsuite.api import Params, PluginError, Registry, hookimpl
+
+
+class SmallCNNParams(Params):
+    """Parameters of ``small_cnn``."""
+
+    width: int = Field(16, ge=1, le=1024, description="Channels of the first block; each later block doubles them.")
+    depth: int = Field(3, ge=1, le=6, description="Number of blocks; each halves the resolution.")
+    out_dim: int | None = Field(
+        None, ge=1, le=8192, description="Channels of the last block, i.e. the feature size. Default: width * 2**(depth - 1)."
+    )
+    norm: Literal["group", "batch", "none"] = Field(
+        "group",
+        description=(
+            "Normalisation after each convolution. Group norm is the default because BatchNorm lets "
+            "MoCo on one device without shuffle-BN cheat through batch statistics."
+        ),
+    )
+
+
+class SmallCNN(nn.Module):
+    """A few conv blocks and global average pooling; fast enough for CPU sweeps at 32-64 px.
+
+    Each block is a strided 3x3 convolution that halves the resolution and a 3x3 convolution at
+    that resolution, each followed by the normalisation and a ReLU. Downsampling in the first
+    convolution keeps the full-resolution work small, which dominates the cost on a CPU.
+    """
+
+    def __init__(self, params: SmallCNNParams, in_channels: int):
+        super().__init__()
+        widths = [params.width * 2**i for i in range(params.depth)]
+        if params.out_dim is not None:
+            widths[-1] = params.out_dim
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([in_channels, *widths[:-1]], widths):
+            layers += _conv_norm_relu(c_in, c_out, stride=2, norm=params.norm)
+            layers += _conv_norm_relu(c_out, c_out, stride=1, norm=params.norm)
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = widths[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return features [N, out_dim] for images [N, C, H, W]."""
+        return self.pool(self.features(x)).flatten(1)
+
+
+def _conv_norm_relu(c_in: int, c_out: int, *, stride: int, norm: str) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=norm == "none")]
+    if norm == "group":
+        # Up to 8 groups; gcd keeps the group count a divisor of any channel count.
+        layers.append(nn.GroupNorm(math.gcd(c_out, 8), c_out))
+    elif norm == "batch":
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
+class ResNetParams(Params):
+    """Parameters of the torchvision ResNets."""
+
+    weights: Literal["none", "imagenet"] = Field(
+        "none",
+        description=(
+            "Initial weights: random, or torchvision's IMAGENET1K_V1 (the classic `pretrained=True`) "
+            "read from the local torch hub cache; they are never downloaded."
+        ),
+    )
+
+
+def _cached_weights(weights: WeightsEnum) -> dict[str, Tensor]:
+    """The state dict of ``weights`` from the torch hub cache, or a PluginError saying how to get it."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    if not path.is_file():
+        raise PluginError(
+            f"ImageNet weights {weights} are expected at {path}, but the file is missing; "
+            "benchsuite never downloads weights. Fetch them once on a machine with internet, e.g. "
+            f"`curl -L --create-dirs -o {path} {weights.url}`, or run "
+            f"`python -c \"import torchvision; torchvision.models.get_weight('{weights}').get_state_dict()\"` "
+            "there and copy the file to this path (set TORCH_HOME to change the cache location)."
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _adapt_conv1(conv1: nn.Conv2d, in_channels: int, pretrained: bool) -> nn.Conv2d:
+    """A copy of the RGB stem ``conv1`` that takes ``in_channels`` inputs."""
+    conv = nn.Conv2d(
+        in_channels,
+        conv1.out_channels,
+        conv1.kernel_size,
+        stride=conv1.stride,
+        padding=conv1.padding,
+        bias=False,
+    )
+    if pretrained:
+        # Summing the RGB filters (spread evenly over the new channels) makes a grey image
+        # repeated on every input channel excite the stem exactly as the RGB grey image would.
+        summed = conv1.weight.detach().sum(dim=1, keepdim=True) / in_channels
+        conv.weight.data.copy_(summed.expand_as(conv.weight))
+    else:
+        # torchvision's own initialisation for ResNet convolutions.
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv
+
+
+def _resnet_factory(
+    build: Callable[..., torchvision.models.ResNet], imagenet: WeightsEnum
+) -> Callable[[ResNetParams, int], nn.Module]:
+    def factory(params: ResNetParams, in_channels: int) -> nn.Module:
+        pretrained = params.weights == "imagenet"
+        state = _cached_weights(imagenet) if pretrained else None
+        model = build(weights=None)
+        if state is not None:
+            model.load_state_dict(state)
+        if in_channels != 3:
+            model.conv1 = _adapt_conv1(model.conv1, in_channels, pretrained)
+        model.out_dim = model.fc.in_features
+        model.fc = nn.Identity()
+        return model
+
+    factory.__doc__ = f"torchvision {build.__name__} for ``in_channels`` inputs, features [N, out_dim] (no fc)."
+    return factory
+
+
+@hookimpl
+def benchsuite_register_encoders(registry: Registry) -> None:
+    registry.add(
+        "small_cnn",
+        SmallCNN,
+        params=SmallCNNParams,
+        description="Small strided CNN with group norm and average pooling, for CPU-sized sweeps.",
+    )
+    registry.add(
+        "resnet18",
+        _resnet_factory(torchvision.models.resnet18, ResNet18_Weights.IMAGENET1K_V1),
+        params=ResNetParams,
+        description="torchvision ResNet-18 without fc (512 features), optionally ImageNet weights from the local cache.",
+    )
+    registry.add(
+        "resnet50",
+        _resnet_factory(torchvision.models.resnet50, ResNet50_Weights.IMAGENET1K_V1),
+        params=ResNetParams,
+        description="torchvision ResNet-50 without fc (2048 features), optionally ImageNet weights from the local cache.",
+    )

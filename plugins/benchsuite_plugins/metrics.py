@@ -1,0 +1,190 @@
+"""Saliency-vs-mask metrics per image, and the cell's final SSP loss.
+
+Every image metric is vectorised over the batch and returns one value per image in the
+saliency map's floating dtype (at least float32), on its device. Where a metric is undefined
+for an image (an empty mask, for instance) the value is NaN, never a silent 0 or 1: the core
+counts NaNs and warns.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from benchsuite.api import MetricInputs, Params, Registry, hookimpl
+
+# skimage.filters.threshold_otsu's default; enough resolution for maps of any size we use.
+_OTSU_BINS = 256
+
+
+def _flat_maps_and_masks(inputs: MetricInputs) -> tuple[Tensor, Tensor]:
+    """Saliency [N, P] in the output dtype and masks bool [N, P], after checking they match."""
+    saliency, masks = inputs.saliency, inputs.masks
+    if saliency.ndim != 3 or saliency.shape != masks.shape:
+        raise ValueError(
+            f"saliency [N, H, W] and masks [N, H, W] must have the same shape, "
+            f"got {tuple(saliency.shape)} and {tuple(masks.shape)}"
+        )
+    dtype = torch.promote_types(saliency.dtype, torch.float32)
+    return saliency.flatten(1).to(dtype).contiguous(), masks.flatten(1).bool()
+
+
+class DiceParams(Params):
+    """How the saliency map is binarised before Dice."""
+
+    binarize: Literal["topk", "otsu", "percentile"] = Field(
+        "topk",
+        description="'topk': the k most salient pixels with k = mask size (ties go to the earlier pixel in "
+        "row-major order); 'otsu': pixels above the image's Otsu threshold (256-bin histogram); "
+        "'percentile': pixels above the image's given percentile.",
+    )
+    percentile: float = Field(
+        90.0, gt=0, lt=100, description="Percentile of each map used as the threshold when binarize='percentile'."
+    )
+
+
+class Dice:
+    """Dice 2|S ∩ M| / (|S| + |M|) of the binarised saliency map S and the mask M; NaN for an empty mask."""
+
+    scope: Literal["image", "cell"] = "image"
+
+    def __init__(self, params: DiceParams) -> None:
+        self.params = params
+
+    def __call__(self, inputs: MetricInputs) -> Tensor:
+        """Return Dice per image [N]."""
+        saliency, masks = _flat_maps_and_masks(inputs)
+        mask_size = masks.sum(dim=1)
+        if self.params.binarize == "topk":
+            salient = top_k_pixels(saliency, mask_size)
+        elif self.params.binarize == "otsu":
+            salient = saliency > otsu_threshold(saliency).unsqueeze(1)
+        else:
+            salient = saliency > _percentile(saliency, self.params.percentile).unsqueeze(1)
+        overlap = (salient & masks).sum(dim=1)
+        dice = 2 * overlap.to(saliency.dtype) / (salient.sum(dim=1) + mask_size).to(saliency.dtype)
+        return dice.masked_fill(mask_size == 0, float("nan"))
+
+
+def top_k_pixels(saliency: Tensor, k: Tensor) -> Tensor:
+    """Mark the ``k[i]`` highest values of each row of ``saliency`` [N, P]; returns bool [N, P].
+
+    Ties are broken by position: among equal values the lower index is taken first, so the
+    result is deterministic.
+    """
+    order = torch.sort(saliency, dim=1, descending=True, stable=True).indices
+    positions = torch.arange(saliency.shape[1], device=saliency.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)
+    return rank < k.unsqueeze(1)
+
+
+def otsu_threshold(values: Tensor, bins: int = _OTSU_BINS) -> Tensor:
+    """Otsu's threshold of each row of ``values`` [N, P], from a ``bins``-bin histogram; returns [N].
+
+    Follows ``skimage.filters.threshold_otsu``: the histogram spans each row's [min, max], the
+    threshold is the centre of the bin that maximises the between-class variance (the first such
+    bin on ties), and the foreground is ``values > threshold``. A constant row gets its value.
+    """
+    low, high = values.aminmax(dim=1)
+    width = (high - low) / bins
+    # A constant row has zero width; every value then falls in bin 0.
+    scaled = (values - low.unsqueeze(1)) / torch.where(width > 0, width, 1.0).unsqueeze(1)
+    index = scaled.floor().long().clamp(0, bins - 1)
+    counts = torch.zeros(values.shape[0], bins, dtype=values.dtype, device=values.device)
+    counts.scatter_add_(1, index, torch.ones_like(values))
+    centres = low.unsqueeze(1) + width.unsqueeze(1) * (torch.arange(bins, device=values.device) + 0.5)
+    weight_below = counts.cumsum(dim=1)
+    weight_above = counts.flip(1).cumsum(dim=1).flip(1)
+    mass = counts * centres
+    mean_below = mass.cumsum(dim=1) / weight_below
+    mean_above = mass.flip(1).cumsum(dim=1).flip(1) / weight_above
+    # Split after bin i: class 0 is bins <= i, class 1 is bins > i. Empty classes give NaN, which
+    # nan_to_num turns into a variance of 0 so they are never chosen over a real split.
+    between = weight_below[:, :-1] * weight_above[:, 1:] * (mean_below[:, :-1] - mean_above[:, 1:]) ** 2
+    best = between.nan_to_num(nan=-1.0).argmax(dim=1, keepdim=True)
+    return centres.gather(1, best).squeeze(1)
+
+
+def _percentile(values: Tensor, q: float) -> Tensor:
+    """The ``q``-th percentile of each row of ``values`` [N, P], interpolated linearly as numpy does."""
+    # torch.quantile refuses inputs above 16M elements; a sort has no such limit.
+    ordered = values.sort(dim=1).values
+    position = q / 100 * (values.shape[1] - 1)
+    below = math.floor(position)
+    above = min(below + 1, values.shape[1] - 1)
+    return ordered[:, below] + (ordered[:, above] - ordered[:, below]) * (position - below)
+
+
+class Auroc:
+    """Per-image AUROC of saliency scores against mask labels (Mann-Whitney U, ties averaged).
+
+    NaN when the mask is empty or covers the whole image, where AUROC is undefined.
+    """
+
+    scope: Literal["image", "cell"] = "image"
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def __call__(self, inputs: MetricInputs) -> Tensor:
+        """Return AUROC per image [N]."""
+        saliency, masks = _flat_maps_and_masks(inputs)
+        ordered = saliency.sort(dim=1).values
+        # Tied values share the mean of the 1-based ranks they span: (first + last) / 2.
+        first = torch.searchsorted(ordered, saliency, right=False) + 1
+        last = torch.searchsorted(ordered, saliency, right=True)
+        # Rank sums reach ~P^2/2; float64 keeps them exact for any image size we use.
+        rank = (first + last).to(torch.float64) / 2
+        positives = masks.sum(dim=1).to(torch.float64)
+        negatives = masks.shape[1] - positives
+        u = (rank * masks).sum(dim=1) - positives * (positives + 1) / 2
+        auroc = u / (positives * negatives)
+        undefined = (positives == 0) | (negatives == 0)
+        return auroc.masked_fill(undefined, float("nan")).to(saliency.dtype)
+
+
+class MassInMask:
+    """Fraction of saliency mass inside the mask, sum(S·M) / sum(S); NaN for an empty mask or map."""
+
+    scope: Literal["image", "cell"] = "image"
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def __call__(self, inputs: MetricInputs) -> Tensor:
+        """Return the fraction per image [N]."""
+        saliency, masks = _flat_maps_and_masks(inputs)
+        total = saliency.sum(dim=1)
+        inside = (saliency * masks).sum(dim=1)
+        undefined = (masks.sum(dim=1) == 0) | (total == 0)
+        return (inside / total).masked_fill(undefined, float("nan"))
+
+
+class FinalLoss:
+    """The cell's SSP loss in its last epoch; NaN when no epoch was recorded."""
+
+    scope: Literal["image", "cell"] = "cell"
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def __call__(self, inputs: MetricInputs) -> Tensor:
+        """Return the last epoch's mean loss as a 0-d tensor on the saliency maps' device."""
+        dtype = torch.promote_types(inputs.epoch_loss.dtype, torch.float32)
+        losses = inputs.epoch_loss.to(device=inputs.saliency.device, dtype=dtype)
+        if losses.numel() == 0:
+            return torch.tensor(float("nan"), dtype=losses.dtype, device=losses.device)
+        return losses[-1]
+
+
+@hookimpl
+def benchsuite_register_metrics(registry: Registry) -> None:
+    """Register ``dice``, ``auroc``, ``mass_in_mask`` and ``final_loss``."""
+    registry.add("dice", Dice, params=DiceParams, description="Dice of the binarised saliency map and the mask, per image.")
+    registry.add("auroc", Auroc, description="AUROC of saliency as a score for mask pixels, per image (ties averaged).")
+    registry.add("mass_in_mask", MassInMask, description="Fraction of saliency mass inside the mask, per image.")
+    registry.add("final_loss", FinalLoss, description="SSP loss of the last training epoch, per cell.")

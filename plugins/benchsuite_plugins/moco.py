@@ -1,0 +1,124 @@
+"""MoCo v2 (Chen et al. 2020): a momentum key encoder, a queue of negative keys and an MLP head.
+
+The query network is the encoder plus a 2-layer MLP head; the key network is a copy of both
+that follows the query network by an exponential moving average of its parameters. The queue
+of normalised keys and its write pointer are buffers, so a ``state_dict`` resumes a run
+exactly. The key network's own buffers (BatchNorm statistics, if any) come from its forward
+passes, as in the reference implementation.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from benchsuite.api import Registry, SSPMethod, TrainingParams, hookimpl
+
+
+class MoCoV2Params(TrainingParams):
+    """Training and method parameters of ``moco_v2``."""
+
+    queue_size: int = Field(1024, ge=1, le=1_048_576, description="Number of negative keys kept in the queue.")
+    encoder_momentum: float = Field(
+        0.99, ge=0, le=1, description="Momentum of the key network's moving average (1 freezes it, 0 copies the query network)."
+    )
+    temperature: float = Field(0.2, gt=0, le=10, description="Softmax temperature of the InfoNCE loss.")
+    proj_hidden_dim: int = Field(128, ge=1, le=65_536, description="Hidden width of the 2-layer projection head.")
+    proj_dim: int = Field(64, ge=1, le=65_536, description="Output size of the projection head: the embedding the loss sees.")
+    symmetric: bool = Field(
+        False,
+        description=(
+            "Also score view2's query against view1's key and average the two losses (keys of both "
+            "views are enqueued). The published MoCo v2 is asymmetric; the symmetric loss makes "
+            "theta and 360 - theta equivalent for rotation-invariant data."
+        ),
+    )
+
+
+class MoCoV2(SSPMethod):
+    """MoCo v2 on the pair ``(view1, view2)``: queries from view1, keys from view2."""
+
+    params: MoCoV2Params
+
+    def __init__(self, params: MoCoV2Params, encoder: nn.Module):
+        super().__init__()
+        self.params = params
+        self.encoder = encoder
+        self.head = nn.Sequential(
+            nn.Linear(encoder.out_dim, params.proj_hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(params.proj_hidden_dim, params.proj_dim),
+        )
+        self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.key_head = copy.deepcopy(self.head).requires_grad_(False)
+        # Random unit keys give a chance-level loss, log(queue_size + 1), until real keys arrive.
+        self.register_buffer("queue", F.normalize(torch.randn(params.queue_size, params.proj_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Return the L2-normalised query projection [N, proj_dim]."""
+        return F.normalize(self.head(self.encoder(x)), dim=1)
+
+    @torch.no_grad()
+    def _keys(self, x: Tensor) -> Tensor:
+        return F.normalize(self.key_head(self.key_encoder(x)), dim=1)
+
+    def _info_nce(self, queries: Tensor, keys: Tensor) -> Tensor:
+        # In float32 so that bf16 autocast cannot round the logits that the softmax compares.
+        queries, keys = queries.float(), keys.float()
+        positive = (queries * keys).sum(dim=1, keepdim=True)
+        # A copy: backward needs the queue as it was here, after forward has enqueued new keys.
+        negative = queries @ self.queue.to(torch.float32, copy=True).T
+        logits = torch.cat([positive, negative], dim=1) / self.params.temperature
+        target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, target)
+
+    def forward(self, view1: Tensor, view2: Tensor) -> Tensor:
+        """Return the InfoNCE loss of the batch; in training mode, then enqueue its keys.
+
+        Outside training mode (e.g. when the core scores held-out images) the queue is left
+        untouched, so evaluation does not change what training sees next.
+        """
+        keys = self._keys(view2)
+        loss = self._info_nce(self.embed(view1), keys)
+        if self.params.symmetric:
+            keys_of_view1 = self._keys(view1)
+            loss = (loss + self._info_nce(self.embed(view2), keys_of_view1)) / 2
+            keys = torch.cat([keys, keys_of_view1])
+        if self.training:
+            self._enqueue(keys)
+        return loss
+
+    @torch.no_grad()
+    def _enqueue(self, keys: Tensor) -> None:
+        # Written as if the keys went in one by one, wrapping around the ring: only the last
+        # queue_size of them survive, and the pointer advances by the full count.
+        size, count = self.params.queue_size, len(keys)
+        kept = keys[-size:]
+        offsets = torch.arange(count - len(kept), count, device=keys.device)
+        self.queue[(self.queue_ptr + offsets) % size] = kept.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + count) % size)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Move the key network towards the query network: key = m * key + (1 - m) * query."""
+        weight = 1.0 - self.params.encoder_momentum
+        query = itertools.chain(self.encoder.parameters(), self.head.parameters())
+        key = itertools.chain(self.key_encoder.parameters(), self.key_head.parameters())
+        for key_param, query_param in zip(key, query, strict=True):
+            key_param.lerp_(query_param, weight)
+
+
+@hookimpl
+def benchsuite_register_ssp_methods(registry: Registry) -> None:
+    registry.add(
+        "moco_v2",
+        MoCoV2,
+        params=MoCoV2Params,
+        description="MoCo v2: momentum key encoder, queue of negatives, MLP head, InfoNCE loss.",
+    )

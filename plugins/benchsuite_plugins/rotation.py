@@ -1,0 +1,88 @@
+"""The ``rotation`` pair augmentation: the positive pair ``(x, R_theta x)`` of the rotation study.
+
+Convention: ``theta`` is in degrees and a positive angle turns the image counter-clockwise as it
+is displayed with row 0 at the top, about the image centre. So ``theta=90`` equals
+``torch.rot90(x, 1, dims=(-2, -1))`` for square images, and ``theta=-theta`` undoes ``theta``
+up to interpolation. Pixels that come from outside the image take the value ``fill``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from benchsuite.api import Params, Registry, hookimpl
+
+
+class RotationParams(Params):
+    """Parameters of the ``rotation`` augmentation."""
+
+    interpolation: Literal["bilinear", "nearest"] = Field(
+        "bilinear", description="How rotated pixels are sampled between grid points."
+    )
+    fill: float = Field(
+        0.0,
+        ge=-1e6,
+        le=1e6,
+        description="Value of the pixels that the rotation brings in from outside the image.",
+    )
+
+
+def _cos_sin(theta: float) -> tuple[float, float]:
+    """Cosine and sine of ``theta`` degrees, exact at multiples of 90 degrees.
+
+    ``math.cos(math.radians(90))`` is 6e-17, not 0; that residue would make a quarter turn
+    sample between pixels and blur the image, so quarter turns are snapped to exact values.
+    """
+    turns, rest = divmod(theta, 90.0)
+    if rest == 0.0:
+        return ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[int(turns) % 4]
+    radians = math.radians(theta)
+    return math.cos(radians), math.sin(radians)
+
+
+class Rotation:
+    """Rotates a batch about its centre with one ``affine_grid`` + ``grid_sample`` call."""
+
+    def __init__(self, params: RotationParams):
+        self.params = params
+
+    def rotate(self, x: Tensor, theta: float) -> Tensor:
+        """Return ``R_theta x`` for a batch ``x`` [N, C, H, W]; differentiable in ``x``."""
+        n, _, h, w = x.shape
+        cos, sin = _cos_sin(theta)
+        # affine_grid maps each output location to the input location it samples, so the matrix
+        # is the inverse rotation. Normalised coordinates span [-1, 1] on both axes; the aspect
+        # terms keep the rotation rigid in pixel units when H != W. With y pointing down, this
+        # inverse sends the output's top-left corner to the input's top-right one for theta=90,
+        # i.e. a counter-clockwise turn as displayed.
+        inverse = torch.tensor(
+            [[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]], dtype=x.dtype, device=x.device
+        )
+        grid = F.affine_grid(inverse.expand(n, 2, 3), [n, 1, h, w], align_corners=False)
+        # Rotating x - fill with zero padding and adding fill back gives exactly `fill` outside
+        # the image and blends it correctly at the border, for any fill value.
+        fill = self.params.fill
+        rotated = F.grid_sample(
+            x - fill, grid, mode=self.params.interpolation, padding_mode="zeros", align_corners=False
+        )
+        return rotated + fill
+
+    def __call__(self, x: Tensor, theta: float) -> tuple[Tensor, Tensor]:
+        """Return the positive pair ``(x, R_theta x)`` for a batch ``x`` [N, C, H, W]."""
+        return x, self.rotate(x, theta)
+
+
+@hookimpl
+def benchsuite_register_augmentations(registry: Registry) -> None:
+    registry.add(
+        "rotation",
+        Rotation,
+        params=RotationParams,
+        description="Pair (x, R_theta x): rotation about the centre, counter-clockwise in degrees.",
+    )

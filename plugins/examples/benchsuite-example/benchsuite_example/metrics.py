@@ -1,0 +1,31 @@
+"""A metric plugin: the pointing game, a hit when the most salient pixel lies inside the mask."""
+
+import torch
+from pydantic import Field
+
+from benchsuite.api import MetricInputs, Params, hookimpl
+
+
+class PointingParams(Params):
+    tolerance: int = Field(0, ge=0, le=32, description="Pixels of slack around the mask.")
+
+
+class PointingGame:
+    scope = "image"  # one value per evaluation image
+
+    def __init__(self, params: PointingParams):
+        self.tolerance = params.tolerance
+
+    def __call__(self, inputs: MetricInputs) -> torch.Tensor:
+        masks = inputs.masks.float().unsqueeze(1)
+        if self.tolerance:
+            masks = torch.nn.functional.max_pool2d(masks, 2 * self.tolerance + 1, stride=1, padding=self.tolerance)
+        flat = inputs.saliency.flatten(1)
+        hit = masks.flatten(1).gather(1, flat.argmax(dim=1, keepdim=True)).squeeze(1)
+        # An empty mask has no right answer: NaN, never a hit or a miss.
+        return torch.where(inputs.masks.flatten(1).any(dim=1), hit, torch.nan)
+
+
+@hookimpl
+def benchsuite_register_metrics(registry):
+    registry.add("pointing_game", PointingGame, params=PointingParams, description="1 if the saliency peak is in the mask.")

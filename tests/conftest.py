@@ -1,0 +1,48 @@
+"""Shared fixtures: an isolated dataset cache, and a way to put a real plugin distribution on the path."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One cache per test session: tests share built datasets but never touch the user's cache.
+    monkeypatch.setenv("BENCHSUITE_CACHE", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
+
+
+def write_distribution(root: Path, name: str, version: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:
+    """Write an installed-looking distribution (modules plus a .dist-info with entry points) under ``root``.
+
+    This is what ``pip install`` leaves in site-packages, so ``importlib.metadata`` finds its
+    ``benchsuite`` entry points exactly as it would for a real third-party plugin.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = "".join(f"{ep} = {target}\n" for ep, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[benchsuite]\n{lines}")
+    return root
+
+
+@pytest.fixture
+def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Factory fixture: ``plugin_path(name, modules, entry_points)`` puts a distribution on sys.path."""
+
+    def make(name: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "1.0") -> Path:
+        root = write_distribution(tmp_path / name, name, version, modules, entry_points)
+        monkeypatch.syspath_prepend(str(root))
+        for module in modules:
+            sys.modules.pop(module, None)
+        return root
+
+    return make

@@ -1,0 +1,111 @@
+"""The command line as a user meets it: help, exit codes, one-paragraph errors, kill and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_distribution
+from tests.test_runner import TINY
+
+EXPLODING_METRIC = """
+from benchsuite.api import Params, hookimpl
+
+class Explodes:
+    scope = "cell"
+    def __init__(self, params):
+        pass
+    def __call__(self, inputs):
+        return 1 / 0
+
+@hookimpl
+def benchsuite_register_metrics(registry):
+    registry.add("explodes", Explodes, params=Params)
+"""
+
+
+def benchsuite(*args: str, cwd: Path, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchsuite", *args], cwd=cwd, env=env or dict(os.environ),
+                          capture_output=True, text=True, timeout=600, **kw)  # fmt: skip
+
+
+def write(tmp_path: Path, text: str = TINY) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "plugins", "analyze"])
+def test_every_subcommand_explains_itself(tmp_path, command):
+    done = benchsuite(command, "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "Usage: benchsuite " + command in done.stdout and len(done.stdout.splitlines()) > 5
+
+
+def test_validate_reports_the_grid_size_of_a_good_suite(tmp_path):
+    write(tmp_path)
+    done = benchsuite("validate", "tiny.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 datasets x 2 angles x 2 seeds x 1 methods x 1 encoders = 8 cells" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("mutation", "expected"),
+    [
+        (("seeds: [0, 1]", "seeds: [0, 1"), "not valid YAML"),
+        (("metrics: [", "metricz: ["), "Did you mean 'metrics'"),
+        (("small_cnn", "small_cn"), "Did you mean 'small_cnn'"),
+        (("epochs: 2", "epochs: -2"), "greater than or equal to 1"),
+    ],
+)
+def test_bad_suite_is_one_paragraph_and_exit_code_2_without_traceback(tmp_path, mutation, expected):
+    write(tmp_path, TINY.replace(*mutation))
+    for command in ("validate", "run"):
+        done = benchsuite(command, "tiny.yaml", cwd=tmp_path)
+        assert done.returncode == 2
+        assert done.stderr.startswith("error: ") and expected in " ".join(done.stderr.split())
+        assert "Traceback" not in done.stderr and "\n\n" not in done.stderr.strip()
+
+
+def test_missing_suite_file_is_a_clear_error(tmp_path):
+    done = benchsuite("run", "nope.yaml", cwd=tmp_path)
+    assert done.returncode == 2 and "suite file 'nope.yaml' does not exist" in done.stderr
+
+
+def test_analyze_without_a_cube_says_what_to_do(tmp_path):
+    done = benchsuite("analyze", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2 and "run a suite first" in done.stderr
+
+
+def test_plugin_that_fails_inside_a_cell_is_named_and_stored_cells_survive(tmp_path):
+    site = write_distribution(tmp_path / "site", "bs-explodes", "0.2", {"bs_explodes": EXPLODING_METRIC}, {"explodes": "bs_explodes"})
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    write(tmp_path, TINY.replace("metrics: [dice, auroc, mass_in_mask, final_loss]", "metrics: [final_loss, explodes]"))
+    done = benchsuite("run", "tiny.yaml", "--no-progress", cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert "metric 'explodes' (explodes) failed for cell dataset=shapes theta=0" in done.stderr
+    assert "ZeroDivisionError" in done.stderr and "Traceback" not in done.stderr
+    assert "ZeroDivisionError" in (tmp_path / "runs" / "tiny" / "error.log").read_text()
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    write(tmp_path)
+    cells = tmp_path / "runs" / "tiny" / "cells"
+    proc = subprocess.Popen([sys.executable, "-m", "benchsuite", "run", "tiny.yaml", "--no-progress"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (cells.is_dir() and len(list(cells.glob("*.nc"))) >= 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    survivors = len(list(cells.glob("*.nc")))
+    assert 2 <= survivors < 8, "the run should have been killed part-way"
+    done = benchsuite("run", "tiny.yaml", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"{8 - survivors} cells run, {survivors} already stored" in done.stderr

@@ -1,0 +1,114 @@
+"""The runner end to end on a tiny suite: the cube, resuming, refusing a changed suite, reproducibility."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+import benchsuite.runner as runner_module
+from benchsuite.errors import RunError, SuiteError
+from benchsuite.grid import AXES
+from benchsuite.registry import default_registry
+from benchsuite.runner import run_suite
+from benchsuite.store import open_cube
+from benchsuite.suite import load_suite
+
+TINY = """\
+name: tiny
+data: {size: 16, eval_images: 4, examples: 2}
+datasets:
+  shapes: {plugin: symmetric_shapes, params: {k: 4, n_images: 20}}
+  iso: {plugin: isotropic_texture, params: {n_images: 14}}
+theta: [0, 90]
+seeds: [0, 1]
+methods:
+  moco: {plugin: moco_v2, params: {epochs: 2, batch_size: 8, queue_size: 16}}
+encoders: {cnn: {plugin: small_cnn, params: {width: 4}}}
+saliency: {plugin: smoothgrad, params: {samples: 2}}
+metrics: [dice, auroc, mass_in_mask, final_loss]
+"""
+
+
+def run(tmp_path, text=TINY, out="runs", **kw):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent(text))
+    return run_suite(load_suite(path, default_registry()), default_registry(), tmp_path / out, progress=False, **kw)
+
+
+def test_tiny_suite_produces_a_cube_with_grid_image_and_epoch_dims(tmp_path):
+    summary = run(tmp_path)
+    assert (summary.cells_total, summary.cells_run, summary.cells_skipped) == (8, 8, 0)
+    cube = open_cube(summary.run_dir)
+    assert dict(cube["dice"].sizes) == {"dataset": 2, "theta": 2, "seed": 2, "method": 1, "encoder": 1, "image": 4}
+    assert cube["final_loss"].dims == AXES
+    assert cube["ssp_loss"].dims == (*AXES, "epoch") and cube.sizes["epoch"] == 2
+    assert cube["example_image"].dims == ("dataset", "example", "channel", "y", "x")
+    assert list(cube["theta"].values) == [0.0, 90.0]
+    assert list(cube["dataset"].values) == ["shapes", "iso"]
+    assert cube["dice"].attrs == {"role": "metric", "scope": "image"}
+    assert np.isfinite(cube["dice"].values).all() and np.isfinite(cube["final_loss"].values).all()
+    assert "name: tiny" in cube.attrs["suite_yaml"] and "torch" in cube.attrs["versions"]
+    assert (summary.run_dir / "suite.yaml").read_text() == textwrap.dedent(TINY)
+
+
+def test_rerun_skips_every_stored_cell(tmp_path):
+    run(tmp_path)
+    again = run(tmp_path)
+    assert (again.cells_run, again.cells_skipped) == (0, 8)
+
+
+def test_interrupted_run_loses_nothing_and_resume_redoes_nothing(tmp_path, monkeypatch):
+    calls = []
+    real = runner_module.run_cell
+
+    def dies_on_the_fourth_cell(cell, device, **kw):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(cell.key)
+        return real(cell, device, **kw)
+
+    monkeypatch.setattr(runner_module, "run_cell", dies_on_the_fourth_cell)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path)
+    run_dir = tmp_path / "runs" / "tiny"
+    stored = {p.stem: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.nc")}
+    assert set(stored) == set(calls)
+    partial = open_cube(run_dir)  # the cube is written on the way out, with the unfinished cells NaN
+    assert int(np.isfinite(partial["final_loss"].values).sum()) == 3
+
+    monkeypatch.setattr(runner_module, "run_cell", real)
+    resumed = run(tmp_path)
+    assert (resumed.cells_run, resumed.cells_skipped) == (5, 3)
+    assert {p.stem: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.nc") if p.stem in stored} == stored
+    assert np.isfinite(open_cube(run_dir)["final_loss"].values).all()
+
+
+def test_resuming_with_a_changed_suite_is_refused_and_explained(tmp_path):
+    run(tmp_path)
+    with pytest.raises(SuiteError, match=r"different version of suite 'tiny'.*methods.moco.params.epochs: 2 -> 3.*--force"):
+        run(tmp_path, TINY.replace("epochs: 2", "epochs: 3"))
+
+
+def test_force_reruns_a_changed_suite_and_keeps_the_old_shards(tmp_path):
+    first = run(tmp_path)
+    old = {p.name for p in (first.run_dir / "cells").glob("*.nc")}
+    forced = run(tmp_path, TINY.replace("epochs: 2", "epochs: 3"), force=True)
+    assert forced.cells_run == 8
+    assert old < {p.name for p in (first.run_dir / "cells").glob("*.nc")}
+    assert open_cube(first.run_dir).sizes["epoch"] == 3
+
+
+def test_same_suite_and_seed_give_identical_numbers(tmp_path):
+    a = open_cube(run(tmp_path, out="a").run_dir)
+    b = open_cube(run(tmp_path, out="b").run_dir)
+    for name in ("dice", "auroc", "final_loss", "ssp_loss_step", "saliency_example"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+def test_nan_loss_stops_the_run_with_advice_and_keeps_nothing_half_written(tmp_path):
+    text = TINY.replace("batch_size: 8,", "batch_size: 8, lr: 90, optimizer: sgd,")
+    with pytest.raises(RunError, match=r"SSP loss became nan.*Lower the learning rate \(methods.moco.params.lr\)"):
+        run(tmp_path, text)
+    assert not list((tmp_path / "runs" / "tiny" / "cells").glob("*.nc"))

@@ -1,0 +1,151 @@
+"""SmoothGrad and the vanilla gradient, checked against a plain loop and against MONAI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.visualize import VanillaGrad as MonaiVanillaGrad
+from torch import Tensor, nn
+
+from benchsuite.api import Saliency
+from benchsuite.registry import default_registry
+
+N, C, SIZE, SAMPLES, SPREAD = 3, 2, 8, 5, 0.2
+
+
+def saliency_method(name: str, **params: object) -> Saliency:
+    component = default_registry().get("saliency_methods", name)
+    return component.factory(component.params(**params))
+
+
+class RotationObjective(nn.Module):
+    """cos(f(x), f(rot90 x)) for a tiny conv net f: the suite's objective in miniature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.Sequential(
+            nn.Conv2d(C, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 4, 3, stride=2), nn.Tanh(), nn.Flatten()
+        ).double()
+
+    def forward(self, x: Tensor) -> Tensor:
+        rotated = torch.rot90(x, 1, dims=(2, 3))
+        return torch.cosine_similarity(self.encoder(x), self.encoder(rotated), dim=1)
+
+
+@pytest.fixture
+def objective() -> RotationObjective:
+    return RotationObjective()
+
+
+@pytest.fixture
+def images() -> Tensor:
+    return torch.rand(N, C, SIZE, SIZE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def gradient(objective: RotationObjective, image: Tensor) -> Tensor:
+    """The gradient of the objective at one image [C, H, W], by a single-image backward pass."""
+    image = image.clone().requires_grad_(True)
+    objective(image.unsqueeze(0)).sum().backward()
+    return image.grad
+
+
+def loop_smoothgrad(objective: RotationObjective, x: Tensor, seed: int, postprocess: str, channel_reduce: str) -> Tensor:
+    """SmoothGrad one image and one sample at a time, with the noise drawn as the plugin documents."""
+    noise = torch.randn((N, SAMPLES, C, SIZE, SIZE), generator=generator(seed), dtype=x.dtype)
+    maps = []
+    for i in range(N):
+        sigma = SPREAD * (x[i].max() - x[i].min())
+        total = torch.zeros_like(x[i])
+        for s in range(SAMPLES):
+            noisy = x[i] + sigma * noise[i, s]
+            g = gradient(objective, noisy)
+            total += (g if postprocess == "abs" else g * noisy).abs()
+        mean = total / SAMPLES
+        maps.append({"max": mean.amax(0), "mean": mean.mean(0), "sum": mean.sum(0)}[channel_reduce])
+    return torch.stack(maps)
+
+
+@pytest.mark.parametrize("postprocess", ["abs", "grad_x_input"])
+@pytest.mark.parametrize("channel_reduce", ["max", "mean", "sum"])
+def test_smoothgrad_equals_a_loop_over_images_and_samples(
+    objective: RotationObjective, images: Tensor, postprocess: str, channel_reduce: str
+) -> None:
+    method = saliency_method(
+        "smoothgrad", samples=SAMPLES, spread=SPREAD, postprocess=postprocess, channel_reduce=channel_reduce
+    )
+    expected = loop_smoothgrad(objective, images, 3, postprocess, channel_reduce)
+    torch.testing.assert_close(method(objective, images, generator(3)), expected, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, 1000])
+def test_smoothgrad_does_not_depend_on_chunk_size(objective: RotationObjective, images: Tensor, chunk_size: int) -> None:
+    reference = saliency_method("smoothgrad", samples=SAMPLES, chunk_size=SAMPLES)(objective, images, generator())
+    got = saliency_method("smoothgrad", samples=SAMPLES, chunk_size=chunk_size)(objective, images, generator())
+    torch.testing.assert_close(got, reference)
+
+
+def test_smoothgrad_does_not_depend_on_memory_format(objective: RotationObjective, images: Tensor) -> None:
+    nchw = saliency_method("smoothgrad", channels_last=False)(objective, images, generator())
+    channels_last = saliency_method("smoothgrad", channels_last=True)(objective, images, generator())
+    torch.testing.assert_close(channels_last, nchw)
+
+
+class ScoreAsLogit(nn.Module):
+    """MONAI's gradient methods explain a class logit: present the objective as logits [B, 1]."""
+
+    def __init__(self, objective: RotationObjective) -> None:
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.objective(x).unsqueeze(1)
+
+
+def test_vanilla_grad_equals_monai_vanilla_grad(objective: RotationObjective, images: Tensor) -> None:
+    monai = MonaiVanillaGrad(ScoreAsLogit(objective))
+    # MONAI takes one image at a time and returns the raw gradient; post-process it the same way.
+    expected = torch.cat([monai(image.unsqueeze(0).clone()).abs().amax(dim=1) for image in images])
+    got = saliency_method("vanilla_grad")(objective, images, generator())
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("postprocess", ["abs", "grad_x_input"])
+def test_smoothgrad_without_noise_equals_vanilla_grad(objective: RotationObjective, images: Tensor, postprocess: str) -> None:
+    smooth = saliency_method("smoothgrad", samples=SAMPLES, spread=0.0, postprocess=postprocess)
+    vanilla = saliency_method("vanilla_grad", postprocess=postprocess)
+    torch.testing.assert_close(smooth(objective, images, generator()), vanilla(objective, images, generator()))
+
+
+@pytest.mark.parametrize("name", ["smoothgrad", "vanilla_grad"])
+def test_maps_are_detached_non_negative_and_one_per_image(objective: RotationObjective, images: Tensor, name: str) -> None:
+    maps = saliency_method(name)(objective, images, generator())
+    assert maps.shape == (N, SIZE, SIZE)
+    assert (maps >= 0).all()
+    assert maps.abs().sum() > 0
+    assert not maps.requires_grad
+
+
+def test_smoothgrad_is_reproducible_from_the_generator_seed(objective: RotationObjective, images: Tensor) -> None:
+    method = saliency_method("smoothgrad", samples=SAMPLES)
+    first, again = method(objective, images, generator(7)), method(objective, images, generator(7))
+    other = method(objective, images, generator(8))
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+def test_saliency_works_when_called_under_no_grad(objective: RotationObjective, images: Tensor) -> None:
+    method = saliency_method("smoothgrad", samples=SAMPLES)
+    expected = method(objective, images, generator())
+    with torch.no_grad():
+        got = method(objective, images, generator())
+    torch.testing.assert_close(got, expected)
+
+
+def test_an_objective_without_one_score_per_image_is_refused(images: Tensor) -> None:
+    with pytest.raises(ValueError, match="one score per image"):
+        saliency_method("vanilla_grad")(lambda x: x.sum(), images, generator())

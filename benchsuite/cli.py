@@ -114,7 +114,7 @@ def main() -> None:
     warnings.simplefilter("default", PluginWarning)
     warnings.showwarning = lambda message, category, *args, **kw: _say("warning", str(message))
     try:
-        cli.main(standalone_mode=False)
+        cli.main(prog_name="benchsuite", standalone_mode=False)
     except click.exceptions.Abort:
         _say("interrupted", "finished cells are stored; rerun the same command to resume.")
         sys.exit(130)

@@ -55,6 +55,9 @@ def _cached(key: str, component_json: str, size: int, registry: PluginRegistry) 
         raise PluginError(f"{plugin.origin} returned {type(data).__name__}, not an ImageMaskSet")
     if tuple(data.images.shape[-2:]) != (size, size):
         raise PluginError(f"{plugin.origin} returned images of {tuple(data.images.shape[-2:])} pixels; the suite asks for {size}x{size}")
+    if not torch.isfinite(data.images).all():
+        bad = int((~torch.isfinite(data.images)).flatten(1).any(dim=1).sum())
+        raise PluginError(f"{plugin.origin} returned {bad} images with NaN or infinite pixels; fix or drop them in the dataset")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"images": data.images.float().contiguous(), "masks": data.masks.contiguous()}, tmp)

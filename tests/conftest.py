@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from benchsuite.registry import default_registry
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -15,6 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # One cache per test session: tests share built datasets but never touch the user's cache.
     monkeypatch.setenv("BENCHSUITE_CACHE", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
+
+
+@pytest.fixture
+def fresh_registry():
+    """Forget the process-wide plugin registry before and after, so a test's plugins are seen and then gone."""
+    default_registry.cache_clear()
+    yield default_registry
+    default_registry.cache_clear()
 
 
 def write_distribution(root: Path, name: str, version: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:

@@ -35,6 +35,11 @@ def benchsuite(*args: str, cwd: Path, env: dict[str, str] | None = None, **kw) -
                           capture_output=True, text=True, timeout=600, **kw)  # fmt: skip
 
 
+def flat(text: str) -> str:
+    """The message with the terminal line wrapping undone."""
+    return " ".join(text.split())
+
+
 def write(tmp_path: Path, text: str = TINY) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(text)
@@ -66,21 +71,22 @@ def test_validate_reports_the_grid_size_of_a_good_suite(tmp_path):
 )
 def test_bad_suite_is_one_paragraph_and_exit_code_2_without_traceback(tmp_path, mutation, expected):
     write(tmp_path, TINY.replace(*mutation))
-    for command in ("validate", "run"):
+    # run and validate share the loading path; run is checked on the first case only, for speed
+    for command in ("validate", "run") if "YAML" in expected else ("validate",):
         done = benchsuite(command, "tiny.yaml", cwd=tmp_path)
         assert done.returncode == 2
-        assert done.stderr.startswith("error: ") and expected in " ".join(done.stderr.split())
+        assert done.stderr.startswith("error: ") and expected in flat(done.stderr)
         assert "Traceback" not in done.stderr and "\n\n" not in done.stderr.strip()
 
 
 def test_missing_suite_file_is_a_clear_error(tmp_path):
     done = benchsuite("run", "nope.yaml", cwd=tmp_path)
-    assert done.returncode == 2 and "suite file 'nope.yaml' does not exist" in done.stderr
+    assert done.returncode == 2 and "suite file 'nope.yaml' does not exist" in flat(done.stderr)
 
 
 def test_analyze_without_a_cube_says_what_to_do(tmp_path):
     done = benchsuite("analyze", str(tmp_path), cwd=tmp_path)
-    assert done.returncode == 2 and "run a suite first" in done.stderr
+    assert done.returncode == 2 and "run a suite first" in flat(done.stderr)
 
 
 def test_plugin_that_fails_inside_a_cell_is_named_and_stored_cells_survive(tmp_path):
@@ -89,7 +95,7 @@ def test_plugin_that_fails_inside_a_cell_is_named_and_stored_cells_survive(tmp_p
     write(tmp_path, TINY.replace("metrics: [dice, auroc, mass_in_mask, final_loss]", "metrics: [final_loss, explodes]"))
     done = benchsuite("run", "tiny.yaml", "--no-progress", cwd=tmp_path, env=env)
     assert done.returncode == 1
-    assert "metric 'explodes' (explodes) failed for cell dataset=shapes theta=0" in done.stderr
+    assert "metric 'explodes' (explodes) failed for cell dataset=shapes theta=0" in flat(done.stderr)
     assert "ZeroDivisionError" in done.stderr and "Traceback" not in done.stderr
     assert "ZeroDivisionError" in (tmp_path / "runs" / "tiny" / "error.log").read_text()
 
@@ -108,4 +114,4 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert 2 <= survivors < 8, "the run should have been killed part-way"
     done = benchsuite("run", "tiny.yaml", "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert f"{8 - survivors} cells run, {survivors} already stored" in done.stderr
+    assert f"{8 - survivors} cells run, {survivors} already stored" in flat(done.stderr)

@@ -17,7 +17,7 @@ def make_moco(seed: int = 0, **params):
     registry = default_registry()
     torch.manual_seed(seed)
     encoders = registry.get("encoders", "small_cnn")
-    encoder = encoders.factory(encoders.params(width=4, depth=2), 1)
+    encoder = encoders.factory(encoders.params(width=8, depth=2), 1)
     moco = registry.get("ssp_methods", "moco_v2")
     return moco.factory(moco.params.model_validate(params), encoder)
 
@@ -110,21 +110,30 @@ def test_key_network_gets_no_gradient_and_moves_only_by_momentum():
     assert any(not torch.equal(p, before) for p, before in zip(method.key_encoder.parameters(), key_before))
 
 
-def test_loss_decreases_with_training_on_a_small_set():
-    method = make_moco(queue_size=32, temperature=0.2, encoder_momentum=0.9)
+def gratings(n: int, generator: torch.Generator, size: int = 16) -> torch.Tensor:
+    """Sine gratings of random orientation, frequency, phase and contrast: easy to tell apart."""
+    angle, frequency, phase, contrast = torch.rand(4, n, 1, 1, generator=generator)
+    coords = torch.arange(size, dtype=torch.float32)
+    direction = coords[None, :] * (angle * math.pi).cos() + coords[:, None] * (angle * math.pi).sin()
+    wave = torch.sin((0.2 + 0.8 * frequency) * direction + 2 * math.pi * phase)
+    return ((0.5 + contrast) * wave).unsqueeze(1)
+
+
+def test_loss_decreases_with_training():
+    method = make_moco(queue_size=32, encoder_momentum=0.99)
     optimizer = torch.optim.Adam(method.parameters(), lr=3e-3)
-    pool = images(64, seed=0)
-    order = torch.Generator().manual_seed(1)
+    generator = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(40):
-        batch = pool[torch.randperm(len(pool), generator=order)[:16]]
-        loss = method(batch, batch.flip(-1))
+        batch = gratings(16, generator)
+        loss = method(batch, batch + 0.1 * torch.randn(batch.shape, generator=generator))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         method.after_step()
         losses.append(loss.item())
-    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
+    # From step 2 on the queue holds real keys instead of its random initial ones.
+    assert sum(losses[-5:]) < 0.85 * sum(losses[2:7])
 
 
 def test_state_dict_round_trip_restores_queue_pointer_and_loss():

@@ -64,8 +64,9 @@ def test_non_square_half_turn_matches_rot90():
     torch.testing.assert_close(rotated, torch.rot90(x, 2, dims=(-2, -1)))
 
 
-def test_bilinear_rotation_matches_torchvision_rotate():
-    x = torch.rand(2, 3, 12, 12)
+@pytest.mark.parametrize("height, width", [(12, 12), (10, 16)])
+def test_bilinear_rotation_matches_torchvision_rotate(height, width):
+    x = torch.rand(2, 3, height, width)
     _, rotated = make_rotation()(x, 30.0)
     expected = TF.rotate(x, 30.0, interpolation=InterpolationMode.BILINEAR)
     torch.testing.assert_close(rotated, expected, atol=1e-5, rtol=1e-5)

@@ -107,8 +107,32 @@ def test_same_suite_and_seed_give_identical_numbers(tmp_path):
         np.testing.assert_array_equal(a[name].values, b[name].values)
 
 
-def test_nan_loss_stops_the_run_with_advice_and_keeps_nothing_half_written(tmp_path):
-    text = TINY.replace("batch_size: 8,", "batch_size: 8, lr: 90, optimizer: sgd,")
-    with pytest.raises(RunError, match=r"SSP loss became nan.*Lower the learning rate \(methods.moco.params.lr\)"):
+NAN_METHOD = """
+import torch
+from benchsuite.api import SSPMethod, TrainingParams, hookimpl
+
+class Diverges(SSPMethod):
+    # A method whose loss turns NaN on its third step, as a diverging optimisation would.
+    def __init__(self, params, encoder):
+        super().__init__()
+        self.params, self.encoder, self.steps = params, encoder, 0
+    def forward(self, view1, view2):
+        self.steps += 1
+        loss = (self.encoder(view1) - self.encoder(view2)).pow(2).mean()
+        return loss * float("nan") if self.steps >= 3 else loss
+    def embed(self, x):
+        return self.encoder(x)
+
+@hookimpl
+def benchsuite_register_ssp_methods(registry):
+    registry.add("diverges", Diverges, params=TrainingParams)
+"""
+
+
+def test_nan_loss_stops_the_run_with_advice_and_keeps_nothing_half_written(tmp_path, plugin_path, fresh_registry):
+    plugin_path("bs-diverges", {"bs_diverges": NAN_METHOD}, {"diverges": "bs_diverges"})
+    text = TINY.replace("moco: {plugin: moco_v2, params: {epochs: 2, batch_size: 8, queue_size: 16}}",
+                        "moco: {plugin: diverges, params: {epochs: 2, batch_size: 8}}")  # fmt: skip
+    with pytest.raises(RunError, match=r"SSP loss became nan in epoch 2.*Lower the learning rate \(methods.moco.params.lr\)"):
         run(tmp_path, text)
     assert not list((tmp_path / "runs" / "tiny" / "cells").glob("*.nc"))

@@ -89,10 +89,13 @@ def test_smoothgrad_does_not_depend_on_chunk_size(objective: RotationObjective, 
     torch.testing.assert_close(got, reference)
 
 
-def test_smoothgrad_does_not_depend_on_memory_format(objective: RotationObjective, images: Tensor) -> None:
-    nchw = saliency_method("smoothgrad", channels_last=False)(objective, images, generator())
-    channels_last = saliency_method("smoothgrad", channels_last=True)(objective, images, generator())
-    torch.testing.assert_close(channels_last, nchw)
+@pytest.mark.parametrize("name", ["smoothgrad", "vanilla_grad"])
+def test_results_do_not_depend_on_memory_format(objective: RotationObjective, images: Tensor, name: str) -> None:
+    reference = saliency_method(name, channels_last=False)(objective, images, generator())
+    channels_last_rows = saliency_method(name, channels_last=True)(objective, images, generator())
+    channels_last_input = saliency_method(name)(objective, images.to(memory_format=torch.channels_last), generator())
+    torch.testing.assert_close(channels_last_rows, reference)
+    torch.testing.assert_close(channels_last_input, reference)
 
 
 class ScoreAsLogit(nn.Module):

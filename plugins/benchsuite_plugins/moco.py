@@ -56,7 +56,7 @@ class MoCoV2(SSPMethod):
         )
         self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.key_head = copy.deepcopy(self.head).requires_grad_(False)
-        # Random unit keys give a chance-level loss, log(queue_size + 1), until real keys arrive.
+        # Random unit keys stand in for negatives until real keys arrive, as in the reference code.
         self.register_buffer("queue", F.normalize(torch.randn(params.queue_size, params.proj_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
@@ -69,14 +69,15 @@ class MoCoV2(SSPMethod):
         return F.normalize(self.key_head(self.key_encoder(x)), dim=1)
 
     def _info_nce(self, queries: Tensor, keys: Tensor) -> Tensor:
-        # In float32 so that bf16 autocast cannot round the logits that the softmax compares.
-        queries, keys = queries.float(), keys.float()
-        positive = (queries * keys).sum(dim=1, keepdim=True)
-        # A copy: backward needs the queue as it was here, after forward has enqueued new keys.
-        negative = queries @ self.queue.to(torch.float32, copy=True).T
-        logits = torch.cat([positive, negative], dim=1) / self.params.temperature
-        target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
-        return F.cross_entropy(logits, target)
+        # Cosines near 1 differ in the third digit, which bf16 would round away: use float32.
+        with torch.autocast(queries.device.type, enabled=False):
+            queries, keys = queries.float(), keys.float()
+            positive = (queries * keys).sum(dim=1, keepdim=True)
+            # A copy: backward needs the queue as it was here, after forward has enqueued new keys.
+            negative = queries @ self.queue.to(torch.float32, copy=True).T
+            logits = torch.cat([positive, negative], dim=1) / self.params.temperature
+            target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+            return F.cross_entropy(logits, target)
 
     def forward(self, view1: Tensor, view2: Tensor) -> Tensor:
         """Return the InfoNCE loss of the batch; in training mode, then enqueue its keys.
@@ -116,6 +117,7 @@ class MoCoV2(SSPMethod):
 
 @hookimpl
 def benchsuite_register_ssp_methods(registry: Registry) -> None:
+    """Register the ``moco_v2`` SSP method."""
     registry.add(
         "moco_v2",
         MoCoV2,

@@ -80,6 +80,7 @@ class Rotation:
 
 @hookimpl
 def benchsuite_register_augmentations(registry: Registry) -> None:
+    """Register the ``rotation`` pair augmentation."""
     registry.add(
         "rotation",
         Rotation,

@@ -12,7 +12,9 @@ Gaussian noise of σ = ``spread`` × (max − min) of that image. The order of o
 Steps 1-2 are what Captum's ``NoiseTunnel(Saliency(abs=True))`` computes with
 ``nt_type="smoothgrad"``. As in Captum (and unlike MONAI's ``SmoothGrad``, which loops over
 samples with batch size 1), the noisy copies are stacked into rows and go through the objective
-in chunks of ``chunk_size`` rows: one forward and one backward pass per chunk.
+in chunks of ``chunk_size`` rows: one forward and one backward pass per chunk. The objective
+must therefore score rows independently of each other (an encoder in eval mode, not a
+BatchNorm in training mode).
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class VanillaGrad:
     def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return maps [N, H, W] for ``x`` [N, C, H, W]; ``generator`` is unused (no randomness)."""
         # The noise-free case of SmoothGrad: one copy per image, displaced by zero.
-        return _average_attribution(objective, x, torch.zeros_like(x).unsqueeze(1), self.params)
+        no_noise = torch.zeros_like(x, memory_format=torch.contiguous_format).unsqueeze(1)
+        return _average_attribution(objective, x, no_noise, self.params)
 
 
 class SmoothGrad:

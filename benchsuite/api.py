@@ -165,6 +165,9 @@ class Saliency(Protocol):
         """Return non-negative saliency maps [N, H, W] for inputs ``x`` [N, C, H, W].
 
         ``generator`` (on ``x.device``) is the only source of randomness, for reproducibility.
+        ``x`` does not require grad; the method makes its own leaf tensors. The objective
+        scores rows independently (the core puts the model in eval mode), so rows may be
+        batched and chunked freely.
         """
 
 

@@ -48,6 +48,9 @@ class CellFailure(Exception):
         self.cell, self.stage, self.cause = cell, stage, cause
         super().__init__(f"{stage} failed for cell {cell.describe()}: {type(cause).__name__}: {cause}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # so a failure in a worker process reaches the runner intact
+        return (type(self), (self.cell, self.stage, self.cause))
+
 
 @contextlib.contextmanager
 def _stage(cell: Cell, stage: str) -> Iterator[None]:

@@ -24,6 +24,9 @@ class NonFiniteLoss(Exception):
         self.epoch, self.value = epoch, value
         super().__init__(f"the SSP loss became {value} in epoch {epoch + 1}")
 
+    def __reduce__(self) -> tuple[object, ...]:  # picklable across worker processes
+        return (type(self), (self.epoch, self.value))
+
 
 @dataclass(frozen=True)
 class TrainingCurves:

@@ -40,7 +40,9 @@ def random_batch(n: int = 6, size: int = 12, seed: int = 0) -> tuple[torch.Tenso
     return saliency, masks
 
 
-@pytest.mark.parametrize(("name", "scope"), [("dice", "image"), ("auroc", "image"), ("mass_in_mask", "image"), ("final_loss", "cell")])
+@pytest.mark.parametrize(
+    ("name", "scope"), [("dice", "image"), ("auroc", "image"), ("mass_in_mask", "image"), ("final_loss", "cell")]
+)
 def test_metrics_are_registered_with_their_scope(name: str, scope: str) -> None:
     m = metric(name)
     assert isinstance(m, Metric)
@@ -109,7 +111,9 @@ def test_dice_is_nan_for_an_empty_mask_and_only_there(mode: str) -> None:
 def test_otsu_threshold_matches_scikit_image() -> None:
     filters = pytest.importorskip("skimage.filters")
     g = torch.Generator().manual_seed(1)
-    bimodal = torch.cat([torch.randn(4, 300, generator=g, dtype=torch.float64), 3 + torch.randn(4, 200, generator=g, dtype=torch.float64)], 1)
+    low = torch.randn(4, 300, generator=g, dtype=torch.float64)
+    high = 3 + torch.randn(4, 200, generator=g, dtype=torch.float64)
+    bimodal = torch.cat([low, high], dim=1)
     maps = torch.cat([bimodal, torch.rand(2, 500, generator=g, dtype=torch.float64) ** 3])
     expected = torch.tensor([filters.threshold_otsu(row.numpy(), nbins=256) for row in maps], dtype=torch.float64)
     torch.testing.assert_close(otsu_threshold(maps), expected)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from benchsuite.api import MetricInputs, Params, Registry, hookimpl
 
-# skimage.filters.threshold_otsu's default; enough resolution for maps of any size we use.
+# skimage.filters.threshold_otsu's default, so thresholds can be checked against it.
 _OTSU_BINS = 256
 
 

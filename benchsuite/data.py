@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def _cached(key: str, component_json: str, size: int, registry: PluginRegistry) 
     component = json.loads(component_json)
     plugin = registry.get("datasets", component["plugin"])
     params = registry.parse_params("datasets", component["plugin"], component["params"])
-    data = plugin.factory(params, DataSpec(size=size))
+    data = _single_threaded(plugin.factory, params, DataSpec(size=size))
     if not isinstance(data, ImageMaskSet):
         raise PluginError(f"{plugin.origin} returned {type(data).__name__}, not an ImageMaskSet")
     if tuple(data.images.shape[-2:]) != (size, size):
@@ -63,6 +64,17 @@ def _cached(key: str, component_json: str, size: int, registry: PluginRegistry) 
     torch.save({"images": data.images.float().contiguous(), "masks": data.masks.contiguous()}, tmp)
     os.replace(tmp, path)
     return data
+
+
+def _single_threaded(build: Callable[..., ImageMaskSet], *args: Any) -> ImageMaskSet:
+    # The cache keeps whatever the first build produced, and float reductions differ in their
+    # last bits with the thread count: pinning it makes the cached data the same on every run.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build(*args)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def split(data: ImageMaskSet, eval_images: int, split_seed: int, label: str) -> Split:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from benchsuite.api import Augmentation, MetricInputs, Objective, PluginError, SSPMethod
 from benchsuite.data import load_dataset, split
 from benchsuite.grid import Cell
+from benchsuite.orientation import orientation_histogram
 from benchsuite.registry import PluginRegistry, default_registry
 from benchsuite.training import TrainingCurves, pretrain
 
@@ -36,9 +37,11 @@ class CellResult:
     example_saliency: np.ndarray  # [examples, H, W]
     example_images: np.ndarray  # [examples, C, H, W]
     example_masks: np.ndarray  # [examples, H, W]
+    orientation_hist: np.ndarray  # [bins], the dataset's gradient-orientation histogram
     wall_time_s: float
     peak_memory_mb: float
     device: str
+    threads: int
 
 
 class CellFailure(Exception):
@@ -152,7 +155,9 @@ def run_cell(cell: Cell, device: torch.device, *, progress: bool = False) -> Cel
         example_saliency=saliency[:examples].float().cpu().numpy(),
         example_images=eval_images[:examples].float().cpu().numpy(),
         example_masks=eval_masks[:examples].cpu().numpy(),
+        orientation_hist=orientation_histogram(data.images, config["data"]["orientation_bins"]).numpy(),
         wall_time_s=time.perf_counter() - start,
         peak_memory_mb=_peak_memory_mb(device),
         device=str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+        threads=torch.get_num_threads(),
     )

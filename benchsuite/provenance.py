@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata as md
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -27,7 +28,7 @@ def versions(distributions: set[str] = frozenset()) -> dict[str, str]:
 
 
 def device_description() -> str:
-    """The accelerator if there is one, else the CPU, with the thread count torch uses."""
+    """The accelerator if there is one, else the CPU model and core count."""
     if torch.cuda.is_available():
         names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
         return f"cuda: {', '.join(names)} (CUDA {torch.version.cuda})"
@@ -39,7 +40,7 @@ def device_description() -> str:
                 break
     except OSError:
         pass
-    return f"cpu: {cpu}, {torch.get_num_threads()} torch threads"
+    return f"cpu: {cpu}, {os.cpu_count()} cores"
 
 
 def git_revision() -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
+import benchsuite
 from benchsuite import provenance
 from benchsuite.api import PluginError
 from benchsuite.errors import RunError, SuiteError
@@ -41,7 +41,7 @@ class RunSummary:
 def _manifest(resolved: ResolvedSuite, cells: list[Cell]) -> dict[str, Any]:
     return {
         "suite": resolved.name,
-        "benchsuite_version": provenance.versions()["benchsuite"],
+        "benchsuite_version": benchsuite.__version__,
         "cells": {c.key: c.coords for c in cells},
         "config": {
             "data": resolved.suite.data.model_dump(mode="json"),
@@ -163,5 +163,4 @@ def _cube_attrs(resolved: ResolvedSuite) -> dict[str, str]:
         "device": provenance.device_description(),
         "git_revision": provenance.git_revision(),
         "created": provenance.now(),
-        "torch_threads": str(torch.get_num_threads()),
     }

@@ -61,13 +61,17 @@ def shard(result: CellResult) -> xr.Dataset:
         "ssp_loss": (("epoch",), curves.epoch_loss, {**cell_level, "role": "curve", "description": "mean SSP loss per epoch"}),
         "ssp_loss_step": (("step",), curves.step_loss, {**cell_level, "role": "curve", "description": "SSP loss per step"}),
         "lr": (("step",), curves.step_lr, {**cell_level, "role": "curve", "description": "learning rate per step"}),
+        "epoch_time_s": (("epoch",), curves.epoch_seconds, {**cell_level, "role": "curve", "units": "s", "description": "wall time per epoch"}),
         "saliency_example": (("example", "y", "x"), result.example_saliency, {**cell_level, "role": "example"}),
         "wall_time_s": ((), result.wall_time_s, {**cell_level, "role": "provenance", "units": "s"}),
         "peak_memory_mb": ((), result.peak_memory_mb,
                            {**cell_level, "role": "provenance", "units": "MiB", "description": "CUDA peak allocation, or the process's peak RSS on a CPU"}),  # fmt: skip
         "device": ((), result.device, {**cell_level, "role": "provenance"}),
+        "torch_threads": ((), result.threads, {**cell_level, "role": "provenance", "description": "CPU threads torch used; bit-exact results need the same count"}),
         "example_image": (("example", "channel", "y", "x"), result.example_images, {"level": "dataset", "role": "example"}),
         "example_mask": (("example", "y", "x"), result.example_masks.astype(np.float32), {"level": "dataset", "role": "example"}),
+        "orientation_hist": (("orientation",), result.orientation_hist,
+                             {"level": "dataset", "role": "covariate", "description": "magnitude-weighted gradient-orientation histogram, sums to 1"}),  # fmt: skip
     }
     cell = result.cell
     attrs = {axis: value for axis, value in cell.coords.items()} | {"key": cell.key, "config": json.dumps(cell.config)}
@@ -156,6 +160,10 @@ def assemble(cells: Sequence[Cell], shards: Sequence[xr.Dataset], attrs: dict[st
     coord_values |= {dim: np.arange(extents[dim]) for dim in extents if dim not in coord_values}
     cube = xr.Dataset(cube_vars, coords=coord_values, attrs=attrs)
     cube["theta"].attrs["units"] = "degree"
+    if "orientation" in cube.dims:
+        bins = cube.sizes["orientation"]
+        cube = cube.assign_coords(orientation=(np.arange(bins) + 0.5) * 360.0 / bins)
+        cube["orientation"].attrs.update(units="degree", description="bin centre, counter-clockwise from +x as displayed")
     return cube
 
 

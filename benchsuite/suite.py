@@ -74,6 +74,7 @@ class DataSettings(_Strict):
     eval_images: int = Field(32, ge=1, le=100_000, description="Held-out evaluation images per dataset; the rest train.")
     split_seed: int = Field(0, ge=0, description="Seed of the fixed train/evaluation split (the same for every cell).")
     examples: int = Field(4, ge=0, le=64, description="Evaluation images whose saliency maps are kept for the report.")
+    orientation_bins: int = Field(36, ge=4, le=3600, description="Bins over 0-360 degrees of each dataset's gradient-orientation histogram.")
 
 
 class Suite(_Strict):

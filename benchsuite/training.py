@@ -7,6 +7,7 @@ methods are trained and recorded the same way.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +31,10 @@ class NonFiniteLoss(Exception):
 
 @dataclass(frozen=True)
 class TrainingCurves:
-    """Loss per epoch (mean over its steps), and loss and learning rate per step."""
+    """Loss and wall time per epoch, and loss and learning rate per step."""
 
     epoch_loss: np.ndarray
+    epoch_seconds: np.ndarray
     step_loss: np.ndarray
     step_lr: np.ndarray
 
@@ -72,9 +74,10 @@ def pretrain(
     total = p.epochs * steps_per_epoch
     optimizer = _optimizer(method, p)
     method.train()
-    step_loss, step_lr = [], []
+    step_loss, step_lr, epoch_seconds = [], [], []
     bar = tqdm(range(p.epochs), desc=label, unit="epoch", leave=False, disable=not progress)
     for epoch in bar:
+        started = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(images.device)
         losses = []
         for i in range(steps_per_epoch):
@@ -94,10 +97,12 @@ def pretrain(
         if not np.isfinite(epoch_losses).all():
             raise NonFiniteLoss(epoch, float(epoch_losses[~np.isfinite(epoch_losses)][0]))
         step_loss.extend(epoch_losses.tolist())
+        epoch_seconds.append(time.perf_counter() - started)
         bar.set_postfix(loss=f"{epoch_losses.mean():.4f}")
     steps = np.asarray(step_loss, dtype=np.float64)
     return TrainingCurves(
         epoch_loss=steps.reshape(p.epochs, steps_per_epoch).mean(axis=1),
+        epoch_seconds=np.asarray(epoch_seconds),
         step_loss=steps,
         step_lr=np.asarray(step_lr, dtype=np.float64),
     )

@@ -1,19 +1,199 @@
-"""The analysis of a run directory, from its cube alone (so a copied cube gives the same tables)."""
+"""The analysis of a run directory, from its cube alone (so a copied cube gives the same tables).
+
+:func:`analyze_cube` computes every table; :func:`analyze_run` writes them beside the cube as
+CSV files plus one ``summary.json``; :func:`format_summary` renders them for the terminal. An
+analysis that cannot run on a cube (one seed, θ not around the circle, no orientation
+histogram) is skipped with a warning that names it, and the others still run; one that fails
+for a single metric warns inside its own table function and leaves the other metrics in.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
-from benchsuite.analysis.anova import anova_table, format_anova
+import pandas as pd
+import xarray as xr
+
+from benchsuite.analysis.anova import TABLE_COLUMNS, anova_table, format_anova
+from benchsuite.analysis.covariate import AUTOCORR_COLUMNS, COVARIATE_COLUMNS, autocorrelation_table, covariate_table
+from benchsuite.analysis.mixed import MIXED_COLUMNS, mixed_table
+from benchsuite.analysis.periodicity import PERIODICITY_COLUMNS, SERIES_KEYS, periodicity_table
+from benchsuite.analysis.posthoc import TUKEY_COLUMNS, tukey_table
 from benchsuite.errors import BenchsuiteError
+from benchsuite.grid import AXES as GRID_DIMS
 from benchsuite.store import CUBE_NAME, open_cube
 
+INTERACTION = "theta:dataset"
+SUMMARY_NAME = "summary.json"
+TABLE_NAMES = ("anova", "mixed", "periodicity", "tukey", "orientation_autocorr", "covariate")
+"""The tables of :func:`analyze_cube`; each is written to ``<name>.csv``."""
 
-def analyze_run(run_dir: Path, *, typ: int = 2) -> str:
-    """Fit the ANOVA of every metric in ``run_dir``'s cube, write ``anova.csv`` beside it, return the text table."""
+_EMPTY_COLUMNS = {
+    "anova": TABLE_COLUMNS,
+    "mixed": MIXED_COLUMNS,
+    "periodicity": PERIODICITY_COLUMNS,
+    "tukey": TUKEY_COLUMNS,
+    "orientation_autocorr": AUTOCORR_COLUMNS,
+    "covariate": COVARIATE_COLUMNS,
+}
+
+
+def analyze_cube(cube: xr.Dataset, *, typ: Literal[2, 3] = 2) -> dict[str, pd.DataFrame]:
+    """Every analysis of ``cube``, keyed by :data:`TABLE_NAMES`.
+
+    ``anova`` (Type ``typ`` sums of squares), ``mixed`` (per-image mixed model), ``periodicity``
+    (Fourier power of metric(θ)), ``tukey`` (pairwise θ comparisons), ``orientation_autocorr``
+    (c(θ) per dataset) and ``covariate`` (does c(θ) predict the metric). An analysis the cube
+    cannot support is warned about and left as an empty table with its usual columns.
+    """
+    tables = {
+        "anova": _section("anova", lambda: anova_table(cube, typ=typ)),
+        "mixed": _section("mixed", lambda: mixed_table(cube)),
+        "periodicity": _section("periodicity", lambda: periodicity_table(cube)),
+        "tukey": _section("tukey", lambda: tukey_table(cube)),
+        "orientation_autocorr": _section("orientation_autocorr", lambda: autocorrelation_table(cube)),
+    }
+    autocorr = tables["orientation_autocorr"]
+    # Without the autocorrelation the covariate has nothing to test, and the reason was given.
+    tables["covariate"] = (
+        _section("covariate", lambda: covariate_table(cube, autocorr=autocorr))
+        if len(autocorr)
+        else pd.DataFrame(columns=COVARIATE_COLUMNS)
+    )
+    return tables
+
+
+def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """The JSON-ready summary: the design, the headline numbers per metric, and every table as records.
+
+    ``design`` holds the grid levels, whether every metric's design is balanced and the
+    observations per cell. ``metrics`` holds per metric its balance, the θ × dataset interaction
+    of the ANOVA (F, p, partial η²) and of the mixed model (χ², df, p, converged), the dominant
+    period of each dataset's series and the covariate regression. NaN becomes ``null``.
+    """
+    anova = tables["anova"]
+    per_metric: dict[str, dict[str, Any]] = {}
+    for metric in _metrics(tables):
+        entry: dict[str, Any] = {}
+        rows = anova[anova["metric"] == metric]
+        if len(rows):
+            entry["balanced"] = bool(rows["balanced"].iloc[0])
+            entry["n_per_cell"] = str(rows["n_per_cell"].iloc[0])
+        entry["interaction"] = _record(rows[rows["term"] == INTERACTION], ["F", "p", "partial_eta_sq"])
+        mixed = tables["mixed"]
+        mixed_rows = mixed[(mixed["metric"] == metric) & (mixed["term"] == INTERACTION)]
+        entry["mixed_interaction"] = _record(mixed_rows, ["chi2", "df", "p", "converged"])
+        periods = tables["periodicity"]
+        entry["dominant_periods"] = _records(
+            periods[periods["metric"] == metric][[*SERIES_KEYS, "dominant_period", "dominant_power"]]
+        )
+        covariate = tables["covariate"]
+        entry["covariate"] = _record(covariate[covariate["metric"] == metric], COVARIATE_COLUMNS[1:])
+        per_metric[metric] = entry
+    balance = [entry["balanced"] for entry in per_metric.values() if "balanced" in entry]
+    counts = sorted({entry["n_per_cell"] for entry in per_metric.values() if "n_per_cell" in entry})
+    return {
+        "suite": cube.attrs.get("suite_name"),
+        "design": {
+            "grid": {dim: cube[dim].values.tolist() for dim in GRID_DIMS},
+            "balanced": all(balance) if balance else None,
+            "n_per_cell": ", ".join(counts) or None,
+        },
+        "metrics": per_metric,
+        "tables": {name: _records(table) for name, table in tables.items()},
+    }
+
+
+def format_summary(tables: dict[str, pd.DataFrame]) -> str:
+    """The terminal text: the ANOVA, then per metric the mixed-model interaction, the dominant
+    period of each series and the orientation-covariate regression (lines for analyses that did
+    not run are left out)."""
+    blocks = [format_anova(tables["anova"])]
+    periods = tables["periodicity"]
+    varying = [key for key in SERIES_KEYS if periods[key].nunique() > 1] or ["dataset"]
+    for metric in _metrics(tables):
+        lines = [f"{metric}:"]
+        mixed = tables["mixed"]
+        rows = mixed[(mixed["metric"] == metric) & (mixed["term"] == INTERACTION)]
+        if len(rows):
+            row = rows.iloc[0]
+            status = "converged" if row["converged"] else f"NOT converged: {row['note']}"
+            lines.append(
+                f"  mixed model, {INTERACTION}: χ²({row['df']}) = {row['chi2']:.2f}, p = {row['p']:.1e} "
+                f"(image var {row['image_var']:.3g}, run var {row['run_var']:.3g}; {status})"
+            )
+        series = periods[periods["metric"] == metric]
+        if len(series):
+            shown = ", ".join(
+                f"{'/'.join(str(row[key]) for key in varying)} {_period(row['dominant_period'])}"
+                + ("" if math.isnan(row["dominant_power"]) else f" ({row['dominant_power']:.0%})")
+                for _, row in series.iterrows()
+            )
+            lines.append(f"  dominant period: {shown}")
+        covariate = tables["covariate"]
+        rows = covariate[covariate["metric"] == metric]
+        if len(rows):
+            row = rows.iloc[0]
+            lines.append(
+                f"  orientation autocorr: coef {row['coef']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}], "
+                f"F({row['df_num']:g}, {row['df_denom']:g}) = {row['F']:.2f}, p = {row['p']:.1e}, "
+                f"ΔR² = {row['delta_r2']:.3f}"
+            )
+        if len(lines) > 1:
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def analyze_run(run_dir: Path, *, typ: Literal[2, 3] = 2) -> str:
+    """Analyse ``run_dir``'s cube, write the tables and ``summary.json`` beside it, return the terminal text.
+
+    Writes ``anova.csv, mixed.csv, periodicity.csv, tukey.csv, orientation_autocorr.csv,
+    covariate.csv`` and ``summary.json``. Reads nothing but the cube, so a copy of
+    ``results.nc`` alone in another directory gives the same files.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / CUBE_NAME).is_file():
-        raise BenchsuiteError(f"{run_dir} has no {CUBE_NAME}; run a suite first (benchsuite run SUITE) or point at its run directory.")
-    table = anova_table(open_cube(run_dir), typ=typ)
-    table.to_csv(run_dir / "anova.csv", index=False)
-    return format_anova(table)
+        raise BenchsuiteError(
+            f"{run_dir} has no {CUBE_NAME}; run a suite first (benchsuite run SUITE) or point at its run directory."
+        )
+    cube = open_cube(run_dir)
+    tables = analyze_cube(cube, typ=typ)
+    for name, table in tables.items():
+        table.to_csv(run_dir / f"{name}.csv", index=False)
+    document = summary_document(cube, tables)
+    (run_dir / SUMMARY_NAME).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    return format_summary(tables)
+
+
+def _section(name: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """``compute()``, or, when the cube cannot support that analysis, a warning and an empty table."""
+    try:
+        return compute()
+    except BenchsuiteError as error:
+        warnings.warn(f"{name} analysis skipped: {error}", stacklevel=3)
+        return pd.DataFrame(columns=_EMPTY_COLUMNS[name])
+
+
+def _metrics(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Every metric that appears in any table, in order of first appearance."""
+    seen = [m for table in tables.values() if "metric" in table.columns for m in table["metric"]]
+    return list(dict.fromkeys(seen))
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """``table`` as JSON-ready records, NaN as None (pandas' JSON writer does the type mapping)."""
+    return json.loads(table.to_json(orient="records", double_precision=15))
+
+
+def _record(rows: pd.DataFrame, columns: list[str]) -> dict[str, Any] | None:
+    """The first of ``rows`` restricted to ``columns`` as a JSON-ready dict, or None when there is none."""
+    return _records(rows[columns].head(1))[0] if len(rows) else None
+
+
+def _period(period: float) -> str:
+    return "none (flat)" if math.isnan(period) else f"{period:g}°"

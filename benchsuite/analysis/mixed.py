@@ -1,0 +1,205 @@
+"""Linear mixed model of the per-image values of each image-scope metric.
+
+The ANOVA of :mod:`benchsuite.analysis.anova` averages the evaluation images of a cell away.
+The images are repeated measures, though: the same held-out images are scored under every θ,
+seed, method and encoder. A mixed model keeps every per-image value and lets each image carry
+its own random offset, so a dataset with a few hard images does not blur the θ effect.
+
+The model, fitted by REML with statsmodels' ``MixedLM``, is::
+
+    value ~ C(theta, Sum) * C(dataset, Sum) [* C(method, Sum) * C(encoder, Sum)]
+            + image (random, nested in dataset) + run (random, nested in dataset)
+
+A *run* is one training of one grid cell (dataset, θ, seed, method, encoder). Its random
+effect is what keeps the model honest: every image of a cell is scored with the same trained
+network, so the images of a cell share that network's luck. Without the run effect, θ would be
+tested against the image-level noise with hundreds of degrees of freedom, when θ is only
+replicated by seeds; that is the pseudo-replication :mod:`anova` avoids by averaging. Image
+and run are crossed within a dataset, which MixedLM expresses as variance components inside
+one group per dataset (statsmodels' recipe for crossed random effects). The dataset term is
+tested against the image variance, since images are nested in datasets.
+
+Each fixed-effect term is tested jointly by a Wald χ² test over its sum-contrast coefficients
+(``MixedLMResults.wald_test_terms``). On a balanced design χ²/df of θ and θ × dataset equals
+the F of the ANOVA on cell means. The χ² reference distribution treats the estimated variances
+as known, though, so with few seeds its p-value is smaller than the ANOVA's F-test gives for
+the same statistic (statsmodels offers no Kenward-Roger or Satterthwaite degrees of freedom).
+What the mixed model adds is the split of the variance into image, run and residual parts,
+and a per-image fit that stays valid when images are missing from some cells.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+import xarray as xr
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+from benchsuite.analysis.anova import FACTORS, IMAGE_DIM
+from benchsuite.errors import BenchsuiteError
+from benchsuite.grid import AXES as GRID_DIMS
+
+MIXED_COLUMNS = [
+    "metric", "term", "chi2", "df", "p",
+    "image_var", "run_var", "residual_var",
+    "n_obs", "n_images", "n_runs", "converged", "note",
+]  # fmt: skip
+
+# statsmodels flags a variance component below 0.01 in absolute terms as "on the boundary". The
+# metrics here live in [0, 1] and their variances are routinely below that, so the flag says
+# nothing about the fit; the estimated variances are reported instead.
+_BOUNDARY_WARNING = "The MLE may be on the boundary of the parameter space."
+
+
+class MixedModelError(BenchsuiteError, ValueError):
+    """The metric or the design cannot support the mixed model; the message says why."""
+
+
+@dataclass(frozen=True)
+class MixedFit:
+    """The fitted mixed model of one metric, reduced to what the report needs.
+
+    ``terms`` is indexed by readable term names (``theta``, ``dataset``, ``theta:dataset``, ...)
+    with columns ``chi2, df, p``. Variances are on the metric's squared scale.
+    """
+
+    terms: pd.DataFrame
+    image_var: float
+    run_var: float
+    residual_var: float
+    n_obs: int
+    n_images: int
+    n_runs: int
+    converged: bool
+    note: str
+
+
+def image_values(cube: xr.Dataset, metric: str) -> pd.DataFrame:
+    """One row per scored image: the grid dimensions, ``image`` and ``value``; NaN images dropped."""
+    if metric not in cube.data_vars:
+        raise MixedModelError(f"the cube has no variable {metric!r}; its image-scope metrics are {_image_metrics(cube)}.")
+    variable = cube[metric]
+    if variable.attrs.get("role") != "metric" or IMAGE_DIM not in variable.dims:
+        raise MixedModelError(
+            f"{metric!r} is not a per-image metric (role {variable.attrs.get('role')!r}, dims "
+            f"{variable.dims}); the mixed model needs per-image values, which "
+            f"{_image_metrics(cube)} have."
+        )
+    frame = variable.reset_coords(drop=True).transpose(*GRID_DIMS, IMAGE_DIM).to_dataframe(name="value")
+    frame = frame.reset_index()
+    return frame[frame["value"].notna()].reset_index(drop=True)
+
+
+def fit_mixed(frame: pd.DataFrame, factors: Sequence[str]) -> MixedFit:
+    """Fit the mixed model to per-image values (the columns of :func:`image_values`).
+
+    ``factors`` are the fixed effects, crossed in full with sum contrasts. Raises
+    :class:`MixedModelError` when a factor has a single level or a combination of factor
+    levels has no observation. A fit that does not converge is returned with
+    ``converged=False`` and the optimiser's complaint in ``note``.
+    """
+    factors = list(factors)
+    _check_design(frame, factors)
+    data = frame.copy()
+    # Image numbers restart in every dataset and runs are nested in datasets, so within a
+    # dataset group these codes identify the random effects.
+    data["run"] = data.groupby([d for d in GRID_DIMS if d != "dataset"], sort=False).ngroup()
+    formula = "value ~ " + " * ".join(f"C({f}, Sum)" for f in factors)
+    model = smf.mixedlm(
+        formula,
+        data,
+        groups="dataset",
+        re_formula="0",
+        vc_formula={"image": f"0 + C({IMAGE_DIM})", "run": "0 + C(run)"},
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=re.escape(_BOUNDARY_WARNING))
+        result = model.fit(reml=True)
+    notes = dict.fromkeys(str(w.message) for w in caught)
+
+    wald = result.wald_test_terms(scalar=True).summary_frame().drop(index="Intercept")
+    terms = pd.DataFrame(
+        {
+            "chi2": wald["chi2"].astype(float).to_numpy(),
+            "df": wald["df constraint"].astype(int).to_numpy(),
+            "p": wald["P>chi2"].astype(float).to_numpy(),
+        },
+        index=pd.Index([re.sub(r"C\((\w+), Sum\)", r"\1", term) for term in wald.index], name="term"),
+    )
+    variances = dict(zip(model.exog_vc.names, np.atleast_1d(result.vcomp), strict=True))
+    return MixedFit(
+        terms=terms,
+        image_var=float(variances["image"]),
+        run_var=float(variances["run"]),
+        residual_var=float(result.scale),
+        n_obs=len(data),
+        n_images=int(data.groupby(["dataset", IMAGE_DIM]).ngroups),
+        n_runs=int(data.groupby(list(GRID_DIMS)).ngroups),
+        converged=bool(result.converged),
+        note=" ".join(notes),
+    )
+
+
+def mixed_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """The mixed model of every per-image metric in ``cube``, in long form.
+
+    ``metrics`` defaults to every metric with an ``image`` dimension; cell-scope metrics such as
+    ``final_loss`` have one value per run and nothing for an image effect to explain. The fixed
+    factors are those among ``theta, dataset, method, encoder`` with more than one level.
+
+    Columns: ``metric, term, chi2, df, p`` (the Wald test of the term), then per metric the
+    variances ``image_var, run_var, residual_var``, the counts ``n_obs, n_images, n_runs``,
+    ``converged`` and ``note`` (optimiser warnings, empty when there were none). A metric that
+    cannot be fitted is skipped with a warning naming it and the reason.
+    """
+    names = _image_metrics(cube) if metrics is None else list(metrics)
+    blocks = []
+    for name in names:
+        try:
+            frame = image_values(cube, name)
+            if frame.empty:
+                raise MixedModelError("every image value is NaN.")
+            factors = [f for f in FACTORS if frame[f].nunique() > 1]
+            if not factors:
+                raise MixedModelError("no grid factor has more than one level with values.")
+            fit = fit_mixed(frame, factors)
+        except (MixedModelError, np.linalg.LinAlgError) as error:
+            warnings.warn(f"mixed model of metric {name!r} skipped: {error}", stacklevel=2)
+            continue
+        block = fit.terms.reset_index()
+        block.insert(0, "metric", name)
+        for field in fields(fit):
+            if field.name != "terms":
+                block[field.name] = getattr(fit, field.name)
+        blocks.append(block)
+    if not blocks:
+        return pd.DataFrame(columns=MIXED_COLUMNS)
+    return pd.concat(blocks, ignore_index=True)[MIXED_COLUMNS]
+
+
+def _image_metrics(cube: xr.Dataset) -> list[str]:
+    return [
+        str(name)
+        for name, var in cube.data_vars.items()
+        if var.attrs.get("role") == "metric" and IMAGE_DIM in var.dims
+    ]
+
+
+def _check_design(frame: pd.DataFrame, factors: list[str]) -> None:
+    single = [f for f in factors if frame[f].nunique() < 2]
+    if single:
+        raise MixedModelError(f"factor {single[0]!r} has a single level; leave it out of the factors.")
+    n_combinations = int(np.prod([frame[f].nunique() for f in factors]))
+    observed = frame.groupby(factors).ngroups
+    if observed < n_combinations:
+        raise MixedModelError(
+            f"only {observed} of the {n_combinations} combinations of ({', '.join(factors)}) have "
+            "values, so the full-factorial fixed effects are not estimable: run the missing cells."
+        )

@@ -1,0 +1,163 @@
+"""Fourier analysis of metric(θ): which periods around the circle carry the θ effect.
+
+A rotation by θ and by θ + 360° are the same, so metric(θ) is a function on the circle and
+its natural description is a Fourier series. A dataset with k-fold rotational symmetry should
+put its power at the period 360°/k (90° for four-fold shapes), a texture whose gradient
+orientations cluster on the axes at 90°, a mirror-symmetric one at 180°.
+
+**Power.** For one series x_0 … x_{N-1} over N equally spaced angles, the power at harmonic h
+(period 360°/h) is the fraction of the series' variance about its mean carried by the cosine
+and sine of frequency h::
+
+    power_h = c_h |X_h|² / (N Σ_n (x_n - x̄)²),   X_h = Σ_n x_n exp(-2πi h n / N),
+
+with c_h = 2 for 0 < h < N/2 (the harmonic and its mirror image -h) and c_h = 1 at the Nyquist
+harmonic h = N/2. By Parseval's theorem the powers of h = 1 … ⌊N/2⌋ sum to 1, so a power of
+0.8 at 90° means four-fold variation explains 80% of how the metric varies with θ. This is
+the one-sided periodogram of ``scipy.signal.periodogram`` with the mean removed, normalised by
+its total. Harmonics above N/2 are not reportable: N samples cannot tell them from aliases.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from benchsuite.analysis.anova import cell_means
+from benchsuite.errors import BenchsuiteError
+
+PERIODS = (360.0, 180.0, 120.0, 90.0, 45.0)
+"""The periods reported for every series, in degrees (harmonics 1, 2, 3, 4 and 8)."""
+
+SERIES_KEYS = ["dataset", "method", "encoder"]
+PERIODICITY_COLUMNS = [
+    "metric", *SERIES_KEYS, "n_theta",
+    *(f"power_{period:g}" for period in PERIODS),
+    "dominant_period", "dominant_power",
+]  # fmt: skip
+
+
+class PeriodicityError(BenchsuiteError, ValueError):
+    """θ does not sample the circle evenly, or a series cannot be analysed; the message says why."""
+
+
+def circle_step(thetas: Sequence[float]) -> float:
+    """The spacing of ``thetas`` when they sample the whole circle evenly, in degrees.
+
+    Evenly means N distinct angles in [0°, 360°), equally spaced, with N × step = 360°, so
+    that the angle after the last is the first again. Raises :class:`PeriodicityError`
+    otherwise, saying what is wrong.
+    """
+    angles = np.sort(np.asarray(thetas, dtype=float))
+    if len(angles) < 3:
+        raise PeriodicityError(f"θ has {len(angles)} value(s); a Fourier analysis needs at least 3 around the circle.")
+    if angles[0] < 0 or angles[-1] >= 360:
+        raise PeriodicityError(
+            f"θ runs from {angles[0]:g}° to {angles[-1]:g}°; periodicity needs angles in [0°, 360°) "
+            "(θ = 0° and 360° are the same rotation, so keep only one of them)."
+        )
+    steps = np.diff(angles)
+    step = 360.0 / len(angles)
+    if not np.allclose(steps, step, rtol=0, atol=1e-6):
+        raise PeriodicityError(
+            f"the {len(angles)} θ values ({_shown(angles)}) do not cover the circle evenly (that "
+            f"needs a step of 360°/{len(angles)} = {step:g}°); periodicity is not analysed. "
+            "Use e.g. theta: {start: 0, stop: 360, step: 30}."
+        )
+    return step
+
+
+def harmonic_powers(series: np.ndarray) -> np.ndarray:
+    """Power (fraction of variance about the mean) of harmonics 0 … ⌊N/2⌋ of an evenly sampled circle.
+
+    Entry 0 (the mean) is always 0; the rest sum to 1. A constant series has no variance to
+    share out and gives NaN everywhere but entry 0.
+    """
+    values = np.asarray(series, dtype=float)
+    n = len(values)
+    spectrum = np.abs(np.fft.rfft(values - values.mean())) ** 2
+    # One-sided: every harmonic but the DC and Nyquist ones stands for itself and its mirror.
+    spectrum[1 : (n + 1) // 2] *= 2
+    total = spectrum.sum()
+    if total <= 1e-12 * max(1.0, float(np.sum(values**2))):
+        powers = np.full(len(spectrum), math.nan)
+        powers[0] = 0.0
+        return powers
+    return spectrum / total
+
+
+def periodicity(series: pd.Series) -> dict[str, float]:
+    """Powers at :data:`PERIODS` and the dominant period of one metric(θ) series indexed by θ.
+
+    Returns ``{"n_theta", "power_360", ..., "power_45", "dominant_period", "dominant_power"}``.
+    A period whose harmonic lies above the Nyquist harmonic N/2 has NaN power. The dominant
+    period is the one with the most power among all harmonics 1 … N/2, listed or not (with 12
+    angles it can be 72° or 60°). Raises :class:`PeriodicityError` when θ does not cover the
+    circle evenly.
+    """
+    ordered = series.sort_index()
+    circle_step(ordered.index.to_numpy(dtype=float))
+    n = len(ordered)
+    powers = harmonic_powers(ordered.to_numpy(dtype=float))
+    row: dict[str, float] = {"n_theta": n}
+    for period in PERIODS:
+        harmonic = 360.0 / period
+        reportable = harmonic.is_integer() and harmonic <= n // 2
+        row[f"power_{period:g}"] = float(powers[int(harmonic)]) if reportable else math.nan
+    if np.isnan(powers[1:]).all():
+        row["dominant_period"] = row["dominant_power"] = math.nan
+    else:
+        dominant = 1 + int(np.nanargmax(powers[1:]))
+        row["dominant_period"] = 360.0 / dominant
+        row["dominant_power"] = float(powers[dominant])
+    return row
+
+
+def periodicity_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """The periodicity of every metric(θ) per dataset, method and encoder, one row per series.
+
+    The series are the cell means (:func:`~benchsuite.analysis.anova.cell_means`) averaged over
+    seeds. ``metrics`` defaults to every variable with ``role="metric"``. Columns: ``metric,
+    dataset, method, encoder, n_theta, power_360, power_180, power_120, power_90, power_45,
+    dominant_period, dominant_power``.
+
+    Raises :class:`PeriodicityError` when the cube's θ values do not cover the circle evenly: no
+    metric can then be analysed. A series missing an angle (every seed NaN there) is skipped
+    with a warning naming the metric and the series.
+    """
+    circle_step(cube["theta"].values)
+    names = _metric_names(cube) if metrics is None else list(metrics)
+    n_theta = cube.sizes["theta"]
+    rows = []
+    for name in names:
+        frame = cell_means(cube, name)
+        if frame.empty:
+            warnings.warn(f"periodicity of metric {name!r} skipped: every cell is NaN.", stacklevel=2)
+            continue
+        means = frame.groupby([*SERIES_KEYS, "theta"])["value"].mean()
+        for key, series in means.groupby(level=SERIES_KEYS):
+            if len(series) < n_theta:
+                label = ", ".join(f"{k}={v!r}" for k, v in zip(SERIES_KEYS, key, strict=True))
+                warnings.warn(
+                    f"periodicity of metric {name!r} skipped for ({label}): it has values at "
+                    f"{len(series)} of the {n_theta} angles.",
+                    stacklevel=2,
+                )
+                continue
+            row = periodicity(series.droplevel(SERIES_KEYS))
+            rows.append({"metric": name, **dict(zip(SERIES_KEYS, key, strict=True)), **row})
+    return pd.DataFrame(rows, columns=PERIODICITY_COLUMNS)
+
+
+def _metric_names(cube: xr.Dataset) -> list[str]:
+    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == "metric"]
+
+
+def _shown(angles: np.ndarray) -> str:
+    shown = ", ".join(f"{a:g}" for a in angles[:6])
+    return shown + (", ..." if len(angles) > 6 else "")

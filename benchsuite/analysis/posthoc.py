@@ -1,0 +1,97 @@
+"""Post hoc comparisons: which angles differ from which, within each dataset.
+
+The ANOVA says whether θ matters in a dataset; Tukey's honestly significant difference (HSD)
+says between which pairs of angles, with the family-wise error rate held at ``alpha`` over all
+pairs of one dataset. The observations are cell means, one per seed, so the seeds are the
+replicates, as in the ANOVA. The test is statsmodels' ``pairwise_tukeyhsd``, run per dataset
+(and per method and encoder when the suite varies them) with its own pooled within-θ variance.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import pandas as pd
+import xarray as xr
+from statsmodels.stats.multicomp import pairwise_tukeyhsd
+
+from benchsuite.analysis.anova import cell_means
+from benchsuite.errors import BenchsuiteError
+
+FAMILY_KEYS = ["dataset", "method", "encoder"]
+MAX_THETAS = 36
+"""More angles than this are a sweep, not a set of conditions to compare pairwise; each of the
+n(n-1)/2 adjusted p-values is a numerical integral of the studentized range distribution."""
+
+PAIR_COLUMNS = ["theta_a", "theta_b", "meandiff", "p_adj", "lower", "upper", "reject"]
+TUKEY_COLUMNS = ["metric", *FAMILY_KEYS, *PAIR_COLUMNS]
+
+
+class PosthocError(BenchsuiteError, ValueError):
+    """The observations cannot support Tukey's test; the message says why."""
+
+
+def tukey_hsd(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Tukey HSD between every pair of θ values in ``frame`` (columns ``theta`` and ``value``).
+
+    Returns one row per pair with ``theta_a < theta_b`` and columns ``theta_a, theta_b,
+    meandiff`` (mean at ``theta_b`` minus mean at ``theta_a``), ``p_adj`` (adjusted for all
+    pairs), ``lower, upper`` (the simultaneous ``1 - alpha`` confidence interval of the
+    difference) and ``reject`` (``p_adj < alpha``). Raises :class:`PosthocError` with fewer
+    than two angles or without a replicate to estimate the within-θ variance from.
+    """
+    data = frame[["theta", "value"]].dropna()
+    n_groups = data["theta"].nunique()
+    if n_groups < 2:
+        raise PosthocError(f"{n_groups} θ value(s) with values; pairwise comparisons need two or more.")
+    if len(data) <= n_groups:
+        raise PosthocError(
+            f"{len(data)} observations for {n_groups} θ values leave no degrees of freedom for the "
+            "within-θ variance: add seeds to the suite."
+        )
+    result = pairwise_tukeyhsd(data["value"].to_numpy(dtype=float), data["theta"].to_numpy(dtype=float), alpha=alpha)
+    # summary_frame reports treatment minus control with the control the smaller label.
+    pairs = result.summary_frame().rename(
+        columns={"group_c": "theta_a", "group_t": "theta_b", "p-adj": "p_adj"}
+    )
+    return pairs[PAIR_COLUMNS]
+
+
+def tukey_table(
+    cube: xr.Dataset, metrics: Sequence[str] | None = None, alpha: float = 0.05, max_thetas: int = MAX_THETAS
+) -> pd.DataFrame:
+    """Tukey HSD between the angles of every metric, within each dataset, method and encoder.
+
+    ``metrics`` defaults to every variable with ``role="metric"``. Columns: ``metric, dataset,
+    method, encoder, theta_a, theta_b, meandiff, p_adj, lower, upper, reject`` (see
+    :func:`tukey_hsd`). A family that cannot be tested (a single seed, a single angle) is
+    skipped with a warning naming the metric, the family and the reason. A cube with more than
+    ``max_thetas`` angles raises :class:`PosthocError`.
+    """
+    n_thetas = cube.sizes["theta"]
+    if n_thetas > max_thetas:
+        raise PosthocError(
+            f"{n_thetas} θ values make {n_thetas * (n_thetas - 1) // 2} pairs per dataset, more than "
+            f"pairwise comparisons can usefully show (limit {max_thetas} angles); read the "
+            "periodicity analysis instead."
+        )
+    names = _metric_names(cube) if metrics is None else list(metrics)
+    blocks = []
+    for name in names:
+        for key, family in cell_means(cube, name).groupby(FAMILY_KEYS, sort=False):
+            labels = dict(zip(FAMILY_KEYS, key, strict=True))
+            try:
+                pairs = tukey_hsd(family, alpha=alpha)
+            except PosthocError as error:
+                shown = ", ".join(f"{k}={v!r}" for k, v in labels.items())
+                warnings.warn(f"Tukey HSD of metric {name!r} skipped for ({shown}): {error}", stacklevel=2)
+                continue
+            blocks.append(pairs.assign(metric=name, **labels))
+    if not blocks:
+        return pd.DataFrame(columns=TUKEY_COLUMNS)
+    return pd.concat(blocks, ignore_index=True)[TUKEY_COLUMNS]
+
+
+def _metric_names(cube: xr.Dataset) -> list[str]:
+    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == "metric"]

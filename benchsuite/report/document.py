@@ -1,0 +1,311 @@
+"""What the report says: the figures, the ANOVA readings, the further tables and the provenance.
+
+:func:`write_report` reads the cube and the analysis tables, draws the figures, saves each as
+PNG under ``figures/``, and writes ``report.html`` with the same PNGs inline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from matplotlib.figure import Figure
+
+from benchsuite.grid import AXES
+from benchsuite.report import figures
+from benchsuite.report.html import FigureImage, Table, render_page, table
+
+REPORT_NAME = "report.html"
+FIGURES_DIR = "figures"
+INTERACTION_TERM = "theta:dataset"
+ALPHA = 0.05
+
+ANOVA_FORMATS = {"sum_sq": ".4g", "df": "g", "F": ".2f", "p": ".2g", "partial_eta_sq": ".3f"}
+"""How the ANOVA table prints its numbers; the readings print F, p and partial η² the same way."""
+
+ANOVA_LABELS = {"sum_sq": "sum of squares", "partial_eta_sq": "partial η²"}
+
+ANALYSIS_HEADINGS = {
+    "mixed": "Mixed model: evaluation image as a random effect",
+    "periodicity": "Periodicity of metric(θ)",
+    "tukey": "Post hoc: which θ differ within a dataset (Tukey HSD)",
+    "covariate": "Covariates",
+}
+"""Headings of the analysis tables the report knows; any other table is headed by its key."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A plain-language line about one metric's θ × dataset term, with its verdict at :data:`ALPHA`."""
+
+    text: str
+    verdict: str = ""
+    verdict_class: str = ""
+
+
+@dataclass(frozen=True)
+class MetricSection:
+    """One metric: its interaction figure, and its ANOVA table and reading when an ANOVA was given."""
+
+    name: str
+    figure: FigureImage | None
+    reading: Reading | None = None
+    anova: Table | None = None
+    design: str = ""
+
+
+@dataclass(frozen=True)
+class TableSection:
+    anchor: str
+    heading: str
+    table: Table
+
+
+@dataclass(frozen=True)
+class FigureSection:
+    anchor: str
+    heading: str
+    figure: FigureImage | None
+    missing: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    facts: list[tuple[str, str]]
+    cost_text: str
+    cost: Table | None
+    memory_note: str
+    versions: Table
+    plugins: Table
+    suite_yaml: str
+
+
+@dataclass(frozen=True)
+class _Drawing:
+    """A whole-cube figure: where it goes, what it needs from the cube, how it is drawn and described."""
+
+    anchor: str
+    heading: str
+    needs: tuple[str, ...]
+    draw: Callable[[xr.Dataset], Figure]
+    file_name: str
+    alt: str
+    caption: str
+
+
+_DRAWINGS = (
+    _Drawing("saliency", "Saliency gallery", ("saliency_example", "example_image", "example_mask"),
+             figures.saliency_gallery, "saliency_gallery.png", "saliency maps per dataset and θ",
+             "Rows: datasets; columns: θ. Grey: the first stored evaluation image; colour: its saliency map for "
+             "the first seed, scaled to its own range; cyan line: the foreground mask (contour at 0.5)."),
+    _Drawing("orientation", "Gradient orientations", ("orientation_hist",), figures.orientation_roses,
+             "orientation_roses.png", "gradient-orientation rose per dataset",
+             "Magnitude-weighted gradient-orientation histogram per dataset, counter-clockwise from +x as "
+             "displayed; dashed circle: a uniform (isotropic) histogram."),
+    _Drawing("training", "Training curves", ("ssp_loss",), figures.training_curves, "training_curves.png",
+             "SSP loss per epoch for every θ, per dataset",
+             "Self-supervised pre-training loss per epoch, mean over seeds; one line per θ, coloured round the circle."),
+)  # fmt: skip
+
+
+def write_report(cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: Path) -> Path:
+    """Write ``out_dir/report.html`` and its figures as PNG under ``out_dir/figures/``; return the page's path.
+
+    ``tables`` holds the analysis of the cube by name. ``"anova"`` is the long-form table of
+    :func:`benchsuite.analysis.anova.anova_table`: it gives each metric its ANOVA table and the
+    reading of its θ × dataset interaction. Every other table is shown as it is, in the order
+    given. The page is self-contained (figures inline, no script, no network access).
+    """
+    out_dir = Path(out_dir)
+    anova = tables.get("anova")
+    metrics = [_metric_section(cube, name, anova) for name in _metric_names(cube)]
+    analyses = [
+        TableSection(f"analysis-{_slug(key)}", ANALYSIS_HEADINGS.get(key, key.replace("_", " ").capitalize()),
+                     table(frame.reset_index() if _has_named_index(frame) else frame))
+        for key, frame in tables.items()
+        if key != "anova"
+    ]  # fmt: skip
+    drawn = [_figure_section(cube, drawing) for drawing in _DRAWINGS]
+
+    figures_dir = out_dir / FIGURES_DIR
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for image in [m.figure for m in metrics] + [d.figure for d in drawn]:
+        if image is not None:
+            (figures_dir / image.file_name).write_bytes(image.png)
+
+    contents = (
+        [("summary", "Summary"), ("interaction", "θ × dataset interaction, per metric")]
+        + [(section.anchor, section.heading) for section in [*analyses, *drawn]]
+        + [("provenance", "Provenance")]
+    )
+    page = render_page(
+        title=f"benchsuite report: {cube.attrs.get('suite_name', 'suite')}",
+        description=cube.attrs.get("suite_description", ""),
+        grid_text=_grid_text(cube),
+        contents=contents,
+        metrics=metrics,
+        anova_given=anova is not None,
+        analyses=analyses,
+        figure_sections=drawn,
+        provenance=_provenance(cube),
+    )
+    path = out_dir / REPORT_NAME
+    # Written beside and renamed, so a browser or a copy never sees half a report.
+    partial = path.with_name(f".{REPORT_NAME}.tmp{os.getpid()}")
+    partial.write_text(page, encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+def interaction_reading(anova: pd.DataFrame, metric: str) -> Reading:
+    """The θ × dataset line of ``metric`` in a long-form ANOVA table, and whether p < :data:`ALPHA`.
+
+    Says so in words when the table has no such metric, or the metric no θ × dataset term (θ
+    or the dataset has a single level).
+    """
+    metric_rows = anova[anova["metric"] == metric]
+    if metric_rows.empty:
+        return Reading("Not in the ANOVA table (the analysis skipped this metric; its warning says why).")
+    rows = metric_rows[metric_rows["term"] == INTERACTION_TERM]
+    if rows.empty:
+        return Reading("The ANOVA has no θ × dataset term: θ or the dataset has a single level.")
+    row = rows.iloc[0]
+    f, p, eta = (format(row[c], ANOVA_FORMATS[c]) for c in ("F", "p", "partial_eta_sq"))
+    text = f"θ × dataset interaction: F={f}, p={p}, partial η²={eta}"
+    if row["p"] < ALPHA:
+        return Reading(text, f"significant at {ALPHA:g}", "significant")
+    return Reading(text, f"not significant at {ALPHA:g}", "not-significant")
+
+
+def _metric_names(cube: xr.Dataset) -> list[str]:
+    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == "metric"]
+
+
+def _metric_section(cube: xr.Dataset, metric: str, anova: pd.DataFrame | None) -> MetricSection:
+    band = figures.seed_band(cube, metric)
+    image = None
+    if not band.empty:
+        image = _image(
+            figures.interaction_figure(band, metric),
+            f"interaction_{_slug(metric)}.png",
+            f"{metric} against θ per dataset, on a line and on a circle",
+            f"{metric} against θ, one line per dataset: mean over seeds with its 95% confidence band; "
+            "right, the means on the circle of θ (radial axis fitted to them).",
+        )
+    if anova is None:
+        return MetricSection(metric, image)
+    rows = anova[anova["metric"] == metric]
+    if rows.empty:
+        return MetricSection(metric, image, interaction_reading(anova, metric))
+    first = rows.iloc[0]
+    return MetricSection(
+        metric,
+        image,
+        interaction_reading(anova, metric),
+        table(rows[["term", *ANOVA_FORMATS]], ANOVA_FORMATS, ANOVA_LABELS, highlight=lambda row: row["term"] == INTERACTION_TERM),
+        f"{'balanced' if first['balanced'] else 'unbalanced'}, {first['n_per_cell']} observations per cell",
+    )
+
+
+def _figure_section(cube: xr.Dataset, drawing: _Drawing) -> FigureSection:
+    missing = [name for name in drawing.needs if name not in cube]
+    image = None if missing else _image(drawing.draw(cube), drawing.file_name, drawing.alt, drawing.caption)
+    return FigureSection(drawing.anchor, drawing.heading, image, f"The cube has no {', '.join(missing)}, so there is nothing to draw.")
+
+
+def _provenance(cube: xr.Dataset) -> Provenance:
+    facts = [(label, str(cube.attrs.get(key, ""))) for key, label in
+             (("suite_name", "suite"), ("created", "created"), ("git_revision", "git revision"), ("device", "device"))]  # fmt: skip
+    # Per-cell values: a run resumed elsewhere, or with another thread count, shows more than one.
+    for name, label in (("device", "cell devices"), ("torch_threads", "torch threads")):
+        if name in cube:
+            values = [v for v in np.unique(cube[name].values).tolist() if v != "" and not _is_nan(v)]
+            facts.append((label, ", ".join(_plain(v) for v in values)))
+    finished = "wall_time_s" in cube and np.isfinite(cube["wall_time_s"].values).any()
+    return Provenance(
+        facts=facts,
+        cost_text=_cost_text(cube) if finished else "No cell has finished.",
+        cost=_cost_table(cube) if finished else None,
+        memory_note=f"Peak memory: {cube['peak_memory_mb'].attrs.get('description', '')}." if finished else "",
+        versions=_json_table(cube.attrs.get("versions"), ("package", "version")),
+        plugins=_json_table(cube.attrs.get("plugins"), ("plugin", "distribution")),
+        suite_yaml=cube.attrs.get("suite_yaml", ""),
+    )
+
+
+def _cost_text(cube: xr.Dataset) -> str:
+    seconds = cube["wall_time_s"].values
+    seconds = seconds[np.isfinite(seconds)]
+    return (
+        f"{seconds.size} cells: {_duration(seconds.sum())} in all; per cell median {_duration(np.median(seconds))}, "
+        f"max {_duration(seconds.max())}. Peak memory up to {np.nanmax(cube['peak_memory_mb'].values):.0f} MiB."
+    )
+
+
+def _cost_table(cube: xr.Dataset) -> Table:
+    """Wall time and peak memory per dataset, over its finished cells."""
+    frame = cube[["wall_time_s", "peak_memory_mb"]].to_dataframe().reset_index().dropna(subset=["wall_time_s"])
+    per_dataset = (
+        frame.groupby("dataset", sort=False)
+        .agg(
+            cells=("wall_time_s", "size"),
+            total_s=("wall_time_s", "sum"),
+            median_s=("wall_time_s", "median"),
+            max_s=("wall_time_s", "max"),
+            peak_memory_mib=("peak_memory_mb", "max"),
+        )
+        .reset_index()
+    )
+    labels = {"total_s": "total (s)", "median_s": "median (s)", "max_s": "max (s)", "peak_memory_mib": "peak memory (MiB)"}
+    formats = {"total_s": ".1f", "median_s": ".2f", "max_s": ".2f", "peak_memory_mib": ".0f"}
+    return table(per_dataset, formats, labels)
+
+
+def _grid_text(cube: xr.Dataset) -> str:
+    sizes = {axis: cube.sizes.get(axis, 0) for axis in AXES}
+    names = {"dataset": "datasets", "theta": "angles θ", "seed": "seeds", "method": "methods", "encoder": "encoders"}
+    done = int(np.isfinite(cube["wall_time_s"].values).sum()) if "wall_time_s" in cube else 0
+    grid = " × ".join(f"{n} {names[a]}" for a, n in sizes.items())
+    return f"{grid} = {math.prod(sizes.values())} cells, {done} finished."
+
+
+def _json_table(text: str | None, columns: tuple[str, str]) -> Table:
+    entries = json.loads(text) if text else {}
+    return table(pd.DataFrame(list(entries.items()), columns=list(columns)))
+
+
+def _image(figure: Figure, file_name: str, alt: str, caption: str) -> FigureImage:
+    return FigureImage(figures.png_bytes(figure), file_name, alt, caption)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _has_named_index(frame: pd.DataFrame) -> bool:
+    """Whether the index carries data (a named or multi-level index) rather than row numbers."""
+    return any(name is not None for name in frame.index.names)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _plain(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,289 @@
+"""The report's figures, drawn from the results cube alone.
+
+Figures are built as bare :class:`matplotlib.figure.Figure` objects rather than through
+``pyplot``: ``savefig`` then renders PNG with the Agg canvas whatever the session's backend is,
+and no figure is registered with pyplot's global figure manager, so nothing stays open (or
+leaks) after a report is written. That is matplotlib's own recipe for servers.
+
+Every figure keeps the grid's extra factors apart: a line, panel or row is one dataset, and
+also one SSP method or encoder when the suite varies those.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import functools
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from matplotlib import colormaps, rc_context
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from scipy import stats
+
+from benchsuite.analysis.anova import cell_means
+
+SERIES = ("dataset", "method", "encoder")
+"""The grid factors that tell one line of a figure from another; seeds are averaged over."""
+
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+}
+"""matplotlib settings for every report figure, applied while it is drawn and saved."""
+
+DPI = 110
+CONFIDENCE = 0.95
+DATASET_COLOURS = colormaps["tab10"]
+# θ is circular, so the colour of θ must be too (0° and 330° look alike); hsv rather than
+# twilight because twilight fades to white at one end of the circle, which hides a line.
+THETA_COLOURS = colormaps["hsv"]
+SALIENCY_COLOURS = colormaps["inferno"]
+
+
+def _styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Build the figure under :data:`STYLE`: fonts, grids and spines are fixed when artists are created."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs) -> Figure:
+        with rc_context(STYLE):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def seed_band(cube: xr.Dataset, metric: str) -> pd.DataFrame:
+    """The mean of ``metric`` over seeds per (dataset, method, encoder, θ), with its t-based 95% interval.
+
+    Each seed contributes its cell mean (:func:`benchsuite.analysis.anova.cell_means`, so an
+    image-scope metric is averaged over images first). Columns: ``dataset, method, encoder,
+    theta, mean, ci_low, ci_high, n_seeds``; the interval is mean ± t(0.975, n - 1) · s / √n,
+    NaN where a single seed has a value. Rows follow the cube's coordinate order.
+    """
+    frame = cell_means(cube, metric)
+    summary = (
+        frame.groupby([*SERIES, "theta"], sort=False)["value"]
+        .agg(mean="mean", sd="std", n_seeds="count")
+        .reset_index()
+    )
+    # The t quantile for n - 1 = 0 degrees of freedom is NaN, so one seed gives no band.
+    quantile = stats.t.ppf(0.5 + CONFIDENCE / 2, summary["n_seeds"] - 1)
+    half_width = quantile * summary["sd"] / np.sqrt(summary["n_seeds"])
+    summary["ci_low"] = summary["mean"] - half_width
+    summary["ci_high"] = summary["mean"] + half_width
+    return summary[[*SERIES, "theta", "mean", "ci_low", "ci_high", "n_seeds"]]
+
+
+@_styled
+def interaction_figure(band: pd.DataFrame, metric: str) -> Figure:
+    """``metric`` against θ, one line per dataset with its confidence band, on a line and on a circle.
+
+    ``band`` is :func:`seed_band`'s frame. The polar panel shows the means only (a band round
+    the whole circle hides the shape it is there to show), its radial axis fitted to them, and
+    closes each curve by repeating its first angle one turn later, since θ is circular
+    (θ = 0 is also θ = 360).
+    """
+    figure = Figure(figsize=(11, 4.6), layout="constrained")
+    grid = figure.add_gridspec(1, 2, width_ratios=[1.75, 1])
+    line_axes = figure.add_subplot(grid[0])
+    polar_axes = figure.add_subplot(grid[1], projection="polar")
+    handles = []
+    for index, (label, rows) in enumerate(_series(band)):
+        colour = DATASET_COLOURS(index % DATASET_COLOURS.N)
+        line_axes.plot(rows["theta"], rows["mean"], marker="o", markersize=4, color=colour)
+        line_axes.fill_between(rows["theta"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15, linewidth=0)
+        closed = _closed_circle(rows)
+        radians = np.deg2rad(closed["theta"])
+        polar_axes.plot(radians, closed["mean"], color=colour, marker="o", markersize=3)
+        handles.append(Line2D([], [], color=colour, marker="o", markersize=4, label=label))
+
+    thetas = np.unique(band["theta"])
+    if len(thetas) <= 16:
+        line_axes.set_xticks(thetas)
+    line_axes.set_xlabel("θ (degrees)")
+    line_axes.set_ylabel(metric)
+    n_seeds = _count_range(band["n_seeds"])
+    line_axes.set_title(f"{metric}: mean over seeds, {CONFIDENCE:.0%} CI (t, n = {n_seeds} seeds)", loc="left")
+    polar_axes.set_ylim(*_radial_limits(band["mean"]))
+    polar_axes.yaxis.set_major_locator(MaxNLocator(4))
+    polar_axes.set_title(f"{metric} on the circle of θ (means)", loc="left", pad=18)
+    polar_axes.tick_params(axis="y", labelsize=8)
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
+    return figure
+
+
+@_styled
+def saliency_gallery(cube: xr.Dataset, max_angles: int = 6) -> Figure:
+    """Example saliency maps: one row per dataset, one column per θ (at most ``max_angles``, spread out).
+
+    Each panel shows the first stored example image of the dataset in grey, the saliency map
+    of the first seed on top (each map scaled to its own range), and the foreground mask's
+    outline (contour at 0.5). The first column shows the image and mask alone.
+    """
+    thetas = _spread(cube["theta"].values, max_angles)
+    rows = list(_panel_selections(cube))
+    saliency = cube["saliency_example"].isel(seed=0, example=0)
+    figure = Figure(figsize=(1.75 * (len(thetas) + 1) + 1.0, 1.75 * len(rows) + 0.6), layout="constrained")
+    axes = figure.subplots(len(rows), len(thetas) + 1, squeeze=False)
+    for row_axes, (label, selection) in zip(axes, rows, strict=True):
+        image = _display_image(cube["example_image"].sel(dataset=selection["dataset"]).isel(example=0))
+        mask = cube["example_mask"].sel(dataset=selection["dataset"]).isel(example=0).values
+        _show_example(row_axes[0], image, mask, None)
+        row_axes[0].set_ylabel(label, fontsize=10)
+        for ax, theta in zip(row_axes[1:], thetas, strict=True):
+            _show_example(ax, image, mask, saliency.sel(selection).sel(theta=theta).values)
+    axes[0, 0].set_title("image, mask", fontsize=10)
+    for ax, theta in zip(axes[0, 1:], thetas, strict=True):
+        ax.set_title(f"θ = {theta:g}°", fontsize=10)
+    colourbar = figure.colorbar(ScalarMappable(Normalize(0, 1), SALIENCY_COLOURS), ax=axes, shrink=0.6, pad=0.01)
+    colourbar.set_label("saliency (scaled per map)")
+    return figure
+
+
+@_styled
+def orientation_roses(cube: xr.Dataset) -> Figure:
+    """Each dataset's gradient-orientation histogram as a rose (polar bar chart).
+
+    Angles are counter-clockwise from +x as the image is displayed, as the cube stores them.
+    All roses share one radial scale; the dashed circle is the uniform (isotropic) histogram.
+    """
+    histogram = cube["orientation_hist"]
+    centres = np.deg2rad(cube["orientation"].values)
+    width = 2 * np.pi / len(centres)
+    datasets = cube["dataset"].values.tolist()
+    columns = min(len(datasets), 4)
+    n_rows = -(-len(datasets) // columns)
+    figure = Figure(figsize=(2.9 * columns, 3.0 * n_rows + 0.2), layout="constrained")
+    axes = figure.subplots(n_rows, columns, squeeze=False, subplot_kw={"projection": "polar"}).ravel()
+    top = float(np.nanmax(histogram.values)) * 1.05
+    uniform = 1 / len(centres)
+    circle = np.linspace(0, 2 * np.pi, 181)
+    for index, (ax, dataset) in enumerate(zip(axes, datasets, strict=False)):
+        ax.bar(centres, histogram.sel(dataset=dataset).values, width=width, color=DATASET_COLOURS(index % DATASET_COLOURS.N),
+               edgecolor="white", linewidth=0.4)  # fmt: skip
+        ax.plot(circle, np.full_like(circle, uniform), color="0.3", linestyle="--", linewidth=0.8)
+        ax.set_ylim(0, top)
+        ax.set_yticklabels([])
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(dataset, fontsize=10)
+    for ax in axes[len(datasets):]:
+        ax.set_visible(False)
+    return figure
+
+
+@_styled
+def training_curves(cube: xr.Dataset) -> Figure:
+    """SSP loss per epoch, seeds averaged: one panel per dataset, one line per θ, coloured round the circle."""
+    loss = cube["ssp_loss"].mean("seed")
+    panels = list(_panel_selections(cube))
+    columns = min(len(panels), 4)
+    n_rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(3.3 * columns + 1.0, 3.1 * n_rows + 0.3), layout="constrained")
+    axes = figure.subplots(n_rows, columns, squeeze=False, sharex=True)
+    norm = Normalize(0, 360)
+    epochs = cube["epoch"].values + 1
+    for ax, (label, selection) in zip(axes.ravel(), panels, strict=False):
+        for theta in cube["theta"].values:
+            ax.plot(epochs, loss.sel(selection).sel(theta=theta).values, color=THETA_COLOURS(norm(theta % 360)), linewidth=1.2)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("SSP loss (mean over seeds)")
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    colourbar = figure.colorbar(ScalarMappable(norm, THETA_COLOURS), ax=axes, shrink=0.8, pad=0.01)
+    colourbar.set_label("θ (degrees)")
+    colourbar.set_ticks(np.arange(0, 361, 90))
+    return figure
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """``figure`` rendered as PNG in the report's style."""
+    buffer = io.BytesIO()
+    with rc_context(STYLE):
+        figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _series(band: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(label, rows) per line of :func:`seed_band`'s frame; the label names only the factors that vary."""
+    varying = [f for f in SERIES if band[f].nunique() > 1] or ["dataset"]
+    for key, rows in band.groupby(list(SERIES), sort=False):
+        levels = dict(zip(SERIES, key, strict=True))
+        yield " / ".join(str(levels[f]) for f in varying), rows.sort_values("theta")
+
+
+def _panel_selections(cube: xr.Dataset) -> Iterator[tuple[str, dict[str, str]]]:
+    """(label, selection) per combination of dataset, method and encoder, labelled by those that vary."""
+    levels = [cube[f].values.tolist() for f in SERIES]
+    varying = [f for f, names in zip(SERIES, levels, strict=True) if len(names) > 1] or ["dataset"]
+    for combination in itertools.product(*levels):
+        selection = dict(zip(SERIES, combination, strict=True))
+        yield " / ".join(str(selection[f]) for f in varying), selection
+
+
+def _radial_limits(means: pd.Series) -> tuple[float, float]:
+    """Radial limits around the means: from their minimum, not from 0, or differences between θ vanish."""
+    low, high = float(means.min()), float(means.max())
+    pad = 0.15 * (high - low) if high > low else max(abs(high), 1.0) * 0.05
+    return low - pad, high + pad
+
+
+def _closed_circle(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with its first angle repeated one turn later, unless the grid already reaches it."""
+    first = rows["theta"].iloc[0]
+    if rows["theta"].iloc[-1] >= first + 360:
+        return rows
+    return pd.concat([rows, rows.iloc[[0]].assign(theta=first + 360)], ignore_index=True)
+
+
+def _spread(values: np.ndarray, count: int) -> list[float]:
+    """At most ``count`` of ``values`` (sorted), evenly spread over them, first and last included."""
+    ordered = np.sort(values)
+    picks = np.unique(np.linspace(0, len(ordered) - 1, min(count, len(ordered))).round().astype(int))
+    return [float(ordered[i]) for i in picks]
+
+
+def _display_image(image: xr.DataArray) -> np.ndarray:
+    """An example image (channel, y, x) as grey (y, x) or RGB (y, x, 3) in [0, 1]."""
+    image = image.dropna("channel", how="all")
+    values = image.transpose("y", "x", "channel").values
+    if image.sizes["channel"] != 3:
+        values = values.mean(axis=-1)
+    return _unit_range(values)
+
+
+def _show_example(ax, image: np.ndarray, mask: np.ndarray, saliency: np.ndarray | None) -> None:
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    if saliency is not None:
+        if np.isfinite(saliency).any():
+            ax.imshow(_unit_range(saliency), cmap=SALIENCY_COLOURS, alpha=0.6, interpolation="nearest", vmin=0, vmax=1)
+        else:
+            ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center", color="white")
+    # A contour of a mask that is all foreground or all background has no level to draw.
+    if np.nanmin(mask) < 0.5 < np.nanmax(mask):
+        ax.contour(mask, levels=[0.5], colors="#00e5ff", linewidths=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def _unit_range(values: np.ndarray) -> np.ndarray:
+    low, high = np.nanmin(values), np.nanmax(values)
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def _count_range(counts: pd.Series) -> str:
+    low, high = int(counts.min()), int(counts.max())
+    return str(low) if low == high else f"{low}–{high}"

@@ -1,0 +1,218 @@
+"""The report page: one self-contained HTML document rendered from a Jinja2 template.
+
+Self-contained means that the page needs nothing but itself to be read, offline or attached to
+an e-mail: the CSS is inline, figures are PNG data URIs, and there is no script and no link
+to a network resource. Jinja2 autoescapes every value, so suite text, dataset names and table
+cells cannot inject markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table ready to print: header, formatted cells, and a CSS class per row (``""`` for none)."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    row_classes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FigureImage:
+    """A figure as the page shows it: its PNG inline, the file it was also saved to, and words for it."""
+
+    png: bytes
+    file_name: str
+    alt: str
+    caption: str
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+def table(
+    frame: pd.DataFrame,
+    formats: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    highlight: Callable[[pd.Series], bool] | None = None,
+) -> Table:
+    """``frame`` as a :class:`Table`; its index is left out, so put anything to show in a column.
+
+    ``formats`` maps a column to a format spec (``".3f"``); other numbers get 4 significant
+    digits, NaN and None print blank. ``labels`` renames columns for the header. Rows for which
+    ``highlight(row)`` is true get the class ``highlight``.
+    """
+    formats = formats or {}
+    labels = labels or {}
+    rows = [[_cell(value, formats.get(column)) for column, value in row.items()] for _, row in frame.iterrows()]
+    classes = ["highlight" if highlight is not None and highlight(row) else "" for _, row in frame.iterrows()]
+    return Table([labels.get(str(c), str(c)) for c in frame.columns], rows, classes)
+
+
+def render_page(**context: Any) -> str:
+    """The report page from ``context``; see the template below for the names it reads."""
+    return _ENVIRONMENT.from_string(_PAGE).render(**context)
+
+
+def _cell(value: Any, spec: str | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if spec is not None:
+        return format(value, spec)
+    if isinstance(value, float):
+        return format(value, ".4g")
+    return str(value)
+
+
+_ENVIRONMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+_CSS = """
+:root { --ink: #1d232b; --muted: #5b6673; --rule: #d9dee4; --accent: #1f5fa8; --mark: #fff2b3; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--ink); background: #fff; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+main { max-width: 1200px; margin: 0 auto; padding: 24px 28px 64px; }
+header { border-bottom: 3px solid var(--accent); margin-bottom: 8px; }
+h1 { font-size: 1.7em; margin: 0.2em 0; }
+h2 { font-size: 1.3em; margin: 1.8em 0 0.4em; padding-bottom: 0.2em; border-bottom: 1px solid var(--rule); }
+h3 { font-size: 1.1em; margin: 1.4em 0 0.3em; }
+p.lead { color: var(--muted); margin: 0.2em 0 0.8em; }
+nav ol { columns: 2; margin: 0.4em 0; padding-left: 1.4em; }
+a { color: var(--accent); }
+figure { margin: 0.6em 0 1em; }
+figure img { display: block; max-width: 100%; height: auto; }
+figcaption { color: var(--muted); font-size: 0.9em; margin-top: 0.3em; }
+.reading { border-left: 4px solid var(--rule); background: #f6f8fa; padding: 0.4em 0.8em; margin: 0.5em 0; }
+.reading.significant { border-left-color: #c0392b; }
+.reading.not-significant { border-left-color: #7f8c8d; }
+.verdict { font-weight: 600; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.4em 0 0.8em; font-variant-numeric: tabular-nums; }
+th, td { padding: 3px 10px; border-bottom: 1px solid var(--rule); text-align: right; white-space: nowrap; }
+th { background: #eef1f4; font-weight: 600; }
+th:first-child, td:first-child { text-align: left; }
+tr.highlight td { background: var(--mark); font-weight: 600; }
+.scroll { max-height: 28em; overflow: auto; display: inline-block; max-width: 100%; border: 1px solid var(--rule); }
+.scroll table { margin: 0; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 0.4em 0; }
+dl.facts dt { color: var(--muted); }
+dl.facts dd { margin: 0; font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 0.92em; overflow-wrap: anywhere; }
+pre { background: #f6f8fa; border: 1px solid var(--rule); padding: 10px 12px; overflow: auto; font-size: 0.85em; line-height: 1.4; }
+.columns { display: flex; flex-wrap: wrap; gap: 8px 40px; align-items: flex-start; }
+.note { color: var(--muted); font-size: 0.9em; }
+"""
+
+_PAGE = (
+    """\
+{% macro render_table(t, scroll=false) %}
+{% if scroll %}<div class="scroll">{% endif %}
+<table>
+  <thead><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
+  <tbody>
+  {% for row in t.rows %}
+    <tr{% if t.row_classes and t.row_classes[loop.index0] %} class="{{ t.row_classes[loop.index0] }}"{% endif %}>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
+  {% endfor %}
+  </tbody>
+</table>
+{% if scroll %}</div>{% endif %}
+{% endmacro %}
+{% macro render_figure(f) %}
+<figure>
+  <img src="{{ f.data_uri }}" alt="{{ f.alt }}">
+  <figcaption>{{ f.caption }} <span class="note">(figures/{{ f.file_name }})</span></figcaption>
+</figure>
+{% endmacro %}
+{% macro render_reading(r, metric) %}
+<p class="reading {{ r.verdict_class }}" data-metric="{{ metric }}">{{ r.text }}{% if r.verdict %} <span class="verdict">{{ r.verdict }}</span>{% endif %}</p>
+{% endmacro %}
+<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>"""
+    + _CSS
+    + """</style>
+</head>
+<body>
+<main>
+<header>
+  <h1>{{ title }}</h1>
+  {% if description %}<p class="lead">{{ description }}</p>{% endif %}
+  <p class="lead">{{ grid_text }}</p>
+</header>
+<nav><ol>
+  {% for anchor, heading in contents %}<li><a href="#{{ anchor }}">{{ heading }}</a></li>{% endfor %}
+</ol></nav>
+
+<section id="summary">
+<h2>Summary</h2>
+<p>Is there a θ × dataset interaction? Two-way ANOVA on the per-cell means (seeds are the replicates).</p>
+{% for metric in metrics %}
+  {% if metric.reading %}<div><strong>{{ metric.name }}</strong>{{ render_reading(metric.reading, metric.name) }}</div>{% endif %}
+{% endfor %}
+{% if not anova_given %}<p class="note">No ANOVA table was given to the report.</p>{% endif %}
+</section>
+
+<section id="interaction">
+<h2>θ × dataset interaction, per metric</h2>
+<p class="note">Each point is the mean over seeds of the per-cell mean (image-scope metrics are averaged over the evaluation images first); the band is its t-based 95% confidence interval over seeds. On the circle, θ = 360° is θ = 0°.</p>
+{% for metric in metrics %}
+<h3 id="metric-{{ loop.index }}">{{ metric.name }}</h3>
+{% if metric.reading %}{{ render_reading(metric.reading, metric.name) }}{% endif %}
+{% if metric.figure %}{{ render_figure(metric.figure) }}{% else %}<p class="note">No cell has a value of {{ metric.name }}.</p>{% endif %}
+{% if metric.anova %}
+<p class="note">ANOVA of {{ metric.name }}: {{ metric.design }}; the θ × dataset row is highlighted.</p>
+{{ render_table(metric.anova) }}
+{% endif %}
+{% endfor %}
+</section>
+
+{% for analysis in analyses %}
+<section id="{{ analysis.anchor }}">
+<h2>{{ analysis.heading }}</h2>
+{% if analysis.table.rows %}{{ render_table(analysis.table, scroll=true) }}{% else %}<p class="note">The table is empty.</p>{% endif %}
+</section>
+{% endfor %}
+
+{% for section in figure_sections %}
+<section id="{{ section.anchor }}">
+<h2>{{ section.heading }}</h2>
+{% if section.figure %}{{ render_figure(section.figure) }}{% else %}<p class="note">{{ section.missing }}</p>{% endif %}
+</section>
+{% endfor %}
+
+<section id="provenance">
+<h2>Provenance</h2>
+<dl class="facts">
+{% for label, value in provenance.facts %}<dt>{{ label }}</dt><dd>{{ value }}</dd>
+{% endfor %}
+</dl>
+<h3>Wall time and memory per cell</h3>
+<p>{{ provenance.cost_text }}</p>
+{% if provenance.cost %}{{ render_table(provenance.cost) }}{% endif %}
+{% if provenance.memory_note %}<p class="note">{{ provenance.memory_note }}</p>{% endif %}
+<div class="columns">
+  <div><h3>Versions</h3>{{ render_table(provenance.versions) }}</div>
+  <div><h3>Plugins</h3>{{ render_table(provenance.plugins) }}</div>
+</div>
+<h3>Suite</h3>
+<pre>{{ provenance.suite_yaml }}</pre>
+</section>
+</main>
+</body>
+</html>
+"""
+)

@@ -1,0 +1,81 @@
+"""Tukey HSD between angles within each dataset, on cell means with seeds as replicates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import stats
+
+from benchsuite.analysis.anova import cell_means
+from benchsuite.analysis.posthoc import PosthocError, tukey_hsd, tukey_table
+
+GRID = ("dataset", "theta", "seed", "method", "encoder")
+THETAS = [0.0, 90.0, 180.0, 270.0]
+
+
+def _cube(n_seed: int = 3, thetas: list[float] = THETAS) -> xr.Dataset:
+    """Per-image ``dice``: 2 datasets; in ``shapes`` θ = 90° scores 0.3 higher, in ``brain`` nothing differs."""
+    rng = np.random.default_rng(4)
+    means = np.zeros((2, len(thetas)))
+    means[0, thetas.index(90.0)] = 0.3
+    dice = 0.5 + means[:, :, None, None, None, None] + rng.normal(0.0, 0.03, size=(2, len(thetas), n_seed, 1, 1, 5))
+    return xr.Dataset(
+        {"dice": (GRID + ("image",), dice, {"role": "metric", "scope": "image"})},
+        coords={
+            "dataset": ["shapes", "brain"],
+            "theta": thetas,
+            "seed": np.arange(n_seed),
+            "method": ["moco_v2"],
+            "encoder": ["small_cnn"],
+            "image": np.arange(5),
+        },
+    )
+
+
+def test_tukey_hsd_matches_scipy() -> None:
+    family = cell_means(_cube(), "dice").query("dataset == 'shapes'")
+    pairs = tukey_hsd(family)
+
+    samples = [family.loc[family["theta"] == t, "value"].to_numpy() for t in THETAS]
+    theirs = stats.tukey_hsd(*samples)
+    interval = theirs.confidence_interval(confidence_level=0.95)
+    for row in pairs.itertuples():
+        a, b = THETAS.index(row.theta_a), THETAS.index(row.theta_b)
+        # scipy's statistic[i, j] is mean_i - mean_j; ours is mean_b - mean_a.
+        assert row.meandiff == pytest.approx(theirs.statistic[b, a], rel=1e-9)
+        assert row.p_adj == pytest.approx(theirs.pvalue[b, a], rel=1e-6, abs=1e-12)
+        assert row.lower == pytest.approx(interval.low[b, a], rel=1e-6)
+        assert row.upper == pytest.approx(interval.high[b, a], rel=1e-6)
+
+
+def test_tukey_table_has_every_pair_of_angles_once_per_dataset() -> None:
+    table = tukey_table(_cube())
+    assert len(table) == 2 * 6
+    assert (table["theta_a"] < table["theta_b"]).all()
+    assert list(table.columns) == [
+        "metric", "dataset", "method", "encoder", "theta_a", "theta_b", "meandiff", "p_adj", "lower", "upper", "reject",
+    ]  # fmt: skip
+
+
+def test_tukey_table_rejects_exactly_the_pairs_with_a_planted_difference() -> None:
+    table = tukey_table(_cube())
+    rejected = table[table["reject"]]
+    assert set(rejected["dataset"]) == {"shapes"}
+    assert ((rejected["theta_a"] == 90.0) | (rejected["theta_b"] == 90.0)).all()
+    assert len(rejected) == 3
+
+
+def test_tukey_table_skips_a_family_without_replicates_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="add seeds") as record:
+        table = tukey_table(_cube(n_seed=1))
+    assert table.empty
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2
+    for message, dataset in zip(messages, ["shapes", "brain"], strict=True):
+        assert f"metric 'dice' skipped for (dataset={dataset!r}" in message
+
+
+def test_tukey_table_refuses_a_sweep_with_too_many_angles() -> None:
+    with pytest.raises(PosthocError, match="6 pairs per dataset"):
+        tukey_table(_cube(), max_thetas=3)

@@ -1,0 +1,223 @@
+"""The HTML report: its sections and figures, its readings of the ANOVA, and that a browser shows it whole."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from PIL import Image
+from statsmodels.stats.weightstats import DescrStatsW
+
+from benchsuite.analysis.anova import anova_table
+from benchsuite.report import write_report
+from benchsuite.report.document import interaction_reading
+from benchsuite.report.figures import interaction_figure, saliency_gallery, seed_band
+from benchsuite.store import open_cube
+from tests.test_runner import run
+
+METRICS = ["dice", "auroc", "mass_in_mask", "final_loss"]
+FIGURE_FILES = {f"interaction_{m}.png" for m in METRICS} | {"saliency_gallery.png", "orientation_roses.png", "training_curves.png"}
+DESCRIPTION = "Angles & <b>masks</b>"
+PERIODICITY = pd.DataFrame({"metric": ["dice"], "dataset": ["shapes"], "period_deg": [90.0], "power": [0.123456]})
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@dataclass
+class Report:
+    cube: xr.Dataset
+    anova: pd.DataFrame
+    path: Path
+    html: str
+    parts: PageParts
+
+
+class PageParts(HTMLParser):
+    """What the tests read off the page: element ids, <img> attributes, tables (rows of class and cells), readings."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.ids: set[str] = set()
+        self.images: list[dict[str, str]] = []
+        self.tables: list[list[tuple[str, list[str]]]] = []
+        self.readings: dict[str, list[str]] = {}
+        self._cell: list[str] | None = None
+        self._reading: tuple[str, list[str]] | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = {k: v or "" for k, v in attrs}
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs)
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append((attrs.get("class", ""), []))
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "p" and "reading" in attrs.get("class", "").split():
+            self._reading = (attrs["data-metric"], [])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1][1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "p" and self._reading is not None:
+            metric, text = self._reading
+            self.readings.setdefault(metric, []).append("".join(text).strip())
+            self._reading = None
+
+    def handle_data(self, data):
+        for sink in (self._cell, self._reading[1] if self._reading else None):
+            if sink is not None:
+                sink.append(data)
+
+    def table_headed(self, first_column: str, second_column: str) -> list[list[str]]:
+        """The body rows of every table whose header starts with these two columns."""
+        return [cells for table in self.tables if table[0][1][:2] == [first_column, second_column] for _, cells in table[1:]]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    root = tmp_path_factory.mktemp("report")
+    # Module scope comes before conftest's per-test cache fixture, so point at the same cache here.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENCHSUITE_CACHE", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
+        cube = open_cube(run(root).run_dir)
+    cube.attrs["suite_description"] = DESCRIPTION
+    anova = anova_table(cube)
+    path = write_report(cube, {"anova": anova, "periodicity": PERIODICITY}, root / "out")
+    html = path.read_text(encoding="utf-8")
+    return Report(cube, anova, path, html, PageParts(html))
+
+
+def test_report_has_every_section(report):
+    expected = {"summary", "interaction", "analysis-periodicity", "saliency", "orientation", "training", "provenance"}
+    assert expected <= report.parts.ids
+
+
+def test_every_figure_is_saved_as_png_and_inlined_as_the_same_bytes(report):
+    figures_dir = report.path.parent / "figures"
+    assert {p.name for p in figures_dir.iterdir()} == FIGURE_FILES
+    inlined = sorted(base64.b64decode(img["src"].removeprefix("data:image/png;base64,")) for img in report.parts.images)
+    assert inlined == sorted((figures_dir / name).read_bytes() for name in FIGURE_FILES)
+    assert all(img["src"].startswith("data:image/png;base64,") and img["alt"] for img in report.parts.images)
+
+
+def test_report_loads_nothing_from_outside_the_page(report):
+    assert not re.search(r"https?:", report.html)
+    assert not re.search(r"<(script|link|iframe)\b|url\(|@import", report.html)
+
+
+def test_interaction_reading_states_the_numbers_of_the_anova_table(report):
+    for metric in METRICS:
+        row = report.anova.query("metric == @metric and term == 'theta:dataset'").iloc[0]
+        for text in report.parts.readings[metric]:  # once in the summary, once in the metric's section
+            found = re.fullmatch(r"θ × dataset interaction: F=(\S+), p=(\S+), partial η²=(\S+) ((?:not )?significant) at 0\.05", text)
+            assert found, text
+            f, p, eta = (float(found[i]) for i in (1, 2, 3))
+            assert f == pytest.approx(row["F"], abs=0.005)
+            assert p == pytest.approx(row["p"], rel=0.05)
+            assert eta == pytest.approx(row["partial_eta_sq"], abs=0.0005)
+            assert found[4] == ("significant" if row["p"] < 0.05 else "not significant")
+
+
+def test_anova_tables_highlight_exactly_the_interaction_row(report):
+    anova_tables = [t for t in report.parts.tables if t[0][1][:2] == ["term", "sum of squares"]]
+    assert len(anova_tables) == len(METRICS)
+    for table in anova_tables:
+        assert [cells[0] for cls, cells in table if cls == "highlight"] == ["theta:dataset"]
+
+
+def test_a_further_analysis_table_is_shown_under_its_heading(report):
+    assert "Periodicity of metric(θ)" in report.html
+    assert report.parts.table_headed("metric", "dataset") == [["dice", "shapes", "90", "0.1235"]]
+
+
+def test_wall_time_per_dataset_agrees_with_the_cube(report):
+    rows = {cells[0]: cells for cells in report.parts.table_headed("dataset", "cells")}
+    for dataset in report.cube["dataset"].values:
+        seconds = report.cube["wall_time_s"].sel(dataset=dataset).values.ravel()
+        assert rows[dataset][1:5] == [str(seconds.size), f"{seconds.sum():.1f}", f"{np.median(seconds):.2f}", f"{seconds.max():.2f}"]
+
+
+def test_suite_text_is_escaped_not_interpreted(report):
+    assert "Angles &amp; &lt;b&gt;masks&lt;/b&gt;" in report.html
+    assert "<b>masks</b>" not in report.html
+    assert "name: tiny" in report.html
+
+
+def test_seed_band_is_the_t_interval_of_the_seed_means(report):
+    band = seed_band(report.cube, "dice")
+    assert len(band) == report.cube.sizes["dataset"] * report.cube.sizes["theta"]
+    for row in band.itertuples():
+        per_seed = report.cube["dice"].sel(dataset=row.dataset, theta=row.theta).mean("image").values.ravel()
+        low, high = DescrStatsW(per_seed).tconfint_mean(alpha=0.05)
+        assert (row.mean, row.ci_low, row.ci_high, row.n_seeds) == pytest.approx((per_seed.mean(), low, high, 2))
+
+
+def test_seed_band_has_no_interval_with_a_single_seed(report):
+    band = seed_band(report.cube.isel(seed=[0]), "final_loss")
+    assert band["ci_low"].isna().all() and band["ci_high"].isna().all()
+    assert band["mean"].to_numpy() == pytest.approx(report.cube["final_loss"].isel(seed=0).values.ravel())
+
+
+def test_polar_curve_closes_at_360_degrees(report):
+    figure = interaction_figure(seed_band(report.cube, "dice"), "dice")
+    angles, values = figure.axes[1].lines[0].get_data()
+    assert list(np.rad2deg(angles)) == pytest.approx([0, 90, 360])
+    assert values[-1] == values[0]
+
+
+def test_gallery_spreads_at_most_six_angles_over_the_range(report):
+    tiny = report.cube.isel(theta=[0])
+    wide = xr.concat([tiny.assign_coords(theta=[t]) for t in range(0, 360, 30)], "theta", data_vars="minimal", coords="minimal", compat="override")
+    titles = [ax.get_title() for ax in saliency_gallery(wide).axes[:7]]
+    assert titles == ["image, mask", *(f"θ = {t}°" for t in (0, 60, 120, 210, 270, 330))]
+
+
+def test_reading_says_not_significant_at_and_above_alpha():
+    anova = pd.DataFrame({"metric": ["dice"], "term": ["theta:dataset"], "F": [1.0], "p": [0.05], "partial_eta_sq": [0.1]})
+    reading = interaction_reading(anova, "dice")
+    assert (reading.text, reading.verdict) == ("θ × dataset interaction: F=1.00, p=0.05, partial η²=0.100", "not significant at 0.05")
+
+
+def test_reading_explains_a_metric_the_anova_has_no_interaction_for():
+    anova = pd.DataFrame({"metric": ["dice"], "term": ["theta"], "F": [1.0], "p": [0.01], "partial_eta_sq": [0.1]})
+    assert "single level" in interaction_reading(anova, "dice").text
+    assert "Not in the ANOVA table" in interaction_reading(anova, "auroc").text
+
+
+@pytest.mark.chromium
+def test_chromium_renders_the_report_with_every_image(report, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    screenshot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-shot'}", f"--screenshot={screenshot}",
+                    "--window-size=1400,4000", report.path.as_uri()], check=True, capture_output=True, timeout=120)  # fmt: skip
+    print(f"screenshot: {screenshot}")
+    with Image.open(screenshot) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 24)
+    assert len(colours) > 1000, "the screenshot is (nearly) one flat colour"
+
+    # The probe script goes into a copy only: the report itself must stay script-free.
+    probe = tmp_path / "probe.html"
+    script = ("<script>window.addEventListener('load', () => { const images = [...document.images];"
+              " document.title = `images=${images.length} broken=${images.filter(i => i.naturalWidth === 0).length}`; });</script>")  # fmt: skip
+    probe.write_text(report.html.replace("</body>", script + "</body>"), encoding="utf-8")
+    dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-dom'}", "--virtual-time-budget=10000",
+                          "--dump-dom", probe.as_uri()], check=True, capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    assert f"<title>images={len(FIGURE_FILES)} broken=0</title>" in dom

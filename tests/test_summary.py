@@ -1,0 +1,149 @@
+"""The run directory's analysis: every table, summary.json, the terminal text, and reproducibility from the cube alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from benchsuite.analysis.summary import SUMMARY_NAME, TABLE_NAMES, analyze_cube, analyze_run
+from benchsuite.cli import cli
+from benchsuite.errors import BenchsuiteError
+from benchsuite.store import CUBE_NAME, ENGINE
+
+GRID = ("dataset", "theta", "seed", "method", "encoder")
+THETAS = [0.0, 90.0, 180.0, 270.0]
+BINS = 36
+FILES = [*(f"{name}.csv" for name in TABLE_NAMES), SUMMARY_NAME]
+
+
+def _cube() -> xr.Dataset:
+    """A small cube as the store writes it: 2 datasets x 4 angles x 2 seeds, per-image and cell metrics, histograms.
+
+    In ``shapes`` dice is higher at 0° and 180° (a 180° period); in ``brain`` θ does nothing.
+    """
+    rng = np.random.default_rng(3)
+    shape = (2, len(THETAS), 2, 1, 1)
+    effect = np.array([[0.2, 0.0, 0.2, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    image = rng.normal(0.0, 0.05, size=(2, 1, 1, 1, 1, 5))
+    dice = 0.5 + effect[:, :, None, None, None, None] + image + rng.normal(0.0, 0.02, size=(*shape, 5))
+    centres = np.deg2rad((np.arange(BINS) + 0.5) * 360 / BINS)
+    histograms = np.stack([1 + 0.8 * np.cos(2 * centres), 1 + 0.2 * np.cos(centres)])
+    return xr.Dataset(
+        {
+            "dice": (GRID + ("image",), dice, {"role": "metric", "scope": "image"}),
+            "final_loss": (GRID, 2.0 + rng.normal(0.0, 0.1, size=shape), {"role": "metric", "scope": "cell"}),
+            "ssp_loss": (GRID + ("epoch",), np.ones((*shape, 3)), {"role": "curve"}),
+            "orientation_hist": (
+                ("dataset", "orientation"), histograms / histograms.sum(axis=1, keepdims=True), {"role": "covariate"},
+            ),  # fmt: skip
+        },
+        coords={
+            "dataset": ["shapes", "brain"],
+            "theta": THETAS,
+            "seed": [0, 1],
+            "method": ["moco_v2"],
+            "encoder": ["small_cnn"],
+            "image": np.arange(5),
+            "epoch": np.arange(3),
+            "orientation": (np.arange(BINS) + 0.5) * 360 / BINS,
+        },
+        attrs={"suite_name": "tiny"},
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory holding the cube and everything ``analyze_run`` wrote, analysed once for the module."""
+    directory = tmp_path_factory.mktemp("run")
+    _cube().to_netcdf(directory / CUBE_NAME, engine=ENGINE)
+    (directory / "terminal.txt").write_text(analyze_run(directory))
+    return directory
+
+
+def test_analyze_run_writes_every_table_and_the_summary_beside_the_cube(run_dir: Path) -> None:
+    for name in FILES:
+        assert (run_dir / name).is_file(), name
+    assert set(pd.read_csv(run_dir / "mixed.csv")["metric"]) == {"dice"}
+    assert set(pd.read_csv(run_dir / "periodicity.csv")["metric"]) == {"dice", "final_loss"}
+
+
+def test_analysing_a_copy_of_the_cube_alone_reproduces_every_file(run_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(run_dir / CUBE_NAME, tmp_path / CUBE_NAME)
+    result = CliRunner().invoke(cli, ["analyze", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for name in FILES:
+        assert (tmp_path / name).read_text() == (run_dir / name).read_text(), name
+    assert result.output.strip() == (run_dir / "terminal.txt").read_text().strip()
+
+
+def test_summary_json_holds_the_design_and_each_metrics_interaction_and_dominant_periods(run_dir: Path) -> None:
+    summary = json.loads((run_dir / SUMMARY_NAME).read_text())
+    anova = pd.read_csv(run_dir / "anova.csv").set_index(["metric", "term"])
+
+    assert summary["design"]["balanced"] is True
+    assert summary["design"]["n_per_cell"] == "2"
+    assert summary["design"]["grid"]["theta"] == THETAS
+    dice = summary["metrics"]["dice"]
+    for key in ["F", "p", "partial_eta_sq"]:
+        assert dice["interaction"][key] == pytest.approx(anova.at[("dice", "theta:dataset"), key], rel=1e-12)
+    periods = {row["dataset"]: row["dominant_period"] for row in dice["dominant_periods"]}
+    assert periods["shapes"] == 180.0
+    assert dice["mixed_interaction"]["df"] == 3
+    assert summary["metrics"]["final_loss"]["mixed_interaction"] is None
+
+
+def test_summary_json_holds_every_table_as_records(run_dir: Path) -> None:
+    tables = json.loads((run_dir / SUMMARY_NAME).read_text())["tables"]
+    assert list(tables) == list(TABLE_NAMES)
+    for name in TABLE_NAMES:
+        csv = pd.read_csv(run_dir / f"{name}.csv")
+        assert len(tables[name]) == len(csv), name
+        assert list(tables[name][0]) == list(csv.columns), name
+
+
+def test_terminal_text_is_the_anova_then_a_block_per_metric(run_dir: Path) -> None:
+    text = (run_dir / "terminal.txt").read_text()
+    assert text.startswith("dice: balanced, 2 observations per cell")
+    dice_block = text.split("\n\ndice:\n")[1].split("\n\n")[0]
+    assert "mixed model, theta:dataset: χ²(3)" in dice_block
+    assert "shapes 180° (100%)" in dice_block.split("dominant period: ")[1]
+    assert "orientation autocorr: coef" in dice_block
+    assert "\n\nfinal_loss:\n  dominant period:" in text
+
+
+def test_analyze_cube_returns_every_table_by_name() -> None:
+    tables = analyze_cube(_cube())
+    assert list(tables) == list(TABLE_NAMES)
+    assert all(isinstance(table, pd.DataFrame) and len(table) for table in tables.values())
+
+
+def test_an_analysis_the_cube_cannot_support_is_skipped_with_a_warning_and_the_others_still_run() -> None:
+    with pytest.warns(UserWarning, match="orientation_autocorr analysis skipped: the cube has no 'orientation_hist'"):
+        tables = analyze_cube(_cube().drop_vars("orientation_hist"))
+    assert tables["orientation_autocorr"].empty and tables["covariate"].empty
+    assert list(tables["covariate"].columns)[:2] == ["metric", "coef"]
+    assert len(tables["anova"]) and len(tables["mixed"]) and len(tables["periodicity"])
+
+
+def test_a_metric_that_fails_is_named_in_each_analysis_and_the_others_are_kept() -> None:
+    cube = _cube()
+    cube["final_loss"][:] = np.nan
+    with pytest.warns(UserWarning) as record:
+        tables = analyze_cube(cube)
+    messages = [str(w.message) for w in record]
+    for analysis in ["ANOVA", "periodicity", "orientation covariate"]:
+        assert any(m.startswith(f"{analysis} of metric 'final_loss' skipped") for m in messages), analysis
+    for name in ["anova", "periodicity", "covariate"]:
+        assert set(tables[name]["metric"]) == {"dice"}, name
+
+
+def test_analyze_run_without_a_cube_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(BenchsuiteError, match="has no results.nc; run a suite first"):
+        analyze_run(tmp_path)

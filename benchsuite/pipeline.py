@@ -8,6 +8,7 @@ worker process or on a cluster node.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import resource
 import time
 from collections.abc import Iterator
@@ -115,7 +116,9 @@ def run_cell(cell: Cell, device: torch.device, *, progress: bool = False) -> Cel
     with _stage(cell, f"augmentation '{config['augmentation']['plugin']}'"):
         augment = _build(registry, "augmentations", config["augmentation"])
     with _stage(cell, f"pre-training with '{config['method']['plugin']}'"):
-        curves = pretrain(method, augment, cell.theta, train_images, order, progress=progress, label=cell.describe())
+        # Only the main process draws an epoch bar: bars from worker processes would interleave.
+        bar = progress and multiprocessing.parent_process() is None
+        curves = pretrain(method, augment, cell.theta, train_images, order, progress=bar, label=cell.describe())
 
     method.eval()
     with _stage(cell, f"saliency method '{config['saliency']['plugin']}'"):

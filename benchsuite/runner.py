@@ -22,6 +22,7 @@ from benchsuite.pipeline import CellFailure, CellResult, run_cell
 from benchsuite.registry import PluginRegistry
 from benchsuite.store import RunStore
 from benchsuite.suite import ResolvedSuite
+from benchsuite.tensorboard import run_name, write_cell_logs, write_experiment_config
 from benchsuite.training import NonFiniteLoss
 
 
@@ -126,6 +127,8 @@ def run_suite(resolved: ResolvedSuite, registry: PluginRegistry, out_dir: Path, 
     manifest = _manifest(resolved, cells)
     check_resume(store, manifest, force)
     store.write_manifest(manifest, resolved.text)
+    logdir = store.run_dir / "tensorboard"
+    write_experiment_config(logdir, cells)
 
     done = store.done_keys()
     todo = [c for c in cells if force or c.key not in done]
@@ -137,6 +140,8 @@ def run_suite(resolved: ResolvedSuite, registry: PluginRegistry, out_dir: Path, 
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=resolved.name, unit="cell", disable=not progress)
     try:
         for result in executor.run(task, todo):
+            # Logs first: the shard is the done marker, so a stored cell always has its logs.
+            write_cell_logs(result, logdir, run_name(result.cell))
             store.write_cell(result)
             _warn_nans(result)
             ran += 1

@@ -32,7 +32,7 @@ def _histograms() -> dict[str, np.ndarray]:
 
 
 def _cube(dice: np.ndarray, histograms: dict[str, np.ndarray]) -> xr.Dataset:
-    """A cube with a cell-scope ``dice`` of shape (dataset, theta, seed) and the orientation histograms."""
+    """A cube with a cell-scope ``dice`` (dataset, theta, seed) and the datasets' orientation histograms."""
     return xr.Dataset(
         {
             "dice": (GRID, dice[..., None, None], {"role": "metric", "scope": "cell"}),

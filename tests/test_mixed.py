@@ -16,8 +16,10 @@ GRID = ("dataset", "theta", "seed", "method", "encoder")
 THETAS = [0.0, 90.0, 180.0]
 
 
-def _cube(interaction: float = 0.0, image_sd: float = 0.1, run_sd: float = 0.03, n_image: int = 6, n_seed: int = 3) -> xr.Dataset:
-    """Per-image ``dice`` for 2 datasets x 3 angles with image, run and residual noise, plus a cell-scope ``final_loss``.
+def _cube(
+    interaction: float = 0.0, image_sd: float = 0.1, run_sd: float = 0.03, n_image: int = 6, n_seed: int = 3
+) -> xr.Dataset:
+    """Per-image ``dice`` for 2 datasets x 3 angles with image, run and residual noise, and a cell-scope ``final_loss``.
 
     The planted interaction pattern sums to zero over datasets and angles, so it moves only the
     θ x dataset term.

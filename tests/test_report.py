@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import math
 import re
 import shutil
 import subprocess
@@ -26,12 +25,30 @@ from benchsuite.store import open_cube
 from tests.test_runner import run
 
 METRICS = ["dice", "auroc", "mass_in_mask", "final_loss"]
-FIGURE_FILES = {f"interaction_{m}.png" for m in METRICS} | {"saliency_gallery.png", "orientation_roses.png", "training_curves.png"}
+FIGURE_FILES = {f"interaction_{m}.png" for m in METRICS} | {
+    "saliency_gallery.png",
+    "orientation_roses.png",
+    "training_curves.png",
+}
 DESCRIPTION = "Angles & <b>masks</b>"
 PERIODICITY = pd.DataFrame({"metric": ["dice"], "dataset": ["shapes"], "period_deg": [90.0], "power": [0.123456]})
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+BROKEN_IMAGE_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  document.title = `images=${images.length} broken=${images.filter((i) => i.naturalWidth === 0).length}`;
+});
+</script>"""
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @dataclass
@@ -87,7 +104,9 @@ class PageParts(HTMLParser):
 
     def table_headed(self, first_column: str, second_column: str) -> list[list[str]]:
         """The body rows of every table whose header starts with these two columns."""
-        return [cells for table in self.tables if table[0][1][:2] == [first_column, second_column] for _, cells in table[1:]]
+        return [
+            cells for table in self.tables if table[0][1][:2] == [first_column, second_column] for _, cells in table[1:]
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +145,9 @@ def test_interaction_reading_states_the_numbers_of_the_anova_table(report):
     for metric in METRICS:
         row = report.anova.query("metric == @metric and term == 'theta:dataset'").iloc[0]
         for text in report.parts.readings[metric]:  # once in the summary, once in the metric's section
-            found = re.fullmatch(r"θ × dataset interaction: F=(\S+), p=(\S+), partial η²=(\S+) ((?:not )?significant) at 0\.05", text)
+            found = re.fullmatch(
+                r"θ × dataset interaction: F=(\S+), p=(\S+), partial η²=(\S+) ((?:not )?significant) at 0\.05", text
+            )
             assert found, text
             f, p, eta = (float(found[i]) for i in (1, 2, 3))
             assert f == pytest.approx(row["F"], abs=0.005)
@@ -151,7 +172,12 @@ def test_wall_time_per_dataset_agrees_with_the_cube(report):
     rows = {cells[0]: cells for cells in report.parts.table_headed("dataset", "cells")}
     for dataset in report.cube["dataset"].values:
         seconds = report.cube["wall_time_s"].sel(dataset=dataset).values.ravel()
-        assert rows[dataset][1:5] == [str(seconds.size), f"{seconds.sum():.1f}", f"{np.median(seconds):.2f}", f"{seconds.max():.2f}"]
+        assert rows[dataset][1:5] == [
+            str(seconds.size),
+            f"{seconds.sum():.1f}",
+            f"{np.median(seconds):.2f}",
+            f"{seconds.max():.2f}",
+        ]
 
 
 def test_suite_text_is_escaped_not_interpreted(report):
@@ -184,15 +210,26 @@ def test_polar_curve_closes_at_360_degrees(report):
 
 def test_gallery_spreads_at_most_six_angles_over_the_range(report):
     tiny = report.cube.isel(theta=[0])
-    wide = xr.concat([tiny.assign_coords(theta=[t]) for t in range(0, 360, 30)], "theta", data_vars="minimal", coords="minimal", compat="override")
+    wide = xr.concat(
+        [tiny.assign_coords(theta=[t]) for t in range(0, 360, 30)],
+        "theta",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+    )
     titles = [ax.get_title() for ax in saliency_gallery(wide).axes[:7]]
     assert titles == ["image, mask", *(f"θ = {t}°" for t in (0, 60, 120, 210, 270, 330))]
 
 
 def test_reading_says_not_significant_at_and_above_alpha():
-    anova = pd.DataFrame({"metric": ["dice"], "term": ["theta:dataset"], "F": [1.0], "p": [0.05], "partial_eta_sq": [0.1]})
+    anova = pd.DataFrame(
+        {"metric": ["dice"], "term": ["theta:dataset"], "F": [1.0], "p": [0.05], "partial_eta_sq": [0.1]}
+    )
     reading = interaction_reading(anova, "dice")
-    assert (reading.text, reading.verdict) == ("θ × dataset interaction: F=1.00, p=0.05, partial η²=0.100", "not significant at 0.05")
+    assert (reading.text, reading.verdict) == (
+        "θ × dataset interaction: F=1.00, p=0.05, partial η²=0.100",
+        "not significant at 0.05",
+    )
 
 
 def test_reading_explains_a_metric_the_anova_has_no_interaction_for():
@@ -206,8 +243,19 @@ def test_chromium_renders_the_report_with_every_image(report, tmp_path):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
     screenshot = tmp_path / "report.png"
-    subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-shot'}", f"--screenshot={screenshot}",
-                    "--window-size=1400,4000", report.path.as_uri()], check=True, capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile-shot'}",
+            f"--screenshot={screenshot}",
+            "--window-size=1400,4000",
+            report.path.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     print(f"screenshot: {screenshot}")
     with Image.open(screenshot) as image:
         colours = image.convert("RGB").getcolors(maxcolors=1 << 24)
@@ -215,9 +263,19 @@ def test_chromium_renders_the_report_with_every_image(report, tmp_path):
 
     # The probe script goes into a copy only: the report itself must stay script-free.
     probe = tmp_path / "probe.html"
-    script = ("<script>window.addEventListener('load', () => { const images = [...document.images];"
-              " document.title = `images=${images.length} broken=${images.filter(i => i.naturalWidth === 0).length}`; });</script>")  # fmt: skip
-    probe.write_text(report.html.replace("</body>", script + "</body>"), encoding="utf-8")
-    dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-dom'}", "--virtual-time-budget=10000",
-                          "--dump-dom", probe.as_uri()], check=True, capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    probe.write_text(report.html.replace("</body>", BROKEN_IMAGE_PROBE + "</body>"), encoding="utf-8")
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile-dom'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert f"<title>images={len(FIGURE_FILES)} broken=0</title>" in dom

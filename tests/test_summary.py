@@ -1,4 +1,4 @@
-"""The run directory's analysis: every table, summary.json, the terminal text, and reproducibility from the cube alone."""
+"""The analysis of a run directory: every table, summary.json, the terminal text, and the cube as its only input."""
 
 from __future__ import annotations
 

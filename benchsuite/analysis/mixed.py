@@ -83,7 +83,9 @@ class MixedFit:
 def image_values(cube: xr.Dataset, metric: str) -> pd.DataFrame:
     """One row per scored image: the grid dimensions, ``image`` and ``value``; NaN images dropped."""
     if metric not in cube.data_vars:
-        raise MixedModelError(f"the cube has no variable {metric!r}; its image-scope metrics are {_image_metrics(cube)}.")
+        raise MixedModelError(
+            f"the cube has no variable {metric!r}; its image-scope metrics are {_image_metrics(cube)}."
+        )
     variable = cube[metric]
     if variable.attrs.get("role") != "metric" or IMAGE_DIM not in variable.dims:
         raise MixedModelError(

@@ -76,24 +76,20 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
     of the ANOVA (F, p, partial η²) and of the mixed model (χ², df, p, converged), the dominant
     period of each dataset's series and the covariate regression. NaN becomes ``null``.
     """
-    anova = tables["anova"]
     per_metric: dict[str, dict[str, Any]] = {}
     for metric in _metrics(tables):
         entry: dict[str, Any] = {}
-        rows = anova[anova["metric"] == metric]
-        if len(rows):
-            entry["balanced"] = bool(rows["balanced"].iloc[0])
-            entry["n_per_cell"] = str(rows["n_per_cell"].iloc[0])
-        entry["interaction"] = _record(rows[rows["term"] == INTERACTION], ["F", "p", "partial_eta_sq"])
-        mixed = tables["mixed"]
-        mixed_rows = mixed[(mixed["metric"] == metric) & (mixed["term"] == INTERACTION)]
-        entry["mixed_interaction"] = _record(mixed_rows, ["chi2", "df", "p", "converged"])
-        periods = tables["periodicity"]
-        entry["dominant_periods"] = _records(
-            periods[periods["metric"] == metric][[*SERIES_KEYS, "dominant_period", "dominant_power"]]
-        )
-        covariate = tables["covariate"]
-        entry["covariate"] = _record(covariate[covariate["metric"] == metric], COVARIATE_COLUMNS[1:])
+        anova = _rows(tables["anova"], metric)
+        if len(anova):
+            entry["balanced"] = bool(anova["balanced"].iloc[0])
+            entry["n_per_cell"] = str(anova["n_per_cell"].iloc[0])
+        entry["interaction"] = _record(anova[anova["term"] == INTERACTION], ["F", "p", "partial_eta_sq"])
+        mixed = _rows(tables["mixed"], metric)
+        entry["mixed_interaction"] = _record(mixed[mixed["term"] == INTERACTION], ["chi2", "df", "p", "converged"])
+        periods = _rows(tables["periodicity"], metric)
+        entry["dominant_periods"] = _records(periods[[*SERIES_KEYS, "dominant_period", "dominant_power"]])
+        covariate = _rows(tables["covariate"], metric)
+        entry["covariate"] = _record(covariate, [c for c in COVARIATE_COLUMNS if c != "metric"])
         per_metric[metric] = entry
     balance = [entry["balanced"] for entry in per_metric.values() if "balanced" in entry]
     counts = sorted({entry["n_per_cell"] for entry in per_metric.values() if "n_per_cell" in entry})
@@ -110,42 +106,22 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
 
 
 def format_summary(tables: dict[str, pd.DataFrame]) -> str:
-    """The terminal text: the ANOVA, then per metric the mixed-model interaction, the dominant
-    period of each series and the orientation-covariate regression (lines for analyses that did
-    not run are left out)."""
-    blocks = [format_anova(tables["anova"])]
+    """The terminal text: the ANOVA, then per metric the mixed-model interaction test, the
+    dominant period of each series and the orientation-covariate regression. Lines of analyses
+    that did not run for a metric are left out."""
     periods = tables["periodicity"]
-    varying = [key for key in SERIES_KEYS if periods[key].nunique() > 1] or ["dataset"]
+    # Label a series by the keys that tell series apart; usually the dataset alone.
+    labels = [key for key in SERIES_KEYS if periods[key].nunique() > 1] or ["dataset"]
+    blocks = [format_anova(tables["anova"])]
     for metric in _metrics(tables):
-        lines = [f"{metric}:"]
-        mixed = tables["mixed"]
-        rows = mixed[(mixed["metric"] == metric) & (mixed["term"] == INTERACTION)]
-        if len(rows):
-            row = rows.iloc[0]
-            status = "converged" if row["converged"] else f"NOT converged: {row['note']}"
-            lines.append(
-                f"  mixed model, {INTERACTION}: χ²({row['df']}) = {row['chi2']:.2f}, p = {row['p']:.1e} "
-                f"(image var {row['image_var']:.3g}, run var {row['run_var']:.3g}; {status})"
-            )
-        series = periods[periods["metric"] == metric]
+        mixed = _rows(tables["mixed"], metric)
+        lines = [_mixed_line(row) for _, row in mixed[mixed["term"] == INTERACTION].iterrows()]
+        series = _rows(periods, metric)
         if len(series):
-            shown = ", ".join(
-                f"{'/'.join(str(row[key]) for key in varying)} {_period(row['dominant_period'])}"
-                + ("" if math.isnan(row["dominant_power"]) else f" ({row['dominant_power']:.0%})")
-                for _, row in series.iterrows()
-            )
-            lines.append(f"  dominant period: {shown}")
-        covariate = tables["covariate"]
-        rows = covariate[covariate["metric"] == metric]
-        if len(rows):
-            row = rows.iloc[0]
-            lines.append(
-                f"  orientation autocorr: coef {row['coef']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}], "
-                f"F({row['df_num']:g}, {row['df_denom']:g}) = {row['F']:.2f}, p = {row['p']:.1e}, "
-                f"ΔR² = {row['delta_r2']:.3f}"
-            )
-        if len(lines) > 1:
-            blocks.append("\n".join(lines))
+            lines.append(_periods_line(series, labels))
+        lines += [_covariate_line(row) for _, row in _rows(tables["covariate"], metric).iterrows()]
+        if lines:
+            blocks.append("\n".join([f"{metric}:", *lines]))
     return "\n\n".join(blocks)
 
 
@@ -177,6 +153,35 @@ def _section(name: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     except BenchsuiteError as error:
         warnings.warn(f"{name} analysis skipped: {error}", stacklevel=3)
         return pd.DataFrame(columns=_EMPTY_COLUMNS[name])
+
+
+def _rows(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return table[table["metric"] == metric]
+
+
+def _mixed_line(row: pd.Series) -> str:
+    status = "converged" if row["converged"] else f"NOT converged: {row['note']}"
+    return (
+        f"  mixed model, {row['term']}: χ²({row['df']}) = {row['chi2']:.2f}, p = {row['p']:.1e} "
+        f"(image var {row['image_var']:.3g}, run var {row['run_var']:.3g}; {status})"
+    )
+
+
+def _periods_line(series: pd.DataFrame, labels: list[str]) -> str:
+    shown = [
+        f"{'/'.join(str(row[key]) for key in labels)} {_period(row['dominant_period'])}"
+        + ("" if math.isnan(row["dominant_power"]) else f" ({row['dominant_power']:.0%})")
+        for _, row in series.iterrows()
+    ]
+    return "  dominant period: " + ", ".join(shown)
+
+
+def _covariate_line(row: pd.Series) -> str:
+    return (
+        f"  orientation autocorr: coef {row['coef']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}], "
+        f"F({row['df_num']:g}, {row['df_denom']:g}) = {row['F']:.2f}, p = {row['p']:.1e}, "
+        f"ΔR² = {row['delta_r2']:.3f}"
+    )
 
 
 def _metrics(tables: dict[str, pd.DataFrame]) -> list[str]:

@@ -128,11 +128,14 @@ def write_report(cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: 
     anova = tables.get("anova")
     metrics = [_metric_section(cube, name, anova) for name in _metric_names(cube)]
     analyses = [
-        TableSection(f"analysis-{_slug(key)}", ANALYSIS_HEADINGS.get(key, key.replace("_", " ").capitalize()),
-                     table(frame.reset_index() if _has_named_index(frame) else frame))
+        TableSection(
+            f"analysis-{_slug(key)}",
+            ANALYSIS_HEADINGS.get(key, key.replace("_", " ").capitalize()),
+            table(frame.reset_index() if _has_named_index(frame) else frame),
+        )
         for key, frame in tables.items()
         if key != "anova"
-    ]  # fmt: skip
+    ]
     drawn = [_figure_section(cube, drawing) for drawing in _DRAWINGS]
 
     figures_dir = out_dir / FIGURES_DIR
@@ -210,7 +213,12 @@ def _metric_section(cube: xr.Dataset, metric: str, anova: pd.DataFrame | None) -
         metric,
         image,
         interaction_reading(anova, metric),
-        table(rows[["term", *ANOVA_FORMATS]], ANOVA_FORMATS, ANOVA_LABELS, highlight=lambda row: row["term"] == INTERACTION_TERM),
+        table(
+            rows[["term", *ANOVA_FORMATS]],
+            ANOVA_FORMATS,
+            ANOVA_LABELS,
+            highlight=lambda row: row["term"] == INTERACTION_TERM,
+        ),
         f"{'balanced' if first['balanced'] else 'unbalanced'}, {first['n_per_cell']} observations per cell",
     )
 
@@ -218,12 +226,14 @@ def _metric_section(cube: xr.Dataset, metric: str, anova: pd.DataFrame | None) -
 def _figure_section(cube: xr.Dataset, drawing: _Drawing) -> FigureSection:
     missing = [name for name in drawing.needs if name not in cube]
     image = None if missing else _image(drawing.draw(cube), drawing.file_name, drawing.alt, drawing.caption)
-    return FigureSection(drawing.anchor, drawing.heading, image, f"The cube has no {', '.join(missing)}, so there is nothing to draw.")
+    return FigureSection(
+        drawing.anchor, drawing.heading, image, f"The cube has no {', '.join(missing)}, so there is nothing to draw."
+    )
 
 
 def _provenance(cube: xr.Dataset) -> Provenance:
-    facts = [(label, str(cube.attrs.get(key, ""))) for key, label in
-             (("suite_name", "suite"), ("created", "created"), ("git_revision", "git revision"), ("device", "device"))]  # fmt: skip
+    labels = {"suite_name": "suite", "created": "created", "git_revision": "git revision", "device": "device"}
+    facts = [(label, str(cube.attrs.get(key, ""))) for key, label in labels.items()]
     # Per-cell values: a run resumed elsewhere, or with another thread count, shows more than one.
     for name, label in (("device", "cell devices"), ("torch_threads", "torch threads")):
         if name in cube:
@@ -264,7 +274,12 @@ def _cost_table(cube: xr.Dataset) -> Table:
         )
         .reset_index()
     )
-    labels = {"total_s": "total (s)", "median_s": "median (s)", "max_s": "max (s)", "peak_memory_mib": "peak memory (MiB)"}
+    labels = {
+        "total_s": "total (s)",
+        "median_s": "median (s)",
+        "max_s": "max (s)",
+        "peak_memory_mib": "peak memory (MiB)",
+    }
     formats = {"total_s": ".1f", "median_s": ".2f", "max_s": ".2f", "peak_memory_mib": ".0f"}
     return table(per_dataset, formats, labels)
 

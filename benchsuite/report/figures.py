@@ -11,9 +11,9 @@ also one SSP method or encoder when the suite varies those.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
-import functools
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -73,9 +73,7 @@ def seed_band(cube: xr.Dataset, metric: str) -> pd.DataFrame:
     """
     frame = cell_means(cube, metric)
     summary = (
-        frame.groupby([*SERIES, "theta"], sort=False)["value"]
-        .agg(mean="mean", sd="std", n_seeds="count")
-        .reset_index()
+        frame.groupby([*SERIES, "theta"], sort=False)["value"].agg(mean="mean", sd="std", n_seeds="count").reset_index()
     )
     # The t quantile for n - 1 = 0 degrees of freedom is NaN, so one seed gives no band.
     quantile = stats.t.ppf(0.5 + CONFIDENCE / 2, summary["n_seeds"] - 1)
@@ -170,14 +168,20 @@ def orientation_roses(cube: xr.Dataset) -> Figure:
     uniform = 1 / len(centres)
     circle = np.linspace(0, 2 * np.pi, 181)
     for index, (ax, dataset) in enumerate(zip(axes, datasets, strict=False)):
-        ax.bar(centres, histogram.sel(dataset=dataset).values, width=width, color=DATASET_COLOURS(index % DATASET_COLOURS.N),
-               edgecolor="white", linewidth=0.4)  # fmt: skip
+        ax.bar(
+            centres,
+            histogram.sel(dataset=dataset).values,
+            width=width,
+            color=DATASET_COLOURS(index % DATASET_COLOURS.N),
+            edgecolor="white",
+            linewidth=0.4,
+        )
         ax.plot(circle, np.full_like(circle, uniform), color="0.3", linestyle="--", linewidth=0.8)
         ax.set_ylim(0, top)
         ax.set_yticklabels([])
         ax.tick_params(axis="x", labelsize=8)
         ax.set_title(dataset, fontsize=10)
-    for ax in axes[len(datasets):]:
+    for ax in axes[len(datasets) :]:
         ax.set_visible(False)
     return figure
 
@@ -195,12 +199,17 @@ def training_curves(cube: xr.Dataset) -> Figure:
     epochs = cube["epoch"].values + 1
     for ax, (label, selection) in zip(axes.ravel(), panels, strict=False):
         for theta in cube["theta"].values:
-            ax.plot(epochs, loss.sel(selection).sel(theta=theta).values, color=THETA_COLOURS(norm(theta % 360)), linewidth=1.2)
+            ax.plot(
+                epochs,
+                loss.sel(selection).sel(theta=theta).values,
+                color=THETA_COLOURS(norm(theta % 360)),
+                linewidth=1.2,
+            )
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
         ax.set_ylabel("SSP loss (mean over seeds)")
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
     colourbar = figure.colorbar(ScalarMappable(norm, THETA_COLOURS), ax=axes, shrink=0.8, pad=0.01)
     colourbar.set_label("θ (degrees)")

@@ -9,12 +9,12 @@ cells cannot inject markup.
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 
@@ -45,19 +45,22 @@ def table(
     frame: pd.DataFrame,
     formats: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
-    highlight: Callable[[pd.Series], bool] | None = None,
+    highlight: Callable[[dict[str, Any]], bool] | None = None,
 ) -> Table:
     """``frame`` as a :class:`Table`; its index is left out, so put anything to show in a column.
 
-    ``formats`` maps a column to a format spec (``".3f"``); other numbers get 4 significant
-    digits, NaN and None print blank. ``labels`` renames columns for the header. Rows for which
-    ``highlight(row)`` is true get the class ``highlight``.
+    ``formats`` maps a column to a format spec (``".3f"``); other floats get 4 significant
+    digits, missing values print blank. ``labels`` renames columns for the header. Rows for
+    which ``highlight({column: value})`` is true get the class ``highlight``.
     """
     formats = formats or {}
-    labels = labels or {}
-    rows = [[_cell(value, formats.get(column)) for column, value in row.items()] for _, row in frame.iterrows()]
-    classes = ["highlight" if highlight is not None and highlight(row) else "" for _, row in frame.iterrows()]
-    return Table([labels.get(str(c), str(c)) for c in frame.columns], rows, classes)
+    columns = [str(c) for c in frame.columns]
+    rows, classes = [], []
+    # itertuples keeps each column's type; iterrows would turn the integers of a mixed row into floats.
+    for values in frame.itertuples(index=False, name=None):
+        rows.append([_cell(value, formats.get(column)) for column, value in zip(columns, values, strict=True)])
+        classes.append("highlight" if highlight is not None and highlight(dict(zip(columns, values))) else "")
+    return Table([(labels or {}).get(c, c) for c in columns], rows, classes)
 
 
 def render_page(**context: Any) -> str:
@@ -66,9 +69,9 @@ def render_page(**context: Any) -> str:
 
 
 def _cell(value: Any, spec: str | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if pd.api.types.is_scalar(value) and pd.isna(value):
         return ""
-    if isinstance(value, bool):
+    if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"
     if spec is not None:
         return format(value, spec)
@@ -77,12 +80,15 @@ def _cell(value: Any, spec: str | None) -> str:
     return str(value)
 
 
-_ENVIRONMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_ENVIRONMENT = jinja2.Environment(
+    autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+)
 
 _CSS = """
 :root { --ink: #1d232b; --muted: #5b6673; --rule: #d9dee4; --accent: #1f5fa8; --mark: #fff2b3; }
 * { box-sizing: border-box; }
-body { margin: 0; color: var(--ink); background: #fff; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+body { margin: 0; color: var(--ink); background: #fff;
+       font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
 main { max-width: 1200px; margin: 0 auto; padding: 24px 28px 64px; }
 header { border-bottom: 3px solid var(--accent); margin-bottom: 8px; }
 h1 { font-size: 1.7em; margin: 0.2em 0; }
@@ -108,7 +114,8 @@ tr.highlight td { background: var(--mark); font-weight: 600; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 0.4em 0; }
 dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 0.92em; overflow-wrap: anywhere; }
-pre { background: #f6f8fa; border: 1px solid var(--rule); padding: 10px 12px; overflow: auto; font-size: 0.85em; line-height: 1.4; }
+pre { background: #f6f8fa; border: 1px solid var(--rule); padding: 10px 12px; overflow: auto;
+      font-size: 0.85em; line-height: 1.4; }
 .columns { display: flex; flex-wrap: wrap; gap: 8px 40px; align-items: flex-start; }
 .note { color: var(--muted); font-size: 0.9em; }
 """
@@ -121,7 +128,8 @@ _PAGE = (
   <thead><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
   <tbody>
   {% for row in t.rows %}
-    <tr{% if t.row_classes and t.row_classes[loop.index0] %} class="{{ t.row_classes[loop.index0] }}"{% endif %}>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
+    {% set row_class = t.row_classes[loop.index0] if t.row_classes else "" %}
+    <tr{% if row_class %} class="{{ row_class }}"{% endif %}>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
   {% endfor %}
   </tbody>
 </table>
@@ -134,7 +142,8 @@ _PAGE = (
 </figure>
 {% endmacro %}
 {% macro render_reading(r, metric) %}
-<p class="reading {{ r.verdict_class }}" data-metric="{{ metric }}">{{ r.text }}{% if r.verdict %} <span class="verdict">{{ r.verdict }}</span>{% endif %}</p>
+<p class="reading {{ r.verdict_class }}" data-metric="{{ metric }}">{{ r.text }}
+{%- if r.verdict %} <span class="verdict">{{ r.verdict }}</span>{% endif %}</p>
 {% endmacro %}
 <!DOCTYPE html>
 <html lang="en">
@@ -168,11 +177,17 @@ _PAGE = (
 
 <section id="interaction">
 <h2>θ × dataset interaction, per metric</h2>
-<p class="note">Each point is the mean over seeds of the per-cell mean (image-scope metrics are averaged over the evaluation images first); the band is its t-based 95% confidence interval over seeds. On the circle, θ = 360° is θ = 0°.</p>
+<p class="note">Each point is the mean over seeds of the per-cell mean (image-scope metrics are averaged over
+the evaluation images first); the band is its t-based 95% confidence interval over seeds. On the circle,
+θ = 360° is θ = 0°.</p>
 {% for metric in metrics %}
 <h3 id="metric-{{ loop.index }}">{{ metric.name }}</h3>
 {% if metric.reading %}{{ render_reading(metric.reading, metric.name) }}{% endif %}
-{% if metric.figure %}{{ render_figure(metric.figure) }}{% else %}<p class="note">No cell has a value of {{ metric.name }}.</p>{% endif %}
+{% if metric.figure %}
+{{ render_figure(metric.figure) }}
+{% else %}
+<p class="note">No cell has a value of {{ metric.name }}.</p>
+{% endif %}
 {% if metric.anova %}
 <p class="note">ANOVA of {{ metric.name }}: {{ metric.design }}; the θ × dataset row is highlighted.</p>
 {{ render_table(metric.anova) }}
@@ -183,7 +198,11 @@ _PAGE = (
 {% for analysis in analyses %}
 <section id="{{ analysis.anchor }}">
 <h2>{{ analysis.heading }}</h2>
-{% if analysis.table.rows %}{{ render_table(analysis.table, scroll=true) }}{% else %}<p class="note">The table is empty.</p>{% endif %}
+{% if analysis.table.rows %}
+{{ render_table(analysis.table, scroll=true) }}
+{% else %}
+<p class="note">The table is empty.</p>
+{% endif %}
 </section>
 {% endfor %}
 

@@ -42,22 +42,28 @@ def cli() -> None:
     """
 
 
+_TYPE = click.option("--type", "typ", type=click.Choice(["2", "3"]), default="2", show_default=True,
+                     help="ANOVA sums of squares: Type II, or Type III (sum contrasts are always used).")  # fmt: skip
+
+
 @cli.command()
 @click.argument("suite", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Parent directory; results go to OUT/<suite name>/.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Rerun cells that are already stored (each is replaced atomically when its new result is ready).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars over cells and epochs.")
+@_TYPE
 @_STRICT
-def run(suite: Path, out: Path, force: bool, progress: bool, strict: bool) -> None:
-    """Run SUITE, resuming where an earlier run stopped.
+def run(suite: Path, out: Path, force: bool, progress: bool, typ: str, strict: bool) -> None:
+    """Run SUITE, resuming where an earlier run stopped, then analyse it and write the report.
 
     Cells already stored under OUT/<suite name>/cells/ are skipped, so a killed run continues
     where it stopped. A suite that changed since those cells were stored is refused (use a new
-    --out, or --force). Writes results.nc (the cube), anova.csv and manifest.json, then prints
-    the two-way ANOVA of each metric.
+    --out, or --force). Writes results.nc (the cube), tensorboard/ (one run per cell: view with
+    `tensorboard --logdir OUT/<suite name>/tensorboard`), the analysis tables (anova.csv,
+    mixed.csv, periodicity.csv, tukey.csv, orientation_autocorr.csv, covariate.csv,
+    summary.json) and report.html with its figures, then prints the analysis.
     """
-    from benchsuite.analysis.summary import analyze_run
     from benchsuite.runner import run_suite
     from benchsuite.suite import load_suite
 
@@ -66,7 +72,21 @@ def run(suite: Path, out: Path, force: bool, progress: bool, strict: bool) -> No
     click.echo(f"suite '{resolved.name}': {resolved.describe()}", err=True)
     summary = run_suite(resolved, registry, out, force=force, progress=progress)
     click.echo(f"{summary.cells_run} cells run, {summary.cells_skipped} already stored; cube: {summary.cube_path}", err=True)
-    click.echo(analyze_run(summary.run_dir))
+    click.echo(_analyze(summary.run_dir, int(typ), tables=True, report=True))
+
+
+def _analyze(run_dir: Path, typ: int, *, tables: bool, report: bool) -> str:
+    from benchsuite.analysis.summary import analyze_cube, format_summary, open_run_cube, write_tables
+    from benchsuite.report import write_report
+
+    cube = open_run_cube(run_dir)
+    results = analyze_cube(cube, typ=typ)
+    if tables:
+        write_tables(cube, results, run_dir)
+    lines = [format_summary(results)]
+    if report:
+        lines.append(f"report: {write_report(cube, results, run_dir)}")
+    return "\n\n".join(lines)
 
 
 @cli.command()
@@ -101,12 +121,35 @@ def plugins(kind: str | None, show_params: bool, strict: bool) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(exists=True, path_type=Path))
-def analyze(run_dir: Path) -> None:
-    """Analyse the cube in RUN_DIR (results.nc) and write anova.csv beside it. Reads only the cube."""
-    from benchsuite.analysis.summary import analyze_run
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_TYPE
+def analyze(run_dir: Path, typ: str) -> None:
+    """Analyse the cube in RUN_DIR and write the tables beside it. Reads only results.nc.
 
-    click.echo(analyze_run(run_dir))
+    Writes anova.csv (two-way ANOVA per metric on per-cell means), mixed.csv (per-image mixed
+    model), periodicity.csv (Fourier power of metric(theta) per dataset), tukey.csv (post hoc
+    theta comparisons), orientation_autocorr.csv and covariate.csv (the gradient-orientation
+    shortcut test) and summary.json, and prints the headline numbers. A results.nc copied from
+    another machine gives the same tables.
+    """
+    click.echo(_analyze(run_dir, int(typ), tables=True, report=False))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_TYPE
+def report(run_dir: Path, typ: str) -> None:
+    """Write RUN_DIR/report.html, a self-contained page (figures embedded, no network needed), from the cube alone.
+
+    Interaction plots (line and polar) per metric, the ANOVA with the theta x dataset reading,
+    a saliency gallery, gradient-orientation rose plots, training curves and provenance. The
+    figures are also saved as PNG under RUN_DIR/figures/.
+    """
+    from benchsuite.analysis.summary import analyze_cube, open_run_cube
+    from benchsuite.report import write_report
+
+    cube = open_run_cube(run_dir)
+    click.echo(write_report(cube, analyze_cube(cube, typ=int(typ)), run_dir))
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ def write(tmp_path: Path, text: str = TINY) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["run", "validate", "plugins", "analyze"])
+@pytest.mark.parametrize("command", ["run", "validate", "plugins", "analyze", "report"])
 def test_every_subcommand_explains_itself(tmp_path, command):
     done = benchsuite(command, "--help", cwd=tmp_path)
     assert done.returncode == 0
@@ -115,3 +115,8 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     done = benchsuite("run", "tiny.yaml", "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"{8 - survivors} cells run, {survivors} already stored" in flat(done.stderr)
+    run_dir = tmp_path / "runs" / "tiny"
+    outputs = ["results.nc", "report.html", "anova.csv", "mixed.csv", "tukey.csv", "covariate.csv", "summary.json"]
+    assert all((run_dir / name).is_file() for name in outputs)
+    assert len(list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))) >= 8
+    assert "theta:dataset" in done.stdout and "report: runs/tiny/report.html" in done.stdout

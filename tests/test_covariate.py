@@ -36,7 +36,9 @@ def _cube(dice: np.ndarray, histograms: dict[str, np.ndarray]) -> xr.Dataset:
     return xr.Dataset(
         {
             "dice": (GRID, dice[..., None, None], {"role": "metric", "scope": "cell"}),
-            "orientation_hist": (("dataset", "orientation"), np.stack(list(histograms.values())), {"role": "covariate"}),
+            "orientation_hist": (
+                ("dataset", "orientation"), np.stack(list(histograms.values())), {"role": "covariate"},
+            ),  # fmt: skip
         },
         coords={
             "dataset": list(histograms),
@@ -146,3 +148,11 @@ def test_autocorrelation_constant_within_datasets_is_skipped_with_a_warning() ->
     with pytest.warns(UserWarning, match="metric 'dice' skipped: .* does not vary within any dataset"):
         table = covariate_table(cube)
     assert table.empty
+
+
+def test_a_dataset_without_a_histogram_is_left_out_with_a_warning() -> None:
+    cube = _study(weight=0.0)
+    cube["orientation_hist"].loc[{"dataset": "stripes"}] = np.nan
+    with pytest.warns(UserWarning, match="dataset 'stripes' skipped: the orientation histogram has no mass"):
+        table = autocorrelation_table(cube)
+    assert list(table["dataset"].unique()) == ["axes", "lopsided"]

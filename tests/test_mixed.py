@@ -118,3 +118,8 @@ def test_fit_mixed_refuses_a_factor_combination_without_values() -> None:
     frame = frame[~((frame["dataset"] == "kvasir") & (frame["theta"] == 90.0))]
     with pytest.raises(MixedModelError, match="only 5 of the 6 combinations"):
         fit_mixed(frame, ["theta", "dataset"])
+
+
+def test_mixed_table_refuses_a_metric_name_that_is_not_per_image() -> None:
+    with pytest.raises(MixedModelError, match="its per-image metrics are \\['dice'\\]"):
+        mixed_table(_cube(), ["dcie"])

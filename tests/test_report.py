@@ -32,6 +32,7 @@ FIGURE_FILES = {f"interaction_{m}.png" for m in METRICS} | {
 }
 DESCRIPTION = "Angles & <b>masks</b>"
 PERIODICITY = pd.DataFrame({"metric": ["dice"], "dataset": ["shapes"], "period_deg": [90.0], "power": [0.123456]})
+MIXED = pd.DataFrame({"metric": ["dice", "dice"], "term": ["theta", "theta:dataset"], "chi2": [1.5, 30.25]})
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROKEN_IMAGE_PROBE = """<script>
 window.addEventListener("load", () => {
@@ -118,13 +119,22 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
         cube = open_cube(run(root).run_dir)
     cube.attrs["suite_description"] = DESCRIPTION
     anova = anova_table(cube)
-    path = write_report(cube, {"anova": anova, "periodicity": PERIODICITY}, root / "out")
+    path = write_report(cube, {"anova": anova, "periodicity": PERIODICITY, "mixed": MIXED}, root / "out")
     html = path.read_text(encoding="utf-8")
     return Report(cube, anova, path, html, PageParts(html))
 
 
 def test_report_has_every_section(report):
-    expected = {"summary", "interaction", "analysis-periodicity", "saliency", "orientation", "training", "provenance"}
+    expected = {
+        "summary",
+        "interaction",
+        "analysis-periodicity",
+        "analysis-mixed",
+        "saliency",
+        "orientation",
+        "training",
+        "provenance",
+    }
     assert expected <= report.parts.ids
 
 
@@ -166,6 +176,14 @@ def test_anova_tables_highlight_exactly_the_interaction_row(report):
 def test_a_further_analysis_table_is_shown_under_its_heading(report):
     assert "Periodicity of metric(θ)" in report.html
     assert report.parts.table_headed("metric", "dataset") == [["dice", "shapes", "90", "0.1235"]]
+
+
+def test_a_further_table_with_terms_highlights_the_interaction_row(report):
+    (mixed,) = [t for t in report.parts.tables if t[0][1] == ["metric", "term", "chi2"]]
+    assert [(cls, cells) for cls, cells in mixed[1:]] == [
+        ("", ["dice", "theta", "1.5"]),
+        ("highlight", ["dice", "theta:dataset", "30.25"]),
+    ]
 
 
 def test_wall_time_per_dataset_agrees_with_the_cube(report):

@@ -134,7 +134,7 @@ def anova_table(
     well-formed metric variable is a mistake rather than missing data: both raise
     :class:`AnovaError`.
     """
-    names = _metric_names(cube) if metrics is None else list(metrics)
+    names = metric_names(cube) if metrics is None else list(metrics)
     for name in names:
         _metric_variable(cube, name)
     if cube.sizes.get("seed", 0) < 2:
@@ -195,21 +195,22 @@ def format_anova(table: pd.DataFrame) -> str:
     return "\n\n".join(blocks)
 
 
-def _metric_names(cube: xr.Dataset) -> list[str]:
+def metric_names(cube: xr.Dataset) -> list[str]:
+    """The cube's metric variables (attribute ``role="metric"``), in cube order."""
     return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == "metric"]
 
 
 def _metric_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
     """The metric's variable, checked for role and dims, without non-dimension coordinates."""
     if metric not in cube.data_vars:
-        known = _metric_names(cube)
+        known = metric_names(cube)
         suggestion = did_you_mean(metric, known)
         raise AnovaError(f"the cube has no metric {metric!r}; its metrics are {known}.{suggestion}")
     variable = cube[metric]
     if variable.attrs.get("role") != "metric":
         raise AnovaError(
             f"variable {metric!r} has role {variable.attrs.get('role')!r}, not 'metric'; "
-            f"the cube's metrics are {_metric_names(cube)}."
+            f"the cube's metrics are {metric_names(cube)}."
         )
     expected = set(GRID_DIMS) | ({IMAGE_DIM} if variable.attrs.get("scope") == "image" else set())
     if set(variable.dims) != expected:

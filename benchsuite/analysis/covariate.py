@@ -29,7 +29,7 @@ import statsmodels.formula.api as smf
 import xarray as xr
 from statsmodels.stats.anova import anova_lm
 
-from benchsuite.analysis.anova import cell_means
+from benchsuite.analysis.anova import cell_means, metric_names
 from benchsuite.errors import BenchsuiteError
 
 HISTOGRAM = "orientation_hist"
@@ -68,7 +68,7 @@ def autocorrelation_table(cube: xr.Dataset) -> pd.DataFrame:
     """c(θ) of each dataset's ``orientation_hist`` at each θ of the suite.
 
     Columns: ``dataset, theta, autocorr``. Raises :class:`CovariateError` when the cube has no
-    orientation histogram or a dataset's histogram is empty.
+    orientation histogram; a dataset whose histogram is empty is left out with a warning.
     """
     if HISTOGRAM not in cube.data_vars:
         raise CovariateError(
@@ -82,7 +82,8 @@ def autocorrelation_table(cube: xr.Dataset) -> pd.DataFrame:
         try:
             autocorr = circular_autocorrelation(histogram, thetas)
         except CovariateError as error:
-            raise CovariateError(f"dataset {str(dataset)!r}: {error}") from None
+            warnings.warn(f"orientation autocorrelation of dataset {str(dataset)!r} skipped: {error}", stacklevel=2)
+            continue
         rows += [{"dataset": str(dataset), "theta": t, "autocorr": c} for t, c in zip(thetas, autocorr, strict=True)]
     return pd.DataFrame(rows, columns=AUTOCORR_COLUMNS)
 
@@ -136,7 +137,7 @@ def covariate_table(
     it and the reason.
     """
     autocorr = autocorrelation_table(cube) if autocorr is None else autocorr
-    names = _metric_names(cube) if metrics is None else list(metrics)
+    names = metric_names(cube) if metrics is None else list(metrics)
     rows = []
     for name in names:
         frame = cell_means(cube, name).merge(autocorr, on=["dataset", "theta"], how="inner")
@@ -147,7 +148,3 @@ def covariate_table(
         except CovariateError as error:
             warnings.warn(f"orientation covariate of metric {name!r} skipped: {error}", stacklevel=2)
     return pd.DataFrame(rows, columns=COVARIATE_COLUMNS)
-
-
-def _metric_names(cube: xr.Dataset) -> list[str]:
-    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == "metric"]

@@ -82,17 +82,7 @@ class MixedFit:
 
 def image_values(cube: xr.Dataset, metric: str) -> pd.DataFrame:
     """One row per scored image: the grid dimensions, ``image`` and ``value``; NaN images dropped."""
-    if metric not in cube.data_vars:
-        raise MixedModelError(
-            f"the cube has no variable {metric!r}; its image-scope metrics are {_image_metrics(cube)}."
-        )
-    variable = cube[metric]
-    if variable.attrs.get("role") != "metric" or IMAGE_DIM not in variable.dims:
-        raise MixedModelError(
-            f"{metric!r} is not a per-image metric (role {variable.attrs.get('role')!r}, dims "
-            f"{variable.dims}); the mixed model needs per-image values, which "
-            f"{_image_metrics(cube)} have."
-        )
+    variable = _image_variable(cube, metric)
     frame = variable.reset_coords(drop=True).transpose(*GRID_DIMS, IMAGE_DIM).to_dataframe(name="value")
     frame = frame.reset_index()
     return frame[frame["value"].notna()].reset_index(drop=True)
@@ -159,9 +149,12 @@ def mixed_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.Da
     Columns: ``metric, term, chi2, df, p`` (the Wald test of the term), then per metric the
     variances ``image_var, run_var, residual_var``, the counts ``n_obs, n_images, n_runs``,
     ``converged`` and ``note`` (optimiser warnings, empty when there were none). A metric that
-    cannot be fitted is skipped with a warning naming it and the reason.
+    cannot be fitted is skipped with a warning naming it and the reason; a name that is not a
+    per-image metric is a mistake and raises :class:`MixedModelError`.
     """
     names = _image_metrics(cube) if metrics is None else list(metrics)
+    for name in names:
+        _image_variable(cube, name)
     blocks = []
     for name in names:
         try:
@@ -192,6 +185,22 @@ def _image_metrics(cube: xr.Dataset) -> list[str]:
         for name, var in cube.data_vars.items()
         if var.attrs.get("role") == "metric" and IMAGE_DIM in var.dims
     ]
+
+
+def _image_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
+    """The variable of a per-image metric; asking for anything else is a mistake, not missing data."""
+    if metric not in cube.data_vars:
+        raise MixedModelError(
+            f"the cube has no variable {metric!r}; its per-image metrics are {_image_metrics(cube)}."
+        )
+    variable = cube[metric]
+    if variable.attrs.get("role") != "metric" or IMAGE_DIM not in variable.dims:
+        raise MixedModelError(
+            f"{metric!r} is not a per-image metric (role {variable.attrs.get('role')!r}, dims "
+            f"{variable.dims}); the mixed model needs per-image values, which "
+            f"{_image_metrics(cube)} have."
+        )
+    return variable
 
 
 def _check_design(frame: pd.DataFrame, factors: list[str]) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from benchsuite.analysis.anova import cell_means
+from benchsuite.analysis.anova import cell_means, metric_names
 from benchsuite.errors import BenchsuiteError
 
 PERIODS = (360.0, 180.0, 120.0, 90.0, 45.0)
@@ -131,7 +131,7 @@ def periodicity_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) ->
     with a warning naming the metric and the series.
     """
     circle_step(cube["theta"].values)
-    names = _metric_names(cube) if metrics is None else list(metrics)
+    names = metric_names(cube) if metrics is None else list(metrics)
     n_theta = cube.sizes["theta"]
     rows = []
     for name in names:
@@ -153,9 +153,6 @@ def periodicity_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) ->
             rows.append({"metric": name, **dict(zip(SERIES_KEYS, key, strict=True)), **row})
     return pd.DataFrame(rows, columns=PERIODICITY_COLUMNS)
 
-
-def _metric_names(cube: xr.Dataset) -> list[str]:
-    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == "metric"]
 
 
 def _shown(angles: np.ndarray) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 import xarray as xr
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
-from benchsuite.analysis.anova import cell_means
+from benchsuite.analysis.anova import cell_means, metric_names
 from benchsuite.errors import BenchsuiteError
 
 FAMILY_KEYS = ["dataset", "method", "encoder"]
@@ -76,7 +76,7 @@ def tukey_table(
             f"pairwise comparisons can usefully show (limit {max_thetas} angles); read the "
             "periodicity analysis instead."
         )
-    names = _metric_names(cube) if metrics is None else list(metrics)
+    names = metric_names(cube) if metrics is None else list(metrics)
     blocks = []
     for name in names:
         for key, family in cell_means(cube, name).groupby(FAMILY_KEYS, sort=False):
@@ -91,7 +91,3 @@ def tukey_table(
     if not blocks:
         return pd.DataFrame(columns=TUKEY_COLUMNS)
     return pd.concat(blocks, ignore_index=True)[TUKEY_COLUMNS]
-
-
-def _metric_names(cube: xr.Dataset) -> list[str]:
-    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == "metric"]

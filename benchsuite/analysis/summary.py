@@ -125,6 +125,24 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
     return "\n\n".join(blocks)
 
 
+def open_run_cube(run_dir: Path) -> xr.Dataset:
+    """The cube of ``run_dir``, or a :class:`BenchsuiteError` that says how to get one."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CUBE_NAME).is_file():
+        raise BenchsuiteError(
+            f"{run_dir} has no {CUBE_NAME}; run a suite first (benchsuite run SUITE) or point at its run directory."
+        )
+    return open_cube(run_dir)
+
+
+def write_tables(cube: xr.Dataset, tables: dict[str, pd.DataFrame], run_dir: Path) -> None:
+    """Write each table as ``<name>.csv`` and everything as ``summary.json`` into ``run_dir``."""
+    for name, table in tables.items():
+        table.to_csv(Path(run_dir) / f"{name}.csv", index=False)
+    document = summary_document(cube, tables)
+    (Path(run_dir) / SUMMARY_NAME).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
 def analyze_run(run_dir: Path, *, typ: Literal[2, 3] = 2) -> str:
     """Analyse ``run_dir``'s cube, write the tables and ``summary.json`` beside it, return the terminal text.
 
@@ -132,17 +150,9 @@ def analyze_run(run_dir: Path, *, typ: Literal[2, 3] = 2) -> str:
     covariate.csv`` and ``summary.json``. Reads nothing but the cube, so a copy of
     ``results.nc`` alone in another directory gives the same files.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / CUBE_NAME).is_file():
-        raise BenchsuiteError(
-            f"{run_dir} has no {CUBE_NAME}; run a suite first (benchsuite run SUITE) or point at its run directory."
-        )
-    cube = open_cube(run_dir)
+    cube = open_run_cube(run_dir)
     tables = analyze_cube(cube, typ=typ)
-    for name, table in tables.items():
-        table.to_csv(run_dir / f"{name}.csv", index=False)
-    document = summary_document(cube, tables)
-    (run_dir / SUMMARY_NAME).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    write_tables(cube, tables, run_dir)
     return format_summary(tables)
 
 

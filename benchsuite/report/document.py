@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
+from benchsuite.analysis.anova import metric_names
 from benchsuite.grid import AXES
 from benchsuite.report import figures
 from benchsuite.report.html import FigureImage, Table, render_page, table
@@ -37,7 +38,8 @@ ANALYSIS_HEADINGS = {
     "mixed": "Mixed model: evaluation image as a random effect",
     "periodicity": "Periodicity of metric(θ)",
     "tukey": "Post hoc: which θ differ within a dataset (Tukey HSD)",
-    "covariate": "Covariates",
+    "orientation_autocorr": "Gradient-orientation autocorrelation c(θ) per dataset",
+    "covariate": "Covariate: does c(θ) predict the metric?",
 }
 """Headings of the analysis tables the report knows; any other table is headed by its key."""
 
@@ -126,16 +128,8 @@ def write_report(cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: 
     """
     out_dir = Path(out_dir)
     anova = tables.get("anova")
-    metrics = [_metric_section(cube, name, anova) for name in _metric_names(cube)]
-    analyses = [
-        TableSection(
-            f"analysis-{_slug(key)}",
-            ANALYSIS_HEADINGS.get(key, key.replace("_", " ").capitalize()),
-            table(frame.reset_index() if _has_named_index(frame) else frame),
-        )
-        for key, frame in tables.items()
-        if key != "anova"
-    ]
+    metrics = [_metric_section(cube, name, anova) for name in metric_names(cube)]
+    analyses = [_table_section(key, frame) for key, frame in tables.items() if key != "anova"]
     drawn = [_figure_section(cube, drawing) for drawing in _DRAWINGS]
 
     figures_dir = out_dir / FIGURES_DIR
@@ -188,9 +182,6 @@ def interaction_reading(anova: pd.DataFrame, metric: str) -> Reading:
     return Reading(text, f"not significant at {ALPHA:g}", "not-significant")
 
 
-def _metric_names(cube: xr.Dataset) -> list[str]:
-    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == "metric"]
-
 
 def _metric_section(cube: xr.Dataset, metric: str, anova: pd.DataFrame | None) -> MetricSection:
     band = figures.seed_band(cube, metric)
@@ -220,6 +211,16 @@ def _metric_section(cube: xr.Dataset, metric: str, anova: pd.DataFrame | None) -
             highlight=lambda row: row["term"] == INTERACTION_TERM,
         ),
         f"{'balanced' if first['balanced'] else 'unbalanced'}, {first['n_per_cell']} observations per cell",
+    )
+
+
+def _table_section(key: str, frame: pd.DataFrame) -> TableSection:
+    """A further analysis table as it is; a θ × dataset row is highlighted wherever a table has terms."""
+    frame = frame.reset_index() if _has_named_index(frame) else frame
+    return TableSection(
+        f"analysis-{_slug(key)}",
+        ANALYSIS_HEADINGS.get(key, key.replace("_", " ").capitalize()),
+        table(frame, highlight=lambda row: row.get("term") == INTERACTION_TERM),
     )
 
 

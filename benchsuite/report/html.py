@@ -58,8 +58,9 @@ def table(
     rows, classes = [], []
     # itertuples keeps each column's type; iterrows would turn the integers of a mixed row into floats.
     for values in frame.itertuples(index=False, name=None):
-        rows.append([_cell(value, formats.get(column)) for column, value in zip(columns, values, strict=True)])
-        classes.append("highlight" if highlight is not None and highlight(dict(zip(columns, values))) else "")
+        pairs = list(zip(columns, values, strict=True))
+        rows.append([_cell(value, formats.get(column)) for column, value in pairs])
+        classes.append("highlight" if highlight is not None and highlight(dict(pairs)) else "")
     return Table([(labels or {}).get(c, c) for c in columns], rows, classes)
 
 

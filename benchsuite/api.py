@@ -9,7 +9,8 @@ boundary between the core and a plugin; everything else in ``benchsuite`` is pri
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import pluggy
@@ -92,9 +93,20 @@ class Registry(Protocol):
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What the suite asks of every dataset: square images of ``size`` pixels."""
+    """What the suite asks of every dataset: square images of ``size`` pixels.
+
+    ``data_root`` is where users keep datasets on disk (``--data-root`` or the environment
+    variable ``BENCHSUITE_DATA_ROOT``, else the working directory); a plugin resolves a relative
+    folder parameter against it with :meth:`resolve`.
+    """
 
     size: int
+    data_root: Path = field(default_factory=Path.cwd)
+
+    def resolve(self, folder: str | Path) -> Path:
+        """``folder`` as an absolute path: relative folders are taken under ``data_root``."""
+        path = Path(folder).expanduser()
+        return path if path.is_absolute() else self.data_root / path
 
 
 @dataclass(frozen=True)
@@ -173,13 +185,23 @@ class Saliency(Protocol):
 
 @dataclass(frozen=True)
 class MetricInputs:
-    """Everything a metric may look at for one cell's evaluation images."""
+    """Everything a metric may look at for one cell.
+
+    Saliency, masks and images are the evaluation split. ``embed`` is the pre-trained method's
+    frozen embedding (no gradient, eval mode) and ``augment`` makes the cell's pair ``(x, R_theta
+    x)``, so probe metrics can train on ``train_images`` and test on ``images``. ``seed`` is the
+    cell's seed, for any randomness a metric needs.
+    """
 
     saliency: Tensor  # [N, H, W], non-negative
     masks: Tensor  # bool [N, H, W]
     images: Tensor  # [N, C, H, W]
     epoch_loss: Tensor  # [epochs], mean SSP loss per epoch
     theta: float
+    train_images: Tensor  # [M, C, H, W]
+    embed: Callable[[Tensor], Tensor]
+    augment: Callable[[Tensor], tuple[Tensor, Tensor]]
+    seed: int
 
 
 @runtime_checkable

@@ -42,6 +42,18 @@ def cli() -> None:
     """
 
 
+_DATA_ROOT = click.option(
+    "--data-root", type=click.Path(file_okay=False, path_type=Path), envvar="BENCHSUITE_DATA_ROOT", show_envvar=True,
+    help="Folder that relative dataset paths in the suite are taken from (default: the working directory).",
+)
+
+
+def _use_data_root(data_root: Path | None) -> None:
+    # Through the environment, so worker processes and plugins see the same root.
+    if data_root is not None:
+        os.environ["BENCHSUITE_DATA_ROOT"] = str(data_root.expanduser().resolve())
+
+
 _TYPE = click.option("--type", "typ", type=click.Choice(["2", "3"]), default="2", show_default=True,
                      help="ANOVA sums of squares: Type II, or Type III (sum contrasts are always used).")  # fmt: skip
 
@@ -52,9 +64,10 @@ _TYPE = click.option("--type", "typ", type=click.Choice(["2", "3"]), default="2"
               help="Parent directory; results go to OUT/<suite name>/.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Rerun cells that are already stored (each is replaced atomically when its new result is ready).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars over cells and epochs.")
+@_DATA_ROOT
 @_TYPE
 @_STRICT
-def run(suite: Path, out: Path, force: bool, progress: bool, typ: str, strict: bool) -> None:
+def run(suite: Path, out: Path, force: bool, progress: bool, data_root: Path | None, typ: str, strict: bool) -> None:
     """Run SUITE, resuming where an earlier run stopped, then analyse it and write the report.
 
     Cells already stored under OUT/<suite name>/cells/ are skipped, so a killed run continues
@@ -67,6 +80,7 @@ def run(suite: Path, out: Path, force: bool, progress: bool, typ: str, strict: b
     from benchsuite.runner import run_suite
     from benchsuite.suite import load_suite
 
+    _use_data_root(data_root)
     registry = _registry(strict)
     resolved = load_suite(suite, registry)
     click.echo(f"suite '{resolved.name}': {resolved.describe()}", err=True)

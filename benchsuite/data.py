@@ -35,14 +35,24 @@ class Split:
     eval_masks: Tensor
 
 
+def data_root() -> Path:
+    """Where datasets live on disk: ``$BENCHSUITE_DATA_ROOT`` (set by ``--data-root``), else the working directory."""
+    return Path(os.environ.get("BENCHSUITE_DATA_ROOT") or Path.cwd()).expanduser().resolve()
+
+
 def load_dataset(component: dict[str, Any], size: int, registry: PluginRegistry) -> ImageMaskSet:
-    """The dataset a cell config names, from the cache when it was built before."""
-    key = hashlib.sha256(canonical_json({"dataset": component, "size": size}).encode()).hexdigest()[:20]
-    return _cached(key, canonical_json(component), size, registry)
+    """The dataset a cell config names, from the cache when it was built before.
+
+    The cache key covers the data root, since relative folders in a dataset's params resolve
+    against it; the cell key does not, so the same data elsewhere gives the same cells.
+    """
+    root = str(data_root())
+    key = hashlib.sha256(canonical_json({"dataset": component, "size": size, "data_root": root}).encode()).hexdigest()[:20]
+    return _cached(key, canonical_json(component), size, root, registry)
 
 
 @functools.lru_cache(maxsize=8)
-def _cached(key: str, component_json: str, size: int, registry: PluginRegistry) -> ImageMaskSet:
+def _cached(key: str, component_json: str, size: int, root: str, registry: PluginRegistry) -> ImageMaskSet:
     # Memoised per process as well: every cell of a dataset would otherwise re-read the file.
     path = cache_dir() / f"{key}.pt"
     if path.is_file():
@@ -51,7 +61,7 @@ def _cached(key: str, component_json: str, size: int, registry: PluginRegistry) 
     component = json.loads(component_json)
     plugin = registry.get("datasets", component["plugin"])
     params = registry.parse_params("datasets", component["plugin"], component["params"])
-    data = _single_threaded(plugin.factory, params, DataSpec(size=size))
+    data = _single_threaded(plugin.factory, params, DataSpec(size=size, data_root=Path(root)))
     if not isinstance(data, ImageMaskSet):
         raise PluginError(f"{plugin.origin} returned {type(data).__name__}, not an ImageMaskSet")
     if tuple(data.images.shape[-2:]) != (size, size):

@@ -8,6 +8,7 @@ worker process or on a cluster node.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import resource
 import time
@@ -134,6 +135,10 @@ def run_cell(cell: Cell, device: torch.device, *, progress: bool = False) -> Cel
         images=eval_images,
         epoch_loss=torch.as_tensor(curves.epoch_loss, device=device),
         theta=cell.theta,
+        train_images=train_images,
+        embed=torch.no_grad()(method.embed),
+        augment=functools.partial(augment, theta=cell.theta),
+        seed=cell.seed,
     )
     image_metrics: dict[str, np.ndarray] = {}
     cell_metrics: dict[str, float] = {}

@@ -28,6 +28,10 @@ def inputs(saliency: torch.Tensor, masks: torch.Tensor, epoch_loss: torch.Tensor
         images=torch.zeros(n, 1, h, w),
         epoch_loss=torch.tensor([1.0]) if epoch_loss is None else epoch_loss,
         theta=0.0,
+        train_images=torch.zeros(2, 1, h, w),
+        embed=lambda x: x.flatten(1),
+        augment=lambda x: (x, x),
+        seed=0,
     )
 
 

@@ -193,7 +193,7 @@ class MetricInputs:
     cell's seed, for any randomness a metric needs.
     """
 
-    saliency: Tensor  # [N, H, W], non-negative
+    saliency: Tensor  # [N, H, W], non-negative; all NaN where undefined (identical views, theta = 0)
     masks: Tensor  # bool [N, H, W]
     images: Tensor  # [N, C, H, W]
     epoch_loss: Tensor  # [epochs], mean SSP loss per epoch

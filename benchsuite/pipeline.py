@@ -124,8 +124,14 @@ def run_cell(cell: Cell, device: torch.device, *, progress: bool = False) -> Cel
     method.eval()
     with _stage(cell, f"saliency method '{config['saliency']['plugin']}'"):
         saliency_fn = _build(registry, "saliency_methods", config["saliency"])
-        noise = torch.Generator(device=device).manual_seed(cell.seed)
-        saliency = saliency_fn(pair_similarity(method, augment, cell.theta), eval_images, noise).detach()
+        view1, view2 = augment(eval_images, cell.theta)
+        if torch.equal(view1, view2):
+            # Identical views (theta = 0): cos(f(x), f(x)) = 1 for every x, so its gradient is
+            # rounding noise, not saliency. NaN maps make every saliency metric NaN, not noise.
+            saliency = torch.full_like(eval_masks, float("nan"), dtype=torch.float32)
+        else:
+            noise = torch.Generator(device=device).manual_seed(cell.seed)
+            saliency = saliency_fn(pair_similarity(method, augment, cell.theta), eval_images, noise).detach()
         if saliency.shape != eval_masks.shape:
             raise PluginError(f"returned maps of shape {tuple(saliency.shape)}, expected {tuple(eval_masks.shape)}")
 

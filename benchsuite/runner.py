@@ -108,16 +108,27 @@ def _explain(failure: CellFailure, run_dir: Path) -> RunError:
     )
 
 
-def _warn_nans(result: CellResult) -> None:
-    for name, values in result.image_metrics.items():
-        missing = int(np.isnan(values).sum())
-        if missing:
-            warnings.warn(
-                f"{name}: {missing} of {values.size} evaluation images are NaN (empty mask or undefined) "
-                f"in cell {result.cell.describe()}",
-                MetricWarning,
-                stacklevel=2,
-            )
+class _NanTally:
+    """Counts NaN per-image values over a run, to warn once per metric rather than once per cell."""
+
+    def __init__(self) -> None:
+        self.missing: dict[str, int] = {}
+        self.total: dict[str, int] = {}
+        self.identical_views = 0
+
+    def add(self, result: CellResult) -> None:
+        self.identical_views += result.cell.theta % 360 == 0
+        for name, values in result.image_metrics.items():
+            self.missing[name] = self.missing.get(name, 0) + int(np.isnan(values).sum())
+            self.total[name] = self.total.get(name, 0) + values.size
+
+    def warn(self) -> None:
+        for name, missing in self.missing.items():
+            if not missing:
+                continue
+            why = (f"{self.identical_views} cells at theta = 0 have identical views and so no saliency; "
+                   "any others come from empty masks or undefined maps") if self.identical_views else "empty masks or undefined maps"  # fmt: skip
+            warnings.warn(f"{name}: {missing} of {self.total[name]} per-image values are NaN ({why})", MetricWarning, stacklevel=2)
 
 
 def run_suite(resolved: ResolvedSuite, registry: PluginRegistry, out_dir: Path, *, force: bool = False, progress: bool = True) -> RunSummary:
@@ -136,20 +147,21 @@ def run_suite(resolved: ResolvedSuite, registry: PluginRegistry, out_dir: Path, 
     executor = component.factory(resolved.executor.params)
     task = functools.partial(run_cell, progress=progress)
 
-    ran = 0
+    ran, nans = 0, _NanTally()
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=resolved.name, unit="cell", disable=not progress)
     try:
         for result in executor.run(task, todo):
             # Logs first: the shard is the done marker, so a stored cell always has its logs.
             write_cell_logs(result, logdir, run_name(result.cell))
             store.write_cell(result)
-            _warn_nans(result)
+            nans.add(result)
             ran += 1
             bar.update()
     except CellFailure as failure:
         raise _explain(failure, store.run_dir) from None
     finally:
         bar.close()
+        nans.warn()
         if store.done_keys():
             cube = store.build_cube(cells, _cube_attrs(resolved))
             store.write_cube(cube)

@@ -281,6 +281,10 @@ def resolve(suite: Suite, registry: PluginRegistry, *, text: str = "", path: str
         except SuiteError as exc:
             problems.append(f"{_where(path, root, loc + ('plugin',))}: {exc}")
             return None
+        if component.params.model_validate(params.model_dump(mode="json")) != params:
+            problems.append(f"{component.origin} is broken: the params of '{spec.plugin}' do not survive a JSON round "
+                            "trip, which cells need to travel to workers.")  # fmt: skip
+            return None
         if kind == "ssp_methods" and not isinstance(params, TrainingParams):
             problems.append(f"{component.origin} is broken: the params of SSP method '{spec.plugin}' must extend benchsuite.api.TrainingParams.")
             return None

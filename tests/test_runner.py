@@ -48,7 +48,8 @@ def test_tiny_suite_produces_a_cube_with_grid_image_and_epoch_dims(tmp_path):
     assert list(cube["theta"].values) == [0.0, 90.0]
     assert list(cube["dataset"].values) == ["shapes", "iso"]
     assert cube["dice"].attrs == {"role": "metric", "scope": "image"}
-    assert np.isfinite(cube["dice"].values).all() and np.isfinite(cube["final_loss"].values).all()
+    assert np.isfinite(cube["dice"].sel(theta=90.0).values).all() and np.isfinite(cube["final_loss"].values).all()
+    assert np.isnan(cube["dice"].sel(theta=0.0).values).all()  # identical views: no saliency to score
     assert "name: tiny" in cube.attrs["suite_yaml"] and "torch" in cube.attrs["versions"]
     assert (summary.run_dir / "suite.yaml").read_text() == textwrap.dedent(TINY)
     event_dirs = {p.parent for p in (summary.run_dir / "tensorboard").rglob("events.out.tfevents.*")}

@@ -165,7 +165,8 @@ def mixed_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.Da
             if not factors:
                 raise MixedModelError("no grid factor has more than one level with values.")
             fit = fit_mixed(frame, factors)
-        except (MixedModelError, np.linalg.LinAlgError) as error:
+        # statsmodels raises ValueError for degenerate fits (e.g. a term with no variation).
+        except (MixedModelError, np.linalg.LinAlgError, ValueError) as error:
             warnings.warn(f"mixed model of metric {name!r} skipped: {error}", stacklevel=2)
             continue
         block = fit.terms.reset_index()

@@ -21,8 +21,13 @@ from benchsuite.api import MetricInputs, Params, Registry, hookimpl
 _OTSU_BINS = 256
 
 
-def _flat_maps_and_masks(inputs: MetricInputs) -> tuple[Tensor, Tensor]:
-    """Saliency [N, P] in the output dtype and masks bool [N, P], after checking they match."""
+def _flat_maps_and_masks(inputs: MetricInputs) -> tuple[Tensor, Tensor, Tensor]:
+    """Saliency [N, P] in the output dtype, masks bool [N, P], and which maps are undefined [N].
+
+    A map is undefined when it holds NaN (the core passes NaN maps where the saliency objective
+    is constant, e.g. at theta = 0); its NaNs are zeroed so the vectorised code stays finite,
+    and every metric reports NaN for that image.
+    """
     saliency, masks = inputs.saliency, inputs.masks
     if saliency.ndim != 3 or saliency.shape != masks.shape:
         raise ValueError(
@@ -30,7 +35,9 @@ def _flat_maps_and_masks(inputs: MetricInputs) -> tuple[Tensor, Tensor]:
             f"got {tuple(saliency.shape)} and {tuple(masks.shape)}"
         )
     dtype = torch.promote_types(saliency.dtype, torch.float32)
-    return saliency.flatten(1).to(dtype).contiguous(), masks.flatten(1).bool()
+    flat = saliency.flatten(1).to(dtype)
+    undefined = flat.isnan().any(dim=1)
+    return flat.nan_to_num(nan=0.0).contiguous(), masks.flatten(1).bool(), undefined
 
 
 class DiceParams(Params):
@@ -57,7 +64,7 @@ class Dice:
 
     def __call__(self, inputs: MetricInputs) -> Tensor:
         """Return Dice per image [N]."""
-        saliency, masks = _flat_maps_and_masks(inputs)
+        saliency, masks, undefined = _flat_maps_and_masks(inputs)
         mask_size = masks.sum(dim=1)
         if self.params.binarize == "topk":
             salient = top_k_pixels(saliency, mask_size)
@@ -67,7 +74,7 @@ class Dice:
             salient = saliency > _percentile(saliency, self.params.percentile).unsqueeze(1)
         overlap = (salient & masks).sum(dim=1)
         dice = 2 * overlap.to(saliency.dtype) / (salient.sum(dim=1) + mask_size).to(saliency.dtype)
-        return dice.masked_fill(mask_size == 0, float("nan"))
+        return dice.masked_fill((mask_size == 0) | undefined, float("nan"))
 
 
 def top_k_pixels(saliency: Tensor, k: Tensor) -> Tensor:
@@ -132,7 +139,7 @@ class Auroc:
 
     def __call__(self, inputs: MetricInputs) -> Tensor:
         """Return AUROC per image [N]."""
-        saliency, masks = _flat_maps_and_masks(inputs)
+        saliency, masks, no_map = _flat_maps_and_masks(inputs)
         ordered = saliency.sort(dim=1).values
         # Tied values share the mean of the 1-based ranks they span: (first + last) / 2.
         first = torch.searchsorted(ordered, saliency, right=False) + 1
@@ -143,7 +150,7 @@ class Auroc:
         negatives = masks.shape[1] - positives
         u = (rank * masks).sum(dim=1) - positives * (positives + 1) / 2
         auroc = u / (positives * negatives)
-        undefined = (positives == 0) | (negatives == 0)
+        undefined = (positives == 0) | (negatives == 0) | no_map
         return auroc.masked_fill(undefined, float("nan")).to(saliency.dtype)
 
 
@@ -157,10 +164,10 @@ class MassInMask:
 
     def __call__(self, inputs: MetricInputs) -> Tensor:
         """Return the fraction per image [N]."""
-        saliency, masks = _flat_maps_and_masks(inputs)
+        saliency, masks, no_map = _flat_maps_and_masks(inputs)
         total = saliency.sum(dim=1)
         inside = (saliency * masks).sum(dim=1)
-        undefined = (masks.sum(dim=1) == 0) | (total == 0)
+        undefined = (masks.sum(dim=1) == 0) | (total == 0) | no_map
         return (inside / total).masked_fill(undefined, float("nan"))
 
 

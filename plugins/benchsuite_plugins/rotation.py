@@ -55,6 +55,11 @@ class Rotation:
     def rotate(self, x: Tensor, theta: float) -> Tensor:
         """Return ``R_theta x`` for a batch ``x`` [N, C, H, W]; differentiable in ``x``."""
         n, _, h, w = x.shape
+        turns, rest = divmod(theta, 90.0)
+        if rest == 0 and (h == w or turns % 2 == 0):
+            # Quarter turns move pixels without resampling: exact, so theta = 0 gives x itself
+            # bit for bit, which the core relies on to recognise an identical pair.
+            return torch.rot90(x, int(turns) % 4, dims=(-2, -1))
         cos, sin = _cos_sin(theta)
         # affine_grid maps each output location to the input location it samples, so the matrix
         # is the inverse rotation. Normalised coordinates span [-1, 1] on both axes; the aspect

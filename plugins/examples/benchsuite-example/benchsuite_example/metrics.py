@@ -21,9 +21,10 @@ class PointingGame:
         if self.tolerance:
             masks = torch.nn.functional.max_pool2d(masks, 2 * self.tolerance + 1, stride=1, padding=self.tolerance)
         flat = inputs.saliency.flatten(1)
-        hit = masks.flatten(1).gather(1, flat.argmax(dim=1, keepdim=True)).squeeze(1)
-        # An empty mask has no right answer: NaN, never a hit or a miss.
-        return torch.where(inputs.masks.flatten(1).any(dim=1), hit, torch.nan)
+        hit = masks.flatten(1).gather(1, flat.nan_to_num().argmax(dim=1, keepdim=True)).squeeze(1)
+        # An empty mask or an undefined (NaN) map has no right answer: NaN, never a hit or a miss.
+        defined = inputs.masks.flatten(1).any(dim=1) & ~flat.isnan().any(dim=1)
+        return torch.where(defined, hit, torch.nan)
 
 
 @hookimpl

@@ -13,6 +13,7 @@ from scipy import signal
 from benchsuite.analysis.periodicity import (
     PeriodicityError,
     circle_step,
+    gapped_harmonic_powers,
     harmonic_powers,
     periodicity,
     periodicity_table,
@@ -125,10 +126,25 @@ def test_periodicity_table_refuses_a_cube_whose_theta_does_not_cover_the_circle(
         periodicity_table(cube)
 
 
-def test_periodicity_table_skips_a_series_with_a_missing_angle_with_a_warning() -> None:
+def test_periodicity_table_analyses_a_series_missing_one_angle_and_skips_a_sparse_one() -> None:
     theta = _radians(12)
     cube = _cube({"shapes": np.cos(4 * theta), "brain": np.cos(2 * theta)}, np.zeros((1, 2)))
-    cube["dice"].loc[{"dataset": "brain", "theta": 60.0}] = np.nan
-    with pytest.warns(UserWarning, match=r"'dice' skipped for \(dataset='brain'.*11 of the 12 angles"):
+    cube["dice"].loc[{"dataset": "shapes", "theta": 0.0}] = np.nan
+    cube["dice"].loc[{"dataset": "brain", "theta": [0.0, 60.0, 120.0, 180.0]}] = np.nan
+    with pytest.warns(UserWarning, match=r"'dice' skipped for \(dataset='brain'.*only 8 of the 12 angles"):
         table = periodicity_table(cube)
     assert list(table["dataset"]) == ["shapes"]
+    assert table["n_theta"].iloc[0] == 11 and table["dominant_period"].iloc[0] == 90.0
+
+
+def test_lomb_scargle_powers_equal_the_periodogram_on_a_complete_grid() -> None:
+    thetas = np.arange(12) * 30.0
+    series = np.random.default_rng(3).normal(size=12) + np.cos(np.deg2rad(4 * thetas))
+    np.testing.assert_allclose(gapped_harmonic_powers(thetas, series, 12), harmonic_powers(series), rtol=1e-8, atol=1e-12)
+
+
+def test_a_series_missing_theta_0_still_finds_its_period() -> None:
+    series = _series(np.cos(4 * _radians(12)) + 0.05 * np.random.default_rng(4).normal(size=12)).iloc[1:]
+    row = periodicity(series, n_grid=12)
+    # Leakage through the gap spreads some power, but four-fold variation still dominates.
+    assert row["n_theta"] == 11 and row["dominant_period"] == 90.0 and row["power_90"] > 0.7

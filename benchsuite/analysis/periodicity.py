@@ -16,6 +16,12 @@ harmonic h = N/2. By Parseval's theorem the powers of h = 1 … ⌊N/2⌋ sum to
 0.8 at 90° means four-fold variation explains 80% of how the metric varies with θ. This is
 the one-sided periodogram of ``scipy.signal.periodogram`` with the mean removed, normalised by
 its total. Harmonics above N/2 are not reportable: N samples cannot tell them from aliases.
+
+**Missing angles.** Saliency metrics have no value at θ = 0 (the pair's views are identical),
+so their series miss one angle of the grid. A series with at least three quarters of the grid's
+angles gets the Lomb-Scargle periodogram (``scipy.signal.lombscargle``, floating mean) at the
+grid's harmonics 1 … N/2, normalised to sum to 1 in the same way; on a complete grid it equals
+the power above, which a test checks. Sparser series are skipped.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import signal
 
 from benchsuite.analysis.anova import cell_means, metric_names
 from benchsuite.errors import BenchsuiteError
@@ -91,23 +98,42 @@ def harmonic_powers(series: np.ndarray) -> np.ndarray:
     return spectrum / total
 
 
-def periodicity(series: pd.Series) -> dict[str, float]:
+def gapped_harmonic_powers(thetas: np.ndarray, values: np.ndarray, n_grid: int) -> np.ndarray:
+    """Like :func:`harmonic_powers` for a series observed at some of ``n_grid`` even angles (degrees)."""
+    harmonics = np.arange(1, n_grid // 2 + 1, dtype=float)
+    centred = np.asarray(values, dtype=float) - np.mean(values)
+    spectrum = signal.lombscargle(np.deg2rad(thetas), centred, harmonics, floating_mean=True)
+    total = spectrum.sum()
+    powers = np.full(len(harmonics) + 1, math.nan)
+    powers[0] = 0.0
+    if total > 1e-12 * max(1.0, float(np.sum(centred**2))):
+        powers[1:] = spectrum / total
+    return powers
+
+
+def periodicity(series: pd.Series, n_grid: int | None = None) -> dict[str, float]:
     """Powers at :data:`PERIODS` and the dominant period of one metric(θ) series indexed by θ.
 
     Returns ``{"n_theta", "power_360", ..., "power_45", "dominant_period", "dominant_power"}``.
     A period whose harmonic lies above the Nyquist harmonic N/2 has NaN power. The dominant
     period is the one with the most power among all harmonics 1 … N/2, listed or not (with 12
-    angles it can be 72° or 60°). Raises :class:`PeriodicityError` when θ does not cover the
+    angles it can be 72° or 60°). ``n_grid`` is the size of the even θ grid when the series
+    misses some of its angles (then the Lomb-Scargle powers are used). Raises
+    :class:`PeriodicityError` when a complete series' θ does not cover the
     circle evenly.
     """
     ordered = series.sort_index()
-    circle_step(ordered.index.to_numpy(dtype=float))
     n = len(ordered)
-    powers = harmonic_powers(ordered.to_numpy(dtype=float))
+    if n_grid is None or n_grid == n:
+        circle_step(ordered.index.to_numpy(dtype=float))
+        n_grid = n
+        powers = harmonic_powers(ordered.to_numpy(dtype=float))
+    else:
+        powers = gapped_harmonic_powers(ordered.index.to_numpy(dtype=float), ordered.to_numpy(dtype=float), n_grid)
     row: dict[str, float] = {"n_theta": n}
     for period in PERIODS:
         harmonic = 360.0 / period
-        reportable = harmonic.is_integer() and harmonic <= n // 2
+        reportable = harmonic.is_integer() and harmonic <= n_grid // 2
         row[f"power_{period:g}"] = float(powers[int(harmonic)]) if reportable else math.nan
     if np.isnan(powers[1:]).all():
         row["dominant_period"] = row["dominant_power"] = math.nan
@@ -141,15 +167,15 @@ def periodicity_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) ->
             continue
         means = frame.groupby([*SERIES_KEYS, "theta"])["value"].mean()
         for key, series in means.groupby(level=SERIES_KEYS):
-            if len(series) < n_theta:
+            if 4 * len(series) < 3 * n_theta:
                 label = ", ".join(f"{k}={v!r}" for k, v in zip(SERIES_KEYS, key, strict=True))
                 warnings.warn(
-                    f"periodicity of metric {name!r} skipped for ({label}): it has values at "
-                    f"{len(series)} of the {n_theta} angles.",
+                    f"periodicity of metric {name!r} skipped for ({label}): it has values at only "
+                    f"{len(series)} of the {n_theta} angles (three quarters are needed).",
                     stacklevel=2,
                 )
                 continue
-            row = periodicity(series.droplevel(SERIES_KEYS))
+            row = periodicity(series.droplevel(SERIES_KEYS), n_theta)
             rows.append({"metric": name, **dict(zip(SERIES_KEYS, key, strict=True)), **row})
     return pd.DataFrame(rows, columns=PERIODICITY_COLUMNS)
 

@@ -36,9 +36,13 @@ def cli() -> None:
     A suite YAML names datasets, rotation angles, seeds, SSP methods, encoders, a saliency
     method and metrics. `benchsuite run` pre-trains one encoder per grid cell on pairs
     (x, R_theta x), scores saliency against foreground masks, stores everything in one xarray
-    cube and tests the theta x dataset interaction. Start with:
+    cube, tests the theta x dataset interaction, writes an HTML report and TensorBoard logs.
+    Start with:
 
         benchsuite run suites/rotation.yaml
+
+    Docs: docs/suites.md (every suite key), docs/datasets.md (data layouts, --data-root),
+    docs/plugins.md (write a plugin).
     """
 
 
@@ -172,10 +176,7 @@ def main() -> None:
     warnings.showwarning = lambda message, category, *args, **kw: _say("warning", str(message))
     try:
         cli.main(prog_name="benchsuite", standalone_mode=False)
-    except click.exceptions.Abort:
-        _say("interrupted", "finished cells are stored; rerun the same command to resume.")
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         _say("interrupted", "finished cells are stored; rerun the same command to resume.")
         sys.exit(130)
     except click.ClickException as exc:

@@ -1,0 +1,98 @@
+"""Conformance checks that a plugin author runs on their own dataset or metric plugin.
+
+Each check finds the component through the installed entry points, exactly as a suite would,
+and raises ``AssertionError`` with a message naming the broken rule::
+
+    from benchsuite.testing import check_dataset, check_metric
+
+    def test_bright_squares_conforms():
+        check_dataset("bright_squares", {"n_images": 8})
+
+    def test_pointing_game_conforms():
+        check_metric("pointing_game")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchsuite.api import DataSpec, ImageMaskSet, MetricInputs
+from benchsuite.registry import load_plugins
+
+
+def _component(kind: str, name: str, params: dict[str, Any] | None) -> tuple[Any, Any]:
+    registry = load_plugins()
+    component = registry.get(kind, name)
+    parsed = registry.parse_params(kind, name, params or {})
+    # Cells carry params as JSON to wherever they run, so they must come back unchanged.
+    assert component.params.model_validate(parsed.model_dump(mode="json")) == parsed, (
+        f"the params of {kind} '{name}' do not survive a JSON round trip"
+    )
+    return component, parsed
+
+
+def check_dataset(name: str, params: dict[str, Any] | None = None, *, size: int = 16, data_root: Path | None = None) -> ImageMaskSet:
+    """Build dataset ``name`` twice at ``size`` pixels and check the dataset contract; returns the data.
+
+    Images are float [N, C, size, size] in [0, 1] without NaN, masks bool [N, size, size] with at
+    least one foreground pixel somewhere, and two builds give identical tensors.
+    """
+    component, parsed = _component("datasets", name, params)
+    spec = DataSpec(size=size, data_root=data_root or Path.cwd())
+    first, second = component.factory(parsed, spec), component.factory(parsed, spec)
+    assert isinstance(first, ImageMaskSet), f"dataset '{name}' returned {type(first).__name__}, not an ImageMaskSet"
+    assert first.images.shape[-2:] == (size, size), f"images are {tuple(first.images.shape[-2:])}, not {size}x{size}"
+    assert len(first) > 0, f"dataset '{name}' returned no images"
+    assert torch.isfinite(first.images).all(), "images hold NaN or infinite pixels"
+    assert first.images.min() >= 0 and first.images.max() <= 1, "images are not scaled to [0, 1]"
+    assert first.masks.any(), "every mask is empty: there is no foreground to compare saliency with"
+    assert torch.equal(first.images, second.images) and torch.equal(first.masks, second.masks), (
+        f"dataset '{name}' is not deterministic: two builds with the same params differ"
+    )
+    return first
+
+
+def _inputs(saliency: torch.Tensor, masks: torch.Tensor) -> MetricInputs:
+    n, h, w = saliency.shape
+    images = torch.rand(n, 1, h, w, generator=torch.Generator().manual_seed(1))
+    return MetricInputs(
+        saliency=saliency,
+        masks=masks,
+        images=images,
+        epoch_loss=torch.tensor([2.0, 1.5, 1.0]),
+        theta=30.0,
+        train_images=images,
+        embed=lambda x: x.flatten(1),
+        augment=lambda x: (x, torch.rot90(x, 1, dims=(-2, -1))),
+        seed=0,
+    )
+
+
+def check_metric(name: str, params: dict[str, Any] | None = None) -> None:
+    """Call metric ``name`` on a small batch and check the metric contract.
+
+    ``scope`` is "image" or "cell"; values have shape [N] or []; an image metric gives NaN,
+    never a silent number, for an image with an empty mask or an undefined (NaN) map, and
+    finite values elsewhere.
+    """
+    component, parsed = _component("metrics", name, params)
+    metric = component.factory(parsed)
+    assert metric.scope in ("image", "cell"), f"metric '{name}' has scope {metric.scope!r}, not 'image' or 'cell'"
+    g = torch.Generator().manual_seed(0)
+    saliency = torch.rand(4, 12, 12, generator=g)
+    masks = torch.zeros(4, 12, 12, dtype=torch.bool)
+    masks[:, 3:8, 4:9] = True
+    masks[2] = False  # image 2: empty mask
+    saliency[3] = float("nan")  # image 3: undefined map
+    values = metric(_inputs(saliency, masks))
+    assert isinstance(values, torch.Tensor) and values.is_floating_point(), f"metric '{name}' must return a float tensor"
+    if metric.scope == "cell":
+        assert values.shape == (), f"cell metric '{name}' returned shape {tuple(values.shape)}, not a scalar"
+        return
+    assert values.shape == (4,), f"image metric '{name}' returned shape {tuple(values.shape)}, not [4]"
+    assert torch.isfinite(values[:2]).all(), f"metric '{name}' is not finite on ordinary images: {values[:2].tolist()}"
+    assert values[2].isnan(), f"metric '{name}' gave {values[2].item()} for an empty mask instead of NaN"
+    assert values[3].isnan(), f"metric '{name}' gave {values[3].item()} for an undefined (NaN) map instead of NaN"

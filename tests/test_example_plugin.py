@@ -73,3 +73,10 @@ def test_the_example_modules_are_the_ones_the_tutorial_shows():
     for module in ("datasets.py", "metrics.py"):
         source = (EXAMPLE / "benchsuite_example" / module).read_text()
         assert source.strip() in tutorial, f"docs/plugins.md no longer shows {module} as it is"
+
+
+def test_the_example_passes_the_conformance_checks_the_tutorial_recommends(installed):
+    script = "from benchsuite.testing import check_dataset, check_metric; " \
+             "check_dataset('bright_squares', {'n_images': 8}); check_metric('pointing_game')"  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], env=installed, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr

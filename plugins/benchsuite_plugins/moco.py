@@ -18,6 +18,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from benchsuite.api import Registry, SSPMethod, TrainingParams, hookimpl
+from benchsuite_plugins.heads import projection_head
 
 
 class MoCoV2Params(TrainingParams):
@@ -49,11 +50,7 @@ class MoCoV2(SSPMethod):
         super().__init__()
         self.params = params
         self.encoder = encoder
-        self.head = nn.Sequential(
-            nn.Linear(encoder.out_dim, params.proj_hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(params.proj_hidden_dim, params.proj_dim),
-        )
+        self.head = projection_head(encoder.out_dim, params.proj_hidden_dim, params.proj_dim)
         self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.key_head = copy.deepcopy(self.head).requires_grad_(False)
         # Random unit keys stand in for negatives until real keys arrive, as in the reference code.

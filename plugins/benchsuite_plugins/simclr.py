@@ -14,6 +14,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from benchsuite.api import Registry, SSPMethod, TrainingParams, hookimpl
+from benchsuite_plugins.heads import projection_head
 
 
 class SimCLRParams(TrainingParams):
@@ -60,11 +61,7 @@ class SimCLR(SSPMethod):
         super().__init__()
         self.params = params
         self.encoder = encoder
-        self.head = nn.Sequential(
-            nn.Linear(encoder.out_dim, params.proj_hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(params.proj_hidden_dim, params.proj_dim),
-        )
+        self.head = projection_head(encoder.out_dim, params.proj_hidden_dim, params.proj_dim)
 
     def embed(self, x: Tensor) -> Tensor:
         """Return the L2-normalised projection [N, proj_dim]."""

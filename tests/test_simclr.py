@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from benchsuite.api import SSPMethod, TrainingParams
 from benchsuite.registry import default_registry
 from benchsuite_plugins.simclr import SimCLR, SimCLRParams, nt_xent
+from tests.test_moco import gratings
 
 
 def make_simclr(seed: int = 0, **params) -> SimCLR:
@@ -107,15 +108,6 @@ def test_loss_does_not_depend_on_the_embedding_scale():
     generator = torch.Generator().manual_seed(2)
     z1, z2 = torch.randn(2, 5, 7, generator=generator)
     torch.testing.assert_close(nt_xent(3 * z1, 0.5 * z2, 0.5), nt_xent(z1, z2, 0.5))
-
-
-def gratings(n: int, generator: torch.Generator, size: int = 16) -> torch.Tensor:
-    """Sine gratings of random orientation, frequency, phase and contrast: easy to tell apart."""
-    angle, frequency, phase, contrast = torch.rand(4, n, 1, 1, generator=generator)
-    coords = torch.arange(size, dtype=torch.float32)
-    direction = coords[None, :] * (angle * math.pi).cos() + coords[:, None] * (angle * math.pi).sin()
-    wave = torch.sin((0.2 + 0.8 * frequency) * direction + 2 * math.pi * phase)
-    return ((0.5 + contrast) * wave).unsqueeze(1)
 
 
 def test_loss_decreases_with_training():

@@ -221,14 +221,20 @@ def _metric_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
     return variable.reset_coords(drop=True)
 
 
+def varying_factors(frame: pd.DataFrame) -> list[str]:
+    """The factors among :data:`FACTORS` with more than one level in ``frame``; an error when none does."""
+    factors = [f for f in FACTORS if frame[f].nunique() > 1]
+    if not factors:
+        raise AnovaError("no grid factor has more than one level with values.")
+    return factors
+
+
 def _metric_anova(cube: xr.Dataset, metric: str, typ: Literal[2, 3]) -> pd.DataFrame:
     """The long-form ANOVA rows of one metric, with its design summary."""
     frame = cell_means(cube, metric)
     if frame.empty:
         raise AnovaError("every cell is NaN.")
-    factors = [f for f in FACTORS if frame[f].nunique() > 1]
-    if not factors:
-        raise AnovaError("no grid factor has more than one level with values.")
+    factors = varying_factors(frame)
     result = anova(frame, factors, typ=typ).reset_index()
     counts = _replicate_counts(frame, factors)
     low, high = int(counts.min()), int(counts.max())

@@ -41,7 +41,7 @@ import statsmodels.formula.api as smf
 import xarray as xr
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from benchsuite.analysis.anova import FACTORS, IMAGE_DIM
+from benchsuite.analysis.anova import IMAGE_DIM, varying_factors
 from benchsuite.errors import BenchsuiteError
 from benchsuite.grid import AXES as GRID_DIMS
 
@@ -161,11 +161,8 @@ def mixed_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.Da
             frame = image_values(cube, name)
             if frame.empty:
                 raise MixedModelError("every image value is NaN.")
-            factors = [f for f in FACTORS if frame[f].nunique() > 1]
-            if not factors:
-                raise MixedModelError("no grid factor has more than one level with values.")
-            fit = fit_mixed(frame, factors)
-        # statsmodels raises ValueError for degenerate fits (e.g. a term with no variation).
+            fit = fit_mixed(frame, varying_factors(frame))
+        # AnovaError and statsmodels' ValueError for degenerate fits are both ValueErrors.
         except (MixedModelError, np.linalg.LinAlgError, ValueError) as error:
             warnings.warn(f"mixed model of metric {name!r} skipped: {error}", stacklevel=2)
             continue

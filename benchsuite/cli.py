@@ -47,7 +47,10 @@ def cli() -> None:
 
 
 _DATA_ROOT = click.option(
-    "--data-root", type=click.Path(file_okay=False, path_type=Path), envvar="BENCHSUITE_DATA_ROOT", show_envvar=True,
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="BENCHSUITE_DATA_ROOT",
+    show_envvar=True,
     help="Folder that relative dataset paths in the suite are taken from (default: the working directory).",
 )
 
@@ -66,7 +69,11 @@ _TYPE = click.option("--type", "typ", type=click.Choice(["2", "3"]), default="2"
 @click.argument("suite", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Parent directory; results go to OUT/<suite name>/.")  # fmt: skip
-@click.option("--force", is_flag=True, help="Rerun cells that are already stored (each is replaced atomically when its new result is ready).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rerun cells that are already stored (each is replaced atomically when its new result is ready).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars over cells and epochs.")
 @_DATA_ROOT
 @_TYPE
@@ -188,7 +195,7 @@ def main() -> None:
     except PluginError as exc:
         _say("error", str(exc))
         sys.exit(2)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence against a bare traceback
+    except Exception as exc:
         if os.environ.get("BENCHSUITE_DEBUG"):
             raise
         with tempfile.NamedTemporaryFile("w", prefix="benchsuite-crash-", suffix=".log", delete=False) as log:

@@ -65,7 +65,9 @@ def _cached(key: str, component_json: str, size: int, root: str, registry: Plugi
     if not isinstance(data, ImageMaskSet):
         raise PluginError(f"{plugin.origin} returned {type(data).__name__}, not an ImageMaskSet")
     if tuple(data.images.shape[-2:]) != (size, size):
-        raise PluginError(f"{plugin.origin} returned images of {tuple(data.images.shape[-2:])} pixels; the suite asks for {size}x{size}")
+        raise PluginError(
+            f"{plugin.origin} returned images of {tuple(data.images.shape[-2:])} pixels; the suite asks for {size}x{size}"
+        )
     if not torch.isfinite(data.images).all():
         bad = int((~torch.isfinite(data.images)).flatten(1).any(dim=1).sum())
         raise PluginError(f"{plugin.origin} returned {bad} images with NaN or infinite pixels; fix or drop them in the dataset")

@@ -63,7 +63,7 @@ def _stage(cell: Cell, stage: str) -> Iterator[None]:
         yield
     except CellFailure:
         raise
-    except Exception as exc:  # noqa: BLE001 - re-raised with the stage attached
+    except Exception as exc:
         raise CellFailure(cell, stage, exc) from exc
 
 

@@ -79,7 +79,14 @@ def _default(field: FieldInfo) -> str:
 def _constraints(field: FieldInfo) -> str:
     bounds = []
     for item in field.metadata:
-        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("min_length", "length >="), ("pattern", "matches")):
+        for attr, symbol in (
+            ("ge", ">="),
+            ("gt", ">"),
+            ("le", "<="),
+            ("lt", "<"),
+            ("min_length", "length >="),
+            ("pattern", "matches"),
+        ):
             value = getattr(item, attr, None)
             if value is not None:
                 bounds.append(f"{symbol} {value}")
@@ -90,9 +97,8 @@ def model_table(model: type[BaseModel]) -> str:
     """A markdown table of a model's fields: key, type, default, constraint, description."""
     rows = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
-        rows.append(
-            f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {_constraints(field)} | {field.description or ''} |"
-        )
+        cells = (f"`{name}`", _type_name(field.annotation), _default(field), _constraints(field), field.description or "")
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -102,7 +108,9 @@ def suite_reference(registry: PluginRegistry, distribution: str = "benchsuite") 
     for title, model in (("`data`", DataSettings), ("`theta` as a range", ThetaRange),
                          ("A component", ComponentSpec), ("A metric", MetricSpec)):  # fmt: skip
         parts += [f"### {title}", (model.__doc__ or "").strip(), model_table(model)]
-    parts.append("## Built-in plugins\n\n`benchsuite plugins --params` lists these for every installed plugin, third-party ones included.")
+    parts.append(
+        "## Built-in plugins\n\n`benchsuite plugins --params` lists these for every installed plugin, third-party ones included."
+    )
     for kind in KINDS:
         parts.append(f"### {kind.replace('_', ' ').capitalize()}")
         for name, component in sorted(registry.components[kind].items()):

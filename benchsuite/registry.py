@@ -131,7 +131,7 @@ class PluginRegistry:
                 if impl.plugin_name != plugin:
                     continue
                 registry = _KindRegistry(self, kind, plugin, distribution, version)
-                impl.function(**{arg: registry for arg in impl.argnames})
+                impl.function(**dict.fromkeys(impl.argnames, registry))
 
     def get(self, kind: str, name: str) -> Component:
         """The component ``name`` of ``kind``, or a :class:`SuiteError` that suggests close names."""
@@ -171,7 +171,9 @@ class ParamsError(SuiteError):
             parts.append(f"'{key}': {e['msg']}{hint}")
         allowed = ", ".join(fields) or "none"
         super().__init__(
-            f"bad params for {_SINGULAR[component.kind]} '{component.name}': " + "; ".join(parts) + f". Allowed params: {allowed}."
+            f"bad params for {_SINGULAR[component.kind]} '{component.name}': "
+            + "; ".join(parts)
+            + f". Allowed params: {allowed}."
         )
 
 
@@ -193,7 +195,7 @@ def load_plugins(entry_points: Iterable[md.EntryPoint] | None = None, *, strict:
         distribution, version = _distribution_of(ep)
         try:
             registry.register_module(ep.load(), ep.name, distribution, version)
-        except Exception as exc:  # noqa: BLE001 - any failure of third-party code is isolated
+        except Exception as exc:
             broken = BrokenPlugin(ep.name, distribution, version, f"{type(exc).__name__}: {exc}", traceback.format_exc())
             if strict:
                 raise PluginLoadError(broken.describe() + " (--strict turns this warning into an error)") from exc

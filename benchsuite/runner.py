@@ -126,12 +126,17 @@ class _NanTally:
         for name, missing in self.missing.items():
             if not missing:
                 continue
-            why = (f"{self.identical_views} cells at theta = 0 have identical views and so no saliency; "
-                   "any others come from empty masks or undefined maps") if self.identical_views else "empty masks or undefined maps"  # fmt: skip
-            warnings.warn(f"{name}: {missing} of {self.total[name]} per-image values are NaN ({why})", MetricWarning, stacklevel=2)
+            why = "empty masks or undefined maps"
+            if self.identical_views:
+                why = f"{self.identical_views} cells at theta = 0 have identical views and so no saliency; others: {why}"
+            warnings.warn(
+                f"{name}: {missing} of {self.total[name]} per-image values are NaN ({why})", MetricWarning, stacklevel=2
+            )
 
 
-def run_suite(resolved: ResolvedSuite, registry: PluginRegistry, out_dir: Path, *, force: bool = False, progress: bool = True) -> RunSummary:
+def run_suite(
+    resolved: ResolvedSuite, registry: PluginRegistry, out_dir: Path, *, force: bool = False, progress: bool = True
+) -> RunSummary:
     """Run every cell of ``resolved`` not yet stored under ``out_dir/<suite name>/`` and build the cube."""
     store = RunStore(Path(out_dir) / resolved.name)
     cells = expand(resolved)

@@ -52,8 +52,8 @@ def shard(result: CellResult) -> xr.Dataset:
     variables: dict[str, Any] = {}
     for name, values in result.image_metrics.items():
         variables[name] = (("image",), values, {**cell_level, "role": "metric", "scope": "image"})
-        variables[f"{name}_nan_images"] = ((), int(np.isnan(values).sum()),
-                                           {**cell_level, "role": "diagnostic", "description": f"evaluation images where {name} is undefined (NaN)"})  # fmt: skip
+        undefined = {**cell_level, "role": "diagnostic", "description": f"evaluation images where {name} is undefined (NaN)"}
+        variables[f"{name}_nan_images"] = ((), int(np.isnan(values).sum()), undefined)
     for name, value in result.cell_metrics.items():
         variables[name] = ((), value, {**cell_level, "role": "metric", "scope": "cell"})
     curves = result.curves
@@ -61,20 +61,43 @@ def shard(result: CellResult) -> xr.Dataset:
         "ssp_loss": (("epoch",), curves.epoch_loss, {**cell_level, "role": "curve", "description": "mean SSP loss per epoch"}),
         "ssp_loss_step": (("step",), curves.step_loss, {**cell_level, "role": "curve", "description": "SSP loss per step"}),
         "lr": (("step",), curves.step_lr, {**cell_level, "role": "curve", "description": "learning rate per step"}),
-        "epoch_time_s": (("epoch",), curves.epoch_seconds, {**cell_level, "role": "curve", "units": "s", "description": "wall time per epoch"}),
+        "epoch_time_s": (
+            ("epoch",),
+            curves.epoch_seconds,
+            {**cell_level, "role": "curve", "units": "s", "description": "wall time per epoch"},
+        ),
         "saliency_example": (("example", "y", "x"), result.example_saliency, {**cell_level, "role": "example"}),
         "wall_time_s": ((), result.wall_time_s, {**cell_level, "role": "provenance", "units": "s"}),
-        "peak_memory_mb": ((), result.peak_memory_mb,
-                           {**cell_level, "role": "provenance", "units": "MiB", "description": "CUDA peak allocation, or the process's peak RSS on a CPU"}),  # fmt: skip
+        "peak_memory_mb": (
+            (),
+            result.peak_memory_mb,
+            {
+                **cell_level,
+                "role": "provenance",
+                "units": "MiB",
+                "description": "CUDA peak allocation, or the process's peak RSS on a CPU",
+            },
+        ),
         "device": ((), result.device, {**cell_level, "role": "provenance"}),
-        "torch_threads": ((), result.threads, {**cell_level, "role": "provenance", "description": "CPU threads torch used; bit-exact results need the same count"}),
+        "torch_threads": (
+            (),
+            result.threads,
+            {**cell_level, "role": "provenance", "description": "CPU threads torch used; bit-exact results need the same count"},
+        ),
         "example_image": (("example", "channel", "y", "x"), result.example_images, {"level": "dataset", "role": "example"}),
         "example_mask": (("example", "y", "x"), result.example_masks.astype(np.float32), {"level": "dataset", "role": "example"}),
-        "orientation_hist": (("orientation",), result.orientation_hist,
-                             {"level": "dataset", "role": "covariate", "description": "magnitude-weighted gradient-orientation histogram, sums to 1"}),  # fmt: skip
+        "orientation_hist": (
+            ("orientation",),
+            result.orientation_hist,
+            {
+                "level": "dataset",
+                "role": "covariate",
+                "description": "magnitude-weighted gradient-orientation histogram, sums to 1",
+            },
+        ),
     }
     cell = result.cell
-    attrs = {axis: value for axis, value in cell.coords.items()} | {"key": cell.key, "config": json.dumps(cell.config)}
+    attrs = dict(cell.coords.items()) | {"key": cell.key, "config": json.dumps(cell.config)}
     return xr.Dataset(variables, attrs=attrs)
 
 
@@ -155,7 +178,11 @@ def assemble(cells: Sequence[Cell], shards: Sequence[xr.Dataset], attrs: dict[st
     key = np.full(tuple(len(coords[a]) for a in AXES), "", dtype=object)
     for c in cells:
         key[tuple(index[a][getattr(c, a)] for a in AXES)] = c.key
-    cube_vars["cell_key"] = (AXES, key.astype(str), {"role": "provenance", "description": "content hash of the cell; its shard is cells/<key>.nc"})
+    cube_vars["cell_key"] = (
+        AXES,
+        key.astype(str),
+        {"role": "provenance", "description": "content hash of the cell; its shard is cells/<key>.nc"},
+    )
     coord_values = {axis: np.asarray(values) for axis, values in coords.items()}
     coord_values |= {dim: np.arange(extents[dim]) for dim in extents if dim not in coord_values}
     cube = xr.Dataset(cube_vars, coords=coord_values, attrs=attrs)

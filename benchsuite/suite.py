@@ -74,7 +74,9 @@ class DataSettings(_Strict):
     eval_images: int = Field(32, ge=1, le=100_000, description="Held-out evaluation images per dataset; the rest train.")
     split_seed: int = Field(0, ge=0, description="Seed of the fixed train/evaluation split (the same for every cell).")
     examples: int = Field(4, ge=0, le=64, description="Evaluation images whose saliency maps are kept for the report.")
-    orientation_bins: int = Field(36, ge=4, le=3600, description="Bins over 0-360 degrees of each dataset's gradient-orientation histogram.")
+    orientation_bins: int = Field(
+        36, ge=4, le=3600, description="Bins over 0-360 degrees of each dataset's gradient-orientation histogram."
+    )
 
 
 class Suite(_Strict):
@@ -251,23 +253,31 @@ def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
 def parse_suite(text: str, path: str = "<suite>") -> tuple[Suite, yaml.Node | None]:
     """Parse and schema-check suite text; :class:`SuiteError` lists every problem with its line."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SuiteError(f"{where}: the file is not valid YAML: {problem}. Check the indentation and the ':' after each key.") from None
+        raise SuiteError(
+            f"{where}: the file is not valid YAML: {problem}. Check the indentation and the ':' after each key."
+        ) from None
     if not isinstance(data, dict):
-        raise SuiteError(f"{path}: a suite must be a YAML mapping with keys such as name, datasets, theta, seeds; got {type(data).__name__}.")
+        raise SuiteError(
+            f"{path}: a suite must be a YAML mapping with keys such as name, datasets, theta, seeds; got {type(data).__name__}."
+        )
     try:
         return Suite.model_validate(data), root
     except ValidationError as exc:
         problems = _schema_problems(exc, path, root)
-        raise SuiteError(f"{path} has {len(problems)} problem(s): " + " ".join(problems) + " See docs/suites.md for every key.") from None
+        raise SuiteError(
+            f"{path} has {len(problems)} problem(s): " + " ".join(problems) + " See docs/suites.md for every key."
+        ) from None
 
 
-def resolve(suite: Suite, registry: PluginRegistry, *, text: str = "", path: str = "<suite>", root: yaml.Node | None = None) -> ResolvedSuite:
+def resolve(
+    suite: Suite, registry: PluginRegistry, *, text: str = "", path: str = "<suite>", root: yaml.Node | None = None
+) -> ResolvedSuite:
     """Check every plugin name and its params; :class:`SuiteError` lists every problem at once."""
     problems: list[str] = []
 
@@ -276,32 +286,35 @@ def resolve(suite: Suite, registry: PluginRegistry, *, text: str = "", path: str
             component = registry.get(kind, spec.plugin)
             params = registry.parse_params(kind, spec.plugin, spec.params)
         except ParamsError as exc:
-            problems.append(f"{_where(path, root, loc + ('params',))}: {exc}")
+            problems.append(f"{_where(path, root, (*loc, 'params'))}: {exc}")
             return None
         except SuiteError as exc:
-            problems.append(f"{_where(path, root, loc + ('plugin',))}: {exc}")
+            problems.append(f"{_where(path, root, (*loc, 'plugin'))}: {exc}")
             return None
         if component.params.model_validate(params.model_dump(mode="json")) != params:
             problems.append(f"{component.origin} is broken: the params of '{spec.plugin}' do not survive a JSON round "
                             "trip, which cells need to travel to workers.")  # fmt: skip
             return None
         if kind == "ssp_methods" and not isinstance(params, TrainingParams):
-            problems.append(f"{component.origin} is broken: the params of SSP method '{spec.plugin}' must extend benchsuite.api.TrainingParams.")
+            problems.append(
+                f"{component.origin} is broken: the params of SSP method '{spec.plugin}' "
+                "must extend benchsuite.api.TrainingParams."
+            )
             return None
         return ResolvedComponent(spec.plugin, params, component.distribution, component.version)
 
     def axis(kind: str, key: str, specs: Mapping[str, ComponentSpec]) -> dict[str, ResolvedComponent]:
         return {label: r for label, spec in specs.items() if (r := one(kind, spec, (key, label))) is not None}
 
-    resolved = dict(
-        datasets=axis("datasets", "datasets", suite.datasets),
-        methods=axis("ssp_methods", "methods", suite.methods),
-        encoders=axis("encoders", "encoders", suite.encoders),
-        augmentation=one("augmentations", suite.augmentation, ("augmentation",)),
-        saliency=one("saliency_methods", suite.saliency, ("saliency",)),
-        metrics={m.label: r for i, m in enumerate(suite.metrics) if (r := one("metrics", m, ("metrics", i))) is not None},
-        executor=one("executors", suite.executor, ("executor",)),
-    )
+    resolved = {
+        "datasets": axis("datasets", "datasets", suite.datasets),
+        "methods": axis("ssp_methods", "methods", suite.methods),
+        "encoders": axis("encoders", "encoders", suite.encoders),
+        "augmentation": one("augmentations", suite.augmentation, ("augmentation",)),
+        "saliency": one("saliency_methods", suite.saliency, ("saliency",)),
+        "metrics": {m.label: r for i, m in enumerate(suite.metrics) if (r := one("metrics", m, ("metrics", i))) is not None},
+        "executor": one("executors", suite.executor, ("executor",)),
+    }
     if problems:
         raise SuiteError(f"{path} has {len(problems)} problem(s): " + " ".join(problems))
     return ResolvedSuite(suite=suite, text=text, **resolved)  # type: ignore[arg-type]

@@ -34,7 +34,9 @@ def _component(kind: str, name: str, params: dict[str, Any] | None) -> tuple[Any
     return component, parsed
 
 
-def check_dataset(name: str, params: dict[str, Any] | None = None, *, size: int = 16, data_root: Path | None = None) -> ImageMaskSet:
+def check_dataset(
+    name: str, params: dict[str, Any] | None = None, *, size: int = 16, data_root: Path | None = None
+) -> ImageMaskSet:
     """Build dataset ``name`` twice at ``size`` pixels and check the dataset contract; returns the data.
 
     Images are float [N, C, size, size] in [0, 1] without NaN, masks bool [N, size, size] with at

@@ -39,9 +39,9 @@ def _cube(dice: np.ndarray, final_loss: np.ndarray | None = None) -> xr.Dataset:
         final_loss = np.random.default_rng(1).normal(size=grid_shape)
     return xr.Dataset(
         {
-            "dice": (GRID + ("image",), dice, {"role": "metric", "scope": "image"}),
+            "dice": ((*GRID, "image"), dice, {"role": "metric", "scope": "image"}),
             "final_loss": (GRID, final_loss, {"role": "metric", "scope": "cell"}),
-            "loss_curve": (GRID + ("epoch",), np.ones(grid_shape + (3,)), {"role": "curve"}),
+            "loss_curve": ((*GRID, "epoch"), np.ones((*grid_shape, 3)), {"role": "curve"}),
             "wall_time_s": (GRID, np.ones(grid_shape), {"role": "cost"}),
         },
         coords=coords,
@@ -64,9 +64,7 @@ def _rotation_study(interaction: float, n_seed: int = 4) -> np.ndarray:
     return means[:, :, None, None, None, None] + cell_noise + image_noise
 
 
-def _random_frame(
-    rng: np.random.Generator, replicates: int, factors: dict[str, list]
-) -> pd.DataFrame:
+def _random_frame(rng: np.random.Generator, replicates: int, factors: dict[str, list]) -> pd.DataFrame:
     """A balanced frame with every combination of the factor levels, ``replicates`` times."""
     combos = list(itertools.product(*factors.values())) * replicates
     frame = pd.DataFrame(combos, columns=list(factors))
@@ -129,12 +127,7 @@ def test_anova_matches_hand_computed_sums_of_squares_on_a_balanced_design() -> N
     )
     a, b, n = y.shape
     thetas, datasets = [0.0, 45.0, 90.0], ["brats", "kvasir"]
-    frame = pd.DataFrame(
-        [
-            {"theta": thetas[i], "dataset": datasets[j], "value": y[i, j, r]}
-            for i, j, r in np.ndindex(y.shape)
-        ]
-    )
+    frame = pd.DataFrame([{"theta": thetas[i], "dataset": datasets[j], "value": y[i, j, r]} for i, j, r in np.ndindex(y.shape)])
 
     grand = y.mean()
     cell = y.mean(axis=2)
@@ -142,8 +135,7 @@ def test_anova_matches_hand_computed_sums_of_squares_on_a_balanced_design() -> N
     ss = {
         "theta": n * b * ((theta_mean - grand) ** 2).sum(),
         "dataset": n * a * ((dataset_mean - grand) ** 2).sum(),
-        "theta:dataset": n
-        * ((cell - theta_mean[:, None] - dataset_mean[None, :] + grand) ** 2).sum(),
+        "theta:dataset": n * ((cell - theta_mean[:, None] - dataset_mean[None, :] + grand) ** 2).sum(),
         "Residual": ((y - cell[:, :, None]) ** 2).sum(),
     }
     df = {
@@ -259,7 +251,15 @@ def test_anova_table_analyses_every_metric_role_variable_by_default() -> None:
     table = anova_table(_cube(_rotation_study(interaction=0.0)))
     assert list(table["metric"].unique()) == ["dice", "final_loss"]
     assert list(table.columns) == [
-        "metric", "term", "sum_sq", "df", "F", "p", "partial_eta_sq", "balanced", "n_per_cell",
+        "metric",
+        "term",
+        "sum_sq",
+        "df",
+        "F",
+        "p",
+        "partial_eta_sq",
+        "balanced",
+        "n_per_cell",
     ]
 
 

@@ -90,7 +90,9 @@ def test_analyze_without_a_cube_says_what_to_do(tmp_path):
 
 
 def test_plugin_that_fails_inside_a_cell_is_named_and_stored_cells_survive(tmp_path):
-    site = write_distribution(tmp_path / "site", "bs-explodes", "0.2", {"bs_explodes": EXPLODING_METRIC}, {"explodes": "bs_explodes"})
+    site = write_distribution(
+        tmp_path / "site", "bs-explodes", "0.2", {"bs_explodes": EXPLODING_METRIC}, {"explodes": "bs_explodes"}
+    )
     env = {**os.environ, "PYTHONPATH": str(site)}
     write(tmp_path, TINY.replace("metrics: [dice, auroc, mass_in_mask, final_loss]", "metrics: [final_loss, explodes]"))
     done = benchsuite("run", "tiny.yaml", "--no-progress", cwd=tmp_path, env=env)

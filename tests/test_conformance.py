@@ -13,8 +13,12 @@ METRICS = sorted(n for n, c in BUILTIN.components["metrics"].items() if c.distri
 
 @pytest.mark.parametrize(
     ("name", "params"),
-    [("symmetric_shapes", {"n_images": 8}), ("axis_textures", {"n_images": 8}),
-     ("isotropic_texture", {"n_images": 8}), ("icbm152", {"slices": [40, 44]})],  # fmt: skip
+    [
+        ("symmetric_shapes", {"n_images": 8}),
+        ("axis_textures", {"n_images": 8}),
+        ("isotropic_texture", {"n_images": 8}),
+        ("icbm152", {"slices": [40, 44]}),
+    ],
 )
 def test_builtin_dataset_conforms(name, params):
     assert len(check_dataset(name, params)) > 0
@@ -26,7 +30,10 @@ def test_builtin_metric_conforms(name):
 
 
 def test_the_metric_check_catches_a_metric_that_scores_an_empty_mask(plugin_path):
-    plugin_path("bs-lenient", {"bs_lenient": '''
+    plugin_path(
+        "bs-lenient",
+        {
+            "bs_lenient": """
 import torch
 from benchsuite.api import Params, hookimpl
 
@@ -41,13 +48,19 @@ class Lenient:
 @hookimpl
 def benchsuite_register_metrics(registry):
     registry.add("lenient", Lenient, params=Params)
-'''}, {"lenient": "bs_lenient"})
+"""
+        },
+        {"lenient": "bs_lenient"},
+    )
     with pytest.raises(AssertionError, match="empty mask instead of NaN"):
         check_metric("lenient")
 
 
 def test_the_dataset_check_catches_images_outside_the_unit_range(plugin_path):
-    plugin_path("bs-bright", {"bs_bright": '''
+    plugin_path(
+        "bs-bright",
+        {
+            "bs_bright": """
 import torch
 from benchsuite.api import ImageMaskSet, Params, hookimpl
 
@@ -57,7 +70,9 @@ def bright(params, spec):
 @hookimpl
 def benchsuite_register_datasets(registry):
     registry.add("bright", bright, params=Params)
-'''}, {"bright": "bs_bright"})
+"""
+        },
+        {"bright": "bs_bright"},
+    )
     with pytest.raises(AssertionError, match=r"not scaled to \[0, 1\]"):
         check_dataset("bright")
-

@@ -37,8 +37,10 @@ def _cube(dice: np.ndarray, histograms: dict[str, np.ndarray]) -> xr.Dataset:
         {
             "dice": (GRID, dice[..., None, None], {"role": "metric", "scope": "cell"}),
             "orientation_hist": (
-                ("dataset", "orientation"), np.stack(list(histograms.values())), {"role": "covariate"},
-            ),  # fmt: skip
+                ("dataset", "orientation"),
+                np.stack(list(histograms.values())),
+                {"role": "covariate"},
+            ),
         },
         coords={
             "dataset": list(histograms),

@@ -20,6 +20,7 @@ import json
 import re
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -88,7 +89,7 @@ def write_brats(root: Path, names: list[str], affine: np.ndarray = RAS, extensio
     for case, name in enumerate(names):
         case_dir = root / name
         case_dir.mkdir(parents=True)
-        for modality, volume in zip(MODALITIES, planted_volumes(case)):
+        for modality, volume in zip(MODALITIES, planted_volumes(case), strict=True):
             save(volume, case_dir / f"{name}_{modality}{extension}", affine)
         save(planted_labels(case), case_dir / f"{name}_seg{extension}", affine)
     return root
@@ -202,7 +203,7 @@ def test_largest_follows_the_foreground_rule_and_skips_cases_without_it(data_roo
 def test_no_case_with_the_foreground_is_an_error(tmp_path: Path) -> None:
     for case_dir in sorted(write_brats(tmp_path / BRATS_2020, brats2020_names()).iterdir())[:-1]:
         shutil.rmtree(case_dir)  # keep only the last case, which has no enhancing tumour
-    with pytest.raises(PluginError, match="no case .* enhancing"):
+    with pytest.raises(PluginError, match=r"no case .* enhancing"):
         build(tmp_path, foreground="enhancing")
 
 
@@ -284,7 +285,7 @@ def test_a_missing_segmentation_names_the_case_and_the_file(tmp_path: Path) -> N
 def test_an_unreadable_nifti_names_the_case_and_the_file(tmp_path: Path) -> None:
     write_brats(tmp_path / BRATS_2020, brats2020_names())
     (tmp_path / BRATS_2020 / "BraTS20_Training_001" / "BraTS20_Training_001_flair.nii.gz").write_bytes(b"not a nifti")
-    with pytest.raises(PluginError, match="cannot read BraTS20_Training_001_flair.nii.gz of case BraTS20_Training_001"):
+    with pytest.raises(PluginError, match=r"cannot read BraTS20_Training_001_flair\.nii\.gz of case BraTS20_Training_001"):
         build(tmp_path)
 
 
@@ -349,3 +350,9 @@ def test_both_datasets_are_registered() -> None:
     registry = default_registry()
     assert registry.get("datasets", "brats").params is BratsParams
     assert registry.get("datasets", "msd_brain_tumour").params is MSDBrainTumourParams
+
+
+def test_msd_without_monai_installed_names_the_extra(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "monai.apps", None)  # makes `from monai.apps import ...` raise ImportError
+    with pytest.raises(PluginError, match=r'pip install "benchsuite\[msd\]"'):
+        build_msd(data_root)

@@ -84,7 +84,7 @@ def test_paired_png_folders_give_grey_float_images_and_bool_masks_at_the_suite_s
     data = folder(tmp_path, images="images", masks="masks")
     assert data.images.shape == (3, 1, SIZE, SIZE) and data.images.dtype == torch.float32
     assert data.masks.shape == (3, SIZE, SIZE) and data.masks.dtype == torch.bool
-    assert 0 <= data.images.min() and data.images.max() <= 1
+    assert data.images.min() >= 0 and data.images.max() <= 1
 
 
 def test_0_255_png_masks_become_the_drawn_rectangle(tmp_path: Path) -> None:
@@ -255,7 +255,7 @@ def test_dicom_without_pydicom_installed_says_what_to_install(tmp_path: Path, mo
     (tmp_path / "images" / "a.dcm").write_bytes(b"\0" * 200)
     save(tmp_path / "masks" / "a.png", rectangle())
     monkeypatch.setitem(sys.modules, "pydicom", None)  # makes `import pydicom` raise ImportError
-    assert "pip install pydicom" in error(folder, tmp_path, images="images", masks="masks")
+    assert 'pip install "benchsuite[dicom]"' in error(folder, tmp_path, images="images", masks="masks")
 
 
 # image_mask_folder: errors

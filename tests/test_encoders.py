@@ -78,9 +78,7 @@ def test_small_cnn_passes_gradients_to_the_input():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize(
-    "name, out_dim, in_channels", [("resnet18", 512, 1), ("resnet18", 512, 3), ("resnet50", 2048, 1)]
-)
+@pytest.mark.parametrize(("name", "out_dim", "in_channels"), [("resnet18", 512, 1), ("resnet18", 512, 3), ("resnet50", 2048, 1)])
 def test_resnet_maps_images_to_out_dim_features(name, out_dim, in_channels):
     encoder = make_encoder(name, in_channels).eval()
     assert encoder.out_dim == out_dim

@@ -43,7 +43,9 @@ def installed(tmp_path_factory) -> dict[str, str]:
 
 
 def benchsuite(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchsuite", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "benchsuite", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_plugins_command_lists_the_example_with_its_distribution_and_version(installed):

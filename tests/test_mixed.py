@@ -16,9 +16,7 @@ GRID = ("dataset", "theta", "seed", "method", "encoder")
 THETAS = [0.0, 90.0, 180.0]
 
 
-def _cube(
-    interaction: float = 0.0, image_sd: float = 0.1, run_sd: float = 0.03, n_image: int = 6, n_seed: int = 3
-) -> xr.Dataset:
+def _cube(interaction: float = 0.0, image_sd: float = 0.1, run_sd: float = 0.03, n_image: int = 6, n_seed: int = 3) -> xr.Dataset:
     """Per-image ``dice`` for 2 datasets x 3 angles with image, run and residual noise, and a cell-scope ``final_loss``.
 
     The planted interaction pattern sums to zero over datasets and angles, so it moves only the
@@ -34,7 +32,7 @@ def _cube(
     dice = means[:, :, None, None, None, None] + image + run + residual
     return xr.Dataset(
         {
-            "dice": (GRID + ("image",), dice, {"role": "metric", "scope": "image"}),
+            "dice": ((*GRID, "image"), dice, {"role": "metric", "scope": "image"}),
             "final_loss": (GRID, rng.normal(size=shape), {"role": "metric", "scope": "cell"}),
         },
         coords={

@@ -34,7 +34,7 @@ def test_moco_v2_is_registered_with_training_params():
     assert method.params.queue_size == 32
 
 
-@pytest.mark.parametrize("field, value", [("temperature", 0.0), ("temperature", -0.1), ("queue_size", 0)])
+@pytest.mark.parametrize(("field", "value"), [("temperature", 0.0), ("temperature", -0.1), ("queue_size", 0)])
 def test_out_of_range_params_are_refused(field, value):
     with pytest.raises(ParamsError, match=field):
         default_registry().parse_params("ssp_methods", "moco_v2", {field: value})
@@ -102,12 +102,12 @@ def test_key_network_gets_no_gradient_and_moves_only_by_momentum():
     method(images(4, seed=0), images(4, seed=1)).backward()
     optimizer.step()
     assert all(p.grad is None and not p.requires_grad for p in method.key_encoder.parameters())
-    assert all(torch.equal(p, before) for p, before in zip(method.key_encoder.parameters(), key_before))
+    assert all(torch.equal(p, before) for p, before in zip(method.key_encoder.parameters(), key_before, strict=True))
 
     method.after_step()
-    for key, before, query in zip(method.key_encoder.parameters(), key_before, method.encoder.parameters()):
+    for key, before, query in zip(method.key_encoder.parameters(), key_before, method.encoder.parameters(), strict=True):
         torch.testing.assert_close(key, 0.9 * before + 0.1 * query)
-    assert any(not torch.equal(p, before) for p, before in zip(method.key_encoder.parameters(), key_before))
+    assert any(not torch.equal(p, before) for p, before in zip(method.key_encoder.parameters(), key_before, strict=True))
 
 
 def gratings(n: int, generator: torch.Generator, size: int = 16) -> torch.Tensor:

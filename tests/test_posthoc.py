@@ -21,7 +21,7 @@ def _cube(n_seed: int = 3, thetas: list[float] = THETAS) -> xr.Dataset:
     means[0, thetas.index(90.0)] = 0.3
     dice = 0.5 + means[:, :, None, None, None, None] + rng.normal(0.0, 0.03, size=(2, len(thetas), n_seed, 1, 1, 5))
     return xr.Dataset(
-        {"dice": (GRID + ("image",), dice, {"role": "metric", "scope": "image"})},
+        {"dice": ((*GRID, "image"), dice, {"role": "metric", "scope": "image"})},
         coords={
             "dataset": ["shapes", "brain"],
             "theta": thetas,

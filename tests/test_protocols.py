@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import yaml
@@ -18,7 +19,6 @@ from benchsuite.runner import run_suite
 from benchsuite.store import open_cube
 from benchsuite.suite import load_suite
 from tests.conftest import ROOT
-import nibabel as nib
 
 CASES = 8
 
@@ -42,7 +42,9 @@ def write_brats(root: Path) -> None:
         labels = np.where(tumour, np.where(x < 7 + i, 4, 2), 0).astype(np.uint8)
         brain = np.random.default_rng(i).uniform(100, 200, x.shape) * ((x - 10) ** 2 + (y - 10) ** 2 < 80)
         for modality in ("flair", "t1", "t1ce", "t2"):
-            nib.save(nib.Nifti1Image((brain + 300 * tumour).astype(np.float32), np.eye(4)), case / f"{case.name}_{modality}.nii.gz")
+            nib.save(
+                nib.Nifti1Image((brain + 300 * tumour).astype(np.float32), np.eye(4)), case / f"{case.name}_{modality}.nii.gz"
+            )
         nib.save(nib.Nifti1Image(labels, np.eye(4)), case / f"{case.name}_seg.nii.gz")
 
 

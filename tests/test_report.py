@@ -105,9 +105,7 @@ class PageParts(HTMLParser):
 
     def table_headed(self, first_column: str, second_column: str) -> list[list[str]]:
         """The body rows of every table whose header starts with these two columns."""
-        return [
-            cells for table in self.tables if table[0][1][:2] == [first_column, second_column] for _, cells in table[1:]
-        ]
+        return [cells for table in self.tables if table[0][1][:2] == [first_column, second_column] for _, cells in table[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -242,9 +240,7 @@ def test_gallery_spreads_at_most_six_angles_over_the_range(report):
 
 
 def test_reading_says_not_significant_at_and_above_alpha():
-    anova = pd.DataFrame(
-        {"metric": ["dice"], "term": ["theta:dataset"], "F": [1.0], "p": [0.05], "partial_eta_sq": [0.1]}
-    )
+    anova = pd.DataFrame({"metric": ["dice"], "term": ["theta:dataset"], "F": [1.0], "p": [0.05], "partial_eta_sq": [0.1]})
     reading = interaction_reading(anova, "dice")
     assert (reading.text, reading.verdict) == (
         "θ × dataset interaction: F=1.00, p=0.05, partial η²=0.100",

@@ -64,7 +64,7 @@ def test_non_square_half_turn_matches_rot90():
     torch.testing.assert_close(rotated, torch.rot90(x, 2, dims=(-2, -1)))
 
 
-@pytest.mark.parametrize("height, width", [(12, 12), (10, 16)])
+@pytest.mark.parametrize(("height", "width"), [(12, 12), (10, 16)])
 def test_bilinear_rotation_matches_torchvision_rotate(height, width):
     x = torch.rand(2, 3, height, width)
     _, rotated = make_rotation()(x, 30.0)

@@ -86,9 +86,7 @@ def loop_smoothgrad_per_channel(postprocess: str, seed: int) -> Tensor:
 def test_smoothgrad_equals_a_loop_over_images_and_samples(
     objective: RotationObjective, images: Tensor, postprocess: str, channel_reduce: str
 ) -> None:
-    method = saliency_method(
-        "smoothgrad", samples=SAMPLES, spread=SPREAD, postprocess=postprocess, channel_reduce=channel_reduce
-    )
+    method = saliency_method("smoothgrad", samples=SAMPLES, spread=SPREAD, postprocess=postprocess, channel_reduce=channel_reduce)
     per_channel = loop_smoothgrad_per_channel(postprocess, seed=3)
     expected = {"max": per_channel.amax(1), "mean": per_channel.mean(1), "sum": per_channel.sum(1)}[channel_reduce]
     torch.testing.assert_close(method(objective, images, generator(3)), expected, rtol=1e-5, atol=1e-8)

@@ -49,7 +49,9 @@ def test_simclr_is_registered_with_training_params():
     assert method.params.temperature == 0.5
 
 
-@pytest.mark.parametrize("field, value", [("temperature", 0.0), ("temperature", -0.1), ("proj_dim", 0), ("proj_hidden_dim", 0)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("temperature", 0.0), ("temperature", -0.1), ("proj_dim", 0), ("proj_hidden_dim", 0)]
+)
 def test_out_of_range_params_are_refused(field, value):
     with pytest.raises(pydantic.ValidationError, match=field):
         SimCLRParams(**{field: value})

@@ -58,7 +58,9 @@ def test_unknown_plugin_suggests_close_names_with_its_line(tmp_path):
 
 
 def test_out_of_range_plugin_parameter_is_refused_with_its_line(tmp_path):
-    with pytest.raises(SuiteError, match=r"suite.yaml:8: 'methods.moco.params'.*'epochs': Input should be greater than or equal to 1"):
+    with pytest.raises(
+        SuiteError, match=r"suite.yaml:8: 'methods.moco.params'.*'epochs': Input should be greater than or equal to 1"
+    ):
         load(tmp_path, VALID.replace("epochs: 1", "epochs: 0"))
 
 
@@ -90,7 +92,7 @@ def test_angle_outside_the_circle_is_refused(tmp_path):
 
 def test_missing_suite_file_suggests_a_neighbour(tmp_path):
     (tmp_path / "rotation.yaml").write_text(VALID)
-    with pytest.raises(SuiteError, match="does not exist.*'rotation.yaml'"):
+    with pytest.raises(SuiteError, match=r"does not exist.*'rotation\.yaml'"):
         load_suite(tmp_path / "rotaton.yaml", default_registry())
 
 
@@ -106,5 +108,5 @@ def test_theta_range_excludes_its_stop_like_range():
 
 
 def test_theta_range_with_stop_before_start_is_refused(tmp_path):
-    with pytest.raises(SuiteError, match="stop .* must be greater than start"):
+    with pytest.raises(SuiteError, match=r"stop .* must be greater than start"):
         load(tmp_path, VALID.replace("theta: [0, 90]", "theta: {start: 90, stop: 10, step: 5}"))

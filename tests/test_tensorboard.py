@@ -65,7 +65,7 @@ def result(cells: list[Cell], tmp_path_factory: pytest.TempPathFactory) -> CellR
 
 
 def read_run(run_dir: Path) -> EventAccumulator:
-    return EventAccumulator(str(run_dir), size_guidance={kind: 0 for kind in DEFAULT_SIZE_GUIDANCE}).Reload()
+    return EventAccumulator(str(run_dir), size_guidance=dict.fromkeys(DEFAULT_SIZE_GUIDANCE, 0)).Reload()
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,14 @@ def test_overlay_shows_the_dimmed_image_where_saliency_is_lowest_and_white_where
 def test_session_start_info_holds_the_cell_coordinates_and_key(events, result):
     start = MessageToDict(hparams_data(events, metadata.SESSION_START_INFO_TAG).session_start_info)
     key = result.cell.key
-    assert start["hparams"] == {"theta": 90.0, "dataset": "shapes", "seed": 1.0, "method": "moco", "encoder": "cnn", "cell_key": key}
+    assert start["hparams"] == {
+        "theta": 90.0,
+        "dataset": "shapes",
+        "seed": 1.0,
+        "method": "moco",
+        "encoder": "cnn",
+        "cell_key": key,
+    }
     assert start["groupName"] == key
 
 

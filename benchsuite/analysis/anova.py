@@ -114,9 +114,7 @@ def anova(frame: pd.DataFrame, factors: Sequence[str], typ: Literal[2, 3] = 2) -
     return table[ANOVA_COLUMNS]
 
 
-def anova_table(
-    cube: xr.Dataset, metrics: Sequence[str] | None = None, typ: Literal[2, 3] = 2
-) -> pd.DataFrame:
+def anova_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, typ: Literal[2, 3] = 2) -> pd.DataFrame:
     """The ANOVA of every metric in ``cube``, in long form.
 
     ``metrics`` defaults to every variable with ``role="metric"``. Each metric is reduced to
@@ -185,8 +183,7 @@ def format_anova(table: pd.DataFrame) -> str:
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         body = [
             "  ".join(
-                [line[0].ljust(widths[0])]
-                + [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
+                [line[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
             ).rstrip()
             for line in lines
         ]
@@ -215,8 +212,7 @@ def _metric_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
     expected = set(GRID_DIMS) | ({IMAGE_DIM} if variable.attrs.get("scope") == "image" else set())
     if set(variable.dims) != expected:
         raise AnovaError(
-            f"metric {metric!r} (scope {variable.attrs.get('scope')!r}) has dims {variable.dims}; "
-            f"expected {sorted(expected)}."
+            f"metric {metric!r} (scope {variable.attrs.get('scope')!r}) has dims {variable.dims}; expected {sorted(expected)}."
         )
     return variable.reset_coords(drop=True)
 
@@ -260,10 +256,7 @@ def _check_design(counts: pd.Series, factors: list[str]) -> None:
         raise AnovaError(f"factor {single[0]!r} has a single level; leave it out of the factors.")
     empty = counts.index[counts == 0]
     if len(empty):
-        shown = ", ".join(
-            "(" + ", ".join(f"{f}={v!r}" for f, v in zip(factors, combo, strict=True)) + ")"
-            for combo in empty[:3]
-        )
+        shown = ", ".join("(" + ", ".join(f"{f}={v!r}" for f, v in zip(factors, combo, strict=True)) + ")" for combo in empty[:3])
         more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
         raise AnovaError(
             f"no observation for the factor combination(s) {shown}{more}, so their interaction "

@@ -126,9 +126,7 @@ def covariate_test(frame: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def covariate_table(
-    cube: xr.Dataset, metrics: Sequence[str] | None = None, autocorr: pd.DataFrame | None = None
-) -> pd.DataFrame:
+def covariate_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, autocorr: pd.DataFrame | None = None) -> pd.DataFrame:
     """:func:`covariate_test` of every metric's cell means against the orientation autocorrelation.
 
     ``metrics`` defaults to every variable with ``role="metric"``; ``autocorr`` to

@@ -178,19 +178,13 @@ def mixed_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.Da
 
 
 def _image_metrics(cube: xr.Dataset) -> list[str]:
-    return [
-        str(name)
-        for name, var in cube.data_vars.items()
-        if var.attrs.get("role") == "metric" and IMAGE_DIM in var.dims
-    ]
+    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == "metric" and IMAGE_DIM in var.dims]
 
 
 def _image_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
     """The variable of a per-image metric; asking for anything else is a mistake, not missing data."""
     if metric not in cube.data_vars:
-        raise MixedModelError(
-            f"the cube has no variable {metric!r}; its per-image metrics are {_image_metrics(cube)}."
-        )
+        raise MixedModelError(f"the cube has no variable {metric!r}; its per-image metrics are {_image_metrics(cube)}.")
     variable = cube[metric]
     if variable.attrs.get("role") != "metric" or IMAGE_DIM not in variable.dims:
         raise MixedModelError(

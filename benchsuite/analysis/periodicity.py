@@ -180,7 +180,6 @@ def periodicity_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) ->
     return pd.DataFrame(rows, columns=PERIODICITY_COLUMNS)
 
 
-
 def _shown(angles: np.ndarray) -> str:
     shown = ", ".join(f"{a:g}" for a in angles[:6])
     return shown + (", ..." if len(angles) > 6 else "")

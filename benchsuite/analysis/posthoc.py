@@ -52,9 +52,7 @@ def tukey_hsd(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         )
     result = pairwise_tukeyhsd(data["value"].to_numpy(dtype=float), data["theta"].to_numpy(dtype=float), alpha=alpha)
     # summary_frame reports treatment minus control with the control the smaller label.
-    pairs = result.summary_frame().rename(
-        columns={"group_c": "theta_a", "group_t": "theta_b", "p-adj": "p_adj"}
-    )
+    pairs = result.summary_frame().rename(columns={"group_c": "theta_a", "group_t": "theta_b", "p-adj": "p_adj"})
     return pairs[PAIR_COLUMNS]
 
 

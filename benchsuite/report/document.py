@@ -182,7 +182,6 @@ def interaction_reading(anova: pd.DataFrame, metric: str) -> Reading:
     return Reading(text, f"not significant at {ALPHA:g}", "not-significant")
 
 
-
 def _metric_section(cube: xr.Dataset, metric: str, anova: pd.DataFrame | None) -> MetricSection:
     band = figures.seed_band(cube, metric)
     image = None

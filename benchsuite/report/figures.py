@@ -72,9 +72,7 @@ def seed_band(cube: xr.Dataset, metric: str) -> pd.DataFrame:
     NaN where a single seed has a value. Rows follow the cube's coordinate order.
     """
     frame = cell_means(cube, metric)
-    summary = (
-        frame.groupby([*SERIES, "theta"], sort=False)["value"].agg(mean="mean", sd="std", n_seeds="count").reset_index()
-    )
+    summary = frame.groupby([*SERIES, "theta"], sort=False)["value"].agg(mean="mean", sd="std", n_seeds="count").reset_index()
     # The t quantile for n - 1 = 0 degrees of freedom is NaN, so one seed gives no band.
     quantile = stats.t.ppf(0.5 + CONFIDENCE / 2, summary["n_seeds"] - 1)
     half_width = quantile * summary["sd"] / np.sqrt(summary["n_seeds"])

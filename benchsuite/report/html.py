@@ -81,9 +81,7 @@ def _cell(value: Any, spec: str | None) -> str:
     return str(value)
 
 
-_ENVIRONMENT = jinja2.Environment(
-    autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
-)
+_ENVIRONMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 _CSS = """
 :root { --ink: #1d232b; --muted: #5b6673; --rule: #d9dee4; --accent: #1f5fa8; --mark: #fff2b3; }

@@ -247,7 +247,7 @@ def _brats_cases(root: Path, modalities: tuple[str, ...], limit: int | None) -> 
     missing = [
         f"{case_dir.name}/{case_dir.name}_{suffix}.nii.gz"
         for case_dir, paths in files.items()
-        for suffix, path in zip(suffixes, paths)
+        for suffix, path in zip(suffixes, paths, strict=True)
         if path is None
     ]
     if missing:
@@ -266,7 +266,9 @@ def _read_ras(path: Path, case: str) -> Tensor:
         image = nib.as_closest_canonical(nib.load(path))
         data = image.get_fdata(dtype=np.float32)
     except Exception as err:  # nibabel raises many types for bad files: ImageFileError, OSError, EOFError, zlib...
-        raise PluginError(f"brats: cannot read {path.name} of case {case} ({path}): {err}. Re-extract or re-download it.") from err
+        raise PluginError(
+            f"brats: cannot read {path.name} of case {case} ({path}): {err}. Re-extract or re-download it."
+        ) from err
     if data.ndim != 3:
         raise PluginError(f"brats: {path} of case {case} has shape {data.shape}; BraTS volumes are 3D.")
     # Reorienting flips axes as negative-stride views, which torch cannot wrap.
@@ -279,7 +281,7 @@ def _brats_loader(case_dir: Path, files: list[Path]) -> Callable[[], tuple[Tenso
     def load() -> tuple[Tensor, Tensor]:
         *volumes, seg = (_read_ras(path, case_dir.name) for path in files)
         if any(v.shape != seg.shape for v in volumes):
-            shapes = ", ".join(f"{p.name} {tuple(v.shape)}" for p, v in zip(files, [*volumes, seg]))
+            shapes = ", ".join(f"{p.name} {tuple(v.shape)}" for p, v in zip(files, [*volumes, seg], strict=True))
             raise PluginError(f"brats: the volumes of case {case_dir.name} differ in shape: {shapes}.")
         return torch.stack(volumes), seg.round().to(torch.int16)
 
@@ -289,7 +291,9 @@ def _brats_loader(case_dir: Path, files: list[Path]) -> Callable[[], tuple[Tenso
 def brats(params: BratsParams, spec: DataSpec) -> ImageMaskSet:
     """Axial slices of BraTS 2020/2021 cases; channels are the chosen modalities, the mask the chosen tumour region."""
     root = spec.resolve(params.path)
-    cases = [(case_dir.name, _brats_loader(case_dir, files)) for case_dir, files in _brats_cases(root, params.modalities, params.limit)]
+    cases = [
+        (case_dir.name, _brats_loader(case_dir, files)) for case_dir, files in _brats_cases(root, params.modalities, params.limit)
+    ]
     return _collect(cases, _BRATS_LABELS, params, spec, str(root))
 
 
@@ -309,8 +313,13 @@ def _msd_dataset(root: Path, download: bool) -> DecathlonDataset:
     """monai's DecathlonDataset over every labelled case, loading RAS [C, X, Y, Z] volumes on access."""
     # Imported here because importing monai takes seconds, and every plugin module is imported
     # whenever benchsuite starts; only suites that use this dataset should pay for it.
-    from monai.apps import DecathlonDataset
-    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
+    try:
+        from monai.apps import DecathlonDataset
+        from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
+    except ImportError:
+        raise PluginError(
+            'msd_brain_tumour reads the Decathlon through MONAI, which is not installed: pip install "benchsuite[msd]"'
+        ) from None
 
     task_dir = root / _MSD_TASK
     problem = _msd_missing(task_dir)

@@ -53,7 +53,7 @@ class SmallCNN(nn.Module):
         if params.out_dim is not None:
             widths[-1] = params.out_dim
         layers: list[nn.Module] = []
-        for c_in, c_out in zip([in_channels, *widths[:-1]], widths):
+        for c_in, c_out in zip([in_channels, *widths[:-1]], widths, strict=True):
             layers += _conv_norm_relu(c_in, c_out, stride=2, norm=params.norm)
             layers += _conv_norm_relu(c_out, c_out, stride=1, norm=params.norm)
         self.features = nn.Sequential(*layers)

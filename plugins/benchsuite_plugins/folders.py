@@ -148,9 +148,7 @@ def _list_files(spec: DataSpec, location: str, role: str, ctx: _Context) -> _Fil
     files = _Files(folder, [p for p in matched if _is_supported(p)])
     if not files.paths:
         others = f"; the {len(matched)} files it has are of other types, e.g. {files.names(matched)}" if matched else ""
-        raise ctx.error(
-            f"no {role} files (PNG, JPEG, TIFF, NIfTI or DICOM .dcm) match '{pattern}' in {folder}{others}."
-        )
+        raise ctx.error(f"no {role} files (PNG, JPEG, TIFF, NIfTI or DICOM .dcm) match '{pattern}' in {folder}{others}.")
     return files
 
 
@@ -220,7 +218,7 @@ def _read_nifti(path: Path, slice_index: int | None) -> np.ndarray:
         data = data[..., 0]
     if data.ndim not in (2, 3):
         raise ValueError(f"its data has shape {data.shape}; only 2D images and 3D volumes are supported")
-    data = data.reshape(data.shape[:2] + (-1,))
+    data = data.reshape((*data.shape[:2], -1))
     ras = nib.orientations.apply_orientation(data, nib.orientations.io_orientation(image.affine))
     axial = ras[:, :, _slice_position(ras.shape[2], slice_index, "axial slices")]
     # Rows run along Y and columns along X; flipping Y puts anterior (high Y) at row 0.
@@ -231,7 +229,7 @@ def _read_dicom(path: Path, slice_index: int | None, *, mask: bool) -> np.ndarra
     try:
         import pydicom  # optional: only DICOM folders need it
     except ImportError:
-        raise ValueError("reading DICOM needs pydicom, which is not installed: pip install pydicom") from None
+        raise ValueError('reading DICOM needs pydicom, which is not installed: pip install "benchsuite[dicom]"') from None
     dataset = pydicom.dcmread(path)
     pixels = dataset.pixel_array
     frames = pixels if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else pixels[None]

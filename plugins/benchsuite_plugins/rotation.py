@@ -66,16 +66,12 @@ class Rotation:
         # terms keep the rotation rigid in pixel units when H != W. With y pointing down, this
         # inverse sends the output's top-left corner to the input's top-right one for theta=90,
         # i.e. a counter-clockwise turn as displayed.
-        inverse = torch.tensor(
-            [[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]], dtype=x.dtype, device=x.device
-        )
+        inverse = torch.tensor([[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]], dtype=x.dtype, device=x.device)
         grid = F.affine_grid(inverse.expand(n, 2, 3), [n, 1, h, w], align_corners=False)
         # Rotating x - fill with zero padding and adding fill back gives exactly `fill` outside
         # the image and blends it correctly at the border, for any fill value.
         fill = self.params.fill
-        rotated = F.grid_sample(
-            x - fill, grid, mode=self.params.interpolation, padding_mode="zeros", align_corners=False
-        )
+        rotated = F.grid_sample(x - fill, grid, mode=self.params.interpolation, padding_mode="zeros", align_corners=False)
         return rotated + fill
 
     def __call__(self, x: Tensor, theta: float) -> tuple[Tensor, Tensor]:

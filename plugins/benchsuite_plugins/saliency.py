@@ -63,9 +63,7 @@ class SmoothGradParams(GradientParams):
     """SmoothGrad: gradients averaged over noisy copies of each image."""
 
     samples: int = Field(16, ge=1, le=1024, description="Noisy copies per image (n).")
-    spread: float = Field(
-        0.15, ge=0, le=1, description="Noise standard deviation as a fraction of each image's (max - min)."
-    )
+    spread: float = Field(0.15, ge=0, le=1, description="Noise standard deviation as a fraction of each image's (max - min).")
 
 
 class VanillaGrad:
@@ -91,9 +89,7 @@ class SmoothGrad:
         """Return maps [N, H, W] for ``x`` [N, C, H, W], with all noise drawn from ``generator``."""
         n_images = x.shape[0]
         # All noise is drawn up front in one call, so the result cannot depend on chunk_size.
-        noise = torch.randn(
-            (n_images, self.params.samples, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype
-        )
+        noise = torch.randn((n_images, self.params.samples, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
         value_range = x.detach().flatten(1).aminmax(dim=1)
         sigma = self.params.spread * (value_range.max - value_range.min)
         noise *= sigma.view(n_images, 1, 1, 1, 1)
@@ -125,8 +121,7 @@ def _average_attribution(objective: Objective, x: Tensor, noise: Tensor, params:
             scores = objective(rows)
             if scores.shape != (stop - start,):
                 raise ValueError(
-                    f"the saliency objective must return one score per image, shape [{stop - start}], "
-                    f"got {tuple(scores.shape)}"
+                    f"the saliency objective must return one score per image, shape [{stop - start}], got {tuple(scores.shape)}"
                 )
             (grad,) = torch.autograd.grad(scores.sum(), rows)
             attribution = grad if params.postprocess == "abs" else grad * rows.detach()

@@ -30,7 +30,9 @@ _EDGE_PX = 1.0
 class ShapeParams(Params):
     """Parameters of ``symmetric_shapes``."""
 
-    k: int = Field(4, ge=2, le=12, description="Order of rotational symmetry: every shape is invariant under rotation by 360/k degrees.")
+    k: int = Field(
+        4, ge=2, le=12, description="Order of rotational symmetry: every shape is invariant under rotation by 360/k degrees."
+    )
     n_images: int = Field(256, ge=1, le=100_000, description="Number of images.")
     seed: int = Field(0, ge=0, description="Seed of the generator that draws every shape; the same seed gives the same images.")
 
@@ -42,7 +44,9 @@ class TextureParams(Params):
     seed: int = Field(
         0, ge=0, description="Seed of the generator; the same seed gives the same regions in axis_textures and isotropic_texture."
     )
-    contrast: float = Field(0.8, gt=0, le=1, description="Peak-to-peak amplitude of the foreground texture, as a fraction of [0, 1].")
+    contrast: float = Field(
+        0.8, gt=0, le=1, description="Peak-to-peak amplitude of the foreground texture, as a fraction of [0, 1]."
+    )
     background: float = Field(
         0.25, ge=0, lt=1, description="Amplitude of the isotropic background texture relative to the foreground's (0: flat grey)."
     )

@@ -18,6 +18,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from benchsuite.errors import BenchsuiteError
+
 PROJECT = "benchsuite"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -36,14 +38,16 @@ __all__ = [
     "SSPMethod",
     "Saliency",
     "TrainingParams",
+    "check_metric_output",
     "hookimpl",
 ]
 
 
-class PluginError(Exception):
+class PluginError(BenchsuiteError):
     """Raised by a plugin for input it cannot handle (missing folder, bad file, ...).
 
     The message is shown to the user as is, so it should say what is wrong and how to fix it.
+    The core raises it too when a plugin breaks a contract of this module.
     """
 
 
@@ -111,10 +115,12 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ImageMaskSet:
-    """A dataset as tensors: ``images`` float32 [N, C, H, W] scaled to [0, 1], ``masks`` bool [N, H, W].
+    """A dataset as tensors: ``images`` float [N, C, H, W] scaled to [0, 1], ``masks`` bool [N, H, W].
 
     The mask marks the foreground that saliency is compared with. Datasets return all their
-    images; the core draws the fixed train/evaluation split.
+    images; the core draws the fixed train/evaluation split. This is the dataset contract,
+    checked here when the set is made, so a dataset that breaks it fails where it is built:
+    at least one image, finite pixels in [0, 1], one mask per image of the same size.
     """
 
     images: Tensor
@@ -128,8 +134,21 @@ class ImageMaskSet:
         n, _, h, w = self.images.shape
         if tuple(self.masks.shape) != (n, h, w):
             raise PluginError(f"masks {tuple(self.masks.shape)} do not match images {tuple(self.images.shape)}")
+        if n == 0:
+            raise PluginError("the dataset has no images")
         if not self.images.is_floating_point():
             raise PluginError(f"images must be floating point, got {self.images.dtype}")
+        finite = torch.isfinite(self.images).flatten(1).all(dim=1)
+        if not finite.all():
+            raise PluginError(f"{int((~finite).sum())} images hold NaN or infinite pixels; fix or drop them")
+        low, high = float(self.images.min()), float(self.images.max())
+        if low < 0 or high > 1:
+            raise PluginError(f"images must be scaled to [0, 1], got values in [{low:g}, {high:g}]")
+
+    def check_size(self, spec: DataSpec) -> None:
+        """Raise :class:`PluginError` unless the images are ``spec.size`` pixels square, as the suite asks."""
+        if tuple(self.images.shape[-2:]) != (spec.size, spec.size):
+            raise PluginError(f"images are {tuple(self.images.shape[-2:])} pixels; the suite asks for {spec.size}x{spec.size}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -212,6 +231,23 @@ class Metric(Protocol):
 
     def __call__(self, inputs: MetricInputs) -> Tensor:
         """Return the values. Images where the metric is undefined (e.g. empty mask) get NaN."""
+
+
+def check_metric_output(metric: Metric, values: object, n_images: int) -> Tensor:
+    """The metric output contract; returns ``values`` or raises :class:`PluginError` naming the broken rule.
+
+    ``scope`` is ``"image"`` or ``"cell"``; the values are a floating-point tensor of shape
+    ``[n_images]`` for an image metric and ``[]`` for a cell metric.
+    """
+    scope = getattr(metric, "scope", None)
+    if scope not in ("image", "cell"):
+        raise PluginError(f"has scope {scope!r}, not 'image' or 'cell'")
+    if not (isinstance(values, Tensor) and values.is_floating_point()):
+        raise PluginError(f"returned {type(values).__name__} {getattr(values, 'dtype', '')}, not a floating-point tensor")
+    expected = (n_images,) if scope == "image" else ()
+    if tuple(values.shape) != expected:
+        raise PluginError(f"returned shape {tuple(values.shape)} for scope '{scope}', expected {expected}")
+    return values
 
 
 CellTask = Callable[[Any, torch.device], Any]

@@ -1,4 +1,8 @@
-"""The ``benchsuite`` command line. Exit codes: 0 success, 1 a run failed, 2 bad input, 3 internal error, 130 interrupted."""
+"""The ``benchsuite`` command line. Exit codes: 0 success, 1 a run failed, 2 bad input, 3 internal error, 130 interrupted.
+
+Each command parses its arguments and calls the library; heavy modules (torch, the plugins) are
+imported inside the commands that need them, so ``analyze`` and ``report`` never load torch.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +17,10 @@ from pathlib import Path
 import click
 
 from benchsuite import __version__
-from benchsuite.api import PluginError
-from benchsuite.errors import BenchsuiteError
-from benchsuite.registry import KINDS, PluginRegistry, PluginWarning, default_registry, load_plugins
+from benchsuite.errors import BenchsuiteError, PluginWarning
+from benchsuite.kinds import NAMES as KIND_NAMES
 
 _STRICT = click.option("--strict", is_flag=True, help="Treat a plugin that fails to load as an error instead of a warning.")
-
-
-def _registry(strict: bool) -> PluginRegistry:
-    return load_plugins(strict=True) if strict else default_registry()
 
 
 def _say(kind: str, message: str) -> None:
@@ -55,12 +54,6 @@ _DATA_ROOT = click.option(
 )
 
 
-def _use_data_root(data_root: Path | None) -> None:
-    # Through the environment, so worker processes and plugins see the same root.
-    if data_root is not None:
-        os.environ["BENCHSUITE_DATA_ROOT"] = str(data_root.expanduser().resolve())
-
-
 _TYPE = click.option("--type", "typ", type=click.Choice(["2", "3"]), default="2", show_default=True,
                      help="ANOVA sums of squares: Type II, or Type III (sum contrasts are always used).")  # fmt: skip
 
@@ -88,30 +81,13 @@ def run(suite: Path, out: Path, force: bool, progress: bool, data_root: Path | N
     mixed.csv, periodicity.csv, tukey.csv, orientation_autocorr.csv, covariate.csv,
     summary.json) and report.html with its figures, then prints the analysis.
     """
-    from benchsuite.runner import run_suite
-    from benchsuite.suite import load_suite
+    from benchsuite.study import run as run_study
 
-    _use_data_root(data_root)
-    registry = _registry(strict)
-    resolved = load_suite(suite, registry)
-    click.echo(f"suite '{resolved.name}': {resolved.describe()}", err=True)
-    summary = run_suite(resolved, registry, out, force=force, progress=progress)
-    click.echo(f"{summary.cells_run} cells run, {summary.cells_skipped} already stored; cube: {summary.cube_path}", err=True)
-    click.echo(_analyze(summary.run_dir, int(typ), tables=True, report=True))
-
-
-def _analyze(run_dir: Path, typ: int, *, tables: bool, report: bool) -> str:
-    from benchsuite.analysis.summary import analyze_cube, format_summary, open_run_cube, write_tables
-    from benchsuite.report import write_report
-
-    cube = open_run_cube(run_dir)
-    results = analyze_cube(cube, typ=typ)
-    if tables:
-        write_tables(cube, results, run_dir)
-    lines = [format_summary(results)]
-    if report:
-        lines.append(f"report: {write_report(cube, results, run_dir)}")
-    return "\n\n".join(lines)
+    result = run_study(
+        suite, out=out, force=force, progress=progress, data_root=data_root, anova_type=int(typ), strict=strict,
+        log=lambda line: click.echo(line, err=True),
+    )  # fmt: skip
+    click.echo(f"{result.summary}\n\nreport: {result.report}")
 
 
 @cli.command()
@@ -120,21 +96,24 @@ def _analyze(run_dir: Path, typ: int, *, tables: bool, report: bool) -> str:
 def validate(suite: Path, strict: bool) -> None:
     """Check SUITE without running it: its keys, every plugin name and every plugin's params."""
     from benchsuite.grid import expand
+    from benchsuite.study import plugin_registry
     from benchsuite.suite import load_suite
 
-    resolved = load_suite(suite, _registry(strict))
+    resolved = load_suite(suite, plugin_registry(strict))
     expand(resolved)
     click.echo(f"{suite}: valid. {resolved.describe()}.")
 
 
 @cli.command()
-@click.option("--kind", type=click.Choice(KINDS), help="Only this kind of component.")
+@click.option("--kind", type=click.Choice(KIND_NAMES), help="Only this kind of component.")
 @click.option("--params", "show_params", is_flag=True, help="Also list each component's parameters with defaults.")
 @_STRICT
 def plugins(kind: str | None, show_params: bool, strict: bool) -> None:
     """List installed plugin components with their distribution and version, and plugins that failed to load."""
-    registry = _registry(strict)
-    for k in [kind] if kind else KINDS:
+    from benchsuite.study import plugin_registry
+
+    registry = plugin_registry(strict)
+    for k in [kind] if kind else KIND_NAMES:
         click.echo(f"{k}:")
         for name, comp in sorted(registry.components[k].items()):
             click.echo(f"  {name:<20} {comp.distribution} {comp.version:<8} {comp.description}")
@@ -157,7 +136,9 @@ def analyze(run_dir: Path, typ: str) -> None:
     shortcut test) and summary.json, and prints the headline numbers. A results.nc copied from
     another machine gives the same tables.
     """
-    click.echo(_analyze(run_dir, int(typ), tables=True, report=False))
+    from benchsuite.analysis.summary import analyze_run
+
+    click.echo(analyze_run(run_dir, typ=int(typ)))
 
 
 @cli.command()
@@ -170,10 +151,11 @@ def report(run_dir: Path, typ: str) -> None:
     a saliency gallery, gradient-orientation rose plots, training curves and provenance. The
     figures are also saved as PNG under RUN_DIR/figures/.
     """
-    from benchsuite.analysis.summary import analyze_cube, open_run_cube
+    from benchsuite.analysis.summary import analyze_cube
+    from benchsuite.cube import open_cube
     from benchsuite.report import write_report
 
-    cube = open_run_cube(run_dir)
+    cube = open_cube(run_dir)
     click.echo(write_report(cube, analyze_cube(cube, typ=int(typ)), run_dir))
 
 
@@ -189,12 +171,9 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except BenchsuiteError as exc:
+    except BenchsuiteError as exc:  # bad input, a plugin's PluginError included, or a failed run
         _say("error", str(exc))
         sys.exit(exc.exit_code)
-    except PluginError as exc:
-        _say("error", str(exc))
-        sys.exit(2)
     except Exception as exc:
         if os.environ.get("BENCHSUITE_DEBUG"):
             raise

@@ -61,19 +61,20 @@ def _cached(key: str, component_json: str, size: int, root: str, registry: Plugi
     component = json.loads(component_json)
     plugin = registry.get("datasets", component["plugin"])
     params = registry.parse_params("datasets", component["plugin"], component["params"])
-    data = _single_threaded(plugin.factory, params, DataSpec(size=size, data_root=Path(root)))
+    spec = DataSpec(size=size, data_root=Path(root))
+    data = _single_threaded(plugin.factory, params, spec)
     if not isinstance(data, ImageMaskSet):
         raise PluginError(f"{plugin.origin} returned {type(data).__name__}, not an ImageMaskSet")
-    if tuple(data.images.shape[-2:]) != (size, size):
-        raise PluginError(
-            f"{plugin.origin} returned images of {tuple(data.images.shape[-2:])} pixels; the suite asks for {size}x{size}"
-        )
-    if not torch.isfinite(data.images).all():
-        bad = int((~torch.isfinite(data.images)).flatten(1).any(dim=1).sum())
-        raise PluginError(f"{plugin.origin} returned {bad} images with NaN or infinite pixels; fix or drop them in the dataset")
+    try:
+        data.check_size(spec)
+    except PluginError as exc:
+        raise PluginError(f"{plugin.origin}: {exc}") from None
+    # Cells see the data as the cache holds it, so the run that builds it and the runs that
+    # read it back compute on the same float32 tensors.
+    data = ImageMaskSet(data.images.float().contiguous(), data.masks.contiguous())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"images": data.images.float().contiguous(), "masks": data.masks.contiguous()}, tmp)
+    torch.save({"images": data.images, "masks": data.masks}, tmp)
     os.replace(tmp, path)
     return data
 

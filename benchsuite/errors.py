@@ -29,6 +29,10 @@ class RunError(BenchsuiteError):
     exit_code = 1
 
 
+class PluginWarning(UserWarning):
+    """A plugin failed to load or registered a name twice; suites that do not use it still run."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A "did you mean ...?" suffix for ``word`` among ``choices``, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import benchsuite
+from benchsuite.cube import AXES
+from benchsuite.kinds import KINDS
 from benchsuite.suite import ResolvedSuite, canonical_json
-
-AXES: tuple[str, ...] = ("dataset", "theta", "seed", "method", "encoder")
-"""The grid dimensions of the results cube, in order."""
 
 
 @dataclass(frozen=True)
@@ -49,25 +48,34 @@ def cell_key(coords: dict[str, Any], config: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def cell_config(resolved: ResolvedSuite, coords: dict[str, Any]) -> dict[str, Any]:
+    """What a cell at ``coords`` computes with: the data settings and one config per component kind.
+
+    An ``axis`` kind contributes the component at the cell's coordinate, a ``one`` kind its
+    single component, a ``list`` kind every component by label. Kinds without a cell key (the
+    executor) decide where a cell runs, not what it computes, so they stay out of the key.
+    """
+    config: dict[str, Any] = {"data": resolved.suite.data.model_dump(mode="json")}
+    for kind in KINDS:
+        if kind.cell_key is None:
+            continue
+        components = resolved.components[kind.name]
+        if kind.shape == "axis":
+            config[kind.cell_key] = components[coords[kind.cell_key]].config()
+        elif kind.shape == "one":
+            config[kind.cell_key] = resolved.single(kind.name).config()
+        else:
+            config[kind.cell_key] = {label: c.config() for label, c in components.items()}
+    return config
+
+
 def expand(resolved: ResolvedSuite) -> list[Cell]:
     """Every cell of the suite's Cartesian grid, in axis order."""
-    suite = resolved.suite
-    shared = {
-        "data": suite.data.model_dump(mode="json"),
-        "augmentation": resolved.augmentation.config(),
-        "saliency": resolved.saliency.config(),
-        "metrics": {name: m.config() for name, m in resolved.metrics.items()},
-    }
+    levels = resolved.levels()
     cells = []
-    for dataset, theta, seed, method, encoder in itertools.product(
-        resolved.datasets, suite.thetas, suite.seeds, resolved.methods, resolved.encoders
-    ):
-        config = {
-            **shared,
-            "dataset": resolved.datasets[dataset].config(),
-            "method": resolved.methods[method].config(),
-            "encoder": resolved.encoders[encoder].config(),
-        }
-        coords = {"dataset": dataset, "theta": float(theta), "seed": int(seed), "method": method, "encoder": encoder}
+    for values in itertools.product(*levels.values()):
+        coords = dict(zip(levels, values, strict=True))
+        coords["theta"], coords["seed"] = float(coords["theta"]), int(coords["seed"])
+        config = cell_config(resolved, coords)
         cells.append(Cell(**coords, config=config, key=cell_key(coords, config)))
     return cells

@@ -1,8 +1,8 @@
 """One cell of the study, start to finish: data, pre-training, saliency, metrics.
 
-``run_cell`` is the task every executor runs. It needs only the cell (plain data) and a device,
-and finds its components through the installed plugins, so it runs the same in-process, in a
-worker process or on a cluster node.
+``run_cell`` is the task every executor runs. It needs the cell (plain data), a device and the
+registry that resolved the suite; a registry pickles as the names of its entry points, so a
+worker process or a cluster node rebuilds the same one from its installed plugins.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchsuite.api import Augmentation, MetricInputs, Objective, PluginError, SSPMethod
+from benchsuite.api import Augmentation, MetricInputs, Objective, PluginError, SSPMethod, check_metric_output
 from benchsuite.data import load_dataset, split
 from benchsuite.grid import Cell
+from benchsuite.kinds import BY_NAME
 from benchsuite.orientation import orientation_histogram
-from benchsuite.registry import PluginRegistry, default_registry
+from benchsuite.registry import PluginRegistry
 from benchsuite.training import TrainingCurves, pretrain
 
 
@@ -36,6 +37,7 @@ class CellResult:
     image_metrics: dict[str, np.ndarray]  # name -> [n_eval]
     cell_metrics: dict[str, float]
     curves: TrainingCurves
+    identical_views: bool  # the pair's two views were equal, so the cell has no saliency (NaN maps)
     example_saliency: np.ndarray  # [examples, H, W]
     example_images: np.ndarray  # [examples, C, H, W]
     example_masks: np.ndarray  # [examples, H, W]
@@ -67,9 +69,12 @@ def _stage(cell: Cell, stage: str) -> Iterator[None]:
         raise CellFailure(cell, stage, exc) from exc
 
 
-def _build(registry: PluginRegistry, kind: str, component: dict[str, Any], *args: Any) -> Any:
-    found = registry.get(kind, component["plugin"])
-    return found.factory(registry.parse_params(kind, component["plugin"], component["params"]), *args)
+def _build(registry: PluginRegistry, cell: Cell, kind: str, *args: Any, config: dict[str, Any] | None = None) -> Any:
+    """The component of ``kind`` that the cell's config names (or ``config``), built inside its stage."""
+    component = config or cell.config[BY_NAME[kind].cell_key]
+    with _stage(cell, f"{BY_NAME[kind].label} '{component['plugin']}'"):
+        found = registry.get(kind, component["plugin"])
+        return found.factory(registry.parse_params(kind, component["plugin"], component["params"]), *args)
 
 
 def pair_similarity(method: SSPMethod, augment: Augmentation, theta: float) -> Objective:
@@ -94,9 +99,8 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_cell(cell: Cell, device: torch.device, *, progress: bool = False) -> CellResult:
-    """Run one cell on ``device`` and return its results. Deterministic given the cell's seed."""
-    registry = default_registry()
+def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, progress: bool = False) -> CellResult:
+    """Run one cell on ``device`` with the components of ``registry``. Deterministic given the cell's seed."""
     config = cell.config
     start = time.perf_counter()
     if device.type == "cuda":
@@ -110,24 +114,23 @@ def run_cell(cell: Cell, device: torch.device, *, progress: bool = False) -> Cel
 
     torch.manual_seed(cell.seed)  # weight initialisation of the plugins' modules
     order = torch.Generator().manual_seed(cell.seed)
-    with _stage(cell, f"encoder '{config['encoder']['plugin']}'"):
-        encoder = _build(registry, "encoders", config["encoder"], train_images.shape[1])
-    with _stage(cell, f"SSP method '{config['method']['plugin']}'"):
-        method: SSPMethod = _build(registry, "ssp_methods", config["method"], encoder).to(device)
-    with _stage(cell, f"augmentation '{config['augmentation']['plugin']}'"):
-        augment = _build(registry, "augmentations", config["augmentation"])
+    encoder = _build(registry, cell, "encoders", train_images.shape[1])
+    method: SSPMethod = _build(registry, cell, "ssp_methods", encoder).to(device)
+    augment = _build(registry, cell, "augmentations")
     with _stage(cell, f"pre-training with '{config['method']['plugin']}'"):
         # Only the main process draws an epoch bar: bars from worker processes would interleave.
         bar = progress and multiprocessing.parent_process() is None
         curves = pretrain(method, augment, cell.theta, train_images, order, progress=bar, label=cell.describe())
 
     method.eval()
+    saliency_fn = _build(registry, cell, "saliency_methods")
     with _stage(cell, f"saliency method '{config['saliency']['plugin']}'"):
-        saliency_fn = _build(registry, "saliency_methods", config["saliency"])
         view1, view2 = augment(eval_images, cell.theta)
-        if torch.equal(view1, view2):
-            # Identical views (theta = 0): cos(f(x), f(x)) = 1 for every x, so its gradient is
-            # rounding noise, not saliency. NaN maps make every saliency metric NaN, not noise.
+        # The one place that decides whether a cell has saliency at all: when the pair's views are
+        # identical (theta = 0 for rotation), cos(f(x), f(x)) = 1 for every x and its gradient is
+        # rounding noise, not saliency. NaN maps make every saliency metric NaN, not noise.
+        identical_views = torch.equal(view1, view2)
+        if identical_views:
             saliency = torch.full_like(eval_masks, float("nan"), dtype=torch.float32)
         else:
             noise = torch.Generator(device=device).manual_seed(cell.seed)
@@ -149,12 +152,9 @@ def run_cell(cell: Cell, device: torch.device, *, progress: bool = False) -> Cel
     image_metrics: dict[str, np.ndarray] = {}
     cell_metrics: dict[str, float] = {}
     for name, component in config["metrics"].items():
+        metric = _build(registry, cell, "metrics", config=component)
         with _stage(cell, f"metric '{name}' ({component['plugin']})"):
-            metric = _build(registry, "metrics", component)
-            values = metric(inputs).detach().double().cpu()
-            expected = (len(eval_images),) if metric.scope == "image" else ()
-            if tuple(values.shape) != expected:
-                raise PluginError(f"returned shape {tuple(values.shape)} for scope '{metric.scope}', expected {expected}")
+            values = check_metric_output(metric, metric(inputs), len(eval_images)).detach().double().cpu()
             if metric.scope == "image":
                 image_metrics[name] = values.numpy()
             else:
@@ -166,6 +166,7 @@ def run_cell(cell: Cell, device: torch.device, *, progress: bool = False) -> Cel
         image_metrics=image_metrics,
         cell_metrics=cell_metrics,
         curves=curves,
+        identical_views=identical_views,
         example_saliency=saliency[:examples].float().cpu().numpy(),
         example_images=eval_images[:examples].float().cpu().numpy(),
         example_masks=eval_masks[:examples].cpu().numpy(),

@@ -14,8 +14,9 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from benchsuite.registry import KINDS, PluginRegistry, default_registry
-from benchsuite.suite import ComponentSpec, DataSettings, MetricSpec, Suite, ThetaRange
+from benchsuite.kinds import KINDS
+from benchsuite.registry import PluginRegistry, default_registry
+from benchsuite.suite import ComponentSpec, DataSettings, NamedComponentSpec, Suite, ThetaRange
 
 _INTRO = """\
 # Suite reference
@@ -106,14 +107,14 @@ def suite_reference(registry: PluginRegistry, distribution: str = "benchsuite") 
     """The whole reference page, with the parameters of the components ``distribution`` provides."""
     parts = [_INTRO, "## Top-level keys", model_table(Suite)]
     for title, model in (("`data`", DataSettings), ("`theta` as a range", ThetaRange),
-                         ("A component", ComponentSpec), ("A metric", MetricSpec)):  # fmt: skip
+                         ("A component", ComponentSpec), ("A metric", NamedComponentSpec)):  # fmt: skip
         parts += [f"### {title}", (model.__doc__ or "").strip(), model_table(model)]
     parts.append(
         "## Built-in plugins\n\n`benchsuite plugins --params` lists these for every installed plugin, third-party ones included."
     )
     for kind in KINDS:
-        parts.append(f"### {kind.replace('_', ' ').capitalize()}")
-        for name, component in sorted(registry.components[kind].items()):
+        parts.append(f"### {kind.name.replace('_', ' ').capitalize()}")
+        for name, component in sorted(registry.components[kind.name].items()):
             if component.distribution != distribution:
                 continue
             parts.append(f"#### `{name}`\n\n{component.description}")

@@ -17,32 +17,10 @@ from typing import Any
 import pluggy
 from pydantic import ValidationError
 
-from benchsuite import hookspecs
-from benchsuite.api import PROJECT, Params
-from benchsuite.errors import PluginLoadError, SuiteError, did_you_mean
-
-KINDS: tuple[str, ...] = (
-    "datasets",
-    "augmentations",
-    "ssp_methods",
-    "encoders",
-    "saliency_methods",
-    "metrics",
-    "executors",
-)
-_SINGULAR = {
-    "datasets": "dataset",
-    "augmentations": "augmentation",
-    "ssp_methods": "SSP method",
-    "encoders": "encoder",
-    "saliency_methods": "saliency method",
-    "metrics": "metric",
-    "executors": "executor",
-}
-
-
-class PluginWarning(UserWarning):
-    """A plugin failed to load or registered a name twice; suites that do not use it still run."""
+from benchsuite import api, hookspecs
+from benchsuite.api import PROJECT, Params, PluginError
+from benchsuite.errors import PluginLoadError, PluginWarning, SuiteError, did_you_mean
+from benchsuite.kinds import BY_NAME, KINDS
 
 
 @dataclass(frozen=True)
@@ -95,11 +73,17 @@ class _KindRegistry:
 
 
 class PluginRegistry:
-    """Every component of every kind, plus the plugins that failed to load."""
+    """Every component of every kind, plus the plugins that failed to load.
+
+    A registry travels to worker processes as the names of the entry points it loaded, which
+    the worker loads again (once per process): factories and pluggy's manager do not pickle,
+    and plugins are code, not data.
+    """
 
     def __init__(self) -> None:
-        self.components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+        self.components: dict[str, dict[str, Component]] = {kind.name: {} for kind in KINDS}
         self.broken: list[BrokenPlugin] = []
+        self.entry_points: list[str] = []
         self._conflicts: dict[tuple[str, str], list[Component]] = {}
         self._manager = pluggy.PluginManager(PROJECT)
         self._manager.add_hookspecs(hookspecs)
@@ -115,7 +99,7 @@ class PluginRegistry:
         clash.append(component)
         self.components[component.kind].pop(component.name, None)
         warnings.warn(
-            f"{_SINGULAR[component.kind]} '{component.name}' is registered by more than one plugin: "
+            f"{BY_NAME[component.kind].label} '{component.name}' is registered by more than one plugin: "
             + ", ".join(c.origin for c in clash)
             + "; uninstall one of them to use this name.",
             PluginWarning,
@@ -123,22 +107,36 @@ class PluginRegistry:
         )
 
     def register_module(self, module: object, plugin: str, distribution: str, version: str) -> None:
-        """Register one plugin module and run its registration hooks, each call isolated."""
+        """Register one plugin module and run its registration hooks.
+
+        A hook implementation whose name matches no hook of :mod:`benchsuite.hookspecs` (a typo
+        such as ``benchsuite_register_dataset``) is an error naming the plugin, not a silent no-op.
+        """
         self._manager.register(module, name=plugin)
+        try:
+            self._manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self._manager.unregister(name=plugin)
+            hooks = [kind.hook for kind in KINDS]
+            unknown = [name for name in dir(module) if name.startswith("benchsuite_") and name not in hooks]
+            hint = " ".join(f"'{name}' matches no hook.{did_you_mean(name, hooks)}" for name in unknown) or str(exc)
+            raise PluginLoadError(f"plugin '{plugin}' implements a hook that benchsuite does not have: {hint}") from None
         for kind in KINDS:
-            caller = getattr(self._manager.hook, f"benchsuite_register_{kind}")
-            for impl in caller.get_hookimpls():
+            for impl in getattr(self._manager.hook, kind.hook).get_hookimpls():
                 if impl.plugin_name != plugin:
                     continue
-                registry = _KindRegistry(self, kind, plugin, distribution, version)
+                registry = _KindRegistry(self, kind.name, plugin, distribution, version)
                 impl.function(**dict.fromkeys(impl.argnames, registry))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reloaded, (tuple(self.entry_points),))
 
     def get(self, kind: str, name: str) -> Component:
         """The component ``name`` of ``kind``, or a :class:`SuiteError` that suggests close names."""
         found = self.components[kind].get(name)
         if found is not None:
             return found
-        what = _SINGULAR[kind]
+        what = BY_NAME[kind].label
         if (kind, name) in self._conflicts:
             origins = ", ".join(c.origin for c in self._conflicts[(kind, name)])
             raise PluginLoadError(f"{what} '{name}' is registered by more than one plugin ({origins}); uninstall one of them.")
@@ -150,12 +148,26 @@ class PluginRegistry:
         raise SuiteError(message)
 
     def parse_params(self, kind: str, name: str, raw: Mapping[str, Any]) -> Params:
-        """Validate ``raw`` against the component's parameter model."""
+        """Validate ``raw`` against the component's parameter model, and check that model's contract.
+
+        The contract: params survive a JSON round trip (cells carry them as JSON to wherever they
+        run) and extend the kind's base class in :mod:`benchsuite.api` (``TrainingParams`` for
+        SSP methods, whose optimiser settings the core's training loop reads).
+        """
         component = self.get(kind, name)
         try:
-            return component.params.model_validate(dict(raw))
+            params = component.params.model_validate(dict(raw))
         except ValidationError as exc:
             raise ParamsError(component, exc) from None
+        base = getattr(api, BY_NAME[kind].params_base)
+        if not isinstance(params, base):
+            raise PluginError(f"{component.origin} is broken: the params of '{name}' must extend benchsuite.api.{base.__name__}.")
+        if component.params.model_validate(params.model_dump(mode="json")) != params:
+            raise PluginError(
+                f"{component.origin} is broken: the params of '{name}' do not survive a JSON round trip, "
+                "which cells need to travel to workers."
+            )
+        return params
 
 
 class ParamsError(SuiteError):
@@ -171,7 +183,7 @@ class ParamsError(SuiteError):
             parts.append(f"'{key}': {e['msg']}{hint}")
         allowed = ", ".join(fields) or "none"
         super().__init__(
-            f"bad params for {_SINGULAR[component.kind]} '{component.name}': "
+            f"bad params for {BY_NAME[component.kind].label} '{component.name}': "
             + "; ".join(parts)
             + f". Allowed params: {allowed}."
         )
@@ -193,6 +205,7 @@ def load_plugins(entry_points: Iterable[md.EntryPoint] | None = None, *, strict:
     points = md.entry_points(group=PROJECT) if entry_points is None else entry_points
     for ep in sorted(points, key=lambda e: e.name):
         distribution, version = _distribution_of(ep)
+        registry.entry_points.append(ep.name)
         try:
             registry.register_module(ep.load(), ep.name, distribution, version)
         except Exception as exc:
@@ -208,3 +221,15 @@ def load_plugins(entry_points: Iterable[md.EntryPoint] | None = None, *, strict:
 def default_registry() -> PluginRegistry:
     """The registry of the installed plugins, loaded once per process."""
     return load_plugins()
+
+
+@functools.cache
+def _reloaded(names: tuple[str, ...]) -> PluginRegistry:
+    """The registry of the installed entry points ``names``, loaded once per (worker) process."""
+    installed = {ep.name: ep for ep in md.entry_points(group=PROJECT)}
+    missing = [name for name in names if name not in installed]
+    if missing:
+        raise PluginLoadError(
+            f"the plugins {missing} are not installed in this worker's environment; install them where cells run."
+        )
+    return load_plugins([installed[name] for name in names])

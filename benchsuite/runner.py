@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 
 import benchsuite
 from benchsuite import provenance
-from benchsuite.api import PluginError
-from benchsuite.errors import RunError, SuiteError
+from benchsuite.errors import BenchsuiteError, RunError, SuiteError
 from benchsuite.grid import Cell, expand
+from benchsuite.kinds import KINDS
 from benchsuite.pipeline import CellFailure, CellResult, run_cell
 from benchsuite.registry import PluginRegistry
 from benchsuite.store import RunStore
@@ -40,21 +40,21 @@ class RunSummary:
 
 
 def _manifest(resolved: ResolvedSuite, cells: list[Cell]) -> dict[str, Any]:
+    """Every cell's key and the resolved configuration of everything that enters a cell."""
+    config: dict[str, Any] = {
+        "data": resolved.suite.data.model_dump(mode="json"),
+        "theta": resolved.suite.thetas,
+        "seeds": resolved.suite.seeds,
+    }
+    for kind in KINDS:
+        if kind.cell_key is not None:
+            components = {label: c.config() for label, c in resolved.components[kind.name].items()}
+            config[kind.suite_key] = components[kind.suite_key] if kind.shape == "one" else components
     return {
         "suite": resolved.name,
         "benchsuite_version": benchsuite.__version__,
         "cells": {c.key: c.coords for c in cells},
-        "config": {
-            "data": resolved.suite.data.model_dump(mode="json"),
-            "theta": resolved.suite.thetas,
-            "seeds": resolved.suite.seeds,
-            **{
-                axis: {label: comp.config() for label, comp in getattr(resolved, axis).items()}
-                for axis in ("datasets", "methods", "encoders", "metrics")
-            },
-            "augmentation": resolved.augmentation.config(),
-            "saliency": resolved.saliency.config(),
-        },
+        "config": config,
     }
 
 
@@ -98,7 +98,7 @@ def _explain(failure: CellFailure, run_dir: Path) -> RunError:
     if isinstance(cause, NonFiniteLoss):
         detail = (f"{cause}. Lower the learning rate (methods.{failure.cell.method}.params.lr) "
                   "or check the dataset for NaN or huge pixel values.")  # fmt: skip
-    elif isinstance(cause, (PluginError, SuiteError)):
+    elif isinstance(cause, BenchsuiteError):
         detail = str(cause)
     else:
         detail = f"{type(cause).__name__}: {cause} (a bug in that plugin or in benchsuite; traceback in {log})"
@@ -117,7 +117,7 @@ class _NanTally:
         self.identical_views = 0
 
     def add(self, result: CellResult) -> None:
-        self.identical_views += result.cell.theta % 360 == 0
+        self.identical_views += result.identical_views
         for name, values in result.image_metrics.items():
             self.missing[name] = self.missing.get(name, 0) + int(np.isnan(values).sum())
             self.total[name] = self.total.get(name, 0) + values.size
@@ -128,16 +128,21 @@ class _NanTally:
                 continue
             why = "empty masks or undefined maps"
             if self.identical_views:
-                why = f"{self.identical_views} cells at theta = 0 have identical views and so no saliency; others: {why}"
+                why = f"{self.identical_views} cells have identical views and so no saliency; any others: {why}"
             warnings.warn(
                 f"{name}: {missing} of {self.total[name]} per-image values are NaN ({why})", MetricWarning, stacklevel=2
             )
 
 
-def run_suite(
+def run_cells(
     resolved: ResolvedSuite, registry: PluginRegistry, out_dir: Path, *, force: bool = False, progress: bool = True
 ) -> RunSummary:
-    """Run every cell of ``resolved`` not yet stored under ``out_dir/<suite name>/`` and build the cube."""
+    """Run every cell of ``resolved`` not yet stored under ``out_dir/<suite name>/`` and build the cube.
+
+    Each result is logged to TensorBoard and then stored as its shard, as it arrives; the cube
+    is rebuilt from the shards on the way out, also when a cell fails or the run is interrupted.
+    Cells build their components from ``registry``, the one that resolved the suite.
+    """
     store = RunStore(Path(out_dir) / resolved.name)
     cells = expand(resolved)
     manifest = _manifest(resolved, cells)
@@ -148,9 +153,9 @@ def run_suite(
 
     done = store.done_keys()
     todo = [c for c in cells if force or c.key not in done]
-    component = registry.get("executors", resolved.executor.plugin)
-    executor = component.factory(resolved.executor.params)
-    task = functools.partial(run_cell, progress=progress)
+    executor_config = resolved.single("executors")
+    executor = registry.get("executors", executor_config.plugin).factory(executor_config.params)
+    task = functools.partial(run_cell, registry=registry, progress=progress)
 
     ran, nans = 0, _NanTally()
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=resolved.name, unit="cell", disable=not progress)
@@ -174,8 +179,7 @@ def run_suite(
 
 
 def _cube_attrs(resolved: ResolvedSuite) -> dict[str, str]:
-    components = [*resolved.datasets.values(), *resolved.methods.values(), *resolved.encoders.values(),
-                  *resolved.metrics.values(), resolved.augmentation, resolved.saliency, resolved.executor]  # fmt: skip
+    components = [c for by_label in resolved.components.values() for c in by_label.values()]
     return {
         "suite_name": resolved.name,
         "suite_yaml": resolved.text,

@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from benchsuite.grid import AXES, Cell
+from benchsuite import cube as names
+from benchsuite.cube import AXES, CUBE_NAME, ENGINE
+from benchsuite.grid import Cell
 from benchsuite.pipeline import CellResult
-
-ENGINE = "h5netcdf"
-CUBE_NAME = "results.nc"
 
 
 def _atomic_netcdf(ds: xr.Dataset, path: Path) -> None:
@@ -46,54 +45,54 @@ def _atomic_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _var(dims: tuple[str, ...], values: Any, role: str, level: str = "cell", **attrs: str) -> tuple[Any, ...]:
+    # ``level`` says whether a variable varies per cell or only per dataset; the cube drops it.
+    return dims, values, {"level": level, "role": role, **attrs}
+
+
 def shard(result: CellResult) -> xr.Dataset:
-    """One cell's results as a small Dataset; ``level`` says whether a variable varies per cell or per dataset."""
-    cell_level = {"level": "cell"}
+    """One cell's results as a small Dataset, with the variable names and roles of :mod:`benchsuite.cube`."""
     variables: dict[str, Any] = {}
     for name, values in result.image_metrics.items():
-        variables[name] = (("image",), values, {**cell_level, "role": "metric", "scope": "image"})
-        undefined = {**cell_level, "role": "diagnostic", "description": f"evaluation images where {name} is undefined (NaN)"}
-        variables[f"{name}_nan_images"] = ((), int(np.isnan(values).sum()), undefined)
+        variables[name] = _var((names.IMAGE,), values, names.METRIC, scope="image")
+        variables[f"{name}_nan_images"] = _var(
+            (), int(np.isnan(values).sum()), names.DIAGNOSTIC, description=f"evaluation images where {name} is undefined (NaN)"
+        )
     for name, value in result.cell_metrics.items():
-        variables[name] = ((), value, {**cell_level, "role": "metric", "scope": "cell"})
+        variables[name] = _var((), value, names.METRIC, scope="cell")
     curves = result.curves
     variables |= {
-        "ssp_loss": (("epoch",), curves.epoch_loss, {**cell_level, "role": "curve", "description": "mean SSP loss per epoch"}),
-        "ssp_loss_step": (("step",), curves.step_loss, {**cell_level, "role": "curve", "description": "SSP loss per step"}),
-        "lr": (("step",), curves.step_lr, {**cell_level, "role": "curve", "description": "learning rate per step"}),
-        "epoch_time_s": (
-            ("epoch",),
-            curves.epoch_seconds,
-            {**cell_level, "role": "curve", "units": "s", "description": "wall time per epoch"},
-        ),
-        "saliency_example": (("example", "y", "x"), result.example_saliency, {**cell_level, "role": "example"}),
-        "wall_time_s": ((), result.wall_time_s, {**cell_level, "role": "provenance", "units": "s"}),
-        "peak_memory_mb": (
+        names.SSP_LOSS: _var(("epoch",), curves.epoch_loss, names.CURVE, description="mean SSP loss per epoch"),
+        names.SSP_LOSS_STEP: _var(("step",), curves.step_loss, names.CURVE, description="SSP loss per step"),
+        names.LR: _var(("step",), curves.step_lr, names.CURVE, description="learning rate per step"),
+        names.EPOCH_TIME: _var(("epoch",), curves.epoch_seconds, names.CURVE, units="s", description="wall time per epoch"),
+        names.SALIENCY_EXAMPLE: _var(("example", "y", "x"), result.example_saliency, names.EXAMPLE),
+        names.WALL_TIME: _var((), result.wall_time_s, names.PROVENANCE, units="s"),
+        names.PEAK_MEMORY: _var(
             (),
             result.peak_memory_mb,
-            {
-                **cell_level,
-                "role": "provenance",
-                "units": "MiB",
-                "description": "CUDA peak allocation, or the process's peak RSS on a CPU",
-            },
+            names.PROVENANCE,
+            units="MiB",
+            description="CUDA peak allocation, or the process's peak RSS on a CPU",
         ),
-        "device": ((), result.device, {**cell_level, "role": "provenance"}),
-        "torch_threads": (
+        names.DEVICE: _var((), result.device, names.PROVENANCE),
+        names.TORCH_THREADS: _var(
+            (), result.threads, names.PROVENANCE, description="CPU threads torch used; bit-exact results need the same count"
+        ),
+        names.IDENTICAL_VIEWS: _var(
             (),
-            result.threads,
-            {**cell_level, "role": "provenance", "description": "CPU threads torch used; bit-exact results need the same count"},
+            int(result.identical_views),
+            names.DIAGNOSTIC,
+            description="1 where the pair's two views were identical, so the cell has no saliency (NaN maps)",
         ),
-        "example_image": (("example", "channel", "y", "x"), result.example_images, {"level": "dataset", "role": "example"}),
-        "example_mask": (("example", "y", "x"), result.example_masks.astype(np.float32), {"level": "dataset", "role": "example"}),
-        "orientation_hist": (
+        names.EXAMPLE_IMAGE: _var(("example", "channel", "y", "x"), result.example_images, names.EXAMPLE, level="dataset"),
+        names.EXAMPLE_MASK: _var(("example", "y", "x"), result.example_masks.astype(np.float32), names.EXAMPLE, level="dataset"),
+        names.ORIENTATION_HIST: _var(
             ("orientation",),
             result.orientation_hist,
-            {
-                "level": "dataset",
-                "role": "covariate",
-                "description": "magnitude-weighted gradient-orientation histogram, sums to 1",
-            },
+            names.COVARIATE,
+            level="dataset",
+            description="magnitude-weighted gradient-orientation histogram, sums to 1",
         ),
     }
     cell = result.cell
@@ -178,10 +177,10 @@ def assemble(cells: Sequence[Cell], shards: Sequence[xr.Dataset], attrs: dict[st
     key = np.full(tuple(len(coords[a]) for a in AXES), "", dtype=object)
     for c in cells:
         key[tuple(index[a][getattr(c, a)] for a in AXES)] = c.key
-    cube_vars["cell_key"] = (
+    cube_vars[names.CELL_KEY] = (
         AXES,
         key.astype(str),
-        {"role": "provenance", "description": "content hash of the cell; its shard is cells/<key>.nc"},
+        {"role": names.PROVENANCE, "description": "content hash of the cell; its shard is cells/<key>.nc"},
     )
     coord_values = {axis: np.asarray(values) for axis, values in coords.items()}
     coord_values |= {dim: np.arange(extents[dim]) for dim in extents if dim not in coord_values}
@@ -192,10 +191,3 @@ def assemble(cells: Sequence[Cell], shards: Sequence[xr.Dataset], attrs: dict[st
         cube = cube.assign_coords(orientation=(np.arange(bins) + 0.5) * 360.0 / bins)
         cube["orientation"].attrs.update(units="degree", description="bin centre, counter-clockwise from +x as displayed")
     return cube
-
-
-def open_cube(run_dir: Path) -> xr.Dataset:
-    """Load the cube of a run directory (or a path to the cube file itself)."""
-    path = Path(run_dir)
-    path = path / CUBE_NAME if path.is_dir() else path
-    return xr.load_dataset(path, engine=ENGINE)

@@ -8,17 +8,19 @@ model. Both passes report every problem at once, each with its key and line.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
-from benchsuite.api import Params, TrainingParams
-from benchsuite.errors import SuiteError, did_you_mean
+from benchsuite.api import Params
+from benchsuite.cube import AXES
+from benchsuite.errors import BenchsuiteError, SuiteError, did_you_mean
+from benchsuite.kinds import KINDS, Kind
 from benchsuite.registry import ParamsError, PluginRegistry
 
 
@@ -38,8 +40,8 @@ class ComponentSpec(_Strict):
         return {"plugin": value} if isinstance(value, str) else value
 
 
-class MetricSpec(ComponentSpec):
-    """A metric; ``name`` is its variable in the results cube and defaults to the plugin name."""
+class NamedComponentSpec(ComponentSpec):
+    """A component in a list (a metric): ``name`` labels it in the results cube and defaults to the plugin name."""
 
     name: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Variable name in the cube.")
 
@@ -79,21 +81,14 @@ class DataSettings(_Strict):
     )
 
 
-class Suite(_Strict):
-    """A suite file. Grid axes are ``datasets`` x ``theta`` x ``seeds`` x ``methods`` x ``encoders``."""
+class _SuiteSettings(_Strict):
+    """The suite's own keys; :data:`Suite` adds one key per component kind (``benchsuite.kinds``)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Names the run directory OUT/NAME/.")
     description: str = Field("", description="Free text, kept with the results.")
     data: DataSettings = Field(default_factory=DataSettings, description="Image size and split.")
-    datasets: dict[str, ComponentSpec] = Field(min_length=1, description="Grid axis: label -> dataset plugin.")
     theta: list[float] | ThetaRange = Field(description="Grid axis: rotation angles in degrees, a list or {start, stop, step}.")
     seeds: list[int] = Field(min_length=1, description="Grid axis: replicate seeds (weight init, data order, saliency noise).")
-    methods: dict[str, ComponentSpec] = Field(min_length=1, description="Grid axis: label -> SSP method plugin.")
-    encoders: dict[str, ComponentSpec] = Field(min_length=1, description="Grid axis: label -> encoder plugin.")
-    augmentation: ComponentSpec = Field(ComponentSpec(plugin="rotation"), description="Pair augmentation.")
-    saliency: ComponentSpec = Field(ComponentSpec(plugin="smoothgrad"), description="Saliency method.")
-    metrics: list[MetricSpec] = Field(min_length=1, description="Metrics computed for every cell.")
-    executor: ComponentSpec = Field(ComponentSpec(plugin="local"), description="Where cells run; does not change results.")
 
     @field_validator("theta")
     @classmethod
@@ -117,18 +112,35 @@ class Suite(_Strict):
             raise ValueError("seeds must be non-negative")
         return value
 
-    @field_validator("metrics")
+    @field_validator(*(k.suite_key for k in KINDS if k.shape == "list"), check_fields=False)
     @classmethod
-    def _distinct_metric_names(cls, value: list[MetricSpec]) -> list[MetricSpec]:
+    def _distinct_names(cls, value: list[NamedComponentSpec], info: ValidationInfo) -> list[NamedComponentSpec]:
         labels = [m.label for m in value]
         twice = sorted({x for x in labels if labels.count(x) > 1})
         if twice:
-            raise ValueError(f"metric names must be unique, {twice} appear twice; give one a different 'name'")
+            what = next(k.label for k in KINDS if k.suite_key == info.field_name)
+            raise ValueError(f"{what} names must be unique, {twice} appear twice; give one a different 'name'")
         return value
 
     @property
     def thetas(self) -> list[float]:
         return self.theta.values() if isinstance(self.theta, ThetaRange) else [float(t) for t in self.theta]
+
+
+def _kind_field(kind: Kind) -> tuple[Any, Any]:
+    if kind.shape == "axis":
+        return dict[str, ComponentSpec], Field(min_length=1, description=kind.description)
+    if kind.shape == "list":
+        return list[NamedComponentSpec], Field(min_length=1, description=kind.description)
+    return ComponentSpec, Field(ComponentSpec(plugin=kind.default), description=kind.description)
+
+
+Suite = create_model(
+    "Suite",
+    __base__=_SuiteSettings,
+    __doc__="A suite file. Grid axes are ``datasets`` x ``theta`` x ``seeds`` x ``methods`` x ``encoders``.",
+    **{kind.suite_key: _kind_field(kind) for kind in KINDS},
+)
 
 
 @dataclass(frozen=True)
@@ -156,24 +168,28 @@ class ResolvedSuite:
 
     suite: Suite
     text: str
-    datasets: dict[str, ResolvedComponent]
-    methods: dict[str, ResolvedComponent]
-    encoders: dict[str, ResolvedComponent]
-    augmentation: ResolvedComponent
-    saliency: ResolvedComponent
-    metrics: dict[str, ResolvedComponent]
-    executor: ResolvedComponent
+    components: dict[str, dict[str, ResolvedComponent]]
+    """Per kind name, label -> component. The only label of a kind of shape ``one`` is its suite key."""
 
     @property
     def name(self) -> str:
         return self.suite.name
 
+    def single(self, kind: str) -> ResolvedComponent:
+        """The component of a kind of shape ``one`` (the augmentation, the executor, ...)."""
+        (component,) = self.components[kind].values()
+        return component
+
+    def levels(self) -> dict[str, list[Any]]:
+        """The values of every grid axis, in the cube's axis order."""
+        levels: dict[str, list[Any]] = {"theta": self.suite.thetas, "seed": self.suite.seeds}
+        levels |= {k.cell_key: list(self.components[k.name]) for k in KINDS if k.shape == "axis"}
+        return {axis: levels[axis] for axis in AXES}
+
     def describe(self) -> str:
-        s = self.suite
-        axes = [(len(s.datasets), "datasets"), (len(s.thetas), "angles"), (len(s.seeds), "seeds"),
-                (len(s.methods), "methods"), (len(s.encoders), "encoders")]  # fmt: skip
-        total = int(np.prod([n for n, _ in axes]))
-        return " x ".join(f"{n} {what}" for n, what in axes) + f" = {total} cells"
+        names = {"theta": "angles", "seed": "seeds"} | {k.cell_key: k.suite_key for k in KINDS if k.shape == "axis"}
+        counts = {axis: len(values) for axis, values in self.levels().items()}
+        return " x ".join(f"{n} {names[axis]}" for axis, n in counts.items()) + f" = {int(np.prod(list(counts.values())))} cells"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,43 +297,31 @@ def resolve(
     """Check every plugin name and its params; :class:`SuiteError` lists every problem at once."""
     problems: list[str] = []
 
-    def one(kind: str, spec: ComponentSpec, loc: tuple[Any, ...]) -> ResolvedComponent | None:
+    def one(kind: Kind, spec: ComponentSpec, loc: tuple[Any, ...]) -> ResolvedComponent | None:
         try:
-            component = registry.get(kind, spec.plugin)
-            params = registry.parse_params(kind, spec.plugin, spec.params)
+            component = registry.get(kind.name, spec.plugin)
+            params = registry.parse_params(kind.name, spec.plugin, spec.params)
         except ParamsError as exc:
             problems.append(f"{_where(path, root, (*loc, 'params'))}: {exc}")
             return None
-        except SuiteError as exc:
+        except BenchsuiteError as exc:  # an unknown or broken plugin
             problems.append(f"{_where(path, root, (*loc, 'plugin'))}: {exc}")
-            return None
-        if component.params.model_validate(params.model_dump(mode="json")) != params:
-            problems.append(f"{component.origin} is broken: the params of '{spec.plugin}' do not survive a JSON round "
-                            "trip, which cells need to travel to workers.")  # fmt: skip
-            return None
-        if kind == "ssp_methods" and not isinstance(params, TrainingParams):
-            problems.append(
-                f"{component.origin} is broken: the params of SSP method '{spec.plugin}' "
-                "must extend benchsuite.api.TrainingParams."
-            )
             return None
         return ResolvedComponent(spec.plugin, params, component.distribution, component.version)
 
-    def axis(kind: str, key: str, specs: Mapping[str, ComponentSpec]) -> dict[str, ResolvedComponent]:
-        return {label: r for label, spec in specs.items() if (r := one(kind, spec, (key, label))) is not None}
-
-    resolved = {
-        "datasets": axis("datasets", "datasets", suite.datasets),
-        "methods": axis("ssp_methods", "methods", suite.methods),
-        "encoders": axis("encoders", "encoders", suite.encoders),
-        "augmentation": one("augmentations", suite.augmentation, ("augmentation",)),
-        "saliency": one("saliency_methods", suite.saliency, ("saliency",)),
-        "metrics": {m.label: r for i, m in enumerate(suite.metrics) if (r := one("metrics", m, ("metrics", i))) is not None},
-        "executor": one("executors", suite.executor, ("executor",)),
-    }
+    components: dict[str, dict[str, ResolvedComponent]] = {}
+    for kind in KINDS:
+        given = getattr(suite, kind.suite_key)
+        if kind.shape == "axis":
+            named = [(label, spec, (kind.suite_key, label)) for label, spec in given.items()]
+        elif kind.shape == "list":
+            named = [(spec.label, spec, (kind.suite_key, i)) for i, spec in enumerate(given)]
+        else:
+            named = [(kind.suite_key, given, (kind.suite_key,))]
+        components[kind.name] = {label: r for label, spec, loc in named if (r := one(kind, spec, loc)) is not None}
     if problems:
         raise SuiteError(f"{path} has {len(problems)} problem(s): " + " ".join(problems))
-    return ResolvedSuite(suite=suite, text=text, **resolved)  # type: ignore[arg-type]
+    return ResolvedSuite(suite=suite, text=text, components=components)
 
 
 def load_suite(path: str | Path, registry: PluginRegistry) -> ResolvedSuite:

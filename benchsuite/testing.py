@@ -14,24 +14,31 @@ and raises ``AssertionError`` with a message naming the broken rule::
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchsuite.api import DataSpec, ImageMaskSet, MetricInputs
+from benchsuite.api import DataSpec, ImageMaskSet, MetricInputs, PluginError, check_metric_output
 from benchsuite.registry import load_plugins
+
+
+@contextlib.contextmanager
+def _contract(what: str) -> Iterator[None]:
+    # The contracts live in benchsuite.api and the registry, where the core applies them too;
+    # here a broken one is a failed check rather than an error.
+    try:
+        yield
+    except PluginError as exc:
+        raise AssertionError(f"{what} breaks the plugin contract: {exc}") from None
 
 
 def _component(kind: str, name: str, params: dict[str, Any] | None) -> tuple[Any, Any]:
     registry = load_plugins()
-    component = registry.get(kind, name)
-    parsed = registry.parse_params(kind, name, params or {})
-    # Cells carry params as JSON to wherever they run, so they must come back unchanged.
-    assert component.params.model_validate(parsed.model_dump(mode="json")) == parsed, (
-        f"the params of {kind} '{name}' do not survive a JSON round trip"
-    )
-    return component, parsed
+    with _contract(f"{kind} '{name}'"):
+        return registry.get(kind, name), registry.parse_params(kind, name, params or {})
 
 
 def check_dataset(
@@ -39,17 +46,16 @@ def check_dataset(
 ) -> ImageMaskSet:
     """Build dataset ``name`` twice at ``size`` pixels and check the dataset contract; returns the data.
 
-    Images are float [N, C, size, size] in [0, 1] without NaN, masks bool [N, size, size] with at
-    least one foreground pixel somewhere, and two builds give identical tensors.
+    The contract of :class:`benchsuite.api.ImageMaskSet` (at least one image, finite float pixels
+    in [0, 1], bool masks of the same size), images of ``size`` x ``size`` pixels, at least one
+    foreground pixel somewhere, and two builds that give identical tensors.
     """
     component, parsed = _component("datasets", name, params)
     spec = DataSpec(size=size, data_root=data_root or Path.cwd())
-    first, second = component.factory(parsed, spec), component.factory(parsed, spec)
-    assert isinstance(first, ImageMaskSet), f"dataset '{name}' returned {type(first).__name__}, not an ImageMaskSet"
-    assert first.images.shape[-2:] == (size, size), f"images are {tuple(first.images.shape[-2:])}, not {size}x{size}"
-    assert len(first) > 0, f"dataset '{name}' returned no images"
-    assert torch.isfinite(first.images).all(), "images hold NaN or infinite pixels"
-    assert first.images.min() >= 0 and first.images.max() <= 1, "images are not scaled to [0, 1]"
+    with _contract(f"dataset '{name}'"):
+        first, second = component.factory(parsed, spec), component.factory(parsed, spec)
+        assert isinstance(first, ImageMaskSet), f"dataset '{name}' returned {type(first).__name__}, not an ImageMaskSet"
+        first.check_size(spec)
     assert first.masks.any(), "every mask is empty: there is no foreground to compare saliency with"
     assert torch.equal(first.images, second.images) and torch.equal(first.masks, second.masks), (
         f"dataset '{name}' is not deterministic: two builds with the same params differ"
@@ -82,19 +88,16 @@ def check_metric(name: str, params: dict[str, Any] | None = None) -> None:
     """
     component, parsed = _component("metrics", name, params)
     metric = component.factory(parsed)
-    assert metric.scope in ("image", "cell"), f"metric '{name}' has scope {metric.scope!r}, not 'image' or 'cell'"
     g = torch.Generator().manual_seed(0)
     saliency = torch.rand(4, 12, 12, generator=g)
     masks = torch.zeros(4, 12, 12, dtype=torch.bool)
     masks[:, 3:8, 4:9] = True
     masks[2] = False  # image 2: empty mask
     saliency[3] = float("nan")  # image 3: undefined map
-    values = metric(_inputs(saliency, masks))
-    assert isinstance(values, torch.Tensor) and values.is_floating_point(), f"metric '{name}' must return a float tensor"
+    with _contract(f"metric '{name}'"):
+        values = check_metric_output(metric, metric(_inputs(saliency, masks)), len(masks))
     if metric.scope == "cell":
-        assert values.shape == (), f"cell metric '{name}' returned shape {tuple(values.shape)}, not a scalar"
         return
-    assert values.shape == (4,), f"image metric '{name}' returned shape {tuple(values.shape)}, not [4]"
     assert torch.isfinite(values[:2]).all(), f"metric '{name}' is not finite on ordinary images: {values[:2].tolist()}"
     assert values[2].isnan(), f"metric '{name}' gave {values[2].item()} for an empty mask instead of NaN"
     assert values[3].isnan(), f"metric '{name}' gave {values[3].item()} for an undefined (NaN) map instead of NaN"

@@ -74,5 +74,5 @@ def benchsuite_register_datasets(registry):
         },
         {"bright": "bs_bright"},
     )
-    with pytest.raises(AssertionError, match=r"not scaled to \[0, 1\]"):
+    with pytest.raises(AssertionError, match=r"must be scaled to \[0, 1\]"):
         check_dataset("bright")

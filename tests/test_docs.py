@@ -5,8 +5,9 @@ from __future__ import annotations
 import inspect
 
 from benchsuite import hookspecs
+from benchsuite.kinds import KINDS
 from benchsuite.reference import suite_reference
-from benchsuite.registry import KINDS, load_plugins
+from benchsuite.registry import load_plugins
 from tests.conftest import ROOT
 
 
@@ -18,7 +19,7 @@ def test_suite_reference_matches_the_schema_and_the_builtin_plugins():
 def test_every_hook_is_documented_for_plugin_authors_and_has_a_docstring():
     tutorial = (ROOT / "docs" / "plugins.md").read_text()
     hooks = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("benchsuite_")]
-    assert sorted(hooks) == sorted(f"benchsuite_register_{kind}" for kind in KINDS)
+    assert sorted(hooks) == sorted(kind.hook for kind in KINDS)
     for name in hooks:
         assert f"`{name}`" in tutorial
         assert len(inspect.getdoc(getattr(hookspecs, name)) or "") > 80

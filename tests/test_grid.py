@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
-from benchsuite.grid import AXES, cell_key, expand
+from benchsuite.cube import AXES
+from benchsuite.grid import cell_key, expand
 from benchsuite.registry import default_registry
 from benchsuite.suite import load_suite
 from tests.test_suite import VALID

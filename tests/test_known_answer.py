@@ -10,9 +10,9 @@ from __future__ import annotations
 import yaml
 
 from benchsuite.analysis.anova import anova_table
+from benchsuite.cube import open_cube
 from benchsuite.registry import default_registry
-from benchsuite.runner import run_suite
-from benchsuite.store import open_cube
+from benchsuite.runner import run_cells
 from benchsuite.suite import load_suite
 from tests.conftest import ROOT
 
@@ -24,7 +24,7 @@ def test_default_suite_finds_the_planted_theta_by_dataset_interaction(tmp_path):
     suite["metrics"] = ["final_loss"]
     path = tmp_path / "slice.yaml"
     path.write_text(yaml.safe_dump(suite))
-    summary = run_suite(load_suite(path, default_registry()), default_registry(), tmp_path, progress=False)
+    summary = run_cells(load_suite(path, default_registry()), default_registry(), tmp_path, progress=False)
     cube = open_cube(summary.run_dir)
 
     loss = cube["final_loss"].sel(dataset="shapes_k4").mean(["seed", "method", "encoder"])

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from benchsuite.cube import open_cube
 from benchsuite.registry import default_registry
-from benchsuite.runner import run_suite
-from benchsuite.store import open_cube
+from benchsuite.runner import run_cells
 from benchsuite.suite import load_suite
 from tests.conftest import ROOT
 
@@ -97,7 +97,7 @@ def shrink(suite_file: str, tmp_path: Path, encoders: dict) -> Path:
 
 
 def run(path: Path, tmp_path: Path):
-    summary = run_suite(load_suite(path, default_registry()), default_registry(), tmp_path / "runs", progress=False)
+    summary = run_cells(load_suite(path, default_registry()), default_registry(), tmp_path / "runs", progress=False)
     return open_cube(summary.run_dir)
 
 

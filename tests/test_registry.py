@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
-from benchsuite.errors import PluginLoadError, SuiteError
-from benchsuite.registry import KINDS, PluginWarning, load_plugins
+from benchsuite.errors import PluginLoadError, PluginWarning, SuiteError
+from benchsuite.kinds import NAMES as KINDS
+from benchsuite.registry import load_plugins
 
 GOOD = """
 from benchsuite.api import Params, hookimpl
@@ -105,3 +108,31 @@ def test_params_are_validated_against_the_plugin_model(plugin_path):
     assert registry.parse_params("metrics", "thirdparty_metric", {"factor": 3}).factor == 3.0
     with pytest.raises(SuiteError, match=r"'factr'.*Did you mean 'factor'"):
         registry.parse_params("metrics", "thirdparty_metric", {"factr": 3})
+
+
+MISSPELT_HOOK = """
+from benchsuite.api import Params, hookimpl
+
+@hookimpl
+def benchsuite_register_dataset(registry):  # one letter short of benchsuite_register_datasets
+    registry.add("never_seen", lambda params, spec: None, params=Params)
+"""
+
+
+def test_a_misspelt_hook_is_an_error_naming_the_plugin_and_the_right_hook(plugin_path):
+    plugin_path("bs-misspelt", {"bs_misspelt": MISSPELT_HOOK}, {"misspelt": "bs_misspelt"})
+    with pytest.warns(PluginWarning, match=r"plugin 'misspelt'.*'benchsuite_register_dataset' matches no hook"):
+        registry = load_plugins()
+    assert "did you mean 'benchsuite_register_datasets'" in registry.broken[0].error.lower()
+    with pytest.raises(PluginLoadError, match="misspelt"):
+        load_plugins(strict=True)
+
+
+def test_a_registry_travels_to_other_processes_as_the_names_of_its_entry_points(plugin_path):
+    plugin_path("bs-good", {"bs_good": GOOD}, {"good": "bs_good"})
+    registry = load_plugins()
+    rebuilt = pickle.loads(pickle.dumps(registry))
+    assert rebuilt is not registry
+    assert rebuilt.entry_points == registry.entry_points and "good" in rebuilt.entry_points
+    assert {k: set(v) for k, v in rebuilt.components.items()} == {k: set(v) for k, v in registry.components.items()}
+    assert rebuilt.get("metrics", "thirdparty_metric").distribution == "bs-good"

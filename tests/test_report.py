@@ -18,10 +18,10 @@ from PIL import Image
 from statsmodels.stats.weightstats import DescrStatsW
 
 from benchsuite.analysis.anova import anova_table
+from benchsuite.cube import open_cube
 from benchsuite.report import write_report
 from benchsuite.report.document import interaction_reading
 from benchsuite.report.figures import interaction_figure, saliency_gallery, seed_band
-from benchsuite.store import open_cube
 from tests.test_runner import TINY, run
 
 METRICS = ["dice", "auroc", "mass_in_mask", "final_loss"]

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 import benchsuite.runner as runner_module
+from benchsuite.cube import AXES, open_cube
 from benchsuite.errors import RunError, SuiteError
-from benchsuite.grid import AXES
 from benchsuite.registry import default_registry
-from benchsuite.runner import run_suite
-from benchsuite.store import open_cube
+from benchsuite.runner import run_cells
 from benchsuite.suite import load_suite
 
 TINY = """\
@@ -34,7 +33,7 @@ metrics: [dice, auroc, mass_in_mask, final_loss]
 def run(tmp_path, text=TINY, out="runs", **kw):
     path = tmp_path / "tiny.yaml"
     path.write_text(textwrap.dedent(text))
-    return run_suite(load_suite(path, default_registry()), default_registry(), tmp_path / out, progress=False, **kw)
+    return run_cells(load_suite(path, default_registry()), default_registry(), tmp_path / out, progress=False, **kw)
 
 
 def test_tiny_suite_produces_a_cube_with_grid_image_and_epoch_dims(tmp_path):
@@ -139,3 +138,83 @@ def test_nan_loss_stops_the_run_with_advice_and_keeps_nothing_half_written(tmp_p
     with pytest.raises(RunError, match=r"SSP loss became nan in epoch 2.*Lower the learning rate \(methods.moco.params.lr\)"):
         run(tmp_path, text)
     assert not list((tmp_path / "runs" / "tiny" / "cells").glob("*.nc"))
+
+
+def test_each_cell_records_whether_its_views_were_identical(tmp_path):
+    cube = open_cube(run(tmp_path).run_dir)
+    assert (cube["identical_views"].sel(theta=0.0) == 1).all()
+    assert (cube["identical_views"].sel(theta=90.0) == 0).all()
+    assert np.isnan(cube["dice"].sel(theta=0.0)).all() and np.isfinite(cube["dice"].sel(theta=90.0)).any()
+
+
+BAD_PLUGINS = """
+import torch
+from benchsuite.api import ImageMaskSet, Params, hookimpl
+
+def bytes_not_unit(params, spec):
+    # 0-255 pixel values, as a loader that forgot to rescale would return them.
+    return ImageMaskSet(torch.full((20, 1, spec.size, spec.size), 255.0), torch.ones(20, spec.size, spec.size, dtype=torch.bool))
+
+class WrongShape:
+    scope = "image"
+    def __init__(self, params):
+        pass
+    def __call__(self, inputs):
+        return inputs.saliency.flatten(1).mean(1)[:1]
+
+@hookimpl
+def benchsuite_register_datasets(registry):
+    registry.add("bytes_not_unit", bytes_not_unit, params=Params)
+
+@hookimpl
+def benchsuite_register_metrics(registry):
+    registry.add("wrong_shape", WrongShape, params=Params)
+"""
+
+
+def test_a_dataset_outside_the_unit_range_fails_the_run_naming_the_rule(tmp_path, plugin_path, fresh_registry):
+    plugin_path("bs-bad", {"bs_bad": BAD_PLUGINS}, {"bad": "bs_bad"})
+    text = TINY.replace("plugin: symmetric_shapes, params: {k: 4, n_images: 20}", "plugin: bytes_not_unit")
+    with pytest.raises(
+        RunError, match=r"dataset 'bytes_not_unit' failed.*must be scaled to \[0, 1\], got values in \[255, 255\]"
+    ):
+        run(tmp_path, text)
+
+
+def test_a_metric_that_breaks_the_output_contract_is_named(tmp_path, plugin_path, fresh_registry):
+    plugin_path("bs-bad", {"bs_bad": BAD_PLUGINS}, {"bad": "bs_bad"})
+    text = TINY.replace("metrics: [dice, auroc, mass_in_mask, final_loss]", "metrics: [dice, wrong_shape]")
+    with pytest.raises(
+        RunError, match=r"metric 'wrong_shape' \(wrong_shape\) failed.*returned shape \(1,\) for scope 'image', expected \(4,\)"
+    ):
+        run(tmp_path, text.replace("theta: [0, 90]", "theta: [90]"))
+
+
+def test_worker_processes_build_cells_from_the_suites_plugins(tmp_path, plugin_path, fresh_registry):
+    # A third-party dataset in spawned workers: each worker loads the resolving registry's entry
+    # points by name, and the numbers match the in-process run.
+    plugin_path("bs-good", {"bs_good": GOOD_DATASET}, {"good": "bs_good"})
+    text = TINY.replace("plugin: isotropic_texture, params: {n_images: 14}", "plugin: squares").replace(
+        "theta: [0, 90]", "theta: [90]"
+    )
+    alone = open_cube(run(tmp_path, text, out="alone").run_dir)
+    pooled = open_cube(run(tmp_path, text + "executor: {plugin: local, params: {workers: 2}}\n", out="pooled").run_dir)
+    np.testing.assert_array_equal(alone["final_loss"].values, pooled["final_loss"].values)
+
+
+GOOD_DATASET = """
+import torch
+from benchsuite.api import ImageMaskSet, Params, hookimpl
+
+def squares(params, spec):
+    images = torch.zeros(14, 1, spec.size, spec.size)
+    masks = torch.zeros(14, spec.size, spec.size, dtype=torch.bool)
+    for i in range(14):
+        masks[i, i % 5 : i % 5 + 6, 2:9] = True
+    images[masks[:, None]] = 1.0
+    return ImageMaskSet(images, masks)
+
+@hookimpl
+def benchsuite_register_datasets(registry):
+    registry.add("squares", squares, params=Params)
+"""

@@ -32,10 +32,10 @@ def load(tmp_path, text):
 
 def test_valid_suite_resolves_plugins_and_fills_parameter_defaults(tmp_path):
     resolved = load(tmp_path, VALID)
-    assert resolved.datasets["shapes"].params.k == 4
-    assert resolved.methods["moco"].params.epochs == 1
-    assert resolved.augmentation.plugin == "rotation"
-    assert list(resolved.metrics) == ["dice", "final_loss"]
+    assert resolved.components["datasets"]["shapes"].params.k == 4
+    assert resolved.components["ssp_methods"]["moco"].params.epochs == 1
+    assert resolved.single("augmentations").plugin == "rotation"
+    assert list(resolved.components["metrics"]) == ["dice", "final_loss"]
     assert resolved.describe().endswith("= 4 cells")
 
 

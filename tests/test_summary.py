@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from benchsuite.analysis.summary import SUMMARY_NAME, TABLE_NAMES, analyze_cube, analyze_run
 from benchsuite.cli import cli
+from benchsuite.cube import CUBE_NAME, ENGINE
 from benchsuite.errors import BenchsuiteError
-from benchsuite.store import CUBE_NAME, ENGINE
 
 GRID = ("dataset", "theta", "seed", "method", "encoder")
 THETAS = [0.0, 90.0, 180.0, 270.0]

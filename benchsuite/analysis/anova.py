@@ -28,14 +28,9 @@ import statsmodels.formula.api as smf
 import xarray as xr
 from statsmodels.stats.anova import anova_lm
 
+from benchsuite.cube import AXES, FACTORS, IMAGE, METRIC, metric_names
 from benchsuite.errors import BenchsuiteError, did_you_mean
-from benchsuite.grid import AXES as GRID_DIMS
 
-FACTORS = ("theta", "dataset", "method", "encoder")
-"""The grid dimensions that can be ANOVA factors, in the order their terms are reported.
-``seed`` is not among them: seeds are the replicates."""
-
-IMAGE_DIM = "image"
 RESIDUAL = "Residual"
 ANOVA_COLUMNS = ["sum_sq", "df", "F", "p", "partial_eta_sq"]
 TABLE_COLUMNS = ["metric", "term", *ANOVA_COLUMNS, "balanced", "n_per_cell"]
@@ -54,15 +49,15 @@ def cell_means(cube: xr.Dataset, metric: str) -> pd.DataFrame:
     without a value (not run, or every image NaN) are dropped.
     """
     variable = _metric_variable(cube, metric)
-    if IMAGE_DIM in variable.dims:
-        n_images = variable.count(IMAGE_DIM)
+    if IMAGE in variable.dims:
+        n_images = variable.count(IMAGE)
         # Sum over count rather than a NaN-mean: a cell whose images are all NaN becomes NaN
         # quietly instead of raising numpy's "mean of empty slice" warning once per cell.
-        value = variable.sum(IMAGE_DIM, skipna=True) / n_images.where(n_images > 0)
+        value = variable.sum(IMAGE, skipna=True) / n_images.where(n_images > 0)
         columns = xr.Dataset({"value": value, "n_images": n_images})
     else:
         columns = xr.Dataset({"value": variable})
-    frame = columns.transpose(*GRID_DIMS).to_dataframe().reset_index()
+    frame = columns.transpose(*AXES).to_dataframe().reset_index()
     return frame[frame["value"].notna()].reset_index(drop=True)
 
 
@@ -192,11 +187,6 @@ def format_anova(table: pd.DataFrame) -> str:
     return "\n\n".join(blocks)
 
 
-def metric_names(cube: xr.Dataset) -> list[str]:
-    """The cube's metric variables (attribute ``role="metric"``), in cube order."""
-    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == "metric"]
-
-
 def _metric_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
     """The metric's variable, checked for role and dims, without non-dimension coordinates."""
     if metric not in cube.data_vars:
@@ -204,12 +194,12 @@ def _metric_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
         suggestion = did_you_mean(metric, known)
         raise AnovaError(f"the cube has no metric {metric!r}; its metrics are {known}.{suggestion}")
     variable = cube[metric]
-    if variable.attrs.get("role") != "metric":
+    if variable.attrs.get("role") != METRIC:
         raise AnovaError(
             f"variable {metric!r} has role {variable.attrs.get('role')!r}, not 'metric'; "
             f"the cube's metrics are {metric_names(cube)}."
         )
-    expected = set(GRID_DIMS) | ({IMAGE_DIM} if variable.attrs.get("scope") == "image" else set())
+    expected = set(AXES) | ({IMAGE} if variable.attrs.get("scope") == "image" else set())
     if set(variable.dims) != expected:
         raise AnovaError(
             f"metric {metric!r} (scope {variable.attrs.get('scope')!r}) has dims {variable.dims}; expected {sorted(expected)}."

@@ -29,10 +29,10 @@ import statsmodels.formula.api as smf
 import xarray as xr
 from statsmodels.stats.anova import anova_lm
 
-from benchsuite.analysis.anova import cell_means, metric_names
+from benchsuite.analysis.anova import cell_means
+from benchsuite.cube import ORIENTATION_HIST, metric_names
 from benchsuite.errors import BenchsuiteError
 
-HISTOGRAM = "orientation_hist"
 CONTROLS = ("dataset", "method", "encoder")
 """The main effects both models hold; only those with more than one level enter."""
 
@@ -70,15 +70,15 @@ def autocorrelation_table(cube: xr.Dataset) -> pd.DataFrame:
     Columns: ``dataset, theta, autocorr``. Raises :class:`CovariateError` when the cube has no
     orientation histogram; a dataset whose histogram is empty is left out with a warning.
     """
-    if HISTOGRAM not in cube.data_vars:
+    if ORIENTATION_HIST not in cube.data_vars:
         raise CovariateError(
-            f"the cube has no {HISTOGRAM!r} variable, so the orientation covariate cannot be "
+            f"the cube has no {ORIENTATION_HIST!r} variable, so the orientation covariate cannot be "
             "computed; it is written by benchsuite runs that record dataset covariates."
         )
     thetas = cube["theta"].values.astype(float)
     rows = []
     for dataset in cube["dataset"].values:
-        histogram = cube[HISTOGRAM].sel(dataset=dataset).values
+        histogram = cube[ORIENTATION_HIST].sel(dataset=dataset).values
         try:
             autocorr = circular_autocorrelation(histogram, thetas)
         except CovariateError as error:

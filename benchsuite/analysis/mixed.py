@@ -41,9 +41,9 @@ import statsmodels.formula.api as smf
 import xarray as xr
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from benchsuite.analysis.anova import IMAGE_DIM, varying_factors
+from benchsuite.analysis.anova import varying_factors
+from benchsuite.cube import AXES, IMAGE, METRIC
 from benchsuite.errors import BenchsuiteError
-from benchsuite.grid import AXES as GRID_DIMS
 
 MIXED_COLUMNS = [
     "metric", "term", "chi2", "df", "p",
@@ -83,7 +83,7 @@ class MixedFit:
 def image_values(cube: xr.Dataset, metric: str) -> pd.DataFrame:
     """One row per scored image: the grid dimensions, ``image`` and ``value``; NaN images dropped."""
     variable = _image_variable(cube, metric)
-    frame = variable.reset_coords(drop=True).transpose(*GRID_DIMS, IMAGE_DIM).to_dataframe(name="value")
+    frame = variable.reset_coords(drop=True).transpose(*AXES, IMAGE).to_dataframe(name="value")
     frame = frame.reset_index()
     return frame[frame["value"].notna()].reset_index(drop=True)
 
@@ -101,14 +101,14 @@ def fit_mixed(frame: pd.DataFrame, factors: Sequence[str]) -> MixedFit:
     data = frame.copy()
     # Image numbers restart in every dataset and runs are nested in datasets, so within a
     # dataset group these codes identify the random effects.
-    data["run"] = data.groupby([d for d in GRID_DIMS if d != "dataset"], sort=False).ngroup()
+    data["run"] = data.groupby([d for d in AXES if d != "dataset"], sort=False).ngroup()
     formula = "value ~ " + " * ".join(f"C({f}, Sum)" for f in factors)
     model = smf.mixedlm(
         formula,
         data,
         groups="dataset",
         re_formula="0",
-        vc_formula={"image": f"0 + C({IMAGE_DIM})", "run": "0 + C(run)"},
+        vc_formula={"image": f"0 + C({IMAGE})", "run": "0 + C(run)"},
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -132,8 +132,8 @@ def fit_mixed(frame: pd.DataFrame, factors: Sequence[str]) -> MixedFit:
         run_var=float(variances["run"]),
         residual_var=float(result.scale),
         n_obs=len(data),
-        n_images=int(data.groupby(["dataset", IMAGE_DIM]).ngroups),
-        n_runs=int(data.groupby(list(GRID_DIMS)).ngroups),
+        n_images=int(data.groupby(["dataset", IMAGE]).ngroups),
+        n_runs=int(data.groupby(list(AXES)).ngroups),
         converged=bool(result.converged),
         note=" ".join(notes),
     )
@@ -178,7 +178,7 @@ def mixed_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.Da
 
 
 def _image_metrics(cube: xr.Dataset) -> list[str]:
-    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == "metric" and IMAGE_DIM in var.dims]
+    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == METRIC and IMAGE in var.dims]
 
 
 def _image_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
@@ -186,7 +186,7 @@ def _image_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
     if metric not in cube.data_vars:
         raise MixedModelError(f"the cube has no variable {metric!r}; its per-image metrics are {_image_metrics(cube)}.")
     variable = cube[metric]
-    if variable.attrs.get("role") != "metric" or IMAGE_DIM not in variable.dims:
+    if variable.attrs.get("role") != METRIC or IMAGE not in variable.dims:
         raise MixedModelError(
             f"{metric!r} is not a per-image metric (role {variable.attrs.get('role')!r}, dims "
             f"{variable.dims}); the mixed model needs per-image values, which "

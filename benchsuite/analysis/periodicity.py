@@ -35,7 +35,8 @@ import pandas as pd
 import xarray as xr
 from scipy import signal
 
-from benchsuite.analysis.anova import cell_means, metric_names
+from benchsuite.analysis.anova import cell_means
+from benchsuite.cube import metric_names
 from benchsuite.errors import BenchsuiteError
 
 PERIODS = (360.0, 180.0, 120.0, 90.0, 45.0)

@@ -16,7 +16,8 @@ import pandas as pd
 import xarray as xr
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
-from benchsuite.analysis.anova import cell_means, metric_names
+from benchsuite.analysis.anova import cell_means
+from benchsuite.cube import metric_names
 from benchsuite.errors import BenchsuiteError
 
 FAMILY_KEYS = ["dataset", "method", "encoder"]

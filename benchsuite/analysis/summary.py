@@ -24,11 +24,9 @@ from benchsuite.analysis.covariate import AUTOCORR_COLUMNS, COVARIATE_COLUMNS, a
 from benchsuite.analysis.mixed import MIXED_COLUMNS, mixed_table
 from benchsuite.analysis.periodicity import PERIODICITY_COLUMNS, SERIES_KEYS, periodicity_table
 from benchsuite.analysis.posthoc import TUKEY_COLUMNS, tukey_table
+from benchsuite.cube import AXES, INTERACTION, open_cube
 from benchsuite.errors import BenchsuiteError
-from benchsuite.grid import AXES as GRID_DIMS
-from benchsuite.store import CUBE_NAME, open_cube
 
-INTERACTION = "theta:dataset"
 SUMMARY_NAME = "summary.json"
 TABLE_NAMES = ("anova", "mixed", "periodicity", "tukey", "orientation_autocorr", "covariate")
 """The tables of :func:`analyze_cube`; each is written to ``<name>.csv``."""
@@ -96,7 +94,7 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
     return {
         "suite": cube.attrs.get("suite_name"),
         "design": {
-            "grid": {dim: cube[dim].values.tolist() for dim in GRID_DIMS},
+            "grid": {dim: cube[dim].values.tolist() for dim in AXES},
             "balanced": all(balance) if balance else None,
             "n_per_cell": ", ".join(counts) or None,
         },
@@ -125,16 +123,6 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
     return "\n\n".join(blocks)
 
 
-def open_run_cube(run_dir: Path) -> xr.Dataset:
-    """The cube of ``run_dir``, or a :class:`BenchsuiteError` that says how to get one."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CUBE_NAME).is_file():
-        raise BenchsuiteError(
-            f"{run_dir} has no {CUBE_NAME}; run a suite first (benchsuite run SUITE) or point at its run directory."
-        )
-    return open_cube(run_dir)
-
-
 def write_tables(cube: xr.Dataset, tables: dict[str, pd.DataFrame], run_dir: Path) -> None:
     """Write each table as ``<name>.csv`` and everything as ``summary.json`` into ``run_dir``."""
     for name, table in tables.items():
@@ -150,7 +138,7 @@ def analyze_run(run_dir: Path, *, typ: Literal[2, 3] = 2) -> str:
     covariate.csv`` and ``summary.json``. Reads nothing but the cube, so a copy of
     ``results.nc`` alone in another directory gives the same files.
     """
-    cube = open_run_cube(run_dir)
+    cube = open_cube(run_dir)
     tables = analyze_cube(cube, typ=typ)
     write_tables(cube, tables, run_dir)
     return format_summary(tables)

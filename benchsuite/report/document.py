@@ -19,14 +19,25 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
-from benchsuite.analysis.anova import metric_names
-from benchsuite.grid import AXES
+from benchsuite.cube import (
+    AXES,
+    DEVICE,
+    EXAMPLE_IMAGE,
+    EXAMPLE_MASK,
+    INTERACTION,
+    ORIENTATION_HIST,
+    PEAK_MEMORY,
+    SALIENCY_EXAMPLE,
+    SSP_LOSS,
+    TORCH_THREADS,
+    WALL_TIME,
+    metric_names,
+)
 from benchsuite.report import figures
 from benchsuite.report.html import FigureImage, Table, render_page, table
 
 REPORT_NAME = "report.html"
 FIGURES_DIR = "figures"
-INTERACTION_TERM = "theta:dataset"
 ALPHA = 0.05
 
 ANOVA_FORMATS = {"sum_sq": ".4g", "df": "g", "F": ".2f", "p": ".2g", "partial_eta_sq": ".3f"}
@@ -104,15 +115,15 @@ class _Drawing:
 
 
 _DRAWINGS = (
-    _Drawing("saliency", "Saliency gallery", ("saliency_example", "example_image", "example_mask"),
+    _Drawing("saliency", "Saliency gallery", (SALIENCY_EXAMPLE, EXAMPLE_IMAGE, EXAMPLE_MASK),
              figures.saliency_gallery, "saliency_gallery.png", "saliency maps per dataset and θ",
              "Rows: datasets; columns: θ. Grey: the first stored evaluation image; colour: its saliency map for "
              "the first seed, scaled to its own range; cyan line: the foreground mask (contour at 0.5)."),
-    _Drawing("orientation", "Gradient orientations", ("orientation_hist",), figures.orientation_roses,
+    _Drawing("orientation", "Gradient orientations", (ORIENTATION_HIST,), figures.orientation_roses,
              "orientation_roses.png", "gradient-orientation rose per dataset",
              "Magnitude-weighted gradient-orientation histogram per dataset, counter-clockwise from +x as "
              "displayed; dashed circle: a uniform (isotropic) histogram."),
-    _Drawing("training", "Training curves", ("ssp_loss",), figures.training_curves, "training_curves.png",
+    _Drawing("training", "Training curves", (SSP_LOSS,), figures.training_curves, "training_curves.png",
              "SSP loss per epoch for every θ, per dataset",
              "Self-supervised pre-training loss per epoch, mean over seeds; one line per θ, coloured round the circle."),
 )  # fmt: skip
@@ -171,7 +182,7 @@ def interaction_reading(anova: pd.DataFrame, metric: str) -> Reading:
     metric_rows = anova[anova["metric"] == metric]
     if metric_rows.empty:
         return Reading("Not in the ANOVA table (the analysis skipped this metric; its warning says why).")
-    rows = metric_rows[metric_rows["term"] == INTERACTION_TERM]
+    rows = metric_rows[metric_rows["term"] == INTERACTION]
     if rows.empty:
         return Reading("The ANOVA has no θ × dataset term: θ or the dataset has a single level.")
     row = rows.iloc[0]
@@ -207,7 +218,7 @@ def _metric_section(cube: xr.Dataset, metric: str, anova: pd.DataFrame | None) -
             rows[["term", *ANOVA_FORMATS]],
             ANOVA_FORMATS,
             ANOVA_LABELS,
-            highlight=lambda row: row["term"] == INTERACTION_TERM,
+            highlight=lambda row: row["term"] == INTERACTION,
         ),
         f"{'balanced' if first['balanced'] else 'unbalanced'}, {first['n_per_cell']} observations per cell",
     )
@@ -219,7 +230,7 @@ def _table_section(key: str, frame: pd.DataFrame) -> TableSection:
     return TableSection(
         f"analysis-{_slug(key)}",
         ANALYSIS_HEADINGS.get(key, key.replace("_", " ").capitalize()),
-        table(frame, highlight=lambda row: row.get("term") == INTERACTION_TERM),
+        table(frame, highlight=lambda row: row.get("term") == INTERACTION),
     )
 
 
@@ -235,11 +246,11 @@ def _provenance(cube: xr.Dataset) -> Provenance:
     labels = {"suite_name": "suite", "created": "created", "git_revision": "git revision", "device": "device"}
     facts = [(label, str(cube.attrs.get(key, ""))) for key, label in labels.items()]
     # Per-cell values: a run resumed elsewhere, or with another thread count, shows more than one.
-    for name, label in (("device", "cell devices"), ("torch_threads", "torch threads")):
+    for name, label in ((DEVICE, "cell devices"), (TORCH_THREADS, "torch threads")):
         if name in cube:
             values = [v for v in np.unique(cube[name].values).tolist() if v != "" and not _is_nan(v)]
             facts.append((label, ", ".join(_plain(v) for v in values)))
-    finished = "wall_time_s" in cube and np.isfinite(cube["wall_time_s"].values).any()
+    finished = WALL_TIME in cube and np.isfinite(cube[WALL_TIME].values).any()
     return Provenance(
         facts=facts,
         cost_text=_cost_text(cube) if finished else "No cell has finished.",
@@ -252,7 +263,7 @@ def _provenance(cube: xr.Dataset) -> Provenance:
 
 
 def _cost_text(cube: xr.Dataset) -> str:
-    seconds = cube["wall_time_s"].values
+    seconds = cube[WALL_TIME].values
     seconds = seconds[np.isfinite(seconds)]
     return (
         f"{seconds.size} cells: {_duration(seconds.sum())} in all; per cell median {_duration(np.median(seconds))}, "
@@ -262,15 +273,15 @@ def _cost_text(cube: xr.Dataset) -> str:
 
 def _cost_table(cube: xr.Dataset) -> Table:
     """Wall time and peak memory per dataset, over its finished cells."""
-    frame = cube[["wall_time_s", "peak_memory_mb"]].to_dataframe().reset_index().dropna(subset=["wall_time_s"])
+    frame = cube[[WALL_TIME, PEAK_MEMORY]].to_dataframe().reset_index().dropna(subset=[WALL_TIME])
     per_dataset = (
         frame.groupby("dataset", sort=False)
         .agg(
-            cells=("wall_time_s", "size"),
-            total_s=("wall_time_s", "sum"),
-            median_s=("wall_time_s", "median"),
-            max_s=("wall_time_s", "max"),
-            peak_memory_mib=("peak_memory_mb", "max"),
+            cells=(WALL_TIME, "size"),
+            total_s=(WALL_TIME, "sum"),
+            median_s=(WALL_TIME, "median"),
+            max_s=(WALL_TIME, "max"),
+            peak_memory_mib=(PEAK_MEMORY, "max"),
         )
         .reset_index()
     )
@@ -287,7 +298,7 @@ def _cost_table(cube: xr.Dataset) -> Table:
 def _grid_text(cube: xr.Dataset) -> str:
     sizes = {axis: cube.sizes.get(axis, 0) for axis in AXES}
     names = {"dataset": "datasets", "theta": "angles θ", "seed": "seeds", "method": "methods", "encoder": "encoders"}
-    done = int(np.isfinite(cube["wall_time_s"].values).sum()) if "wall_time_s" in cube else 0
+    done = int(np.isfinite(cube[WALL_TIME].values).sum()) if WALL_TIME in cube else 0
     grid = " × ".join(f"{n} {names[a]}" for a, n in sizes.items())
     return f"{grid} = {math.prod(sizes.values())} cells, {done} finished."
 

@@ -28,6 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 from benchsuite.analysis.anova import cell_means
+from benchsuite.cube import EXAMPLE_IMAGE, EXAMPLE_MASK, ORIENTATION_HIST, SALIENCY_EXAMPLE, SSP_LOSS
 
 SERIES = ("dataset", "method", "encoder")
 """The grid factors that tell one line of a figure from another; seeds are averaged over."""
@@ -129,12 +130,12 @@ def saliency_gallery(cube: xr.Dataset, max_angles: int = 6) -> Figure:
     """
     thetas = _spread(cube["theta"].values, max_angles)
     rows = list(_panel_selections(cube))
-    saliency = cube["saliency_example"].isel(seed=0, example=0)
+    saliency = cube[SALIENCY_EXAMPLE].isel(seed=0, example=0)
     figure = Figure(figsize=(1.75 * (len(thetas) + 1) + 1.0, 1.75 * len(rows) + 0.6), layout="constrained")
     axes = figure.subplots(len(rows), len(thetas) + 1, squeeze=False)
     for row_axes, (label, selection) in zip(axes, rows, strict=True):
-        image = _display_image(cube["example_image"].sel(dataset=selection["dataset"]).isel(example=0))
-        mask = cube["example_mask"].sel(dataset=selection["dataset"]).isel(example=0).values
+        image = _display_image(cube[EXAMPLE_IMAGE].sel(dataset=selection["dataset"]).isel(example=0))
+        mask = cube[EXAMPLE_MASK].sel(dataset=selection["dataset"]).isel(example=0).values
         _show_example(row_axes[0], image, mask, None)
         row_axes[0].set_ylabel(label, fontsize=10)
         for ax, theta in zip(row_axes[1:], thetas, strict=True):
@@ -154,7 +155,7 @@ def orientation_roses(cube: xr.Dataset) -> Figure:
     Angles are counter-clockwise from +x as the image is displayed, as the cube stores them.
     All roses share one radial scale; the dashed circle is the uniform (isotropic) histogram.
     """
-    histogram = cube["orientation_hist"]
+    histogram = cube[ORIENTATION_HIST]
     centres = np.deg2rad(cube["orientation"].values)
     width = 2 * np.pi / len(centres)
     datasets = cube["dataset"].values.tolist()
@@ -187,7 +188,7 @@ def orientation_roses(cube: xr.Dataset) -> Figure:
 @_styled
 def training_curves(cube: xr.Dataset) -> Figure:
     """SSP loss per epoch, seeds averaged: one panel per dataset, one line per θ, coloured round the circle."""
-    loss = cube["ssp_loss"].mean("seed")
+    loss = cube[SSP_LOSS].mean("seed")
     panels = list(_panel_selections(cube))
     columns = min(len(panels), 4)
     n_rows = -(-len(panels) // columns)

@@ -1,0 +1,68 @@
+"""The results cube's vocabulary, and opening one: what the store writes and the analysis reads.
+
+The cube is one xarray Dataset over the grid :data:`AXES`. Every name the writer (the store)
+and the readers (``analysis/``, ``report/``) must agree on is spelt here once. This module and
+its readers import neither torch nor the training engine, so analysing or reporting a cube
+copied off a cluster needs none of them and starts in a fraction of the time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import xarray as xr
+
+from benchsuite.errors import BenchsuiteError
+
+AXES: tuple[str, ...] = ("dataset", "theta", "seed", "method", "encoder")
+"""The grid dimensions of every per-cell variable, in order."""
+
+REPLICATE = "seed"
+"""The axis whose levels are replicates rather than a factor."""
+
+FACTORS: tuple[str, ...] = ("theta", "dataset", "method", "encoder")
+"""The axes that can be factors of the analysis, in the order their terms are reported."""
+
+INTERACTION = "theta:dataset"
+"""The term the rotation-angle study asks about: does the effect of θ depend on the dataset?"""
+
+IMAGE = "image"
+"""The dimension of per-image metrics (the evaluation split of a dataset)."""
+
+CUBE_NAME = "results.nc"
+ENGINE = "h5netcdf"
+
+# Variables besides the metrics, which are named by the suite.
+SSP_LOSS = "ssp_loss"  # [epoch] mean SSP loss per epoch
+SSP_LOSS_STEP = "ssp_loss_step"  # [step]
+LR = "lr"  # [step]
+EPOCH_TIME = "epoch_time_s"  # [epoch]
+SALIENCY_EXAMPLE = "saliency_example"  # [example, y, x]
+EXAMPLE_IMAGE = "example_image"  # per dataset, [example, channel, y, x]
+EXAMPLE_MASK = "example_mask"  # per dataset, [example, y, x]
+ORIENTATION_HIST = "orientation_hist"  # per dataset, [orientation]
+IDENTICAL_VIEWS = "identical_views"  # 1 where the pair's views were identical, so saliency is undefined
+WALL_TIME = "wall_time_s"
+PEAK_MEMORY = "peak_memory_mb"
+DEVICE = "device"
+TORCH_THREADS = "torch_threads"
+CELL_KEY = "cell_key"
+
+# The ``role`` attribute of every variable says what kind of quantity it is.
+METRIC, CURVE, EXAMPLE, PROVENANCE, DIAGNOSTIC, COVARIATE = "metric", "curve", "example", "provenance", "diagnostic", "covariate"
+
+
+def metric_names(cube: xr.Dataset) -> list[str]:
+    """The cube's metric variables (attribute ``role="metric"``), in cube order."""
+    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == METRIC]
+
+
+def open_cube(path: Path | str) -> xr.Dataset:
+    """Load the cube of a run directory, or a cube file itself; a clear error when there is none."""
+    path = Path(path)
+    file = path / CUBE_NAME if path.is_dir() else path
+    if not file.is_file():
+        raise BenchsuiteError(
+            f"{path} has no {CUBE_NAME}; run a suite first (benchsuite run SUITE) or point at its run directory."
+        )
+    return xr.load_dataset(file, engine=ENGINE)

@@ -1,0 +1,88 @@
+"""A whole study in one call: a suite file in, a run directory with results, logs, tables and report out.
+
+:func:`run` is what ``benchsuite run`` does, for code that drives benchsuite from Python (a
+notebook, a sweep script)::
+
+    import benchsuite
+
+    result = benchsuite.run("suites/rotation.yaml", out="runs")
+    print(result.summary)                        # the ANOVA and the other headline numbers
+    cube = benchsuite.open_cube(result.run_dir)  # xarray Dataset over (dataset, theta, seed, ...)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from benchsuite.analysis.summary import analyze_cube, format_summary, write_tables
+from benchsuite.cube import open_cube
+from benchsuite.registry import PluginRegistry, default_registry, load_plugins
+from benchsuite.report import write_report
+from benchsuite.runner import run_cells
+from benchsuite.suite import load_suite
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a run's outputs are, how many cells it ran, and the analysis as printed."""
+
+    run_dir: Path
+    """The run directory, OUT/<suite name>/: results.nc, tensorboard/, the tables and report.html."""
+    cells_total: int
+    cells_run: int
+    cells_skipped: int
+    summary: str
+    """The headline analysis (ANOVA and the other tables) as text."""
+    report: Path
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def run(
+    suite: str | Path,
+    *,
+    out: str | Path = "runs",
+    force: bool = False,
+    progress: bool = True,
+    data_root: str | Path | None = None,
+    anova_type: Literal[2, 3] = 2,
+    strict: bool = False,
+    log: Callable[[str], None] = _stderr,
+) -> RunResult:
+    """Run (or resume) the suite file ``suite`` end to end, then analyse it and write the report.
+
+    Cells already stored under ``out/<suite name>/`` are skipped unless ``force``. Each cell's
+    TensorBoard logs and shard are written as it finishes; then the cube ``results.nc``, the
+    analysis tables (ANOVA of Type ``anova_type``, mixed model, periodicity, ...) and
+    ``report.html``. ``data_root`` is where relative dataset folders are found (default:
+    ``$BENCHSUITE_DATA_ROOT``, else the working directory). With ``strict``, a plugin that fails to
+    load is an error rather than a warning. Status lines go to ``log``.
+
+    Raises :class:`benchsuite.errors.BenchsuiteError` for bad input (exit code 2 on the command
+    line) and :class:`benchsuite.errors.RunError` when a cell fails; stored cells are kept.
+    """
+    if data_root is not None:
+        # Through the environment, so worker processes and plugins see the same root.
+        os.environ["BENCHSUITE_DATA_ROOT"] = str(Path(data_root).expanduser().resolve())
+    registry = plugin_registry(strict)
+    resolved = load_suite(suite, registry)
+    log(f"suite '{resolved.name}': {resolved.describe()}")
+    ran = run_cells(resolved, registry, Path(out), force=force, progress=progress)
+    log(f"{ran.cells_run} cells run, {ran.cells_skipped} already stored; cube: {ran.cube_path}")
+    cube = open_cube(ran.run_dir)
+    tables = analyze_cube(cube, typ=anova_type)
+    write_tables(cube, tables, ran.run_dir)
+    report = write_report(cube, tables, ran.run_dir)
+    return RunResult(ran.run_dir, ran.cells_total, ran.cells_run, ran.cells_skipped, format_summary(tables), report)
+
+
+def plugin_registry(strict: bool = False) -> PluginRegistry:
+    """The installed plugins; with ``strict`` freshly loaded, and a broken plugin is an error."""
+    return load_plugins(strict=True) if strict else default_registry()

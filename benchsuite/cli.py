@@ -96,10 +96,10 @@ def run(suite: Path, out: Path, force: bool, progress: bool, data_root: Path | N
 def validate(suite: Path, strict: bool) -> None:
     """Check SUITE without running it: its keys, every plugin name and every plugin's params."""
     from benchsuite.grid import expand
-    from benchsuite.study import plugin_registry
+    from benchsuite.registry import installed_plugins
     from benchsuite.suite import load_suite
 
-    resolved = load_suite(suite, plugin_registry(strict))
+    resolved = load_suite(suite, installed_plugins(strict=strict))
     expand(resolved)
     click.echo(f"{suite}: valid. {resolved.describe()}.")
 
@@ -110,9 +110,9 @@ def validate(suite: Path, strict: bool) -> None:
 @_STRICT
 def plugins(kind: str | None, show_params: bool, strict: bool) -> None:
     """List installed plugin components with their distribution and version, and plugins that failed to load."""
-    from benchsuite.study import plugin_registry
+    from benchsuite.registry import installed_plugins
 
-    registry = plugin_registry(strict)
+    registry = installed_plugins(strict=strict)
     for k in [kind] if kind else KIND_NAMES:
         click.echo(f"{k}:")
         for name, comp in sorted(registry.components[k].items()):

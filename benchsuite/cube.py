@@ -9,10 +9,12 @@ copied off a cluster needs none of them and starts in a fraction of the time.
 from __future__ import annotations
 
 from pathlib import Path
-
-import xarray as xr
+from typing import TYPE_CHECKING
 
 from benchsuite.errors import BenchsuiteError
+
+if TYPE_CHECKING:  # xarray is imported where a cube is opened, so naming the vocabulary costs nothing
+    import xarray as xr
 
 AXES: tuple[str, ...] = ("dataset", "theta", "seed", "method", "encoder")
 """The grid dimensions of every per-cell variable, in order."""
@@ -65,4 +67,6 @@ def open_cube(path: Path | str) -> xr.Dataset:
         raise BenchsuiteError(
             f"{path} has no {CUBE_NAME}; run a suite first (benchsuite run SUITE) or point at its run directory."
         )
+    import xarray as xr
+
     return xr.load_dataset(file, engine=ENGINE)

@@ -223,6 +223,11 @@ def default_registry() -> PluginRegistry:
     return load_plugins()
 
 
+def installed_plugins(*, strict: bool = False) -> PluginRegistry:
+    """The installed plugins; with ``strict`` freshly loaded, and a plugin that fails to load is an error."""
+    return load_plugins(strict=True) if strict else default_registry()
+
+
 @functools.cache
 def _reloaded(names: tuple[str, ...]) -> PluginRegistry:
     """The registry of the installed entry points ``names``, loaded once per (worker) process."""

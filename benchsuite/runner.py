@@ -172,9 +172,8 @@ def run_cells(
     finally:
         bar.close()
         nans.warn()
-        if store.done_keys():
-            cube = store.build_cube(cells, _cube_attrs(resolved))
-            store.write_cube(cube)
+        if store.done_keys() and not (ran == 0 and store.cube_is_current(cells)):
+            store.write_cube(store.build_cube(cells, _cube_attrs(resolved)))
     return RunSummary(store.run_dir, store.cube_path, len(cells), ran, len(cells) - len(todo))
 
 

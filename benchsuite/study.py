@@ -21,7 +21,7 @@ from typing import Literal
 
 from benchsuite.analysis.summary import analyze_cube, format_summary, write_tables
 from benchsuite.cube import open_cube
-from benchsuite.registry import PluginRegistry, default_registry, load_plugins
+from benchsuite.registry import installed_plugins
 from benchsuite.report import write_report
 from benchsuite.runner import run_cells
 from benchsuite.suite import load_suite
@@ -71,7 +71,7 @@ def run(
     if data_root is not None:
         # Through the environment, so worker processes and plugins see the same root.
         os.environ["BENCHSUITE_DATA_ROOT"] = str(Path(data_root).expanduser().resolve())
-    registry = plugin_registry(strict)
+    registry = installed_plugins(strict=strict)
     resolved = load_suite(suite, registry)
     log(f"suite '{resolved.name}': {resolved.describe()}")
     ran = run_cells(resolved, registry, Path(out), force=force, progress=progress)
@@ -81,8 +81,3 @@ def run(
     write_tables(cube, tables, ran.run_dir)
     report = write_report(cube, tables, ran.run_dir)
     return RunResult(ran.run_dir, ran.cells_total, ran.cells_run, ran.cells_skipped, format_summary(tables), report)
-
-
-def plugin_registry(strict: bool = False) -> PluginRegistry:
-    """The installed plugins; with ``strict`` freshly loaded, and a broken plugin is an error."""
-    return load_plugins(strict=True) if strict else default_registry()

@@ -218,3 +218,13 @@ def squares(params, spec):
 def benchsuite_register_datasets(registry):
     registry.add("squares", squares, params=Params)
 """
+
+
+def test_a_rerun_that_runs_nothing_keeps_the_cube_and_a_new_shard_rebuilds_it(tmp_path):
+    cube_path = run(tmp_path).cube_path
+    built = cube_path.stat().st_mtime_ns
+    assert run(tmp_path).cells_run == 0 and cube_path.stat().st_mtime_ns == built
+    shard = next((cube_path.parent / "cells").glob("*.nc"))
+    shard.unlink()
+    assert run(tmp_path).cells_run == 1 and cube_path.stat().st_mtime_ns > built
+    assert np.isfinite(open_cube(cube_path.parent)["final_loss"].values).all()

@@ -61,7 +61,7 @@ def result(cells: list[Cell], tmp_path_factory: pytest.TempPathFactory) -> CellR
     # The module scope cannot use conftest's per-test cache fixture; point at the same cache.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BENCHSUITE_CACHE", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
-        return run_cell(cell, torch.device("cpu"))
+        return run_cell(cell, torch.device("cpu"), registry=default_registry())
 
 
 def read_run(run_dir: Path) -> EventAccumulator:

@@ -9,16 +9,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlparse
 
 import torch
-import torchvision
 from pydantic import Field
 from torch import Tensor, nn
-from torchvision.models import ResNet18_Weights, ResNet50_Weights, WeightsEnum
 
 from benchsuite.api import Params, PluginError, Registry, hookimpl
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 
 class SmallCNNParams(Params):
@@ -125,13 +126,15 @@ def _adapt_conv1(conv1: nn.Conv2d, in_channels: int, pretrained: bool) -> nn.Con
     return conv
 
 
-def _resnet_factory(
-    build: Callable[..., torchvision.models.ResNet], imagenet: WeightsEnum
-) -> Callable[[ResNetParams, int], nn.Module]:
+def _resnet_factory(arch: str) -> Callable[[ResNetParams, int], nn.Module]:
     def factory(params: ResNetParams, in_channels: int) -> nn.Module:
+        # Imported here: torchvision.models pulls in torch._dynamo, about 3 s of every start-up,
+        # which suites without a ResNet (and `benchsuite validate`) should not pay.
+        from torchvision import models
+
         pretrained = params.weights == "imagenet"
-        state = _cached_weights(imagenet) if pretrained else None
-        model = build(weights=None)
+        state = _cached_weights(models.get_model_weights(arch).IMAGENET1K_V1) if pretrained else None
+        model = models.get_model(arch, weights=None)
         if state is not None:
             model.load_state_dict(state)
         if in_channels != 3:
@@ -140,7 +143,7 @@ def _resnet_factory(
         model.fc = nn.Identity()
         return model
 
-    factory.__doc__ = f"torchvision {build.__name__} for ``in_channels`` inputs, features [N, out_dim] (no fc)."
+    factory.__doc__ = f"torchvision {arch} for ``in_channels`` inputs, features [N, out_dim] (no fc)."
     return factory
 
 
@@ -155,13 +158,13 @@ def benchsuite_register_encoders(registry: Registry) -> None:
     )
     registry.add(
         "resnet18",
-        _resnet_factory(torchvision.models.resnet18, ResNet18_Weights.IMAGENET1K_V1),
+        _resnet_factory("resnet18"),
         params=ResNetParams,
         description="torchvision ResNet-18 without fc (512 features), optionally ImageNet weights from the local cache.",
     )
     registry.add(
         "resnet50",
-        _resnet_factory(torchvision.models.resnet50, ResNet50_Weights.IMAGENET1K_V1),
+        _resnet_factory("resnet50"),
         params=ResNetParams,
         description="torchvision ResNet-50 without fc (2048 features), optionally ImageNet weights from the local cache.",
     )

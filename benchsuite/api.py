@@ -155,7 +155,13 @@ class ImageMaskSet:
 
 
 class Augmentation(Protocol):
-    """Makes the positive pair for a batch in one call on the batch's device."""
+    """Makes the positive pair for a batch in one call on the batch's device.
+
+    An augmentation may also offer ``stacked(x, thetas)`` for the K models of a stacked group:
+    ``x`` [K, N, C, H, W] and one theta per model, returning the two views of each model's batch
+    as ``self(x[k], thetas[k])`` would, in fewer kernels. Without it the core calls the
+    augmentation once per model.
+    """
 
     def __call__(self, x: Tensor, theta: float) -> tuple[Tensor, Tensor]:
         """Return the two views of ``x`` [N, C, H, W]; for ``rotation`` that is ``(x, R_theta x)``.
@@ -250,12 +256,19 @@ def check_metric_output(metric: Metric, values: object, n_images: int) -> Tensor
     return values
 
 
-CellTask = Callable[[Any, torch.device], Any]
-"""The core's work for one cell; an executor calls it as ``task(cell, device)``."""
+CellTask = Callable[[Sequence[Any], torch.device], list[Any]]
+"""The core's work for a group of cells; an executor calls it as ``task(group, device)`` and gets
+one result per cell of the group, in order. A group of several cells trains as one stacked model."""
 
 
 class Executor(Protocol):
     """Runs cells somewhere and streams their results back to the core, which stores them."""
 
-    def run(self, task: CellTask, cells: Sequence[Any]) -> Iterator[Any]:
-        """Call ``task`` on every cell and yield each result as soon as it is ready, in any order."""
+    def run(self, task: CellTask, families: Sequence[Sequence[Any]]) -> Iterator[Any]:
+        """Run every cell of ``families`` and yield each cell's result as soon as it is ready, in any order.
+
+        A family holds cells that differ only in theta and seed. The executor cuts each family
+        into groups of any size it likes (one cell each, or as many as fit on its device) and
+        calls ``task(group, device)`` for each; grouping is an execution detail that does not
+        change results beyond the tolerance of stacked training (docs/design.md).
+        """

@@ -105,6 +105,42 @@ def validate(suite: Path, strict: bool) -> None:
 
 
 @cli.command()
+@click.argument("suite", type=click.Path(path_type=Path))
+@click.option("--device", help="cpu, cuda or cuda:N to time on. Default: the device the suite's executor would use.")
+@click.option(
+    "--stack", type=click.IntRange(1, 4096), help="Cells per stacked group. Default: what the suite's executor would use."
+)
+@click.option(
+    "--steps", type=click.IntRange(1, 1000), default=5, show_default=True, help="Optimisation steps timed (after one warm-up)."
+)
+@_DATA_ROOT
+@_STRICT
+def estimate(suite: Path, device: str | None, stack: int | None, steps: int, data_root: Path | None, strict: bool) -> None:
+    """Project how long SUITE takes and how much memory a group needs, without running it.
+
+    Counts the cells and the groups of cells that train together as one stacked model, times a
+    few optimisation steps of one group and one cell's saliency and metrics on the device, and
+    prints the projected wall time of the suite, the peak memory of a group and the stack size.
+    Use it to size a cluster job, or to pick --stack for the executor.
+    """
+    import torch
+
+    from benchsuite.data import set_data_root
+    from benchsuite.estimate import estimate as project
+    from benchsuite.registry import installed_plugins
+    from benchsuite.suite import load_suite
+
+    if data_root is not None:
+        set_data_root(data_root)
+    registry = installed_plugins(strict=strict)
+    resolved = load_suite(suite, registry)
+    config = resolved.single("executors")
+    executor = registry.get("executors", config.plugin).factory(config.params)
+    on = torch.device(device) if device else getattr(executor, "device", torch.device("cpu"))
+    click.echo(project(resolved, registry, device=on, stack=stack or getattr(executor, "stack", 1), steps=steps).describe())
+
+
+@cli.command()
 @click.option("--kind", type=click.Choice(KIND_NAMES), help="Only this kind of component.")
 @click.option("--params", "show_params", is_flag=True, help="Also list each component's parameters with defaults.")
 @_STRICT

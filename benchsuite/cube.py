@@ -48,6 +48,7 @@ WALL_TIME = "wall_time_s"
 PEAK_MEMORY = "peak_memory_mb"
 DEVICE = "device"
 TORCH_THREADS = "torch_threads"
+STACK_SIZE = "stack_size"  # cells trained together as one stacked model; an execution detail
 CELL_KEY = "cell_key"
 
 # The ``role`` attribute of every variable says what kind of quantity it is.

@@ -35,6 +35,12 @@ class Split:
     eval_masks: Tensor
 
 
+def set_data_root(folder: str | Path) -> None:
+    """Make ``folder`` the data root of this process and of the worker processes it starts."""
+    # Through the environment, so worker processes and plugins see the same root.
+    os.environ["BENCHSUITE_DATA_ROOT"] = str(Path(folder).expanduser().resolve())
+
+
 def data_root() -> Path:
     """Where datasets live on disk: ``$BENCHSUITE_DATA_ROOT`` (set by ``--data-root``), else the working directory."""
     return Path(os.environ.get("BENCHSUITE_DATA_ROOT") or Path.cwd()).expanduser().resolve()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,19 @@ def cell_config(resolved: ResolvedSuite, coords: dict[str, Any]) -> dict[str, An
         else:
             config[kind.cell_key] = {label: c.config() for label, c in components.items()}
     return config
+
+
+def families(cells: Sequence[Cell]) -> list[list[Cell]]:
+    """``cells`` grouped into families that may train together: the same config, dataset, method and encoder.
+
+    Cells of a family differ only in theta and seed, so they can share one stacked model (each
+    with its own weights, data order and theta). Families and their cells keep grid order.
+    """
+    grouped: dict[tuple[str, ...], list[Cell]] = {}
+    for cell in cells:
+        key = (cell.dataset, cell.method, cell.encoder, canonical_json(cell.config))
+        grouped.setdefault(key, []).append(cell)
+    return list(grouped.values())
 
 
 def expand(resolved: ResolvedSuite) -> list[Cell]:

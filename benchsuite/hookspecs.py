@@ -84,7 +84,8 @@ def benchsuite_register_metrics(registry: Registry) -> None:
 def benchsuite_register_executors(registry: Registry) -> None:
     """Register executors that decide where cells run.
 
-    Factory: ``factory(params) -> Executor``; ``executor.run(task, cells)`` calls
-    ``task(cell, device)`` for each cell and yields results as they finish. Only the core
-    writes results, so an executor needs no access to the run directory.
+    Factory: ``factory(params) -> Executor``; ``executor.run(task, families)`` cuts each family
+    (cells that differ only in theta and seed) into groups, calls ``task(group, device)`` for
+    each, and yields the cells' results as they finish. Only the core writes results, so an
+    executor needs no access to the run directory.
     """

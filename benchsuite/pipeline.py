@@ -1,8 +1,10 @@
-"""One cell of the study, start to finish: data, pre-training, saliency, metrics.
+"""Cells of the study, start to finish: data, pre-training, saliency, metrics.
 
-``run_cell`` is the task every executor runs. It needs the cell (plain data), a device and the
-registry that resolved the suite; a registry pickles as the names of its entry points, so a
-worker process or a cluster node rebuilds the same one from its installed plugins.
+``run_group`` is the task every executor runs: one cell (``run_cell``), or several cells that
+differ only in theta and seed, pre-trained together as one stacked model. It needs the cells
+(plain data), a device and the registry that resolved the suite; a registry pickles as the
+names of its entry points, so a worker process or a cluster node rebuilds the same one from its
+installed plugins.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import functools
 import multiprocessing
 import resource
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,7 @@ from benchsuite.grid import Cell
 from benchsuite.kinds import BY_NAME
 from benchsuite.orientation import orientation_histogram
 from benchsuite.registry import PluginRegistry
+from benchsuite.stacking import StackedNonFiniteLoss, train_stacked
 from benchsuite.training import TrainingCurves, pretrain
 
 
@@ -46,6 +50,7 @@ class CellResult:
     peak_memory_mb: float
     device: str
     threads: int
+    stack_size: int  # cells trained together as one stacked model, this one included
 
 
 class CellFailure(Exception):
@@ -69,7 +74,7 @@ def _stage(cell: Cell, stage: str) -> Iterator[None]:
         raise CellFailure(cell, stage, exc) from exc
 
 
-def _build(registry: PluginRegistry, cell: Cell, kind: str, *args: Any, config: dict[str, Any] | None = None) -> Any:
+def build(registry: PluginRegistry, cell: Cell, kind: str, *args: Any, config: dict[str, Any] | None = None) -> Any:
     """The component of ``kind`` that the cell's config names (or ``config``), built inside its stage."""
     component = config or cell.config[BY_NAME[kind].cell_key]
     with _stage(cell, f"{BY_NAME[kind].label} '{component['plugin']}'"):
@@ -92,38 +97,133 @@ def pair_similarity(method: SSPMethod, augment: Augmentation, theta: float) -> O
     return objective
 
 
-def _peak_memory_mb(device: torch.device) -> float:
+def peak_memory_mb(device: torch.device) -> float:
+    """The CUDA peak allocation since the last reset, or the process's peak RSS on a CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     # Linux reports ru_maxrss in KiB; it is the process-wide peak, not this cell's alone.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, progress: bool = False) -> CellResult:
-    """Run one cell on ``device`` with the components of ``registry``. Deterministic given the cell's seed."""
-    config = cell.config
-    start = time.perf_counter()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+class StackingWarning(UserWarning):
+    """A method could not be trained as a stacked model, so its cells ran one at a time."""
 
+
+def _unstackable(error: Exception) -> bool:
+    # What torch.func refuses (.item(), data-dependent shapes, random ops, unbatched buffers written
+    # in place) surfaces as a RuntimeError that names vmap or batching; a plugin's own bug does not.
+    message = str(error)
+    return isinstance(error, RuntimeError) and ("vmap" in message or "batched" in message)
+
+
+@dataclass(frozen=True)
+class CellData:
+    """A cell's dataset and its fixed split, on the device."""
+
+    images: torch.Tensor  # every image of the dataset (CPU), for the orientation histogram
+    train: torch.Tensor
+    eval_images: torch.Tensor
+    eval_masks: torch.Tensor
+
+
+def load_data(cell: Cell, registry: PluginRegistry, device: torch.device) -> CellData:
+    """The cell's dataset (from the cache when it was built before) and its fixed split, on ``device``."""
+    config = cell.config
     with _stage(cell, f"dataset '{config['dataset']['plugin']}'"):
         data = load_dataset(config["dataset"], config["data"]["size"], registry)
         parts = split(data, config["data"]["eval_images"], config["data"]["split_seed"], cell.dataset)
-    train_images = parts.train_images.to(device)
-    eval_images, eval_masks = parts.eval_images.to(device), parts.eval_masks.to(device)
+    return CellData(data.images, parts.train_images.to(device), parts.eval_images.to(device), parts.eval_masks.to(device))
 
+
+def build_method(cell: Cell, registry: PluginRegistry, in_channels: int, device: torch.device) -> SSPMethod:
+    """The cell's encoder inside its SSP method, initialised from the cell's seed, on ``device``."""
     torch.manual_seed(cell.seed)  # weight initialisation of the plugins' modules
-    order = torch.Generator().manual_seed(cell.seed)
-    encoder = _build(registry, cell, "encoders", train_images.shape[1])
-    method: SSPMethod = _build(registry, cell, "ssp_methods", encoder).to(device)
-    augment = _build(registry, cell, "augmentations")
-    with _stage(cell, f"pre-training with '{config['method']['plugin']}'"):
+    encoder = build(registry, cell, "encoders", in_channels)
+    return build(registry, cell, "ssp_methods", encoder).to(device)
+
+
+def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, progress: bool = False) -> CellResult:
+    """Run one cell on ``device`` with the components of ``registry``. Deterministic given the cell's seed."""
+    start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    data = load_data(cell, registry, device)
+    method = build_method(cell, registry, data.train.shape[1], device)
+    augment = build(registry, cell, "augmentations")
+    with _stage(cell, f"pre-training with '{cell.config['method']['plugin']}'"):
         # Only the main process draws an epoch bar: bars from worker processes would interleave.
         bar = progress and multiprocessing.parent_process() is None
-        curves = pretrain(method, augment, cell.theta, train_images, order, progress=bar, label=cell.describe())
+        order = torch.Generator().manual_seed(cell.seed)
+        curves = pretrain(method, augment, cell.theta, data.train, order, progress=bar, label=cell.describe())
+    return evaluate(cell, registry, method, augment, curves, data, device, start=start, stack_size=1)
 
+
+def run_group(
+    cells: Sequence[Cell], device: torch.device, *, registry: PluginRegistry, progress: bool = False
+) -> list[CellResult]:
+    """Run cells that differ only in theta and seed, trained together as one stacked model.
+
+    Each cell keeps its own weight initialisation, data order, optimiser state, buffers and
+    theta (:func:`benchsuite.stacking.train_stacked`); saliency and the metrics then run per
+    cell, as :func:`run_cell` runs them. A single cell takes :func:`run_cell`'s path. Each
+    cell's ``wall_time_s`` is its share of the stack's training plus its own evaluation.
+    """
+    if len(cells) == 1:
+        return [run_cell(cells[0], device, registry=registry, progress=progress)]
+    start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    first = cells[0]
+    data = load_data(first, registry, device)
+    methods = [build_method(cell, registry, data.train.shape[1], device) for cell in cells]
+    augment = build(registry, first, "augmentations")
+    stage = f"pre-training with '{first.config['method']['plugin']}'"
+    try:
+        curves = train_stacked(
+            methods,
+            augment,
+            [cell.theta for cell in cells],
+            data.train,
+            [torch.Generator().manual_seed(cell.seed) for cell in cells],
+        )
+    except StackedNonFiniteLoss as exc:
+        raise CellFailure(cells[exc.model], stage, exc) from exc
+    except Exception as exc:
+        if not _unstackable(exc):
+            raise CellFailure(first, f"{stage} (a stack of {len(cells)} cells)", exc) from exc
+        reason = str(exc).splitlines()[0]
+        warnings.warn(
+            f"SSP method '{first.config['method']['plugin']}' cannot be trained as a stack ({reason}); "
+            f"its {len(cells)} cells run one at a time. docs/plugins.md says what makes a method stackable.",
+            StackingWarning,
+            stacklevel=2,
+        )
+        return [run_cell(cell, device, registry=registry, progress=progress) for cell in cells]
+    share = (time.perf_counter() - start) / len(cells)
+    results = []
+    for cell, method, curve in zip(cells, methods, curves, strict=True):
+        begun = time.perf_counter() - share
+        results.append(evaluate(cell, registry, method, augment, curve, data, device, start=begun, stack_size=len(cells)))
+    return results
+
+
+def evaluate(
+    cell: Cell,
+    registry: PluginRegistry,
+    method: SSPMethod,
+    augment: Augmentation,
+    curves: TrainingCurves,
+    data: CellData,
+    device: torch.device,
+    *,
+    start: float,
+    stack_size: int,
+) -> CellResult:
+    """Saliency and metrics of a pre-trained cell, and everything the store keeps of it."""
+    config = cell.config
+    eval_images, eval_masks = data.eval_images, data.eval_masks
     method.eval()
-    saliency_fn = _build(registry, cell, "saliency_methods")
+    saliency_fn = build(registry, cell, "saliency_methods")
     with _stage(cell, f"saliency method '{config['saliency']['plugin']}'"):
         view1, view2 = augment(eval_images, cell.theta)
         # The one place that decides whether a cell has saliency at all: when the pair's views are
@@ -144,7 +244,7 @@ def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, prog
         images=eval_images,
         epoch_loss=torch.as_tensor(curves.epoch_loss, device=device),
         theta=cell.theta,
-        train_images=train_images,
+        train_images=data.train,
         embed=torch.no_grad()(method.embed),
         augment=functools.partial(augment, theta=cell.theta),
         seed=cell.seed,
@@ -152,7 +252,7 @@ def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, prog
     image_metrics: dict[str, np.ndarray] = {}
     cell_metrics: dict[str, float] = {}
     for name, component in config["metrics"].items():
-        metric = _build(registry, cell, "metrics", config=component)
+        metric = build(registry, cell, "metrics", config=component)
         with _stage(cell, f"metric '{name}' ({component['plugin']})"):
             values = check_metric_output(metric, metric(inputs), len(eval_images)).detach().double().cpu()
             if metric.scope == "image":
@@ -172,7 +272,8 @@ def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, prog
         example_masks=eval_masks[:examples].cpu().numpy(),
         orientation_hist=orientation_histogram(data.images, config["data"]["orientation_bins"]).numpy(),
         wall_time_s=time.perf_counter() - start,
-        peak_memory_mb=_peak_memory_mb(device),
+        peak_memory_mb=peak_memory_mb(device),
         device=str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
         threads=torch.get_num_threads(),
+        stack_size=stack_size,
     )

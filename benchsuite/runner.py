@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 import benchsuite
 from benchsuite import provenance
 from benchsuite.errors import BenchsuiteError, RunError, SuiteError
-from benchsuite.grid import Cell, expand
+from benchsuite.grid import Cell, expand, families
 from benchsuite.kinds import KINDS
-from benchsuite.pipeline import CellFailure, CellResult, run_cell
+from benchsuite.pipeline import CellFailure, CellResult, run_group
 from benchsuite.registry import PluginRegistry
 from benchsuite.store import RunStore
 from benchsuite.suite import ResolvedSuite
@@ -155,12 +155,12 @@ def run_cells(
     todo = [c for c in cells if force or c.key not in done]
     executor_config = resolved.single("executors")
     executor = registry.get("executors", executor_config.plugin).factory(executor_config.params)
-    task = functools.partial(run_cell, registry=registry, progress=progress)
+    task = functools.partial(run_group, registry=registry, progress=progress)
 
     ran, nans = 0, _NanTally()
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=resolved.name, unit="cell", disable=not progress)
     try:
-        for result in executor.run(task, todo):
+        for result in executor.run(task, families(todo)):
             # Logs first: the shard is the done marker, so a stored cell always has its logs.
             write_cell_logs(result, logdir, run_name(result.cell))
             store.write_cell(result)

@@ -79,6 +79,9 @@ def shard(result: CellResult) -> xr.Dataset:
         names.TORCH_THREADS: _var(
             (), result.threads, names.PROVENANCE, description="CPU threads torch used; bit-exact results need the same count"
         ),
+        names.STACK_SIZE: _var(
+            (), result.stack_size, names.PROVENANCE, description="cells trained together as one stacked model, this one included"
+        ),
         names.IDENTICAL_VIEWS: _var(
             (),
             int(result.identical_views),

@@ -12,7 +12,6 @@ notebook, a sweep script)::
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Literal
 
 from benchsuite.analysis.summary import analyze_cube, format_summary, write_tables
 from benchsuite.cube import open_cube
+from benchsuite.data import set_data_root
 from benchsuite.registry import installed_plugins
 from benchsuite.report import write_report
 from benchsuite.runner import run_cells
@@ -69,8 +69,7 @@ def run(
     line) and :class:`benchsuite.errors.RunError` when a cell fails; stored cells are kept.
     """
     if data_root is not None:
-        # Through the environment, so worker processes and plugins see the same root.
-        os.environ["BENCHSUITE_DATA_ROOT"] = str(Path(data_root).expanduser().resolve())
+        set_data_root(data_root)
     registry = installed_plugins(strict=strict)
     resolved = load_suite(suite, registry)
     log(f"suite '{resolved.name}': {resolved.describe()}")

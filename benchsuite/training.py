@@ -6,6 +6,7 @@ methods are trained and recorded the same way.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -52,6 +53,19 @@ def _lr_at(step: int, total: int, p: TrainingParams) -> float:
     return 0.5 * p.lr * (1 + math.cos(math.pi * step / total))
 
 
+def fast_kernels(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """The arithmetic of training on ``device``: bf16 autocast on CUDA, plain fp32 on a CPU.
+
+    Autocast covers the encoder's convolutions and matmuls; the methods compute their losses in
+    fp32 (cosines near 1 differ in the third digit, which bf16 rounds away), and saliency is
+    never autocast. TF32 matmuls are left off for the same reason: their 10-bit mantissa would
+    round the fp32 loss arithmetic too. cuDNN convolutions use TF32 by torch's default.
+    """
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def pretrain(
     method: SSPMethod,
     augment: Augmentation,
@@ -65,9 +79,13 @@ def pretrain(
     """Train ``method`` on positive pairs ``augment(batch, theta)`` of ``images`` (on their device).
 
     Batches are drawn without replacement by ``generator`` (CPU); a last partial batch is
-    dropped so every step sees the same batch size, which contrastive losses depend on.
+    dropped so every step sees the same batch size, which contrastive losses depend on. On CUDA
+    the forward passes run under :func:`fast_kernels` with channels-last memory.
     """
     p = method.params
+    if images.is_cuda:
+        method.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     n = images.shape[0]
     batch = min(p.batch_size, n)
     steps_per_epoch = n // batch
@@ -84,8 +102,9 @@ def pretrain(
             lr = _lr_at(epoch * steps_per_epoch + i, total, p)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            view1, view2 = augment(images[order[i * batch : (i + 1) * batch]], theta)
-            loss = method(view1, view2)
+            with fast_kernels(images.device):
+                view1, view2 = augment(images[order[i * batch : (i + 1) * batch]], theta)
+                loss = method(view1, view2)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -46,7 +46,7 @@ def write(tmp_path: Path, text: str = TINY) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["run", "validate", "plugins", "analyze", "report"])
+@pytest.mark.parametrize("command", ["run", "validate", "estimate", "plugins", "analyze", "report"])
 def test_every_subcommand_explains_itself(tmp_path, command):
     done = benchsuite(command, "--help", cwd=tmp_path)
     assert done.returncode == 0

@@ -10,6 +10,7 @@ import pytest
 import benchsuite.runner as runner_module
 from benchsuite.cube import AXES, open_cube
 from benchsuite.errors import RunError, SuiteError
+from benchsuite.pipeline import StackingWarning
 from benchsuite.registry import default_registry
 from benchsuite.runner import run_cells
 from benchsuite.suite import load_suite
@@ -63,15 +64,16 @@ def test_rerun_skips_every_stored_cell(tmp_path):
 
 def test_interrupted_run_loses_nothing_and_resume_redoes_nothing(tmp_path, monkeypatch):
     calls = []
-    real = runner_module.run_cell
+    real = runner_module.run_group
 
-    def dies_on_the_fourth_cell(cell, device, **kw):
+    def dies_on_the_fourth_cell(group, device, **kw):
+        # On a CPU each group is one cell (stack: auto), so the fourth call is the fourth cell.
         if len(calls) == 3:
             raise KeyboardInterrupt
-        calls.append(cell.key)
-        return real(cell, device, **kw)
+        calls.extend(cell.key for cell in group)
+        return real(group, device, **kw)
 
-    monkeypatch.setattr(runner_module, "run_cell", dies_on_the_fourth_cell)
+    monkeypatch.setattr(runner_module, "run_group", dies_on_the_fourth_cell)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path)
     run_dir = tmp_path / "runs" / "tiny"
@@ -80,7 +82,7 @@ def test_interrupted_run_loses_nothing_and_resume_redoes_nothing(tmp_path, monke
     partial = open_cube(run_dir)  # the cube is written on the way out, with the unfinished cells NaN
     assert int(np.isfinite(partial["final_loss"].values).sum()) == 3
 
-    monkeypatch.setattr(runner_module, "run_cell", real)
+    monkeypatch.setattr(runner_module, "run_group", real)
     resumed = run(tmp_path)
     assert (resumed.cells_run, resumed.cells_skipped) == (5, 3)
     assert {p.stem: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.nc") if p.stem in stored} == stored
@@ -228,3 +230,51 @@ def test_a_rerun_that_runs_nothing_keeps_the_cube_and_a_new_shard_rebuilds_it(tm
     shard.unlink()
     assert run(tmp_path).cells_run == 1 and cube_path.stat().st_mtime_ns > built
     assert np.isfinite(open_cube(cube_path.parent)["final_loss"].values).all()
+
+
+def test_stacked_cells_give_the_numbers_of_cells_trained_alone(tmp_path):
+    # Stacking is an execution detail: the same cells and keys, and the same numbers up to the
+    # float32 rounding of grouped convolutions (docs/design.md states the tolerance).
+    stacked_suite = TINY + "executor: {plugin: local, params: {stack: 4}}\n"
+    alone = open_cube(run(tmp_path, TINY + "executor: {plugin: local, params: {stack: 1}}\n", out="alone").run_dir)
+    stacked = open_cube(run(tmp_path, stacked_suite, out="stacked").run_dir)
+    np.testing.assert_array_equal(alone["cell_key"].values, stacked["cell_key"].values)
+    assert (alone["stack_size"] == 1).all() and (stacked["stack_size"] == 4).all()
+    for name in ("ssp_loss_step", "final_loss"):
+        np.testing.assert_allclose(stacked[name].values, alone[name].values, rtol=1e-5, atol=1e-6)
+    for name in ("auroc", "mass_in_mask", "saliency_example"):
+        np.testing.assert_allclose(stacked[name].values, alone[name].values, rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(np.isnan(stacked["dice"].values), np.isnan(alone["dice"].values))
+
+
+UNSTACKABLE_METHOD = """
+import torch
+from benchsuite.api import SSPMethod, TrainingParams, hookimpl
+
+class Branches(SSPMethod):
+    # Python branching on a tensor value (.item()), which vmap cannot batch.
+    def __init__(self, params, encoder):
+        super().__init__()
+        self.params, self.encoder = params, encoder
+    def forward(self, view1, view2):
+        a, b = self.encoder(view1), self.encoder(view2)
+        scale = 2.0 if a.mean().item() > 0 else 1.0
+        return scale * (1 - torch.nn.functional.cosine_similarity(a, b, dim=1)).mean()
+    def embed(self, x):
+        return self.encoder(x)
+
+@hookimpl
+def benchsuite_register_ssp_methods(registry):
+    registry.add("branches", Branches, params=TrainingParams)
+"""
+
+
+def test_a_method_that_cannot_be_stacked_runs_its_cells_alone_with_a_note(tmp_path, plugin_path, fresh_registry):
+    plugin_path("bs-branches", {"bs_branches": UNSTACKABLE_METHOD}, {"branches": "bs_branches"})
+    text = TINY.replace("moco: {plugin: moco_v2, params: {epochs: 2, batch_size: 8, queue_size: 16}}",
+                        "moco: {plugin: branches, params: {epochs: 2, batch_size: 8}}")  # fmt: skip
+    alone = open_cube(run(tmp_path, text + "executor: {plugin: local, params: {stack: 1}}\n", out="alone").run_dir)
+    with pytest.warns(StackingWarning, match=r"'branches' cannot be trained as a stack \(.*\); its 4 cells run one at a time"):
+        tried = open_cube(run(tmp_path, text + "executor: {plugin: local, params: {stack: 4}}\n", out="tried").run_dir)
+    np.testing.assert_array_equal(tried["ssp_loss_step"].values, alone["ssp_loss_step"].values)
+    assert (tried["stack_size"] == 1).all()

@@ -1,4 +1,4 @@
-"""Train K independent copies of one SSP method as a single stacked model (a feasibility prototype).
+"""Train K independent copies of one SSP method as a single stacked model.
 
 The cells of a theta sweep differ only in theta and seed, so their models have the same
 architecture. ``train_stacked`` keeps every parameter and buffer of the K models stacked along a
@@ -27,10 +27,10 @@ Design:
 - **Views.** The augmentation takes one float theta, so views are made outside vmap: with
   ``pairs(x [K, B, C, H, W], thetas)`` when given, else the augmentation's optional
   ``stacked(x, thetas)`` method (the ``rotation`` plugin's makes all K views in one
-  ``grid_sample``), else
-  one ``augment`` call per model.
+  ``grid_sample``), else one ``augment`` call per model.
 
-What makes a method stackable (nothing new to write, but these rules):
+What makes a method stackable (nothing new to write, but these rules; docs/plugins.md says the
+same to plugin authors):
 
 - all state that changes in training is parameters or buffers (a Python attribute changed in
   ``forward`` or ``after_step`` changes only on ``methods[0]``);

@@ -188,6 +188,20 @@ def run_group(
         )
     except StackedNonFiniteLoss as exc:
         raise CellFailure(cells[exc.model], stage, exc) from exc
+    except torch.OutOfMemoryError as exc:
+        # The executor sizes groups without knowing the model (stack: auto is 64 on a GPU); a
+        # group that does not fit trains as two halves rather than failing the run.
+        methods.clear()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        half = len(cells) // 2
+        warnings.warn(
+            f"a stack of {len(cells)} cells did not fit in the memory of {device} ({str(exc).splitlines()[0]}); "
+            f"training it as stacks of {half} and {len(cells) - half}. A smaller executor 'stack' avoids the retry.",
+            StackingWarning,
+            stacklevel=2,
+        )
+        return [*run_group(cells[:half], device, registry=registry), *run_group(cells[half:], device, registry=registry)]
     except Exception as exc:
         if not _unstackable(exc):
             raise CellFailure(first, f"{stage} (a stack of {len(cells)} cells)", exc) from exc

@@ -278,3 +278,38 @@ def test_a_method_that_cannot_be_stacked_runs_its_cells_alone_with_a_note(tmp_pa
         tried = open_cube(run(tmp_path, text + "executor: {plugin: local, params: {stack: 4}}\n", out="tried").run_dir)
     np.testing.assert_array_equal(tried["ssp_loss_step"].values, alone["ssp_loss_step"].values)
     assert (tried["stack_size"] == 1).all()
+
+
+OUT_OF_MEMORY_METHOD = """
+import torch
+from benchsuite.api import SSPMethod, TrainingParams, hookimpl
+
+class Roomy(SSPMethod):
+    # Runs out of (simulated) device memory when more than two copies are trained as one stack:
+    # under vmap the views' unwrapped leading dimension is the stack size.
+    def __init__(self, params, encoder):
+        super().__init__()
+        self.params, self.encoder = params, encoder
+    def forward(self, view1, view2):
+        if torch._C._functorch.is_batchedtensor(view1) and torch._C._functorch.get_unwrapped(view1).shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated by the test plugin)")
+        a, b = self.encoder(view1), self.encoder(view2)
+        return (1 - torch.nn.functional.cosine_similarity(a, b, dim=1)).mean()
+    def embed(self, x):
+        return self.encoder(x)
+
+@hookimpl
+def benchsuite_register_ssp_methods(registry):
+    registry.add("roomy", Roomy, params=TrainingParams)
+"""
+
+
+def test_a_stack_that_runs_out_of_memory_trains_as_two_halves(tmp_path, plugin_path, fresh_registry):
+    plugin_path("bs-roomy", {"bs_roomy": OUT_OF_MEMORY_METHOD}, {"roomy": "bs_roomy"})
+    text = TINY.replace("moco: {plugin: moco_v2, params: {epochs: 2, batch_size: 8, queue_size: 16}}",
+                        "moco: {plugin: roomy, params: {epochs: 2, batch_size: 8}}")  # fmt: skip
+    alone = open_cube(run(tmp_path, text + "executor: {plugin: local, params: {stack: 1}}\n", out="alone").run_dir)
+    with pytest.warns(StackingWarning, match=r"a stack of 4 cells did not fit .* training it as stacks of 2 and 2"):
+        halves = open_cube(run(tmp_path, text + "executor: {plugin: local, params: {stack: 4}}\n", out="halves").run_dir)
+    assert (halves["stack_size"] == 2).all()
+    np.testing.assert_allclose(halves["ssp_loss_step"].values, alone["ssp_loss_step"].values, rtol=1e-5, atol=1e-6)

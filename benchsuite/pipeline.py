@@ -201,7 +201,8 @@ def run_group(
             StackingWarning,
             stacklevel=2,
         )
-        return [*run_group(cells[:half], device, registry=registry), *run_group(cells[half:], device, registry=registry)]
+        halves = (cells[:half], cells[half:])
+        return [result for part in halves for result in run_group(part, device, registry=registry, progress=progress)]
     except Exception as exc:
         if not _unstackable(exc):
             raise CellFailure(first, f"{stage} (a stack of {len(cells)} cells)", exc) from exc

@@ -37,6 +37,18 @@ def run(tmp_path, text=TINY, out="runs", **kw):
     return run_cells(load_suite(path, default_registry()), default_registry(), tmp_path / out, progress=False, **kw)
 
 
+def with_method(plugin: str, text: str = TINY) -> str:
+    """``text`` with its SSP method replaced by ``plugin`` (2 epochs of batches of 8, as TINY's)."""
+    moco = "moco: {plugin: moco_v2, params: {epochs: 2, batch_size: 8, queue_size: 16}}"
+    return text.replace(moco, f"moco: {{plugin: {plugin}, params: {{epochs: 2, batch_size: 8}}}}")
+
+
+def cube_at_stack(tmp_path, text: str, stack: int):
+    """The cube of ``text`` run with the local executor's ``stack``, in its own run directory."""
+    executor = f"executor: {{plugin: local, params: {{stack: {stack}}}}}\n"
+    return open_cube(run(tmp_path, text + executor, out=f"stack{stack}").run_dir)
+
+
 def test_tiny_suite_produces_a_cube_with_grid_image_and_epoch_dims(tmp_path):
     summary = run(tmp_path)
     assert (summary.cells_total, summary.cells_run, summary.cells_skipped) == (8, 8, 0)
@@ -135,8 +147,7 @@ def benchsuite_register_ssp_methods(registry):
 
 def test_nan_loss_stops_the_run_with_advice_and_keeps_nothing_half_written(tmp_path, plugin_path, fresh_registry):
     plugin_path("bs-diverges", {"bs_diverges": NAN_METHOD}, {"diverges": "bs_diverges"})
-    text = TINY.replace("moco: {plugin: moco_v2, params: {epochs: 2, batch_size: 8, queue_size: 16}}",
-                        "moco: {plugin: diverges, params: {epochs: 2, batch_size: 8}}")  # fmt: skip
+    text = with_method("diverges")
     with pytest.raises(RunError, match=r"SSP loss became nan in epoch 2.*Lower the learning rate \(methods.moco.params.lr\)"):
         run(tmp_path, text)
     assert not list((tmp_path / "runs" / "tiny" / "cells").glob("*.nc"))
@@ -235,9 +246,7 @@ def test_a_rerun_that_runs_nothing_keeps_the_cube_and_a_new_shard_rebuilds_it(tm
 def test_stacked_cells_give_the_numbers_of_cells_trained_alone(tmp_path):
     # Stacking is an execution detail: the same cells and keys, and the same numbers up to the
     # float32 rounding of grouped convolutions (docs/design.md states the tolerance).
-    stacked_suite = TINY + "executor: {plugin: local, params: {stack: 4}}\n"
-    alone = open_cube(run(tmp_path, TINY + "executor: {plugin: local, params: {stack: 1}}\n", out="alone").run_dir)
-    stacked = open_cube(run(tmp_path, stacked_suite, out="stacked").run_dir)
+    alone, stacked = cube_at_stack(tmp_path, TINY, 1), cube_at_stack(tmp_path, TINY, 4)
     np.testing.assert_array_equal(alone["cell_key"].values, stacked["cell_key"].values)
     assert (alone["stack_size"] == 1).all() and (stacked["stack_size"] == 4).all()
     for name in ("ssp_loss_step", "final_loss"):
@@ -271,11 +280,9 @@ def benchsuite_register_ssp_methods(registry):
 
 def test_a_method_that_cannot_be_stacked_runs_its_cells_alone_with_a_note(tmp_path, plugin_path, fresh_registry):
     plugin_path("bs-branches", {"bs_branches": UNSTACKABLE_METHOD}, {"branches": "bs_branches"})
-    text = TINY.replace("moco: {plugin: moco_v2, params: {epochs: 2, batch_size: 8, queue_size: 16}}",
-                        "moco: {plugin: branches, params: {epochs: 2, batch_size: 8}}")  # fmt: skip
-    alone = open_cube(run(tmp_path, text + "executor: {plugin: local, params: {stack: 1}}\n", out="alone").run_dir)
+    alone = cube_at_stack(tmp_path, with_method("branches"), 1)
     with pytest.warns(StackingWarning, match=r"'branches' cannot be trained as a stack \(.*\); its 4 cells run one at a time"):
-        tried = open_cube(run(tmp_path, text + "executor: {plugin: local, params: {stack: 4}}\n", out="tried").run_dir)
+        tried = cube_at_stack(tmp_path, with_method("branches"), 4)
     np.testing.assert_array_equal(tried["ssp_loss_step"].values, alone["ssp_loss_step"].values)
     assert (tried["stack_size"] == 1).all()
 
@@ -306,10 +313,8 @@ def benchsuite_register_ssp_methods(registry):
 
 def test_a_stack_that_runs_out_of_memory_trains_as_two_halves(tmp_path, plugin_path, fresh_registry):
     plugin_path("bs-roomy", {"bs_roomy": OUT_OF_MEMORY_METHOD}, {"roomy": "bs_roomy"})
-    text = TINY.replace("moco: {plugin: moco_v2, params: {epochs: 2, batch_size: 8, queue_size: 16}}",
-                        "moco: {plugin: roomy, params: {epochs: 2, batch_size: 8}}")  # fmt: skip
-    alone = open_cube(run(tmp_path, text + "executor: {plugin: local, params: {stack: 1}}\n", out="alone").run_dir)
+    alone = cube_at_stack(tmp_path, with_method("roomy"), 1)
     with pytest.warns(StackingWarning, match=r"a stack of 4 cells did not fit .* training it as stacks of 2 and 2"):
-        halves = open_cube(run(tmp_path, text + "executor: {plugin: local, params: {stack: 4}}\n", out="halves").run_dir)
+        halves = cube_at_stack(tmp_path, with_method("roomy"), 4)
     assert (halves["stack_size"] == 2).all()
     np.testing.assert_allclose(halves["ssp_loss_step"].values, alone["ssp_loss_step"].values, rtol=1e-5, atol=1e-6)

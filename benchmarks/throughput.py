@@ -1,4 +1,4 @@
-"""Serial against stacked pre-training of theta-sweep cells (benchsuite.stacking), in cells per second.
+"""Serial against stacked theta-sweep cells (benchsuite.stacking): pre-training in cells per second, and SmoothGrad.
 
     python benchmarks/throughput.py --device cpu|cuda [--repeats 3] [--budget SECONDS] [--threads N] [--quick]
 
@@ -18,6 +18,9 @@ times the setting's steps (epochs x steps per epoch), is the time of a cell, and
 per second. Every number is the median over repeats, after a warm-up run. "x serial" is
 stacked over serial cells/s, and each series ends with the training time of a 3,600-angle
 curve (3,600 cells): serial, and stacked at the K with the best rate (ceil(3600 / K) stacks).
+Then SmoothGrad of the setting's evaluation images (64 x 25 samples for the curve, 16 x 8 for
+the suite) is timed per cell for one model alone and for K models at once
+(``stacked``) at the largest K that trained, and the projection adds it.
 
 On CUDA: K up to 128, in the engine's GPU arithmetic (bf16 autocast + channels-last, serial and
 stacked alike; benchsuite.training.fast_kernels), and the peak memory per K. On the CPU the
@@ -44,8 +47,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from benchsuite.pipeline import pair_similarity
 from benchsuite.registry import default_registry
-from benchsuite.stacking import after_step_mode, train_stacked
+from benchsuite.stacking import after_step_mode, stacked_pair_similarity, train_stacked
 from benchsuite.training import NonFiniteLoss, pretrain
 from benchsuite_plugins.encoders import ResNetParams, SmallCNN, SmallCNNParams
 from benchsuite_plugins.moco import MoCoV2, MoCoV2Params
@@ -73,6 +77,8 @@ class Setting:
     batch: int
     images: int  # training images per cell
     epochs: int
+    eval_images: int  # scored by SmoothGrad
+    samples: int  # SmoothGrad's noisy copies per image
     method: tuple[tuple[str, object], ...] = ()  # further MoCoV2Params
 
     @property
@@ -88,6 +94,8 @@ SUITE = Setting(
     batch=32,
     images=144,  # 160 per dataset, 16 held out
     epochs=40,
+    eval_images=16,
+    samples=8,
     method=(("optimizer", "adam"), ("lr", 0.001), ("queue_size", 256)),
 )
 CURVE = Setting(
@@ -97,6 +105,8 @@ CURVE = Setting(
     batch=64,
     images=1024,
     epochs=5,  # MoCo v2's defaults otherwise, as suites/curve-3600.yaml
+    eval_images=64,
+    samples=25,
 )
 
 
@@ -109,6 +119,7 @@ class Series:
     images: int  # images of a timed epoch (the setting's, or fewer: fewer steps)
     epochs: int  # epochs of a timed run
     ks: tuple[int, ...]
+    eval_images: int | None = None  # SmoothGrad timed on fewer images than the setting's, scaled up
     size: int | None = None  # --quick only: smaller than the setting's
     batch: int | None = None
 
@@ -194,6 +205,7 @@ class Result:
     series: Series
     serial_step_s: float | None = None
     stacked_step_s: dict[int, float] = field(default_factory=dict)  # K -> seconds per stacked step
+    saliency_s: dict[int, float] = field(default_factory=dict)  # K -> SmoothGrad seconds per cell (K = 1: alone)
     projected: bool = False
 
     def cell_s(self, step_s: float) -> float:
@@ -205,12 +217,18 @@ class Result:
         if self.serial_step_s is None:
             return "  projected 3,600-angle curve: nothing measured"
         serial_min = CURVE_ANGLES * self.cell_s(self.serial_step_s) / 60
-        line = f"  projected 3,600-angle curve: serial {serial_min:.1f} min"
+        line = f"  projected 3,600-angle curve, training: serial {serial_min:.1f} min"
         if self.stacked_step_s:
-            best = max(self.stacked_step_s, key=lambda k: k / self.stacked_step_s[k])
+            best = self.best_k()
             stacked_min = math.ceil(CURVE_ANGLES / best) * self.cell_s(self.stacked_step_s[best]) / 60
             line += f", stacked at best K ({best}) {stacked_min:.1f} min"
-        return line + " (training only)"
+        for k, seconds in sorted(self.saliency_s.items()):
+            line += f"; + SmoothGrad {'alone' if k == 1 else f'at K = {k}'} {CURVE_ANGLES * seconds / 60:.1f} min"
+        return line
+
+    def best_k(self) -> int:
+        """The measured K with the highest training rate."""
+        return max(self.stacked_step_s, key=lambda k: k / self.stacked_step_s[k])
 
 
 CURRENT: list[Result] = []  # the series being measured, for the watchdog
@@ -312,8 +330,47 @@ def run_series(series: Series, device: torch.device, repeats: int, budget: Budge
             break
         finally:
             methods = stacked_run = None
+    if result.stacked_step_s and time.perf_counter() < deadline:
+        time_saliency(series, device, result)
     say(result.projection())
     return result
+
+
+def time_saliency(series: Series, device: torch.device, result: Result) -> None:
+    """SmoothGrad per cell: one model alone (pair_similarity) against the largest K measured, all at once (stacked)."""
+    setting, k = series.setting, max(result.stacked_step_s)
+    n_images = series.eval_images or setting.eval_images
+    found = default_registry().get("saliency_methods", "smoothgrad")
+    smoothgrad = found.factory(found.params(samples=setting.samples))
+    rotation = Rotation(RotationParams())
+    x = torch.rand(n_images, 1, series.px, series.px, generator=torch.Generator().manual_seed(2)).to(device)
+    thetas = [float(37.5 + 10 * i) for i in range(k)]
+    scale = setting.eval_images / n_images
+    try:
+        with fresh_memory(device):
+            methods = [build(series, device, seed=i).eval() for i in range(k)]
+
+            def noise() -> list[torch.Generator]:
+                return [torch.Generator(device=device).manual_seed(i) for i in range(k)]
+
+            def alone() -> None:
+                smoothgrad(pair_similarity(methods[0], rotation, thetas[0]), x, noise()[0])
+
+            def stacked() -> None:
+                smoothgrad.stacked(stacked_pair_similarity(methods, rotation, thetas), x, noise())
+
+            for run, key, cells in ((alone, 1, 1), (stacked, k, k)):
+                timed(run, device)  # warm-up
+                result.saliency_s[key] = statistics.median(timed(run, device) for _ in range(3)) * scale / cells
+    except RuntimeError as exc:  # torch.OutOfMemoryError included
+        say(f"  SmoothGrad FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+        return
+    alone_s, stacked_s = result.saliency_s[1], result.saliency_s[k]
+    timed_on = "" if scale == 1 else f", timed on {n_images} of them and scaled"
+    say(
+        f"  SmoothGrad ({setting.eval_images} images x {setting.samples} samples{timed_on}): alone {alone_s:.3g} s per cell,"
+        f" K = {k} stacked {stacked_s:.3g} s per cell, {alone_s / stacked_s:.2f}x (median of 3)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,21 +390,22 @@ def cuda_series() -> list[Series]:
 def cpu_series() -> list[Series]:
     return [
         Series(f"(a) {SUITE.label}, fp32", SUITE, 144, 1, (1, 2, 4, 8)),
-        Series(f"(b) {CURVE.label}, fp32", CURVE, 64, 1, (1, 2, 4)),
+        Series(f"(b) {CURVE.label}, fp32", CURVE, 64, 1, (1, 2, 4), eval_images=2),
     ]
 
 
 CPU_REDUCED = (
     "CPU run, sized down to finish in a few minutes: K up to 8 for (a) and 4 for (b); (b) timed on 1 of its "
     "16 steps per epoch (64 images) at the real 64 px and batch 64; one epoch of (a); fp32 only (CPU autocast "
-    "does not reach convolutions under vmap, so a bf16 stack would run in fp32); no peak memory."
+    "does not reach convolutions under vmap, so a bf16 stack would run in fp32); SmoothGrad of (b) timed on 2 of "
+    "its 64 images; no peak memory."
 )
 
 
 def quick_series() -> list[Series]:
     return [
-        Series("(a) small_cnn at 16 px, batch 8 (quick)", SUITE, 16, 1, (1, 2), size=16, batch=8),
-        Series("(b) resnet18 at 16 px, batch 4 (quick)", CURVE, 8, 1, (1, 2), size=16, batch=4),
+        Series("(a) small_cnn at 16 px, batch 8 (quick)", SUITE, 16, 1, (1, 2), eval_images=2, size=16, batch=8),
+        Series("(b) resnet18 at 16 px, batch 4 (quick)", CURVE, 8, 1, (1, 2), eval_images=1, size=16, batch=4),
     ]
 
 

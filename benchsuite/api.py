@@ -37,6 +37,7 @@ __all__ = [
     "Registry",
     "SSPMethod",
     "Saliency",
+    "StackedObjective",
     "TrainingParams",
     "check_metric_output",
     "hookimpl",
@@ -194,9 +195,20 @@ class SSPMethod(nn.Module):
 Objective = Callable[[Tensor], Tensor]
 """Maps a batch [N, C, H, W] to one score per image [N]: saliency explains this function."""
 
+StackedObjective = Callable[[Tensor], Tensor]
+"""The objectives of K stacked models at once: rows [K, R, C, H, W] to scores [K, R], where
+``scores[k]`` is model k's objective of ``rows[k]``."""
+
 
 class Saliency(Protocol):
-    """Attributes an objective to the input pixels."""
+    """Attributes an objective to the input pixels.
+
+    A saliency method may also offer ``stacked(objective, x, generators)`` for the K models of a
+    stacked group: ``objective`` is a :data:`StackedObjective`, ``x`` [N, C, H, W] the inputs
+    all K models explain, ``generators`` one per model. It returns maps [K, N, H, W] where map k
+    is what ``self(objective_k, x, generators[k])`` returns, computed in K times fewer passes.
+    Without it the core calls the method once per model.
+    """
 
     def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return non-negative saliency maps [N, H, W] for inputs ``x`` [N, C, H, W].

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from benchsuite.grid import Cell, expand, families
-from benchsuite.pipeline import build, build_method, evaluate, load_data, peak_memory_mb
+from benchsuite.pipeline import build, build_method, evaluate, load_data, peak_memory_mb, saliency_maps
 from benchsuite.registry import PluginRegistry
 from benchsuite.stacking import train_stacked
 from benchsuite.suite import ResolvedSuite
@@ -34,8 +34,8 @@ class Estimate:
     timed_family: str
     step_seconds: float  # one optimisation step of a group of ``stack`` cells
     steps_per_cell: int
-    evaluate_seconds: float  # saliency and metrics of one cell
-    peak_memory_mb: float  # of one group's training
+    evaluate_seconds: float  # saliency and metrics per cell, the group scored together
+    peak_memory_mb: float  # of one group: training, saliency and metrics
     total_seconds: float
 
     def describe(self) -> str:
@@ -88,12 +88,16 @@ def estimate(resolved: ResolvedSuite, registry: PluginRegistry, *, device: torch
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trained, seconds = train(steps)
-    peak = peak_memory_mb(device)
-    # The group's last cell: the first is often theta = 0, whose identical views skip saliency.
-    method, curves = trained[-1]
+    methods, curves = zip(*trained, strict=True)
+    # Saliency of the whole group at once, as run_group does, then each cell's metrics.
     started = time.perf_counter()
-    evaluate(group[-1], registry, method, augment, curves, data, device, start=started, stack_size=len(group))
-    evaluate_seconds = time.perf_counter() - started
+    maps = saliency_maps(group, methods, augment, data, registry)
+    for cell, method, curve, saliency in zip(group, methods, curves, maps, strict=True):
+        evaluate(cell, registry, method, augment, curve, data, saliency, start=started, stack_size=len(group))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    evaluate_seconds = (time.perf_counter() - started) / len(group)
+    peak = peak_memory_mb(device)
     step_seconds = seconds / steps
     total = groups * steps_per_cell * step_seconds + len(cells) * evaluate_seconds
     return Estimate(

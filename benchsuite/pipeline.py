@@ -29,7 +29,7 @@ from benchsuite.grid import Cell
 from benchsuite.kinds import BY_NAME
 from benchsuite.orientation import orientation_histogram
 from benchsuite.registry import PluginRegistry
-from benchsuite.stacking import StackedNonFiniteLoss, train_stacked
+from benchsuite.stacking import StackedNonFiniteLoss, stacked_pair_similarity, train_stacked
 from benchsuite.training import TrainingCurves, pretrain
 
 
@@ -155,7 +155,8 @@ def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, prog
         bar = progress and multiprocessing.parent_process() is None
         order = torch.Generator().manual_seed(cell.seed)
         curves = pretrain(method, augment, cell.theta, data.train, order, progress=bar, label=cell.describe())
-    return evaluate(cell, registry, method, augment, curves, data, device, start=start, stack_size=1)
+    (saliency,) = saliency_maps([cell], [method], augment, data, registry)
+    return evaluate(cell, registry, method, augment, curves, data, saliency, start=start, stack_size=1)
 
 
 def run_group(
@@ -164,9 +165,10 @@ def run_group(
     """Run cells that differ only in theta and seed, trained together as one stacked model.
 
     Each cell keeps its own weight initialisation, data order, optimiser state, buffers and
-    theta (:func:`benchsuite.stacking.train_stacked`); saliency and the metrics then run per
-    cell, as :func:`run_cell` runs them. A single cell takes :func:`run_cell`'s path. Each
-    cell's ``wall_time_s`` is its share of the stack's training plus its own evaluation.
+    theta (:func:`benchsuite.stacking.train_stacked`); saliency then runs for the whole stack
+    at once (:func:`saliency_maps`) and the metrics per cell, as :func:`run_cell` runs them. A
+    single cell takes :func:`run_cell`'s path. Each cell's ``wall_time_s`` is its share of the
+    stack's training and saliency plus its own metrics.
     """
     if len(cells) == 1:
         return [run_cell(cells[0], device, registry=registry, progress=progress)]
@@ -214,11 +216,63 @@ def run_group(
             stacklevel=2,
         )
         return [run_cell(cell, device, registry=registry, progress=progress) for cell in cells]
+    maps = saliency_maps(cells, methods, augment, data, registry)
     share = (time.perf_counter() - start) / len(cells)
     results = []
-    for cell, method, curve in zip(cells, methods, curves, strict=True):
+    for cell, method, curve, saliency in zip(cells, methods, curves, maps, strict=True):
         begun = time.perf_counter() - share
-        results.append(evaluate(cell, registry, method, augment, curve, data, device, start=begun, stack_size=len(cells)))
+        results.append(evaluate(cell, registry, method, augment, curve, data, saliency, start=begun, stack_size=len(cells)))
+    return results
+
+
+@dataclass(frozen=True)
+class CellSaliency:
+    """A cell's saliency maps of its evaluation images, and whether it has any."""
+
+    maps: torch.Tensor  # [N, H, W]; all NaN when the views are identical
+    identical_views: bool
+
+
+def saliency_maps(
+    cells: Sequence[Cell], methods: Sequence[SSPMethod], augment: Augmentation, data: CellData, registry: PluginRegistry
+) -> list[CellSaliency]:
+    """Saliency of each trained ``methods[k]`` for its cell's pair objective, on the evaluation images.
+
+    The cells share everything but theta and seed. Their models are scored together through the
+    saliency method's optional ``stacked`` (one pass per chunk for all of them) or, without it,
+    one after another; either way a cell's maps are what it gets alone. Each cell draws its
+    noise from a generator seeded by its own seed.
+    """
+    first = cells[0]
+    images, device = data.eval_images, data.eval_images.device
+    saliency_fn = build(registry, first, "saliency_methods")
+    for method in methods:
+        method.eval()
+    stage = f"saliency method '{first.config['saliency']['plugin']}'"
+    if len(cells) > 1:
+        stage += f" (a stack of {len(cells)} cells)"
+    with _stage(first, stage):
+        # The one place that decides whether a cell has saliency at all: when the pair's views are
+        # identical (theta = 0 for rotation), cos(f(x), f(x)) = 1 for every x and its gradient is
+        # rounding noise, not saliency. NaN maps make every saliency metric NaN, not noise.
+        identical = [torch.equal(*augment(images, cell.theta)) for cell in cells]
+        scored = [k for k, same in enumerate(identical) if not same]
+        noise = [torch.Generator(device=device).manual_seed(cells[k].seed) for k in scored]
+        stacked = getattr(saliency_fn, "stacked", None)
+        if len(scored) > 1 and stacked is not None:
+            objective = stacked_pair_similarity([methods[k] for k in scored], augment, [cells[k].theta for k in scored])
+            found = list(stacked(objective, images, noise).detach())
+        else:
+            found = [
+                saliency_fn(pair_similarity(methods[k], augment, cells[k].theta), images, g).detach()
+                for k, g in zip(scored, noise, strict=True)
+            ]
+        nan_maps = torch.full(data.eval_masks.shape, float("nan"), device=device)
+        maps = dict(zip(scored, found, strict=True))
+        results = [CellSaliency(maps.get(k, nan_maps), same) for k, same in enumerate(identical)]
+        for result in results:
+            if result.maps.shape != data.eval_masks.shape:
+                raise PluginError(f"returned maps of shape {tuple(result.maps.shape)}, expected {tuple(data.eval_masks.shape)}")
     return results
 
 
@@ -229,30 +283,15 @@ def evaluate(
     augment: Augmentation,
     curves: TrainingCurves,
     data: CellData,
-    device: torch.device,
+    cell_saliency: CellSaliency,
     *,
     start: float,
     stack_size: int,
 ) -> CellResult:
-    """Saliency and metrics of a pre-trained cell, and everything the store keeps of it."""
+    """The metrics of a pre-trained cell with its saliency, and everything the store keeps of it."""
     config = cell.config
     eval_images, eval_masks = data.eval_images, data.eval_masks
-    method.eval()
-    saliency_fn = build(registry, cell, "saliency_methods")
-    with _stage(cell, f"saliency method '{config['saliency']['plugin']}'"):
-        view1, view2 = augment(eval_images, cell.theta)
-        # The one place that decides whether a cell has saliency at all: when the pair's views are
-        # identical (theta = 0 for rotation), cos(f(x), f(x)) = 1 for every x and its gradient is
-        # rounding noise, not saliency. NaN maps make every saliency metric NaN, not noise.
-        identical_views = torch.equal(view1, view2)
-        if identical_views:
-            saliency = torch.full_like(eval_masks, float("nan"), dtype=torch.float32)
-        else:
-            noise = torch.Generator(device=device).manual_seed(cell.seed)
-            saliency = saliency_fn(pair_similarity(method, augment, cell.theta), eval_images, noise).detach()
-        if saliency.shape != eval_masks.shape:
-            raise PluginError(f"returned maps of shape {tuple(saliency.shape)}, expected {tuple(eval_masks.shape)}")
-
+    saliency, device = cell_saliency.maps, eval_images.device
     inputs = MetricInputs(
         saliency=saliency,
         masks=eval_masks,
@@ -281,7 +320,7 @@ def evaluate(
         image_metrics=image_metrics,
         cell_metrics=cell_metrics,
         curves=curves,
-        identical_views=identical_views,
+        identical_views=cell_saliency.identical_views,
         example_saliency=saliency[:examples].float().cpu().numpy(),
         example_images=eval_images[:examples].float().cpu().numpy(),
         example_masks=eval_masks[:examples].cpu().numpy(),

@@ -71,13 +71,14 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call, stack_module_state, vmap
 
-from benchsuite.api import Augmentation, SSPMethod
+from benchsuite.api import Augmentation, SSPMethod, StackedObjective
 from benchsuite.training import NonFiniteLoss, TrainingCurves, _lr_at, fast_kernels
 
-__all__ = ["StackedNonFiniteLoss", "after_step_mode", "train_stacked"]
+__all__ = ["StackedNonFiniteLoss", "after_step_mode", "stacked_pair_similarity", "train_stacked"]
 
 AfterStepMode = Literal["auto", "stacked", "vmap", "loop"]
 Pairs = Callable[[Tensor, Sequence[float]], tuple[Tensor, Tensor]]
@@ -143,20 +144,23 @@ def _unstack_shells(methods: Sequence[SSPMethod]) -> None:
             t.grad = None
 
 
-class _AfterStep(nn.Module):
-    """Makes ``method.after_step`` callable through ``functional_call`` (which calls forward)."""
+class _Bound(nn.Module):
+    """One method of an SSP method as ``forward``, so ``functional_call`` (which calls forward) can run it.
 
-    def __init__(self, method: SSPMethod):
+    The state keys are the method's own, prefixed with ``method.``.
+    """
+
+    def __init__(self, method: SSPMethod, name: str):
         super().__init__()
-        self.method = method
+        self.method, self.name = method, name
 
-    def forward(self) -> Tensor:
-        self.method.after_step()
-        return torch.zeros(())
+    def forward(self, *args: Tensor) -> Tensor:
+        out = getattr(self.method, self.name)(*args)
+        return torch.zeros(()) if out is None else out  # vmap needs a tensor back, even from a hook
 
 
 def _after_step_call(method: SSPMethod, mode: str) -> Callable[[dict[str, Tensor], dict[str, Tensor]], None]:
-    wrapper = _AfterStep(method)
+    wrapper = _Bound(method, "after_step")
 
     def once(params: dict[str, Tensor], buffers: dict[str, Tensor]) -> Tensor:
         state = {f"method.{n}": t for n, t in (*params.items(), *buffers.items())}
@@ -385,3 +389,29 @@ def train_stacked(
         )
         for k in range(k_models)
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# Saliency
+
+
+def stacked_pair_similarity(methods: Sequence[SSPMethod], augment: Augmentation, thetas: Sequence[float]) -> StackedObjective:
+    """cos(f_k(x), f_k(R_theta_k x)) of K trained models at once: rows [K, R, C, H, W] to [K, R].
+
+    The stacked counterpart of :func:`benchsuite.pipeline.pair_similarity`, for a saliency
+    method's optional ``stacked``: one vmapped ``embed`` per view for all K models. The models'
+    tensors are copied into stacked tensors once and without gradient (saliency differentiates
+    with respect to the rows only); the models stay as they are, in the mode the caller set
+    (eval for saliency, so rows are scored independently).
+    """
+    params, buffers = stack_module_state(list(methods))
+    state = {f"method.{name}": t.detach() for name, t in (*params.items(), *buffers.items())}
+    embed = _Bound(methods[0], "embed")
+    embed_all = vmap(lambda state, x: functional_call(embed, state, (x,)))
+    pairs = getattr(augment, "stacked", None) or _looped_pairs(augment)
+
+    def objective(rows: Tensor) -> Tensor:
+        view1, view2 = pairs(rows, thetas)
+        return F.cosine_similarity(embed_all(state, view1), embed_all(state, view2), dim=-1)
+
+    return objective

@@ -318,3 +318,31 @@ def test_a_stack_that_runs_out_of_memory_trains_as_two_halves(tmp_path, plugin_p
         halves = cube_at_stack(tmp_path, with_method("roomy"), 4)
     assert (halves["stack_size"] == 2).all()
     np.testing.assert_allclose(halves["ssp_loss_step"].values, alone["ssp_loss_step"].values, rtol=1e-5, atol=1e-6)
+
+
+PLAIN_SALIENCY = """
+import torch
+from benchsuite.api import Params, hookimpl
+
+class InputGradient:
+    # A third-party saliency method with no `stacked`: the core calls it once per model.
+    def __init__(self, params):
+        self.params = params
+    def __call__(self, objective, x, generator):
+        rows = (x + 0.1 * torch.randn(x.shape, generator=generator, device=x.device)).requires_grad_(True)
+        (grad,) = torch.autograd.grad(objective(rows).sum(), rows)
+        return grad.abs().amax(dim=1)
+
+@hookimpl
+def benchsuite_register_saliency_methods(registry):
+    registry.add("input_gradient", InputGradient, params=Params)
+"""
+
+
+def test_a_saliency_method_without_stacked_scores_a_stack_one_model_at_a_time(tmp_path, plugin_path, fresh_registry):
+    plugin_path("bs-input-gradient", {"bs_input_gradient": PLAIN_SALIENCY}, {"input_gradient": "bs_input_gradient"})
+    text = TINY.replace("saliency: {plugin: smoothgrad, params: {samples: 2}}", "saliency: {plugin: input_gradient}")
+    alone, stacked = cube_at_stack(tmp_path, text, 1), cube_at_stack(tmp_path, text, 4)
+    assert (stacked["stack_size"] == 4).all()
+    assert np.isfinite(stacked["saliency_example"].sel(theta=90.0).values).all()
+    np.testing.assert_allclose(stacked["saliency_example"].values, alone["saliency_example"].values, rtol=1e-3, atol=1e-4)

@@ -22,8 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchsuite.api import SSPMethod, TrainingParams
+from benchsuite.pipeline import pair_similarity
 from benchsuite.registry import default_registry
-from benchsuite.stacking import StackedNonFiniteLoss, _batchnorm_in_stat_dtype, after_step_mode, train_stacked
+from benchsuite.stacking import (
+    StackedNonFiniteLoss,
+    _batchnorm_in_stat_dtype,
+    after_step_mode,
+    stacked_pair_similarity,
+    train_stacked,
+)
 from benchsuite.training import pretrain
 from benchsuite_plugins.encoders import ResNetParams, SmallCNN, SmallCNNParams
 from benchsuite_plugins.moco import MoCoV2, MoCoV2Params
@@ -162,6 +169,39 @@ def test_stacked_rotation_equals_the_plugin_called_per_model(size):
         assert view1 is x
         for k, theta in enumerate(thetas):
             torch.testing.assert_close(view2[k], rotation(x[k], theta)[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoder", ["small_cnn_group", "small_cnn_batch"])
+def test_stacked_pair_similarity_scores_and_gradients_match_each_model(encoder):
+    thetas = [90.0, 37.5, 200.0]
+    methods = [build("moco_v2", encoder, s).eval() for s in SEEDS]
+    objective = stacked_pair_similarity(methods, ROTATION, thetas)
+    rows = torch.rand(3, 6, 1, 16, 16, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    scores = objective(rows)
+    (grad,) = torch.autograd.grad(scores.sum(), rows)
+    for k, (method, theta) in enumerate(zip(methods, thetas, strict=True)):
+        alone = rows[k].detach().requires_grad_(True)
+        want = pair_similarity(method, ROTATION, theta)(alone)
+        (want_grad,) = torch.autograd.grad(want.sum(), alone)
+        torch.testing.assert_close(scores[k], want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grad[k], want_grad, rtol=1e-4, atol=1e-6)
+    assert all(not t.requires_grad or t.grad is None for m in methods for t in m.parameters())
+
+
+@pytest.mark.parametrize("name", ["smoothgrad", "vanilla_grad"])
+def test_stacked_saliency_equals_the_method_called_per_model(name):
+    # Each model draws its noise from its own generator, so its maps do not depend on the stack;
+    # chunks smaller than the rows make the stacked pass go over several chunks.
+    thetas = [90.0, 37.5, 200.0]
+    methods = [build("moco_v2", "small_cnn_group", s).eval() for s in SEEDS]
+    found = default_registry().get("saliency_methods", name)
+    saliency = found.factory(found.params(chunk_size=12))
+    x = images(n=5)
+    stacked = saliency.stacked(stacked_pair_similarity(methods, ROTATION, thetas), x, generators())
+    assert stacked.shape == (3, 5, 16, 16)
+    for k, (method, theta, g) in enumerate(zip(methods, thetas, generators(), strict=True)):
+        alone = saliency(pair_similarity(method, ROTATION, theta), x, g)
+        torch.testing.assert_close(stacked[k], alone, rtol=1e-4, atol=1e-7)
 
 
 class ToyParams(TrainingParams):
@@ -308,5 +348,6 @@ def test_throughput_benchmark_runs():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "cpu", "--quick"],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("projected 3,600-angle curve: serial") == 2, done.stdout
+    assert done.stdout.count("projected 3,600-angle curve, training: serial") == 2, done.stdout
+    assert done.stdout.count("SmoothGrad (") == 2 and done.stdout.count("+ SmoothGrad at K = 2") == 2, done.stdout
     assert done.stdout.count("x serial") == 2 and "FAILED" not in done.stdout, done.stdout

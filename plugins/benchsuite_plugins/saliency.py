@@ -14,18 +14,20 @@ Steps 1-2 are what Captum's ``NoiseTunnel(Saliency(abs=True))`` computes with
 samples with batch size 1), the noisy copies are stacked into rows and go through the objective
 in chunks of ``chunk_size`` rows: one forward and one backward pass per chunk. The objective
 must therefore score rows independently of each other (an encoder in eval mode, not a
-BatchNorm in training mode).
+BatchNorm in training mode). ``stacked`` does the same for the K models of a stacked group in
+one pass per chunk, each model with its own noise; one model alone is the case K = 1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import Objective, Params, Registry, hookimpl
+from benchsuite.api import Objective, Params, Registry, StackedObjective, hookimpl
 
 # Default chunk size, as pixels per chunk (rows x H x W). Measured on a 2-core CPU with a 4-layer
 # conv net and grid_sample rotation, 64 images x 16 samples: at 32x32 chunks of 32-128 rows ran
@@ -74,8 +76,12 @@ class VanillaGrad:
 
     def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return maps [N, H, W] for ``x`` [N, C, H, W]; ``generator`` is unused (no randomness)."""
+        return self.stacked(_one_model(objective), x, [generator])[0]
+
+    def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W], one per generator."""
         # The noise-free case of SmoothGrad: one copy per image, displaced by zero.
-        no_noise = torch.zeros_like(x, memory_format=torch.contiguous_format).unsqueeze(1)
+        no_noise = torch.zeros((len(generators), x.shape[0], 1, *x.shape[1:]), device=x.device, dtype=x.dtype)
         return _average_attribution(objective, x, no_noise, self.params)
 
 
@@ -87,51 +93,75 @@ class SmoothGrad:
 
     def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return maps [N, H, W] for ``x`` [N, C, H, W], with all noise drawn from ``generator``."""
+        return self.stacked(_one_model(objective), x, [generator])[0]
+
+    def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W]; model k's noise comes from ``generators[k]``."""
         n_images = x.shape[0]
-        # All noise is drawn up front in one call, so the result cannot depend on chunk_size.
-        noise = torch.randn((n_images, self.params.samples, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
+        noise = torch.empty((len(generators), n_images, self.params.samples, *x.shape[1:]), device=x.device, dtype=x.dtype)
+        # Each model's noise is drawn up front in one call, as alone, so the result depends
+        # neither on chunk_size nor on which models share the stack.
+        for k, generator in enumerate(generators):
+            torch.randn(noise.shape[1:], generator=generator, out=noise[k])
         value_range = x.detach().flatten(1).aminmax(dim=1)
         sigma = self.params.spread * (value_range.max - value_range.min)
-        noise *= sigma.view(n_images, 1, 1, 1, 1)
+        noise *= sigma.view(1, n_images, 1, 1, 1, 1)
         return _average_attribution(objective, x, noise, self.params)
 
 
-def _average_attribution(objective: Objective, x: Tensor, noise: Tensor, params: GradientParams) -> Tensor:
+def _one_model(objective: Objective) -> StackedObjective:
+    """``objective`` as the stacked objective of one model, checking its output shape."""
+
+    def stacked(rows: Tensor) -> Tensor:
+        scores = objective(rows[0])
+        if scores.shape != rows.shape[1:2]:
+            raise ValueError(
+                f"the saliency objective must return one score per image, shape [{rows.shape[1]}], got {tuple(scores.shape)}"
+            )
+        return scores.unsqueeze(0)
+
+    return stacked
+
+
+def _average_attribution(objective: StackedObjective, x: Tensor, noise: Tensor, params: GradientParams) -> Tensor:
     """Mean over samples of the post-processed gradient at ``x + noise``, reduced over channels.
 
-    ``noise`` is [N, S, C, H, W]; row ``i * S + s`` is image ``i`` plus its ``s``-th noise sample.
-    Each row's attribution overwrites its noise in place, which keeps peak memory at one buffer.
+    ``noise`` is [K, N, S, C, H, W] for K models; row ``i * S + s`` of model k is image ``i``
+    plus model k's ``s``-th noise sample. Each row's attribution overwrites its noise in place,
+    which keeps peak memory at one buffer. A chunk holds ``chunk_size`` rows over all K models.
     """
-    n_images, samples = noise.shape[:2]
+    k_models, n_images, samples = noise.shape[:3]
     rows_total = n_images * samples
-    flat = noise.view(rows_total, *x.shape[1:])
-    chunk = params.chunk_size or _default_chunk_rows(x)
+    flat = noise.view(k_models, rows_total, *x.shape[1:])
+    chunk = max(1, (params.chunk_size or _default_chunk_rows(x)) // k_models)
     channels_last = params.channels_last
     if channels_last is None:
         channels_last = x.device.type in _CHANNELS_LAST_DEVICES
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     images = x.detach()
     # The caller may be under no_grad (e.g. an evaluation loop); the gradient is the point here.
     with torch.enable_grad():
         for start in range(0, rows_total, chunk):
             stop = min(start + chunk, rows_total)
             image_of_row = torch.arange(start, stop, device=x.device) // samples
-            rows = (images[image_of_row] + flat[start:stop]).contiguous(memory_format=memory_format)
+            rows = images[image_of_row] + flat[:, start:stop]
+            if channels_last:
+                # Physical [K, R, H, W, C]: every model's rows [R, C, H, W] are a channels-last view.
+                rows = rows.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
             rows.requires_grad_(True)
             scores = objective(rows)
-            if scores.shape != (stop - start,):
+            if scores.shape != rows.shape[:2]:
                 raise ValueError(
-                    f"the saliency objective must return one score per image, shape [{stop - start}], got {tuple(scores.shape)}"
+                    f"the stacked saliency objective must return scores [{k_models}, {stop - start}], got {tuple(scores.shape)}"
                 )
             (grad,) = torch.autograd.grad(scores.sum(), rows)
             attribution = grad if params.postprocess == "abs" else grad * rows.detach()
-            flat[start:stop] = attribution.abs()
-    mean = noise.mean(dim=1)
+            flat[:, start:stop] = attribution.abs()
+    mean = noise.mean(dim=2)  # [K, N, C, H, W]
     if params.channel_reduce == "max":
-        return mean.amax(dim=1)
+        return mean.amax(dim=2)
     if params.channel_reduce == "mean":
-        return mean.mean(dim=1)
-    return mean.sum(dim=1)
+        return mean.mean(dim=2)
+    return mean.sum(dim=2)
 
 
 def _default_chunk_rows(x: Tensor) -> int:

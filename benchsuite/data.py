@@ -41,6 +41,15 @@ def set_data_root(folder: str | Path) -> None:
     os.environ["BENCHSUITE_DATA_ROOT"] = str(Path(folder).expanduser().resolve())
 
 
+def worker_environment() -> dict[str, str]:
+    """The settings a worker process needs to read the data this process reads: the data root, resolved
+    here (a worker elsewhere has another working directory), and the dataset cache if one was set."""
+    environment = {"BENCHSUITE_DATA_ROOT": str(data_root())}
+    if os.environ.get("BENCHSUITE_CACHE"):
+        environment["BENCHSUITE_CACHE"] = os.environ["BENCHSUITE_CACHE"]
+    return environment
+
+
 def data_root() -> Path:
     """Where datasets live on disk: ``$BENCHSUITE_DATA_ROOT`` (set by ``--data-root``), else the working directory."""
     return Path(os.environ.get("BENCHSUITE_DATA_ROOT") or Path.cwd()).expanduser().resolve()

@@ -1,10 +1,10 @@
 """Cells of the study, start to finish: data, pre-training, saliency, metrics.
 
-``run_group`` is the task every executor runs: one cell (``run_cell``), or several cells that
-differ only in theta and seed, pre-trained together as one stacked model. It needs the cells
-(plain data), a device and the registry that resolved the suite; a registry pickles as the
-names of its entry points, so a worker process or a cluster node rebuilds the same one from its
-installed plugins.
+``run_group`` runs one cell (``run_cell``), or several cells that differ only in theta and
+seed, pre-trained together as one stacked model. It needs the cells (plain data), a device and
+the registry that resolved the suite. ``GroupTask`` is what every executor calls: ``run_group``
+with that registry (it pickles as the names of its entry points, so a worker process or a
+cluster node rebuilds the same one from its installed plugins) and the driver's data settings.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import multiprocessing
+import os
 import resource
 import time
 import warnings
@@ -157,6 +158,25 @@ def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, prog
         curves = pretrain(method, augment, cell.theta, data.train, order, progress=bar, label=cell.describe())
     (saliency,) = saliency_maps([cell], [method], augment, data, registry)
     return evaluate(cell, registry, method, augment, curves, data, saliency, start=start, stack_size=1)
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    """The task executors run (``api.CellTask``): :func:`run_group` with what the driver resolved.
+
+    It pickles as the registry's plugin names and plain settings, so a worker process, a Ray
+    node or a Slurm job rebuilds the same components and reads the same data: ``environment``
+    (``data.worker_environment()``: data root, dataset cache) is applied in the worker before
+    the group runs.
+    """
+
+    registry: PluginRegistry
+    environment: dict[str, str]
+    progress: bool = False
+
+    def __call__(self, cells: Sequence[Cell], device: torch.device) -> list[CellResult]:
+        os.environ.update(self.environment)
+        return run_group(cells, device, registry=self.registry, progress=self.progress)
 
 
 def run_group(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import traceback
 import warnings
@@ -15,10 +14,12 @@ from tqdm.auto import tqdm
 
 import benchsuite
 from benchsuite import provenance
+from benchsuite.api import LostGroup
+from benchsuite.data import worker_environment
 from benchsuite.errors import BenchsuiteError, RunError, SuiteError
 from benchsuite.grid import Cell, expand, families
 from benchsuite.kinds import KINDS
-from benchsuite.pipeline import CellFailure, CellResult, run_group
+from benchsuite.pipeline import CellFailure, CellResult, GroupTask
 from benchsuite.registry import PluginRegistry
 from benchsuite.store import RunStore
 from benchsuite.suite import ResolvedSuite
@@ -108,6 +109,17 @@ def _explain(failure: CellFailure, run_dir: Path) -> RunError:
     )
 
 
+def _explain_lost(lost: list[LostGroup], executor: str, run_dir: Path) -> RunError:
+    log = run_dir / "error.log"
+    log.write_text("".join(f"{cell.describe()}: {group.cause}\n" for group in lost for cell in group.cells), encoding="utf-8")
+    count = sum(len(group.cells) for group in lost)
+    return RunError(
+        f"{count} cell{'s' if count > 1 else ''} could not be run: the '{executor}' executor lost "
+        f"{'them' if count > 1 else 'it'} after its retries ({lost[0].cause}; every cell and cause in {log}). "
+        f"The other cells are stored; rerun the same command to run the lost ones."
+    )
+
+
 class _NanTally:
     """Counts NaN per-image values over a run, to warn once per metric rather than once per cell."""
 
@@ -155,12 +167,15 @@ def run_cells(
     todo = [c for c in cells if force or c.key not in done]
     executor_config = resolved.single("executors")
     executor = registry.get("executors", executor_config.plugin).factory(executor_config.params)
-    task = functools.partial(run_group, registry=registry, progress=progress)
+    task = GroupTask(registry, worker_environment(), progress)
 
-    ran, nans = 0, _NanTally()
+    ran, nans, lost = 0, _NanTally(), []
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=resolved.name, unit="cell", disable=not progress)
     try:
         for result in executor.run(task, families(todo)):
+            if isinstance(result, LostGroup):
+                lost.append(result)  # the rest of the run goes on; reported below
+                continue
             # Logs first: the shard is the done marker, so a stored cell always has its logs.
             write_cell_logs(result, logdir, run_name(result.cell))
             store.write_cell(result)
@@ -174,6 +189,8 @@ def run_cells(
         nans.warn()
         if store.done_keys() and not (ran == 0 and store.cube_is_current(cells)):
             store.write_cube(store.build_cube(cells, _cube_attrs(resolved)))
+    if lost:
+        raise _explain_lost(lost, executor_config.plugin, store.run_dir)
     return RunSummary(store.run_dir, store.cube_path, len(cells), ran, len(cells) - len(todo))
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from benchsuite.api import PluginError
-from benchsuite_plugins.local_executor import GPU_STACK, LocalExecutor, LocalParams
+from benchsuite.api import GPU_STACK, PluginError
+from benchsuite_plugins.local_executor import LocalExecutor, LocalParams
 
 
 def describe(group: list[int], device: torch.device) -> list[tuple[int, int, str, int]]:

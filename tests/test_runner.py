@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-import benchsuite.runner as runner_module
+import benchsuite.pipeline as pipeline_module
 from benchsuite.cube import AXES, open_cube
 from benchsuite.errors import RunError, SuiteError
 from benchsuite.pipeline import StackingWarning
@@ -76,7 +76,7 @@ def test_rerun_skips_every_stored_cell(tmp_path):
 
 def test_interrupted_run_loses_nothing_and_resume_redoes_nothing(tmp_path, monkeypatch):
     calls = []
-    real = runner_module.run_group
+    real = pipeline_module.run_group
 
     def dies_on_the_fourth_cell(group, device, **kw):
         # On a CPU each group is one cell (stack: auto), so the fourth call is the fourth cell.
@@ -85,7 +85,7 @@ def test_interrupted_run_loses_nothing_and_resume_redoes_nothing(tmp_path, monke
         calls.extend(cell.key for cell in group)
         return real(group, device, **kw)
 
-    monkeypatch.setattr(runner_module, "run_group", dies_on_the_fourth_cell)
+    monkeypatch.setattr(pipeline_module, "run_group", dies_on_the_fourth_cell)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path)
     run_dir = tmp_path / "runs" / "tiny"
@@ -94,7 +94,7 @@ def test_interrupted_run_loses_nothing_and_resume_redoes_nothing(tmp_path, monke
     partial = open_cube(run_dir)  # the cube is written on the way out, with the unfinished cells NaN
     assert int(np.isfinite(partial["final_loss"].values).sum()) == 3
 
-    monkeypatch.setattr(runner_module, "run_group", real)
+    monkeypatch.setattr(pipeline_module, "run_group", real)
     resumed = run(tmp_path)
     assert (resumed.cells_run, resumed.cells_skipped) == (5, 3)
     assert {p.stem: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.nc") if p.stem in stored} == stored

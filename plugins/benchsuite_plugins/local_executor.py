@@ -12,10 +12,10 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator
 
-from benchsuite.api import CellTask, Params, PluginError, hookimpl
+from benchsuite.api import CellTask, ExecutorParams, PluginError, cut_groups, hookimpl, stack_size
 
 
-class LocalParams(Params):
+class LocalParams(ExecutorParams):
     device: str | list[str] = Field(
         "auto",
         description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:N', 'all' (every visible GPU) or "
@@ -35,13 +35,6 @@ class LocalParams(Params):
         "small models of a sweep gain nothing from intra-op threads: on a 2-core machine a default-suite cell "
         "took 1.5 s with 1 thread and 1.5-11 s with 2, whose threads stall whenever another process runs.",
     )
-    stack: int | Literal["auto"] = Field(
-        "auto",
-        description="Cells of a sweep trained together as one stacked model (cells that differ only in theta and "
-        "seed). 1 trains each cell alone. 'auto' is 1 on a CPU, where a stack measured 0.7-1.0x the speed of "
-        "cells one after another, and up to 64 on a GPU, where 64 stacked ResNet-18 cells trained 4.2x and 64 "
-        "small CNNs 18x faster on an H200. Results agree with training alone to rounding (docs/design.md).",
-    )
 
     @field_validator("device")
     @classmethod
@@ -56,17 +49,12 @@ class LocalParams(Params):
             raise ValueError("give at least one device")
         return value
 
-    @field_validator("workers", "stack")
+    @field_validator("workers")
     @classmethod
     def _positive(cls, value: int | str) -> int | str:
         if isinstance(value, int) and not 1 <= value <= 4096:
             raise ValueError("must be 'auto' or a whole number between 1 and 4096")
         return value
-
-
-GPU_STACK = 64
-"""The stack size ``stack: auto`` takes on a GPU: where ResNet-18's stacked throughput levelled off
-on an H200 (K = 32: 3.96x, K = 64: 4.18x the serial rate, 38 GiB), while small CNNs still gained."""
 
 
 def _set_threads(threads: int | None) -> None:
@@ -105,10 +93,10 @@ class LocalExecutor:
         auto_workers = len(os.sched_getaffinity(0)) if on_cpu else len(self.devices)
         workers = auto_workers if params.workers == "auto" else params.workers
         self.slots = [self.devices[i % len(self.devices)] for i in range(max(workers, len(self.devices)))]
-        self.stack = (1 if on_cpu else GPU_STACK) if params.stack == "auto" else params.stack
+        self.stack = stack_size(params.stack, on_gpu=not on_cpu)
 
     def run(self, task: CellTask, families: Sequence[Sequence[Any]]) -> Iterator[Any]:
-        groups = [list(family[i : i + self.stack]) for family in families for i in range(0, len(family), self.stack)]
+        groups = cut_groups(families, self.stack)
         if len(self.slots) == 1 or len(groups) <= 1:
             _set_threads(self.threads)
             for group in groups:

@@ -68,10 +68,18 @@ _TYPE = click.option("--type", "typ", type=click.Choice(["2", "3"]), default="2"
     help="Rerun cells that are already stored (each is replaced atomically when its new result is ready).",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars over cells and epochs.")
+@click.option(
+    "--executor",
+    metavar="YAML",
+    help="Run the cells with this executor instead of the suite's: a plugin name or YAML such as "
+    "'{plugin: ray, params: {address: auto}}'. The cells, their keys and the run directory stay the same.",
+)
 @_DATA_ROOT
 @_TYPE
 @_STRICT
-def run(suite: Path, out: Path, force: bool, progress: bool, data_root: Path | None, typ: str, strict: bool) -> None:
+def run(
+    suite: Path, out: Path, force: bool, progress: bool, executor: str | None, data_root: Path | None, typ: str, strict: bool
+) -> None:
     """Run SUITE, resuming where an earlier run stopped, then analyse it and write the report.
 
     Cells already stored under OUT/<suite name>/cells/ are skipped, so a killed run continues
@@ -85,7 +93,7 @@ def run(suite: Path, out: Path, force: bool, progress: bool, data_root: Path | N
 
     result = run_study(
         suite, out=out, force=force, progress=progress, data_root=data_root, anova_type=int(typ), strict=strict,
-        log=lambda line: click.echo(line, err=True),
+        executor=executor, log=lambda line: click.echo(line, err=True),
     )  # fmt: skip
     click.echo(f"{result.summary}\n\nreport: {result.report}")
 

@@ -51,6 +51,9 @@ class Estimate:
                 f"projected: {self.total_seconds / 60:.1f} min ({self.total_seconds / 3600:.2f} h) for the suite, "
                 f"{per_cell:.3f} s per cell amortised "
                 "(start-up, analysis and report not included; families unlike the timed one may differ)",
+                f"on a cluster: {self.groups} tasks (one per group), about {self.total_seconds / 3600:.2f} "
+                f"{'GPU' if self.device.startswith('cuda') else 'CPU-core'}-hours in all; each task about "
+                f"{self.total_seconds / self.groups / 60:.1f} min on this device",
             ]
         )
 

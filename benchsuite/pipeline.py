@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import multiprocessing
 import os
 import resource
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -152,10 +151,8 @@ def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, prog
     method = build_method(cell, registry, data.train.shape[1], device)
     augment = build(registry, cell, "augmentations")
     with _stage(cell, f"pre-training with '{cell.config['method']['plugin']}'"):
-        # Only the main process draws an epoch bar: bars from worker processes would interleave.
-        bar = progress and multiprocessing.parent_process() is None
         order = torch.Generator().manual_seed(cell.seed)
-        curves = pretrain(method, augment, cell.theta, data.train, order, progress=bar, label=cell.describe())
+        curves = pretrain(method, augment, cell.theta, data.train, order, progress=progress, label=cell.describe())
     (saliency,) = saliency_maps([cell], [method], augment, data, registry)
     return evaluate(cell, registry, method, augment, curves, data, saliency, start=start, stack_size=1)
 
@@ -172,11 +169,12 @@ class GroupTask:
 
     registry: PluginRegistry
     environment: dict[str, str]
-    progress: bool = False
+    progress: bool = False  # epoch bars, drawn only in the driver's process: a worker's would interleave
+    driver: int = field(default_factory=os.getpid)
 
     def __call__(self, cells: Sequence[Cell], device: torch.device) -> list[CellResult]:
         os.environ.update(self.environment)
-        return run_group(cells, device, registry=self.registry, progress=self.progress)
+        return run_group(cells, device, registry=self.registry, progress=self.progress and os.getpid() == self.driver)
 
 
 def run_group(

@@ -199,6 +199,7 @@ def _cube_attrs(resolved: ResolvedSuite) -> dict[str, str]:
     return {
         "suite_name": resolved.name,
         "suite_yaml": resolved.text,
+        "executor": json.dumps(resolved.single("executors").config()),  # the last run's, which --executor may set
         "suite_description": resolved.suite.description,
         "versions": json.dumps(provenance.versions({c.distribution for c in components})),
         "plugins": json.dumps({c.plugin: f"{c.distribution} {c.version}" for c in components}),

@@ -54,6 +54,7 @@ def run(
     data_root: str | Path | None = None,
     anova_type: Literal[2, 3] = 2,
     strict: bool = False,
+    executor: str | None = None,
     log: Callable[[str], None] = _stderr,
 ) -> RunResult:
     """Run (or resume) the suite file ``suite`` end to end, then analyse it and write the report.
@@ -63,7 +64,9 @@ def run(
     analysis tables (ANOVA of Type ``anova_type``, mixed model, periodicity, ...) and
     ``report.html``. ``data_root`` is where relative dataset folders are found (default:
     ``$BENCHSUITE_DATA_ROOT``, else the working directory). With ``strict``, a plugin that fails to
-    load is an error rather than a warning. Status lines go to ``log``.
+    load is an error rather than a warning. ``executor`` (YAML, e.g. ``"{plugin: ray, params:
+    {address: auto}}"``) runs the cells with another executor than the suite names; the cells
+    and the run directory stay the same. Status lines go to ``log``.
 
     Raises :class:`benchsuite.errors.BenchsuiteError` for bad input (exit code 2 on the command
     line) and :class:`benchsuite.errors.RunError` when a cell fails; stored cells are kept.
@@ -71,7 +74,7 @@ def run(
     if data_root is not None:
         set_data_root(data_root)
     registry = installed_plugins(strict=strict)
-    resolved = load_suite(suite, registry)
+    resolved = load_suite(suite, registry, executor=executor)
     log(f"suite '{resolved.name}': {resolved.describe()}")
     ran = run_cells(resolved, registry, Path(out), force=force, progress=progress)
     log(f"{ran.cells_run} cells run, {ran.cells_skipped} already stored; cube: {ran.cube_path}")

@@ -324,15 +324,42 @@ def resolve(
     return ResolvedSuite(suite=suite, text=text, components=components)
 
 
-def load_suite(path: str | Path, registry: PluginRegistry) -> ResolvedSuite:
-    """Read, schema-check and resolve a suite file."""
+def load_suite(path: str | Path, registry: PluginRegistry, *, executor: str | None = None) -> ResolvedSuite:
+    """Read, schema-check and resolve a suite file.
+
+    ``executor`` (YAML: a plugin name or ``{plugin: ..., params: {...}}``) replaces the suite's
+    executor: where cells run is not part of what they compute, so the same suite file goes to a
+    cluster unchanged, with the same cells, keys and run directory.
+    """
     file = Path(path)
     if not file.is_file():
         hint = did_you_mean(file.name, [p.name for p in file.parent.glob("*.yaml")]) if file.parent.is_dir() else ""
         raise SuiteError(f"suite file '{file}' does not exist.{hint} Suites shipped with benchsuite live in suites/.")
     text = file.read_text(encoding="utf-8")
     suite, root = parse_suite(text, str(file))
+    if executor is not None:
+        suite = suite.model_copy(update={"executor": _executor_override(executor, registry)})
     return resolve(suite, registry, text=text, path=str(file), root=root)
+
+
+def _executor_override(text: str, registry: PluginRegistry) -> ComponentSpec:
+    """The executor given on the command line, checked here so that its errors name the option, not the file."""
+    try:
+        spec = ComponentSpec.model_validate(yaml.safe_load(text))
+        registry.get("executors", spec.plugin)
+        registry.parse_params("executors", spec.plugin, spec.params)
+    except yaml.YAMLError as exc:
+        raise SuiteError(
+            f"--executor {text!r} is not valid YAML ({getattr(exc, 'problem', None) or exc}). "
+            "Give a plugin name or {plugin: NAME, params: {...}}."
+        ) from None
+    except ValidationError as exc:
+        raise SuiteError(
+            f"--executor {text!r} must be a plugin name or {{plugin: NAME, params: {{...}}}}: {exc.errors()[0]['msg']}."
+        ) from None
+    except BenchsuiteError as exc:
+        raise SuiteError(f"--executor {text!r}: {exc}") from None
+    return spec
 
 
 def canonical_json(value: Any) -> str:

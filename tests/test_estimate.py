@@ -31,4 +31,5 @@ def test_estimate_command_prints_the_projection_and_writes_nothing(tmp_path):
     done = benchsuite("estimate", "tiny.yaml", "--stack", "4", "--steps", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "8 cells in 2 families" in done.stdout and "projected:" in done.stdout
+    assert "on a cluster: 2 tasks (one per group)" in done.stdout and "CPU-core-hours" in done.stdout
     assert not (tmp_path / "runs").exists()

@@ -45,6 +45,7 @@ __all__ = [
     "check_metric_output",
     "cut_groups",
     "hookimpl",
+    "run_on_worker",
     "stack_size",
 ]
 
@@ -273,11 +274,27 @@ def check_metric_output(metric: Metric, values: object, n_images: int) -> Tensor
     return values
 
 
-CellTask = Callable[[Sequence[Any], torch.device], list[Any]]
-"""The core's work for a group of cells; an executor calls it as ``task(group, device)`` and gets
-one result per cell of the group, in order. A group of several cells trains as one stacked model.
-The task pickles (registry as plugin names, settings such as the data root as values), so an
-executor may call it in another process or on another machine with the same plugins installed."""
+class CellTask(Protocol):
+    """The core's work for a group of cells; an executor calls it as ``task(group, device)`` and gets
+    one result per cell of the group, in order. A group of several cells trains as one stacked model.
+
+    The task pickles (registry as plugin names, settings such as the data root as values), so an
+    executor may call it in another process or on another machine with the same plugins
+    installed. ``run_dir`` is the run directory, where an executor that outlives the driver
+    (Slurm) keeps its records. Cells are opaque to executors except for ``cell.key``, a string
+    that names the cell's content and is the same in every run.
+    """
+
+    run_dir: str
+
+    def __call__(self, group: Sequence[Any], device: torch.device) -> list[Any]: ...
+
+
+def run_on_worker(task: CellTask, group: Sequence[Any], gpu: bool, threads: int) -> list[Any]:
+    """The body of a remote worker's job: ``task(group, device)`` with ``threads`` torch threads, on
+    the GPU the scheduler gave the worker (``CUDA_VISIBLE_DEVICES`` makes it ``cuda``) or the CPU."""
+    torch.set_num_threads(threads)
+    return task(group, torch.device("cuda" if gpu else "cpu"))
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,7 @@ class GroupTask:
 
     registry: PluginRegistry
     environment: dict[str, str]
+    run_dir: str
     progress: bool = False  # epoch bars, drawn only in the driver's process: a worker's would interleave
     driver: int = field(default_factory=os.getpid)
 

@@ -167,7 +167,7 @@ def run_cells(
     todo = [c for c in cells if force or c.key not in done]
     executor_config = resolved.single("executors")
     executor = registry.get("executors", executor_config.plugin).factory(executor_config.params)
-    task = GroupTask(registry, worker_environment(), progress)
+    task = GroupTask(registry, worker_environment(), str(store.run_dir), progress)
 
     ran, nans, lost = 0, _NanTally(), []
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=resolved.name, unit="cell", disable=not progress)

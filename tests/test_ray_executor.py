@@ -27,8 +27,9 @@ ray = pytest.importorskip("ray", reason="the ray extra is part of the test insta
 
 COMPARED = ("cell_key", "final_loss", "ssp_loss_step", "dice", "auroc", "mass_in_mask", "saliency_example", "stack_size")
 
-FRAGILE = """
+FLAKY_DATASETS = """
 import os
+import time
 from pathlib import Path
 import torch
 from pydantic import Field
@@ -38,6 +39,16 @@ class FragileParams(Params):
     marker: str
     once: bool = Field(True, description="create the marker before dying, so the next attempt lives")
 
+class GatedParams(Params):
+    gate: str
+
+def squares(size):
+    images = torch.rand(14, 1, size, size, generator=torch.Generator().manual_seed(0)) * 0.5
+    masks = torch.zeros(14, size, size, dtype=torch.bool)
+    masks[:, 4:10, 3:9] = True
+    images[masks[:, None]] = 1.0
+    return ImageMaskSet(images, masks)
+
 def fragile(params, spec):
     # The worker process dies (as when killed or out of memory) while loading the data of a cell,
     # unless the marker file exists.
@@ -46,16 +57,18 @@ def fragile(params, spec):
         if params.once:
             marker.write_text(str(os.getpid()))
         os._exit(1)
-    g = torch.Generator().manual_seed(0)
-    images = torch.rand(14, 1, spec.size, spec.size, generator=g) * 0.5
-    masks = torch.zeros(14, spec.size, spec.size, dtype=torch.bool)
-    masks[:, 4:10, 3:9] = True
-    images[masks[:, None]] = 1.0
-    return ImageMaskSet(images, masks)
+    return squares(spec.size)
+
+def gated(params, spec):
+    # Holds its cells until the gate file exists, so a test can stop the driver while they wait.
+    while not Path(params.gate).exists():
+        time.sleep(0.1)
+    return squares(spec.size)
 
 @hookimpl
 def benchsuite_register_datasets(registry):
     registry.add("fragile", fragile, params=FragileParams)
+    registry.add("gated", gated, params=GatedParams)
 """
 
 
@@ -74,7 +87,7 @@ def ray_suite(text: str = TINY, **params) -> str:
 @pytest.fixture
 def fragile_suite(plugin_path, fresh_registry):
     """``make(marker, once, **executor_params)``: TINY with its second dataset ``fragile``, run by ``ray``."""
-    root = plugin_path("bs-fragile", {"bs_fragile": FRAGILE}, {"fragile": "bs_fragile"})
+    root = plugin_path("bs-flaky", {"bs_flaky": FLAKY_DATASETS}, {"flaky": "bs_flaky"})
 
     def make(marker, once: bool, **params) -> str:
         text = TINY.replace(

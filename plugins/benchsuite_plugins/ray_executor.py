@@ -22,10 +22,9 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-import torch
 from pydantic import Field, model_validator
 
-from benchsuite.api import CellTask, ExecutorParams, LostGroup, cut_groups, hookimpl, stack_size
+from benchsuite.api import CellTask, ExecutorParams, LostGroup, cut_groups, hookimpl, run_on_worker, stack_size
 
 
 class RayParams(ExecutorParams):
@@ -62,12 +61,6 @@ class RayParams(ExecutorParams):
         return self
 
 
-def _run(task: CellTask, group: Sequence[Any], on_gpu: bool, threads: int) -> list[Any]:
-    """The body of a Ray task: one group on the GPU Ray assigned (CUDA_VISIBLE_DEVICES) or the CPU."""
-    torch.set_num_threads(threads)
-    return task(group, torch.device("cuda" if on_gpu else "cpu"))
-
-
 class RayExecutor:
     """Groups of cells as Ray tasks; see the module docstring."""
 
@@ -100,7 +93,7 @@ class RayExecutor:
             gpus = p.num_gpus
             if gpus == "auto":
                 gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-            remote = ray.remote(_run).options(
+            remote = ray.remote(run_on_worker).options(
                 num_cpus=p.num_cpus,
                 num_gpus=gpus,
                 max_retries=p.max_retries,

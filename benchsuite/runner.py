@@ -115,7 +115,7 @@ def _explain_lost(lost: list[LostGroup], executor: str, run_dir: Path) -> RunErr
     count = sum(len(group.cells) for group in lost)
     return RunError(
         f"{count} cell{'s' if count > 1 else ''} could not be run: the '{executor}' executor lost "
-        f"{'them' if count > 1 else 'it'} after its retries ({lost[0].cause}; every cell and cause in {log}). "
+        f"{'them' if count > 1 else 'it'} ({lost[0].cause}; every cell and cause in {log}). "
         f"The other cells are stored; rerun the same command to run the lost ones."
     )
 

@@ -2,11 +2,12 @@
 
 ``benchsuite run`` on the login node submits every group as one task of a job array and waits,
 collecting each task's results as it finishes; the driver alone writes the run directory, so
-the shards and TensorBoard logs on the shared filesystem have one writer. submitit keeps each
-task's pickled result under ``RUN_DIR/slurm/`` and this executor records which cells each job
-holds in ``RUN_DIR/slurm/jobs.json``. If the driver stops (Ctrl-C, a lost login session), the
-jobs go on; rerunning the same command collects what they finished, waits for the ones still
-queued or running, and submits only the cells that have no job left.
+the shards and TensorBoard logs on the shared filesystem have one writer. Each task's results
+are written atomically by submitit (a temporary file, then a rename) under ``RUN_DIR/slurm/``,
+and this executor records which cells each job holds in ``RUN_DIR/slurm/jobs.json``. If the
+driver stops (Ctrl-C, a lost login session), the jobs go on; rerunning the same command
+collects what they finished, waits for the ones still queued or running, and submits only the
+cells that have no job left.
 
 ``backend: local`` runs the same code path through submitit's ``LocalExecutor``: each job is a
 subprocess of this machine, so the executor is tested, and a setup tried, without a cluster.

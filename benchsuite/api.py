@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import pluggy
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from benchsuite.errors import BenchsuiteError
@@ -27,6 +27,7 @@ __all__ = [
     "GPU_STACK",
     "Augmentation",
     "CellTask",
+    "Count",
     "DataSpec",
     "Executor",
     "ExecutorParams",
@@ -316,10 +317,14 @@ on an H200 (K = 32: 3.96x, K = 64: 4.18x the serial rate, 38 GiB), while small C
 On a CPU ``auto`` is 1: there a stack measured 0.7-1.0x the speed of cells one after another."""
 
 
+Count = Annotated[int, Field(ge=1, le=4096)]
+"""A whole number of cells, workers or the like, 1 to 4096; ``Count | Literal["auto"]`` adds the default choice."""
+
+
 class ExecutorParams(Params):
     """Parameters every executor that trains stacked groups shares; an executor's model extends this."""
 
-    stack: int | Literal["auto"] = Field(
+    stack: Count | Literal["auto"] = Field(
         "auto",
         description="Cells of a sweep trained together as one stacked model (cells that differ only in theta and "
         "seed). 1 trains each cell alone. 'auto' is 1 on a CPU, where a stack measured 0.7-1.0x the speed of "
@@ -327,13 +332,6 @@ class ExecutorParams(Params):
         "small CNNs 18x faster on an H200; a stack that does not fit in memory trains as two halves. Results "
         "agree with training alone to rounding (docs/design.md).",
     )
-
-    @field_validator("stack")
-    @classmethod
-    def _whole(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 1 <= value <= 4096:
-            raise ValueError("must be 'auto' or a whole number between 1 and 4096")
-        return value
 
 
 def stack_size(stack: int | Literal["auto"], on_gpu: bool) -> int:

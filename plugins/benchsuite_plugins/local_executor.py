@@ -12,7 +12,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator
 
-from benchsuite.api import CellTask, ExecutorParams, PluginError, cut_groups, hookimpl, stack_size
+from benchsuite.api import CellTask, Count, ExecutorParams, PluginError, cut_groups, hookimpl, stack_size
 
 
 class LocalParams(ExecutorParams):
@@ -21,7 +21,7 @@ class LocalParams(ExecutorParams):
         description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:N', 'all' (every visible GPU) or "
         "a list such as [cuda:0, cuda:1]. With several GPUs each worker keeps to one of them.",
     )
-    workers: int | Literal["auto"] = Field(
+    workers: Count | Literal["auto"] = Field(
         1,
         description="Groups of cells run at once, each in its own worker process, spread evenly over the devices; "
         "'auto' means one per CPU core on a CPU and one per GPU. 1 runs cells in this process. Two or more "
@@ -47,13 +47,6 @@ class LocalParams(ExecutorParams):
                     raise ValueError(f"'{name}' is not a device; use auto, all, cpu, cuda or cuda:N") from exc
         if isinstance(value, list) and not value:
             raise ValueError("give at least one device")
-        return value
-
-    @field_validator("workers")
-    @classmethod
-    def _positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 1 <= value <= 4096:
-            raise ValueError("must be 'auto' or a whole number between 1 and 4096")
         return value
 
 

@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from benchsuite.analysis.anova import AnovaError, anova, anova_table, cell_means, format_anova
+from benchsuite.analysis.anova import SS_TYPE, AnovaError, anova, anova_table, cell_means, format_anova
 
 GRID = ("dataset", "theta", "seed", "method", "encoder")
 TWO_WAY = {"theta": [0.0, 45.0, 90.0], "dataset": ["a", "b"]}
@@ -303,7 +303,8 @@ def test_format_anova_shows_each_metric_with_its_terms_and_design() -> None:
     dice[0, 0, 0] = np.nan
     text = format_anova(anova_table(_cube(dice)))
 
-    blocks = text.split("\n\n")
+    heading, *blocks = text.split("\n\n")
+    assert heading == "ANOVA (Type II sums of squares, sum contrasts) on per-cell means"
     assert [block.splitlines()[0].split(":")[0] for block in blocks] == ["dice", "final_loss"]
     assert "unbalanced, 2-3 observations per cell" in blocks[0]
     assert "balanced, 3 observations per cell" in blocks[1]
@@ -324,3 +325,17 @@ def test_format_anova_rounds_f_p_and_partial_eta_squared() -> None:
     assert float(p_text) == pytest.approx(row["p"], rel=0.05)
     assert re.fullmatch(r"0\.\d{3}", eta_text)
     assert float(eta_text) == pytest.approx(row["partial_eta_sq"], abs=0.0005)
+
+
+@pytest.mark.parametrize(("typ", "roman"), [(2, "II"), (3, "III")])
+def test_anova_table_carries_its_type_of_sums_of_squares_into_the_text(typ: int, roman: str) -> None:
+    table = anova_table(_cube(_rotation_study(interaction=0.08)), typ=typ)
+    assert table.attrs[SS_TYPE] == typ
+    assert table[table["metric"] == "dice"].attrs[SS_TYPE] == typ  # a selection keeps it
+    assert format_anova(table).startswith(f"ANOVA (Type {roman} sums of squares, sum contrasts) on per-cell means\n\n")
+
+
+def test_format_anova_of_a_table_without_its_type_names_the_contrasts_alone() -> None:
+    table = anova_table(_cube(_rotation_study(interaction=0.08)))
+    table.attrs.clear()  # as read back from anova.csv
+    assert format_anova(table).startswith("ANOVA (sum contrasts) on per-cell means\n\n")

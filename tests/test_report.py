@@ -6,6 +6,7 @@ import base64
 import re
 import shutil
 import subprocess
+import warnings
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,15 +15,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from matplotlib.colors import to_rgb, to_rgba
 from PIL import Image
 from statsmodels.stats.weightstats import DescrStatsW
 
 from benchsuite.analysis.anova import anova_table
-from benchsuite.cube import open_cube
+from benchsuite.analysis.summary import NEEDS_REPLICATES, analyze_cube
+from benchsuite.cube import EXAMPLE_IMAGE, SALIENCY_EXAMPLE, open_cube
 from benchsuite.report import write_report
 from benchsuite.report.document import interaction_reading
-from benchsuite.report.figures import interaction_figure, saliency_gallery, seed_band
+from benchsuite.report.figures import interaction_figure, png_bytes, saliency_gallery, seed_band
 from tests.test_runner import TINY, run
+from tests.test_summary import _cube as synthetic_cube
 
 METRICS = ["dice", "auroc", "mass_in_mask", "final_loss"]
 FIGURE_FILES = {f"interaction_{m}.png" for m in METRICS} | {
@@ -170,6 +174,57 @@ def test_anova_tables_highlight_exactly_the_interaction_row(report):
     assert len(anova_tables) == len(METRICS)
     for table in anova_tables:
         assert [cells[0] for cls, cells in table if cls == "highlight"] == ["theta:dataset"]
+
+
+def test_the_anova_says_its_type_of_sums_of_squares_in_the_summary_and_beside_each_table(report):
+    heading = "ANOVA (Type II sums of squares, sum contrasts)"
+    assert f"Is there a θ × dataset interaction? {heading} on the per-cell means" in report.html
+    for metric in METRICS:
+        assert f"{heading} of {metric}: balanced, 2 observations per cell" in report.html
+
+
+def test_a_cube_without_replicates_gets_a_report_that_says_once_what_was_skipped(tmp_path):
+    cube = synthetic_cube().isel(seed=[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tables = analyze_cube(cube)
+        html = write_report(cube, tables, tmp_path).read_text(encoding="utf-8")
+    parts = PageParts(html)
+
+    assert html.count("Skipped: ANOVA, mixed model, Tukey HSD; each needs replicates") == 1
+    assert not {f"analysis-{name}" for name in NEEDS_REPLICATES} & parts.ids
+    assert {"analysis-periodicity", "analysis-covariate"} <= parts.ids
+    assert not parts.readings and "sums of squares" not in html and "No ANOVA table was given" not in html
+
+
+def _relative_luminance(rgb: tuple[float, float, float]) -> float:
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """The WCAG contrast ratio of two colours; 4.5 is the least it asks of body text."""
+    high, low = sorted([_relative_luminance(a), _relative_luminance(b)], reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_the_not_run_label_stays_readable_on_a_black_and_white_image(report):
+    cube = report.cube.copy(deep=True)
+    cube[EXAMPLE_IMAGE][:] = np.indices((cube.sizes["y"], cube.sizes["x"])).sum(axis=0) % 2  # a checkerboard
+    cube[SALIENCY_EXAMPLE][:] = np.nan
+    figure = saliency_gallery(cube)
+    png_bytes(figure)  # draws it, as the report does
+
+    labels = [text for ax in figure.axes for text in ax.texts if text.get_text() == "not run"]
+    assert len(labels) == cube.sizes["dataset"] * cube.sizes["theta"]
+    for label in labels:
+        box = label.get_bbox_patch()
+        assert box is not None, "the label is drawn straight onto the image"
+        *face, alpha = to_rgba(box.get_facecolor())
+        # Whatever lies under the box, from black to white, the ink must stand out from it.
+        for image in [(0.0, 0.0, 0.0), (1.0, 1.0, 1.0)]:
+            under_box = tuple(alpha * f + (1 - alpha) * i for f, i in zip(face, image, strict=True))
+            assert _contrast(to_rgb(label.get_color()), under_box) >= 4.5, image
 
 
 def test_a_further_analysis_table_is_shown_under_its_heading(report):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,16 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-from benchsuite.analysis.summary import SUMMARY_NAME, TABLE_NAMES, analyze_cube, analyze_run
+from benchsuite.analysis.summary import (
+    NEEDS_REPLICATES,
+    NO_REPLICATES,
+    SKIPPED,
+    SUMMARY_NAME,
+    TABLE_NAMES,
+    analyze_cube,
+    analyze_run,
+    format_summary,
+)
 from benchsuite.cli import cli
 from benchsuite.cube import CUBE_NAME, ENGINE
 from benchsuite.errors import BenchsuiteError
@@ -112,7 +123,8 @@ def test_summary_json_holds_every_table_as_records(run_dir: Path) -> None:
 
 def test_terminal_text_is_the_anova_then_a_block_per_metric(run_dir: Path) -> None:
     text = (run_dir / "terminal.txt").read_text()
-    assert text.startswith("dice: balanced, 2 observations per cell")
+    heading = "ANOVA (Type II sums of squares, sum contrasts) on per-cell means"
+    assert text.startswith(f"{heading}\n\ndice: balanced, 2 observations per cell")
     dice_block = text.split("\n\ndice:\n")[1].split("\n\n")[0]
     assert "mixed model, theta:dataset: χ²(3)" in dice_block
     assert "shapes 180° (100%)" in dice_block.split("dominant period: ")[1]
@@ -144,6 +156,60 @@ def test_a_metric_that_fails_is_named_in_each_analysis_and_the_others_are_kept()
         assert any(m.startswith(f"{analysis} of metric 'final_loss' skipped") for m in messages), analysis
     for name in ["anova", "periodicity", "covariate"]:
         assert set(tables[name]["metric"]) == {"dice"}, name
+
+
+@pytest.mark.parametrize("typ", ["2", "3"])
+def test_the_printed_anova_names_its_type_of_sums_of_squares(run_dir: Path, tmp_path: Path, typ: str) -> None:
+    shutil.copy(run_dir / CUBE_NAME, tmp_path / CUBE_NAME)
+    result = CliRunner().invoke(cli, ["analyze", str(tmp_path), "--type", typ])
+    assert result.exit_code == 0, result.output
+    roman = {"2": "II", "3": "III"}[typ]
+    assert result.output.startswith(f"ANOVA (Type {roman} sums of squares, sum contrasts) on per-cell means\n")
+    assert json.loads((tmp_path / SUMMARY_NAME).read_text())["anova_type"] == int(typ)
+
+
+def _one_seed_cube() -> xr.Dataset:
+    return _cube().isel(seed=[0])
+
+
+def _second_seed_never_finished_cube() -> xr.Dataset:
+    cube = _cube()
+    for name in ["dice", "final_loss"]:
+        cube[name].loc[{"seed": 1}] = np.nan
+    return cube
+
+
+@pytest.mark.parametrize("make_cube", [_one_seed_cube, _second_seed_never_finished_cube])
+def test_without_replicates_the_analyses_that_need_them_are_skipped_quietly_and_named_once(make_cube) -> None:
+    cube = make_cube()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning, statsmodels or "skipped" warning reaches the user
+        tables = analyze_cube(cube, typ=3)
+        text = format_summary(tables)
+
+    assert text.startswith("Skipped: ANOVA, mixed model, Tukey HSD; each needs replicates")
+    assert text.count("needs replicates") == 1
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE) and "No metric" not in text and "sums of squares" not in text
+    for name in NEEDS_REPLICATES:
+        assert tables[name].empty and tables[name].attrs[SKIPPED] == NO_REPLICATES, name
+    for name in ["periodicity", "orientation_autocorr", "covariate"]:
+        assert len(tables[name]) and SKIPPED not in tables[name].attrs, name
+    assert "\n\ndice:\n  dominant period:" in text and "orientation autocorr: coef" in text
+
+
+def test_without_replicates_the_skipped_tables_are_written_as_headers_and_summary_json_says_why(tmp_path: Path) -> None:
+    _one_seed_cube().to_netcdf(tmp_path / CUBE_NAME, engine=ENGINE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        analyze_run(tmp_path)
+
+    summary = json.loads((tmp_path / SUMMARY_NAME).read_text())
+    assert summary["skipped"] == dict.fromkeys(NEEDS_REPLICATES, NO_REPLICATES)
+    assert summary["anova_type"] is None and summary["design"]["n_per_cell"] is None
+    for name in TABLE_NAMES:
+        table = pd.read_csv(tmp_path / f"{name}.csv")
+        assert table.empty == (name in NEEDS_REPLICATES), name
+    assert list(pd.read_csv(tmp_path / "anova.csv").columns)[:2] == ["metric", "term"]
 
 
 def test_analyze_run_without_a_cube_says_how_to_make_one(tmp_path: Path) -> None:

@@ -32,8 +32,11 @@ from benchsuite.cube import AXES, FACTORS, IMAGE, METRIC, metric_names
 from benchsuite.errors import BenchsuiteError, did_you_mean
 
 RESIDUAL = "Residual"
+SS_TYPE = "ss_type"
+"""The key of ``DataFrame.attrs`` under which :func:`anova_table` records its type of sums of squares (2 or 3)."""
 ANOVA_COLUMNS = ["sum_sq", "df", "F", "p", "partial_eta_sq"]
 TABLE_COLUMNS = ["metric", "term", *ANOVA_COLUMNS, "balanced", "n_per_cell"]
+_ROMAN = {2: "II", 3: "III"}
 
 
 class AnovaError(BenchsuiteError, ValueError):
@@ -119,7 +122,8 @@ def anova_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, typ: Lit
     Columns: ``metric, term, sum_sq, df, F, p, partial_eta_sq, balanced, n_per_cell``.
     ``balanced`` is True when every combination of factor levels has the same number of
     observations (seeds). ``n_per_cell`` is always a string, so the column has one type: that
-    number (``"3"``) when balanced, else the range ``"min-max"`` (``"2-3"``).
+    number (``"3"``) when balanced, else the range ``"min-max"`` (``"2-3"``). The table's
+    ``attrs[SS_TYPE]`` is ``typ``, so whoever prints it can say which sums of squares it holds.
 
     A metric that cannot be analysed (no values, no factor that varies, a replicate missing
     everywhere in a combination, ...) is skipped with a warning that names the reason. A cube
@@ -145,20 +149,33 @@ def anova_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, typ: Lit
             warnings.warn(f"ANOVA of metric {name!r} skipped: {error}", stacklevel=2)
             continue
         blocks.append(block)
-    if not blocks:
-        return pd.DataFrame(columns=TABLE_COLUMNS)
-    return pd.concat(blocks, ignore_index=True)[TABLE_COLUMNS]
+    table = pd.concat(blocks, ignore_index=True)[TABLE_COLUMNS] if blocks else pd.DataFrame(columns=TABLE_COLUMNS)
+    table.attrs[SS_TYPE] = typ
+    return table
+
+
+def anova_heading(table: pd.DataFrame) -> str:
+    """What kind of ANOVA ``table`` holds: ``"ANOVA (Type II sums of squares, sum contrasts)"``.
+
+    The type comes from ``table.attrs[SS_TYPE]``; a table without it (read back from a CSV file)
+    names the contrasts alone, which are always sum-to-zero.
+    """
+    typ = table.attrs.get(SS_TYPE)
+    sums = f"Type {_ROMAN[typ]} sums of squares, " if typ in _ROMAN else ""
+    return f"ANOVA ({sums}sum contrasts)"
 
 
 def format_anova(table: pd.DataFrame) -> str:
     """An aligned plain-text rendering of :func:`anova_table` for the terminal.
 
-    One block per metric, headed by the metric name and whether the design is balanced with
-    how many observations per cell. F has 2 decimals, p 2 significant digits in scientific
-    notation, partial η² 3 decimals; the residual row leaves them blank.
+    A line saying what the ANOVA is (:func:`anova_heading`), then one block per metric, headed
+    by the metric name and whether the design is balanced with how many observations per
+    cell. F has 2 decimals, p 2 significant digits in scientific notation, partial η² 3
+    decimals; the residual row leaves them blank.
     """
+    heading = f"{anova_heading(table)} on per-cell means"
     if table.empty:
-        return "No metric could be analysed."
+        return f"{heading}: no metric could be analysed."
     header = ["term", "sum_sq", "df", "F", "p", "partial η²"]
     blocks = []
     for metric, rows in table.groupby("metric", sort=False):
@@ -184,7 +201,7 @@ def format_anova(table: pd.DataFrame) -> str:
         ]
         title = f"{metric}: {balance}, {first['n_per_cell']} observations per cell"
         blocks.append("\n".join([title, *("  " + line for line in body)]))
-    return "\n\n".join(blocks)
+    return "\n\n".join([heading, *blocks])
 
 
 def _metric_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:

@@ -1,30 +1,35 @@
 """The analysis of a run directory, from its cube alone (so a copied cube gives the same tables).
 
 :func:`analyze_cube` computes every table; :func:`analyze_run` writes them beside the cube as
-CSV files plus one ``summary.json``; :func:`format_summary` renders them for the terminal. An
-analysis that cannot run on a cube (one seed, θ not around the circle, no orientation
-histogram) is skipped with a warning that names it, and the others still run; one that fails
-for a single metric warns inside its own table function and leaves the other metrics in.
+CSV files plus one ``summary.json``; :func:`format_summary` renders them for the terminal.
+
+The analyses that estimate a residual variance from the seeds (:data:`NEEDS_REPLICATES`) are
+not run on a cube without replicates (one seed per cell); their tables are left empty with the
+reason in ``attrs[SKIPPED]``, and the summary says so once. Another analysis that cannot run on
+a cube (θ not around the circle, no orientation histogram) is skipped with a warning that
+names it, and the others still run; one that fails for a single metric warns inside its own
+table function and leaves the other metrics in.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 import xarray as xr
 
-from benchsuite.analysis.anova import TABLE_COLUMNS, anova_table, format_anova
+from benchsuite.analysis.anova import SS_TYPE, TABLE_COLUMNS, anova_table, cell_means, format_anova
 from benchsuite.analysis.covariate import AUTOCORR_COLUMNS, COVARIATE_COLUMNS, autocorrelation_table, covariate_table
 from benchsuite.analysis.mixed import MIXED_COLUMNS, mixed_table
 from benchsuite.analysis.periodicity import PERIODICITY_COLUMNS, SERIES_KEYS, periodicity_table
 from benchsuite.analysis.posthoc import TUKEY_COLUMNS, tukey_table
-from benchsuite.cube import AXES, INTERACTION, open_cube
+from benchsuite.cube import AXES, INTERACTION, REPLICATE, metric_names, open_cube
 from benchsuite.errors import BenchsuiteError
 
 SUMMARY_NAME = "summary.json"
@@ -40,22 +45,44 @@ _EMPTY_COLUMNS = {
     "covariate": COVARIATE_COLUMNS,
 }
 
+NEEDS_REPLICATES = {"anova": "ANOVA", "mixed": "mixed model", "tukey": "Tukey HSD"}
+"""The analyses that test against the variation between seeds of a cell, by table name and label.
+
+Periodicity, the orientation autocorrelation and the covariate regression need no replicates:
+they describe or regress the cell means themselves."""
+
+SKIPPED = "skipped"
+"""The key of ``DataFrame.attrs`` that holds why a table's analysis was not run; absent when it ran."""
+
+NO_REPLICATES = (
+    "needs replicates (more than one seed per (dataset, θ, method, encoder) cell) to estimate the residual "
+    "variance, and every cell of this cube has at most one seed with a value: add seeds to the suite (at "
+    "least 2, better 3 or more)"
+)
+
 
 def analyze_cube(cube: xr.Dataset, *, typ: Literal[2, 3] = 2) -> dict[str, pd.DataFrame]:
     """Every analysis of ``cube``, keyed by :data:`TABLE_NAMES`.
 
     ``anova`` (Type ``typ`` sums of squares), ``mixed`` (per-image mixed model), ``periodicity``
     (Fourier power of metric(θ)), ``tukey`` (pairwise θ comparisons), ``orientation_autocorr``
-    (c(θ) per dataset) and ``covariate`` (does c(θ) predict the metric). An analysis the cube
-    cannot support is warned about and left as an empty table with its usual columns.
+    (c(θ) per dataset) and ``covariate`` (does c(θ) predict the metric). Without replicates the
+    analyses of :data:`NEEDS_REPLICATES` are not run: their tables are empty, with the reason in
+    ``attrs[SKIPPED]``. Any other analysis the cube cannot support is warned about and left as
+    an empty table with its usual columns.
     """
-    tables = {
-        "anova": _section("anova", lambda: anova_table(cube, typ=typ)),
-        "mixed": _section("mixed", lambda: mixed_table(cube)),
-        "periodicity": _section("periodicity", lambda: periodicity_table(cube)),
-        "tukey": _section("tukey", lambda: tukey_table(cube)),
-        "orientation_autocorr": _section("orientation_autocorr", lambda: autocorrelation_table(cube)),
+    computations: dict[str, Callable[[], pd.DataFrame]] = {
+        "anova": lambda: anova_table(cube, typ=typ),
+        "mixed": lambda: mixed_table(cube),
+        "periodicity": lambda: periodicity_table(cube),
+        "tukey": lambda: tukey_table(cube),
+        "orientation_autocorr": lambda: autocorrelation_table(cube),
     }
+    replicated = _has_replicates(cube)
+    tables = {}
+    # A loop, not a comprehension, so that _section's warnings point at analyze_cube's caller.
+    for name, compute in computations.items():
+        tables[name] = _section(name, compute) if replicated or name not in NEEDS_REPLICATES else _skipped(name)
     autocorr = tables["orientation_autocorr"]
     # Without the autocorrelation the covariate has nothing to test, and the reason was given.
     tables["covariate"] = (
@@ -72,7 +99,9 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
     ``design`` holds the grid levels, whether every metric's design is balanced and the
     observations per cell. ``metrics`` holds per metric its balance, the θ × dataset interaction
     of the ANOVA (F, p, partial η²) and of the mixed model (χ², df, p, converged), the dominant
-    period of each dataset's series and the covariate regression. NaN becomes ``null``.
+    period of each dataset's series and the covariate regression. ``anova_type`` is the type of
+    sums of squares (``null`` when the ANOVA was skipped) and ``skipped`` maps each analysis that
+    was not run to the reason. NaN becomes ``null``.
     """
     per_metric: dict[str, dict[str, Any]] = {}
     for metric in _metrics(tables):
@@ -98,19 +127,24 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
             "balanced": all(balance) if balance else None,
             "n_per_cell": ", ".join(counts) or None,
         },
+        "anova_type": tables["anova"].attrs.get(SS_TYPE),
+        "skipped": skipped_analyses(tables),
         "metrics": per_metric,
         "tables": {name: _records(table) for name, table in tables.items()},
     }
 
 
 def format_summary(tables: dict[str, pd.DataFrame]) -> str:
-    """The terminal text: the ANOVA, then per metric the mixed-model interaction test, the
-    dominant period of each series and the orientation-covariate regression. Lines of analyses
-    that did not run for a metric are left out."""
+    """The terminal text: which analyses were skipped and why (once, when any was), the ANOVA
+    unless it was skipped, then per metric the mixed-model interaction test, the dominant period
+    of each series and the orientation-covariate regression. Lines of analyses that did not run
+    for a metric are left out."""
     periods = tables["periodicity"]
     # Label a series by the keys that tell series apart; usually the dataset alone.
     labels = [key for key in SERIES_KEYS if periods[key].nunique() > 1] or ["dataset"]
-    blocks = [format_anova(tables["anova"])]
+    blocks = [textwrap.fill(note, width=100)] if (note := skipped_note(tables)) else []
+    if SKIPPED not in tables["anova"].attrs:
+        blocks.append(format_anova(tables["anova"]))
     for metric in _metrics(tables):
         mixed = _rows(tables["mixed"], metric)
         lines = [_mixed_line(row) for _, row in mixed[mixed["term"] == INTERACTION].iterrows()]
@@ -124,7 +158,11 @@ def format_summary(tables: dict[str, pd.DataFrame]) -> str:
 
 
 def write_tables(cube: xr.Dataset, tables: dict[str, pd.DataFrame], run_dir: Path) -> None:
-    """Write each table as ``<name>.csv`` and everything as ``summary.json`` into ``run_dir``."""
+    """Write each table as ``<name>.csv`` and everything as ``summary.json`` into ``run_dir``.
+
+    A skipped analysis still gets its CSV file, with the header alone, so the set of files is
+    the same for every cube; ``summary.json`` says under ``skipped`` why it is empty.
+    """
     for name, table in tables.items():
         table.to_csv(Path(run_dir) / f"{name}.csv", index=False)
     document = summary_document(cube, tables)
@@ -142,6 +180,32 @@ def analyze_run(run_dir: Path, *, typ: Literal[2, 3] = 2) -> str:
     tables = analyze_cube(cube, typ=typ)
     write_tables(cube, tables, run_dir)
     return format_summary(tables)
+
+
+def skipped_analyses(tables: Mapping[str, pd.DataFrame]) -> dict[str, str]:
+    """Why each analysis that was not run was skipped, by table name; empty when all ran."""
+    return {name: table.attrs[SKIPPED] for name, table in tables.items() if SKIPPED in table.attrs}
+
+
+def skipped_note(tables: Mapping[str, pd.DataFrame]) -> str:
+    """One sentence per reason naming the analyses skipped for it; empty when all ran."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in skipped_analyses(tables).items():
+        by_reason.setdefault(reason, []).append(NEEDS_REPLICATES.get(name, name))
+    return " ".join(f"Skipped: {', '.join(names)}; each {reason}." for reason, names in by_reason.items())
+
+
+def _has_replicates(cube: xr.Dataset) -> bool:
+    """Whether some metric has values from more than one seed in some (dataset, θ, method, encoder) cell."""
+    cell = [axis for axis in AXES if axis != REPLICATE]
+    return any(cell_means(cube, name).duplicated(cell).any() for name in metric_names(cube))
+
+
+def _skipped(name: str) -> pd.DataFrame:
+    """The empty table of an analysis that needs replicates the cube does not have."""
+    table = pd.DataFrame(columns=_EMPTY_COLUMNS[name])
+    table.attrs[SKIPPED] = NO_REPLICATES
+    return table
 
 
 def _section(name: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:

@@ -19,6 +19,8 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
+from benchsuite.analysis.anova import anova_heading
+from benchsuite.analysis.summary import skipped_analyses, skipped_note
 from benchsuite.cube import (
     AXES,
     DEVICE,
@@ -135,12 +137,15 @@ def write_report(cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: 
     ``tables`` holds the analysis of the cube by name. ``"anova"`` is the long-form table of
     :func:`benchsuite.analysis.anova.anova_table`: it gives each metric its ANOVA table and the
     reading of its θ × dataset interaction. Every other table is shown as it is, in the order
-    given. The page is self-contained (figures inline, no script, no network access).
+    given. A table whose analysis was skipped (see :func:`benchsuite.analysis.summary.analyze_cube`)
+    gets no section; the summary says once why it was skipped. The page is self-contained
+    (figures inline, no script, no network access).
     """
     out_dir = Path(out_dir)
-    anova = tables.get("anova")
+    skipped = skipped_analyses(tables)
+    anova = None if "anova" in skipped else tables.get("anova")
     metrics = [_metric_section(cube, name, anova) for name in metric_names(cube)]
-    analyses = [_table_section(key, frame) for key, frame in tables.items() if key != "anova"]
+    analyses = [_table_section(key, frame) for key, frame in tables.items() if key != "anova" and key not in skipped]
     drawn = [_figure_section(cube, drawing) for drawing in _DRAWINGS]
 
     figures_dir = out_dir / FIGURES_DIR
@@ -160,7 +165,9 @@ def write_report(cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: 
         grid_text=_grid_text(cube),
         contents=contents,
         metrics=metrics,
-        anova_given=anova is not None,
+        anova_given="anova" in tables,
+        anova_heading="" if anova is None else anova_heading(anova),
+        skipped_note=skipped_note(tables),
         analyses=analyses,
         figure_sections=drawn,
         provenance=_provenance(cube),

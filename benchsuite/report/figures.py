@@ -51,6 +51,9 @@ DATASET_COLOURS = colormaps["tab10"]
 # twilight because twilight fades to white at one end of the circle, which hides a line.
 THETA_COLOURS = colormaps["hsv"]
 SALIENCY_COLOURS = colormaps["inferno"]
+NOTE_INK = "0.1"
+NOTE_BOX = {"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": "0.4", "linewidth": 0.6, "alpha": 0.85}
+"""Dark text on a nearly opaque light box: a note drawn over an image, readable whatever the image is."""
 
 
 def _styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
@@ -278,7 +281,9 @@ def _show_example(ax, image: np.ndarray, mask: np.ndarray, saliency: np.ndarray 
         if np.isfinite(saliency).any():
             ax.imshow(_unit_range(saliency), cmap=SALIENCY_COLOURS, alpha=0.6, interpolation="nearest", vmin=0, vmax=1)
         else:
-            ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center", color="white")
+            # The label lies on the example image, which can be anything from black to white (a
+            # checkerboard is both), so it brings its own light box to stay readable on any of them.
+            ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center", color=NOTE_INK, bbox=NOTE_BOX)
     # A contour of a mask that is all foreground or all background has no level to draw.
     if np.nanmin(mask) < 0.5 < np.nanmax(mask):
         ax.contour(mask, levels=[0.5], colors="#00e5ff", linewidths=1.0)

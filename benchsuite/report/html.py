@@ -167,7 +167,10 @@ _PAGE = (
 
 <section id="summary">
 <h2>Summary</h2>
-<p>Is there a θ × dataset interaction? Two-way ANOVA on the per-cell means (seeds are the replicates).</p>
+{% if skipped_note %}<p class="note">{{ skipped_note }}</p>{% endif %}
+{% if anova_heading %}
+<p>Is there a θ × dataset interaction? {{ anova_heading }} on the per-cell means (seeds are the replicates).</p>
+{% endif %}
 {% for metric in metrics %}
   {% if metric.reading %}<div><strong>{{ metric.name }}</strong>{{ render_reading(metric.reading, metric.name) }}</div>{% endif %}
 {% endfor %}
@@ -188,7 +191,7 @@ the evaluation images first); the band is its t-based 95% confidence interval ov
 <p class="note">No cell has a value of {{ metric.name }}.</p>
 {% endif %}
 {% if metric.anova %}
-<p class="note">ANOVA of {{ metric.name }}: {{ metric.design }}; the θ × dataset row is highlighted.</p>
+<p class="note">{{ anova_heading }} of {{ metric.name }}: {{ metric.design }}; the θ × dataset row is highlighted.</p>
 {{ render_table(metric.anova) }}
 {% endif %}
 {% endfor %}

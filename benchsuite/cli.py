@@ -163,7 +163,8 @@ def plugins(kind: str | None, show_params: bool, strict: bool) -> None:
             click.echo(f"  {name:<20} {comp.distribution} {comp.version:<8} {comp.description}")
             if show_params:
                 for field, info in comp.params.model_fields.items():
-                    click.echo(f"      {field} = {info.default!r}  {info.description or ''}")
+                    default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+                    click.echo(f"      {field} = {default}  {info.description or ''}")
     for broken in registry.broken:
         _say("broken", broken.describe())
 

@@ -33,6 +33,12 @@ class PluginWarning(UserWarning):
     """A plugin failed to load or registered a name twice; suites that do not use it still run."""
 
 
+def sentence(text: str) -> str:
+    """``text`` as a finished sentence: a full stop added unless it already ends with one, ? or !."""
+    text = text.rstrip()
+    return text if text.endswith((".", "?", "!")) else f"{text}."
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A "did you mean ...?" suffix for ``word`` among ``choices``, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)

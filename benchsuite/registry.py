@@ -2,14 +2,18 @@
 
 Each entry point is imported and registered inside its own ``try``: a broken plugin becomes a
 warning that names it, and an error only when a suite uses a name it might have provided.
+A component can always be named ``distribution:name``, so two distributions that register
+the same name do not disable each other; only the bare name is then ambiguous.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata as md
+import re
 import traceback
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +23,7 @@ from pydantic import ValidationError
 
 from benchsuite import api, hookspecs
 from benchsuite.api import PROJECT, Params, PluginError
-from benchsuite.errors import PluginLoadError, PluginWarning, SuiteError, did_you_mean
+from benchsuite.errors import PluginLoadError, PluginWarning, SuiteError, did_you_mean, sentence
 from benchsuite.kinds import BY_NAME, KINDS
 
 
@@ -40,6 +44,10 @@ class Component:
     def origin(self) -> str:
         return f"plugin '{self.plugin}' from {self.distribution} {self.version}"
 
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.distribution}:{self.name}"
+
 
 @dataclass(frozen=True)
 class BrokenPlugin:
@@ -52,7 +60,12 @@ class BrokenPlugin:
     traceback: str
 
     def describe(self) -> str:
-        return f"plugin '{self.plugin}' from {self.distribution} {self.version} failed to load: {self.error}"
+        return sentence(f"plugin '{self.plugin}' from {self.distribution} {self.version} failed to load: {self.error}")
+
+
+def _canonical(distribution: str) -> str:
+    """A distribution name as PEP 503 compares them: case-insensitive, runs of ``-``, ``_`` and ``.`` alike."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
 class _KindRegistry:
@@ -63,10 +76,12 @@ class _KindRegistry:
         self._plugin, self._distribution, self._version = plugin, distribution, version
 
     def add(self, name: str, factory: Callable[..., Any], *, params: type[Params] = Params, description: str = "") -> None:
+        if ":" in name:  # the colon separates a qualified name's distribution from the component's name
+            raise ValueError(f"{self._kind} name '{name}' contains ':', which benchsuite reserves for 'distribution:name'.")
         if not (isinstance(params, type) and issubclass(params, Params)):
-            raise TypeError(f"params for {self._kind} '{name}' must subclass benchsuite.api.Params, got {params!r}")
+            raise TypeError(f"params for {self._kind} '{name}' must subclass benchsuite.api.Params, got {params!r}.")
         if not callable(factory):
-            raise TypeError(f"factory for {self._kind} '{name}' is not callable: {factory!r}")
+            raise TypeError(f"factory for {self._kind} '{name}' is not callable: {factory!r}.")
         self._owner._add(
             Component(self._kind, name, factory, params, description, self._plugin, self._distribution, self._version)
         )
@@ -81,30 +96,40 @@ class PluginRegistry:
     """
 
     def __init__(self) -> None:
-        self.components: dict[str, dict[str, Component]] = {kind.name: {} for kind in KINDS}
         self.broken: list[BrokenPlugin] = []
         self.entry_points: list[str] = []
-        self._conflicts: dict[tuple[str, str], list[Component]] = {}
+        # Every registration, so that a name two distributions share keeps both components.
+        self._registered: dict[tuple[str, str], list[Component]] = {}
         self._manager = pluggy.PluginManager(PROJECT)
         self._manager.add_hookspecs(hookspecs)
 
+    @property
+    def components(self) -> dict[str, dict[str, Component]]:
+        """Per kind, each usable component under the name a suite can use for it.
+
+        That is its own name, or ``distribution:name`` where other distributions register the
+        same name. A distribution that registers a name twice makes its own registrations unusable.
+        """
+        table: dict[str, dict[str, Component]] = {kind.name: {} for kind in KINDS}
+        for (kind, name), found in self._registered.items():
+            per_distribution = Counter(_canonical(c.distribution) for c in found)
+            for component in found:
+                if per_distribution[_canonical(component.distribution)] == 1:
+                    table[kind][name if len(per_distribution) == 1 else component.qualified_name] = component
+        return table
+
     def _add(self, component: Component) -> None:
-        existing = self.components[component.kind].get(component.name)
-        key = (component.kind, component.name)
-        if existing is None and key not in self._conflicts:
-            self.components[component.kind][component.name] = component
-            return
-        # A name registered twice is ambiguous: neither registration may be used silently.
-        clash = self._conflicts.setdefault(key, [existing] if existing else [])
-        clash.append(component)
-        self.components[component.kind].pop(component.name, None)
-        warnings.warn(
-            f"{BY_NAME[component.kind].label} '{component.name}' is registered by more than one plugin: "
-            + ", ".join(c.origin for c in clash)
-            + "; uninstall one of them to use this name.",
-            PluginWarning,
-            stacklevel=2,
-        )
+        found = self._registered.setdefault((component.kind, component.name), [])
+        found.append(component)
+        twice = [c for c in found if _canonical(c.distribution) == _canonical(component.distribution)]
+        if len(twice) > 1:
+            warnings.warn(
+                f"{BY_NAME[component.kind].label} '{component.name}' is registered more than once by {component.distribution}: "
+                + ", ".join(c.origin for c in twice)
+                + "; the name is unusable until that distribution registers it once.",
+                PluginWarning,
+                stacklevel=2,
+            )
 
     def register_module(self, module: object, plugin: str, distribution: str, version: str) -> None:
         """Register one plugin module and run its registration hooks.
@@ -112,18 +137,20 @@ class PluginRegistry:
         A hook implementation whose name matches no hook of :mod:`benchsuite.hookspecs` (a typo
         such as ``benchsuite_register_dataset``) is an error naming the plugin, not a silent no-op.
         """
-        self._manager.register(module, name=plugin)
+        # Known to pluggy by distribution too: two distributions may name their entry points alike.
+        qualified = f"{distribution}:{plugin}"
+        self._manager.register(module, name=qualified)
         try:
             self._manager.check_pending()
         except pluggy.PluginValidationError as exc:
-            self._manager.unregister(name=plugin)
+            self._manager.unregister(name=qualified)
             hooks = [kind.hook for kind in KINDS]
             unknown = [name for name in dir(module) if name.startswith("benchsuite_") and name not in hooks]
             hint = " ".join(f"'{name}' matches no hook.{did_you_mean(name, hooks)}" for name in unknown) or str(exc)
             raise PluginLoadError(f"plugin '{plugin}' implements a hook that benchsuite does not have: {hint}") from None
         for kind in KINDS:
             for impl in getattr(self._manager.hook, kind.hook).get_hookimpls():
-                if impl.plugin_name != plugin:
+                if impl.plugin_name != qualified:
                     continue
                 registry = _KindRegistry(self, kind.name, plugin, distribution, version)
                 impl.function(**dict.fromkeys(impl.argnames, registry))
@@ -132,19 +159,37 @@ class PluginRegistry:
         return (_reloaded, (tuple(self.entry_points),))
 
     def get(self, kind: str, name: str) -> Component:
-        """The component ``name`` of ``kind``, or a :class:`SuiteError` that suggests close names."""
-        found = self.components[kind].get(name)
-        if found is not None:
-            return found
+        """The component ``name`` (or ``distribution:name``) of ``kind``, or an error that says what to write instead."""
+        distribution, colon, bare = name.rpartition(":")
+        found = [
+            c
+            for c in self._registered.get((kind, bare), [])
+            if not colon or _canonical(c.distribution) == _canonical(distribution)
+        ]
+        if len(found) == 1:
+            return found[0]
         what = BY_NAME[kind].label
-        if (kind, name) in self._conflicts:
-            origins = ", ".join(c.origin for c in self._conflicts[(kind, name)])
-            raise PluginLoadError(f"{what} '{name}' is registered by more than one plugin ({origins}); uninstall one of them.")
-        message = f"unknown {what} '{name}'.{did_you_mean(name, self.components[kind])}"
-        known = ", ".join(sorted(self.components[kind])) or "none"
-        message += f" Installed {kind.replace('_', ' ')}: {known}."
+        providers = list({_canonical(c.distribution): c for c in found}.values())
+        if len(providers) > 1:
+            raise SuiteError(
+                f"{what} '{name}' is provided by more than one distribution, "
+                + _either([f"{c.distribution} {c.version}" for c in providers], "and")
+                + "; name one in the suite as "
+                + _either([repr(c.qualified_name) for c in providers], "or")
+                + "."
+            )
+        if found:
+            raise PluginLoadError(
+                f"{what} '{name}' is registered more than once by {found[0].distribution} ("
+                + ", ".join(c.origin for c in found)
+                + "); the name is unusable until that distribution registers it once."
+            )
+        usable = self.components[kind]
+        spellings = dict.fromkeys([*usable, *(c.qualified_name for c in usable.values())])
+        message = f"unknown {what} '{name}'.{did_you_mean(name, spellings)}"
+        message += f" Installed {kind.replace('_', ' ')}: {', '.join(sorted(usable)) or 'none'}."
         if self.broken:
-            message += " It may belong to a plugin that failed to load: " + "; ".join(b.describe() for b in self.broken) + "."
+            message += " It may belong to a plugin that failed to load: " + " ".join(b.describe() for b in self.broken)
         raise SuiteError(message)
 
     def parse_params(self, kind: str, name: str, raw: Mapping[str, Any]) -> Params:
@@ -180,13 +225,15 @@ class ParamsError(SuiteError):
         for e in error.errors():
             key = ".".join(str(p) for p in e["loc"])
             hint = did_you_mean(key, fields) if e["type"] == "extra_forbidden" else ""
-            parts.append(f"'{key}': {e['msg']}{hint}")
+            parts.append((f"'{key}': " if key else "") + sentence(e["msg"]) + hint)
         allowed = ", ".join(fields) or "none"
-        super().__init__(
-            f"bad params for {BY_NAME[component.kind].label} '{component.name}': "
-            + "; ".join(parts)
-            + f". Allowed params: {allowed}."
-        )
+        label = BY_NAME[component.kind].label
+        super().__init__(f"bad params for {label} '{component.name}': " + " ".join(parts) + f" Allowed params: {allowed}.")
+
+
+def _either(items: list[str], conjunction: str) -> str:
+    """Two or more items as prose: ``a and b``, ``a, b and c``."""
+    return ", ".join(items[:-1]) + f" {conjunction} {items[-1]}"
 
 
 def _distribution_of(entry_point: md.EntryPoint) -> tuple[str, str]:
@@ -205,13 +252,13 @@ def load_plugins(entry_points: Iterable[md.EntryPoint] | None = None, *, strict:
     points = md.entry_points(group=PROJECT) if entry_points is None else entry_points
     for ep in sorted(points, key=lambda e: e.name):
         distribution, version = _distribution_of(ep)
-        registry.entry_points.append(ep.name)
+        registry.entry_points.append(f"{distribution}:{ep.name}")
         try:
             registry.register_module(ep.load(), ep.name, distribution, version)
         except Exception as exc:
             broken = BrokenPlugin(ep.name, distribution, version, f"{type(exc).__name__}: {exc}", traceback.format_exc())
             if strict:
-                raise PluginLoadError(broken.describe() + " (--strict turns this warning into an error)") from exc
+                raise PluginLoadError(broken.describe() + " --strict turns this warning into an error.") from exc
             registry.broken.append(broken)
             warnings.warn(broken.describe(), PluginWarning, stacklevel=2)
     return registry
@@ -230,8 +277,8 @@ def installed_plugins(*, strict: bool = False) -> PluginRegistry:
 
 @functools.cache
 def _reloaded(names: tuple[str, ...]) -> PluginRegistry:
-    """The registry of the installed entry points ``names``, loaded once per (worker) process."""
-    installed = {ep.name: ep for ep in md.entry_points(group=PROJECT)}
+    """The registry of the installed entry points ``names`` (``distribution:entry point``), loaded once per (worker) process."""
+    installed = {f"{_distribution_of(ep)[0]}:{ep.name}": ep for ep in md.entry_points(group=PROJECT)}
     missing = [name for name in names if name not in installed]
     if missing:
         raise PluginLoadError(

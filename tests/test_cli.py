@@ -53,6 +53,31 @@ def test_every_subcommand_explains_itself(tmp_path, command):
     assert "Usage: benchsuite " + command in done.stdout and len(done.stdout.splitlines()) > 5
 
 
+PARAMETERISED_METRIC = """
+from pydantic import Field
+
+from benchsuite.api import Params, hookimpl
+
+class CutoffParams(Params):
+    cutoff: float = Field(description="No default: the suite must give it.")
+    classes: list[int] = Field(default_factory=lambda: [1, 2], description="Made by a factory.")
+
+@hookimpl
+def benchsuite_register_metrics(registry):
+    registry.add("cutoff_metric", lambda params: None, params=CutoffParams)
+"""
+
+
+def test_plugins_params_shows_required_and_factory_defaults(tmp_path):
+    site = write_distribution(tmp_path / "site", "bs-cutoff", "0.1", {"bs_cutoff": PARAMETERISED_METRIC}, {"cutoff": "bs_cutoff"})
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = benchsuite("plugins", "--kind", "metrics", "--params", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "cutoff = required  No default" in done.stdout
+    assert "classes = [1, 2]  Made by a factory." in done.stdout
+    assert "PydanticUndefined" not in done.stdout
+
+
 def test_validate_reports_the_grid_size_of_a_good_suite(tmp_path):
     write(tmp_path)
     done = benchsuite("validate", "tiny.yaml", cwd=tmp_path)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import pickle
+import textwrap
+import warnings
 
 import pytest
 
 from benchsuite.errors import PluginLoadError, PluginWarning, SuiteError
 from benchsuite.kinds import NAMES as KINDS
 from benchsuite.registry import load_plugins
+from benchsuite.suite import load_suite
+from tests.test_suite import VALID
 
 GOOD = """
 from benchsuite.api import Params, hookimpl
@@ -88,13 +93,80 @@ def test_strict_turns_a_broken_plugin_into_an_error(plugin_path):
         load_plugins(strict=True)
 
 
-def test_duplicate_name_is_refused_naming_both_distributions(plugin_path):
-    plugin_path("bs-one", {"bs_one": GOOD}, {"one": "bs_one"})
-    plugin_path("bs-two", {"bs_two": GOOD}, {"two": "bs_two"})
-    with pytest.warns(PluginWarning, match="more than one plugin"):
+ANOTHER_DICE = """
+from benchsuite.api import Params, hookimpl
+
+@hookimpl
+def benchsuite_register_metrics(registry):
+    registry.add("dice", lambda params: None, params=Params, description="a dice of my own")
+"""
+
+
+def load_without_plugin_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)
+        return load_plugins()
+
+
+def test_a_name_two_distributions_register_keeps_both_under_qualified_names(plugin_path):
+    plugin_path("my-metrics", {"my_metrics": ANOTHER_DICE}, {"mine": "my_metrics"})
+    registry = load_without_plugin_warnings()
+    assert registry.get("metrics", "benchsuite:dice").distribution == "benchsuite"
+    assert registry.get("metrics", "my-metrics:dice").description == "a dice of my own"
+    # Distribution names compare as PEP 503 normalises them.
+    assert registry.get("metrics", "My_Metrics:dice").distribution == "my-metrics"
+    assert registry.get("metrics", "benchsuite:auroc") is registry.get("metrics", "auroc")
+    metrics = registry.components["metrics"]
+    assert {"benchsuite:dice", "my-metrics:dice", "auroc"} <= set(metrics) and "dice" not in metrics
+
+
+def test_the_bare_name_two_distributions_share_names_both_and_their_spellings(plugin_path):
+    plugin_path("my-metrics", {"my_metrics": ANOTHER_DICE}, {"mine": "my_metrics"})
+    with pytest.raises(SuiteError) as err:
+        load_without_plugin_warnings().get("metrics", "dice")
+    assert str(err.value) == (
+        f"metric 'dice' is provided by more than one distribution, benchsuite {md.version('benchsuite')} and my-metrics 1.0; "
+        "name one in the suite as 'benchsuite:dice' or 'my-metrics:dice'."
+    )
+    assert err.value.exit_code == 2
+
+
+def test_a_suite_names_a_shared_name_by_its_distribution(plugin_path, tmp_path):
+    plugin_path("my-metrics", {"my_metrics": ANOTHER_DICE}, {"mine": "my_metrics"})
+    registry = load_without_plugin_warnings()
+    path = tmp_path / "suite.yaml"
+    path.write_text(textwrap.dedent(VALID).replace("[dice, final_loss]", "[{plugin: benchsuite:dice, name: dice}, final_loss]"))
+    dice = load_suite(path, registry).components["metrics"]["dice"]
+    # The cell carries the name as the suite wrote it; a worker resolves it through the same registry.get.
+    assert (dice.plugin, dice.distribution) == ("benchsuite:dice", "benchsuite")
+    path.write_text(textwrap.dedent(VALID))
+    with pytest.raises(SuiteError, match=r"suite.yaml:10: 'metrics.0.plugin': metric 'dice' is provided by more than one"):
+        load_suite(path, registry)
+
+
+def test_a_name_one_distribution_registers_twice_stays_unusable(plugin_path):
+    plugin_path("bs-twice", {"bs_twice_a": GOOD, "bs_twice_b": GOOD}, {"a": "bs_twice_a", "b": "bs_twice_b"})
+    with pytest.warns(PluginWarning, match="'thirdparty_metric' is registered more than once by bs-twice"):
         registry = load_plugins()
-    with pytest.raises(PluginLoadError, match=r"bs-one.*bs-two"):
-        registry.get("metrics", "thirdparty_metric")
+    assert not any(name.endswith("thirdparty_metric") for name in registry.components["metrics"])
+    for name in ("thirdparty_metric", "bs-twice:thirdparty_metric"):
+        with pytest.raises(PluginLoadError, match=r"plugin 'a' from bs-twice 1.0, plugin 'b' from bs-twice 1.0"):
+            registry.get("metrics", name)
+
+
+COLON_NAME = """
+from benchsuite.api import hookimpl
+
+@hookimpl
+def benchsuite_register_metrics(registry):
+    registry.add("my:metric", lambda params: None)
+"""
+
+
+def test_a_component_name_with_a_colon_is_refused(plugin_path):
+    plugin_path("bs-colon", {"bs_colon": COLON_NAME}, {"colon": "bs_colon"})
+    with pytest.warns(PluginWarning, match="reserves for 'distribution:name'"):
+        load_plugins()
 
 
 def test_unknown_name_suggests_close_ones():
@@ -108,6 +180,16 @@ def test_params_are_validated_against_the_plugin_model(plugin_path):
     assert registry.parse_params("metrics", "thirdparty_metric", {"factor": 3}).factor == 3.0
     with pytest.raises(SuiteError, match=r"'factr'.*Did you mean 'factor'"):
         registry.parse_params("metrics", "thirdparty_metric", {"factr": 3})
+
+
+def test_a_params_error_is_finished_sentences(plugin_path):
+    plugin_path("bs-extra", {"bs_extra": GOOD}, {"extra": "bs_extra"})
+    with pytest.raises(SuiteError) as err:
+        load_plugins().parse_params("metrics", "thirdparty_metric", {"factor": "big", "factr": 3})
+    assert str(err.value) == (
+        "bad params for metric 'thirdparty_metric': 'factor': Input should be a valid number, unable to parse string as a "
+        "number. 'factr': Extra inputs are not permitted. Did you mean 'factor'? Allowed params: factor."
+    )
 
 
 MISSPELT_HOOK = """
@@ -124,15 +206,34 @@ def test_a_misspelt_hook_is_an_error_naming_the_plugin_and_the_right_hook(plugin
     with pytest.warns(PluginWarning, match=r"plugin 'misspelt'.*'benchsuite_register_dataset' matches no hook"):
         registry = load_plugins()
     assert "did you mean 'benchsuite_register_datasets'" in registry.broken[0].error.lower()
+    with pytest.raises(SuiteError) as err:
+        registry.get("datasets", "never_seen")
+    # The plugin's error ends in "?", which must not be followed by a second full stop.
+    assert "Did you mean 'benchsuite_register_datasets'" in str(err.value) and str(err.value).endswith("?")
     with pytest.raises(PluginLoadError, match="misspelt"):
         load_plugins(strict=True)
 
 
 def test_a_registry_travels_to_other_processes_as_the_names_of_its_entry_points(plugin_path):
     plugin_path("bs-good", {"bs_good": GOOD}, {"good": "bs_good"})
+    plugin_path("bs-other", {"bs_other": GOOD}, {"other": "bs_other"})
     registry = load_plugins()
     rebuilt = pickle.loads(pickle.dumps(registry))
     assert rebuilt is not registry
-    assert rebuilt.entry_points == registry.entry_points and "good" in rebuilt.entry_points
+    assert rebuilt.entry_points == registry.entry_points and "bs-good:good" in rebuilt.entry_points
     assert {k: set(v) for k, v in rebuilt.components.items()} == {k: set(v) for k, v in registry.components.items()}
-    assert rebuilt.get("metrics", "thirdparty_metric").distribution == "bs-good"
+    assert rebuilt.get("metrics", "bs-good:thirdparty_metric").distribution == "bs-good"
+    assert rebuilt.get("metrics", "bs-other:thirdparty_metric").distribution == "bs-other"
+
+
+def test_an_entry_point_named_like_a_built_in_one_loads_beside_it(plugin_path):
+    # A third-party distribution whose entry point is called "metrics", as benchsuite's own is.
+    plugin_path("bs-mine", {"bs_mine": GOOD}, {"metrics": "bs_mine"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        registry = load_plugins()
+    assert registry.get("metrics", "thirdparty_metric").distribution == "bs-mine"
+    assert registry.get("metrics", "dice").distribution == "benchsuite"
+    rebuilt = pickle.loads(pickle.dumps(registry))
+    assert rebuilt.get("metrics", "thirdparty_metric").distribution == "bs-mine"
+    assert rebuilt.get("metrics", "dice").distribution == "benchsuite"

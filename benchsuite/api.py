@@ -115,6 +115,11 @@ class DataSpec:
     size: int
     data_root: Path = field(default_factory=Path.cwd)
 
+    def __post_init__(self) -> None:
+        # Made absolute once, here: a relative root resolved again by each plugin (or against
+        # another working directory in a worker) would name another folder.
+        object.__setattr__(self, "data_root", Path(self.data_root).expanduser().resolve())
+
     def resolve(self, folder: str | Path) -> Path:
         """``folder`` as an absolute path: relative folders are taken under ``data_root``."""
         path = Path(folder).expanduser()
@@ -234,7 +239,8 @@ class MetricInputs:
     Saliency, masks and images are the evaluation split. ``embed`` is the pre-trained method's
     frozen embedding (no gradient, eval mode) and ``augment`` makes the cell's pair ``(x, R_theta
     x)``, so probe metrics can train on ``train_images`` and test on ``images``. ``seed`` is the
-    cell's seed, for any randomness a metric needs.
+    cell's seed, for any randomness a metric needs. Every tensor, and what ``embed`` and ``augment``
+    take and return, is on the device the cell runs on.
     """
 
     saliency: Tensor  # [N, H, W], non-negative; all NaN where undefined (identical views, theta = 0)

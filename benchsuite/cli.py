@@ -1,4 +1,7 @@
-"""The ``benchsuite`` command line. Exit codes: 0 success, 1 a run failed, 2 bad input, 3 internal error, 130 interrupted.
+"""The ``benchsuite`` command line.
+
+Exit codes: 0 success, 1 a run failed, 2 bad input, 3 internal error, 130 interrupted (Ctrl-C),
+141 output closed early (``| head``), 143 terminated (SIGTERM, as schedulers send it).
 
 Each command parses its arguments and calls the library; heavy modules (torch, the plugins) are
 imported inside the commands that need them, so ``analyze`` and ``report`` never load torch.
@@ -7,6 +10,7 @@ imported inside the commands that need them, so ``analyze`` and ``report`` never
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import textwrap
@@ -17,17 +21,33 @@ from pathlib import Path
 import click
 
 from benchsuite import __version__
-from benchsuite.errors import BenchsuiteError, PluginWarning
+from benchsuite.errors import BenchsuiteError, PluginWarning, Terminated, sentence
 from benchsuite.kinds import NAMES as KIND_NAMES
 
 _STRICT = click.option("--strict", is_flag=True, help="Treat a plugin that fails to load as an error instead of a warning.")
 
 
 def _say(kind: str, message: str) -> None:
-    click.echo(textwrap.fill(f"{kind}: {message}", width=100, subsequent_indent="  "), err=True)
+    # Paths hold hyphens and can be long: wrap between words only, so a path can be copied whole.
+    text = f"{kind}: {sentence(message)}"
+    click.echo(textwrap.fill(text, width=100, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False), err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _OutputClosed(Exception):
+    """The reader of our output went away (``benchsuite ... | head``)."""
+
+
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        # click turns a broken pipe into a silent exit 1, which reads as a failure; it is
+        # taken out of click's hands here so that main() can end the way command-line tools do.
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _OutputClosed from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="benchsuite")
 def cli() -> None:
     """Benchmark self-supervised pre-training on medical images: the rotation-angle study.
@@ -82,9 +102,11 @@ def run(
 ) -> None:
     """Run SUITE, resuming where an earlier run stopped, then analyse it and write the report.
 
-    Cells already stored under OUT/<suite name>/cells/ are skipped, so a killed run continues
-    where it stopped. A suite that changed since those cells were stored is refused (use a new
-    --out, or --force). Writes results.nc (the cube), tensorboard/ (one run per cell: view with
+    Every dataset is built and checked first (as `validate --data` does), so bad data stops the
+    run before anything trains. Cells already stored under OUT/<suite name>/cells/ are skipped,
+    so a killed run continues where it stopped. A suite or plugin version that changed since
+    those cells were stored is refused (use a new --out, or --force), as is a second run on a
+    directory that is in use. Writes results.nc (the cube), tensorboard/ (one run per cell: view with
     `tensorboard --logdir OUT/<suite name>/tensorboard`), the analysis tables (anova.csv,
     mixed.csv, periodicity.csv, tukey.csv, orientation_autocorr.csv, covariate.csv,
     summary.json) and report.html with its figures, then prints the analysis.
@@ -100,16 +122,35 @@ def run(
 
 @cli.command()
 @click.argument("suite", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    "check_data",
+    is_flag=True,
+    help="Also build every dataset (or read it from the cache) without training, check it and print, per dataset, "
+    "its images, train/evaluation split, size, pixel range and mask coverage.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar over the datasets.")
+@_DATA_ROOT
 @_STRICT
-def validate(suite: Path, strict: bool) -> None:
-    """Check SUITE without running it: its keys, every plugin name and every plugin's params."""
+def validate(suite: Path, check_data: bool, progress: bool, data_root: Path | None, strict: bool) -> None:
+    """Check SUITE without running it: its keys, every plugin name and every plugin's params.
+
+    With --data, also what `benchsuite run` checks before the first cell trains: every dataset
+    builds, has enough images for data.eval_images, and has foreground in its evaluation masks.
+    """
+    from benchsuite.data import check_datasets, format_datasets, set_data_root
     from benchsuite.grid import expand
     from benchsuite.registry import installed_plugins
     from benchsuite.suite import load_suite
 
-    resolved = load_suite(suite, installed_plugins(strict=strict))
-    expand(resolved)
+    if data_root is not None:
+        set_data_root(data_root)
+    registry = installed_plugins(strict=strict)
+    resolved = load_suite(suite, registry)
+    cells = expand(resolved)
     click.echo(f"{suite}: valid. {resolved.describe()}.")
+    if check_data:
+        click.echo(f"\n{format_datasets(check_datasets(cells, registry, progress=progress))}")
 
 
 @cli.command()
@@ -170,6 +211,43 @@ def plugins(kind: str | None, show_params: bool, strict: bool) -> None:
 
 
 @cli.command()
+@click.option("--clear", is_flag=True, help="Remove every cached dataset (they are built again when next needed).")
+@_STRICT
+def cache(clear: bool, strict: bool) -> None:
+    """List the dataset cache (where it is, each entry and whether it is current), or --clear it.
+
+    A dataset is built once and kept as tensors. An entry is rebuilt when the plugin's source or
+    anything its build read (the data files, the folders it listed) has changed. Set
+    BENCHSUITE_CACHE to put the cache elsewhere.
+    """
+    from benchsuite import cache as datasets
+    from benchsuite.registry import installed_plugins
+
+    if clear:
+        removed, freed = datasets.clear()
+        plural = "s" * (removed != 1)
+        click.echo(f"removed {removed} cached dataset{plural} ({freed / 2**20:.1f} MiB) from {datasets.cache_dir()}")
+        return
+    found = datasets.entries()
+    click.echo(f"dataset cache: {datasets.cache_dir()} ({len(found)} entr{'ies' if len(found) != 1 else 'y'}, "
+               f"{sum(e.size_bytes for e in found) / 2**20:.1f} MiB)")  # fmt: skip
+    registry = installed_plugins(strict=strict)
+    for entry in found:
+        plugin = entry.meta["dataset"]["plugin"]
+        try:
+            sources = datasets.source_hash(registry.get("datasets", plugin).factory)
+        except BenchsuiteError:
+            sources = None  # not installed here: only its data can be checked
+        why = entry.stale_because(sources)
+        params = ", ".join(f"{k}={v}" for k, v in entry.meta["dataset"]["params"].items())
+        click.echo(
+            f"  {entry.path.stem}  {plugin}({params}) at {entry.meta['size']} px: {entry.meta['images']} images, "
+            f"{entry.size_bytes / 2**20:.1f} MiB, built {entry.meta['created']}; "
+            + (f"stale ({why}), rebuilt when next used" if why else "current")
+        )
+
+
+@cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_TYPE
 def analyze(run_dir: Path, typ: str) -> None:
@@ -204,15 +282,28 @@ def report(run_dir: Path, typ: str) -> None:
     click.echo(write_report(cube, analyze_cube(cube, typ=int(typ)), run_dir))
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
     """Entry point: user errors become one paragraph on stderr and a non-zero exit code."""
     warnings.simplefilter("default", PluginWarning)
     warnings.showwarning = lambda message, category, *args, **kw: _say("warning", str(message))
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(prog_name="benchsuite", standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        _say("interrupted", "finished cells are stored; rerun the same command to resume.")
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):  # click wraps it in Abort
+            _say("terminated", "stopped by SIGTERM; finished cells are stored, rerun the same command to resume")
+            sys.exit(128 + signal.SIGTERM)
+        _say("interrupted", "finished cells are stored; rerun the same command to resume")
         sys.exit(130)
+    except _OutputClosed:
+        # Stop quietly with the status of a tool that SIGPIPE ended. Output still buffered for the
+        # closed pipe would fail again at exit, so it goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -29,6 +29,18 @@ class RunError(BenchsuiteError):
     exit_code = 1
 
 
+class DataError(BenchsuiteError):
+    """A dataset was built but cannot serve the study (every evaluation mask empty, say)."""
+
+
+class RunDirInUse(BenchsuiteError):
+    """Another process is running in the run directory."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as a scheduler sends it: handled like Ctrl-C, so finished cells stay stored."""
+
+
 class PluginWarning(UserWarning):
     """A plugin failed to load or registered a name twice; suites that do not use it still run."""
 

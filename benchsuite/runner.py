@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 import benchsuite
 from benchsuite import provenance
 from benchsuite.api import LostGroup
-from benchsuite.data import worker_environment
-from benchsuite.errors import BenchsuiteError, RunError, SuiteError
+from benchsuite.data import check_datasets, worker_environment
+from benchsuite.errors import BenchsuiteError, RunError, SuiteError, sentence
 from benchsuite.grid import Cell, expand, families
 from benchsuite.kinds import KINDS
 from benchsuite.pipeline import CellFailure, CellResult, GroupTask
@@ -29,6 +29,10 @@ from benchsuite.training import NonFiniteLoss
 
 class MetricWarning(UserWarning):
     """Some evaluation images gave NaN for a metric (e.g. an empty mask)."""
+
+
+class StoreWarning(UserWarning):
+    """A stored cell could not be read back; it runs again."""
 
 
 @dataclass(frozen=True)
@@ -75,24 +79,65 @@ def _differences(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {json.dumps(old)} -> {json.dumps(new)}"]
 
 
+def _components(config: Any, path: str = "") -> dict[str, dict[str, Any]]:
+    """Every component config (a mapping with a ``plugin``) in a manifest's config, by dotted path."""
+    if not isinstance(config, dict):
+        return {}
+    if "plugin" in config:
+        return {path: config}
+    return {k: v for key, sub in config.items() for k, v in _components(sub, f"{path}.{key}" if path else str(key)).items()}
+
+
+def _without_versions(config: Any) -> Any:
+    """``config`` with the installed versions of its components left out: the suite as written."""
+    if not isinstance(config, dict):
+        return config
+    drop = {"version", "distribution"} if "plugin" in config else set()
+    return {key: _without_versions(value) for key, value in config.items() if key not in drop}
+
+
 def check_resume(store: RunStore, manifest: dict[str, Any], force: bool) -> None:
-    """Refuse to mix results of two different suites in one run directory."""
+    """Refuse to mix results of two different suites, or of two versions of a plugin, in one run directory."""
     previous = store.read_manifest()
     if previous is None or force or set(previous["cells"]) == set(manifest["cells"]):
         return
-    changes = _differences(previous["config"], manifest["config"])
+    suite_changes = _differences(_without_versions(previous["config"]), _without_versions(manifest["config"]))
+    old, new = _components(previous["config"]), _components(manifest["config"])
+    installed = [
+        f"plugin '{new[path]['plugin']}' ({path}) {old[path].get('version')} -> {new[path].get('version')}"
+        for path in sorted(set(old) & set(new))
+        if old[path].get("version") != new[path].get("version")
+    ]
     if previous.get("benchsuite_version") != manifest["benchsuite_version"]:
-        changes.append(f"benchsuite {previous.get('benchsuite_version')} -> {manifest['benchsuite_version']}")
-    shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+        installed.append(f"benchsuite {previous.get('benchsuite_version')} -> {manifest['benchsuite_version']}")
+    found = []
+    if suite_changes:
+        found.append(f"the suite changed: {_shown(suite_changes)}")
+    if installed:
+        found.append(f"the installed software changed: {_shown(installed)}")
+    if suite_changes:
+        advice = "Restore the suite, pass --out to start a new run directory, or pass --force to run the changed suite here"
+    else:
+        advice = "Pass --force to run the new version's cells here, or pass --out to start a new run directory"
     raise SuiteError(
         f"{store.run_dir} holds results of a different version of suite '{manifest['suite']}' "
-        f"({shown or 'the cell keys differ'}). Resuming would mix results of two configurations in one cube. "
-        f"Restore the suite, pass --out to start a new run directory, or pass --force to run the changed suite "
-        f"here (shards of the old cells stay in cells/ untouched)."
+        f"({'; '.join(found) or 'the cell keys differ'}). Resuming would mix results of two configurations in one cube. "
+        f"{advice} (the shards of the old cells stay in cells/, untouched; the cube holds the new cells only)."
     )
 
 
-def _explain(failure: CellFailure, run_dir: Path) -> RunError:
+def _shown(changes: list[str]) -> str:
+    return ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
+
+
+def _stored(count: int) -> str:
+    """What a failed run kept, as the closing sentence of its error."""
+    if not count:
+        return "No cell had finished, so nothing is stored."
+    return f"{count} finished cell{'s are' if count > 1 else ' is'} stored; rerun the same command to resume."
+
+
+def _explain(failure: CellFailure, run_dir: Path, stored: int) -> RunError:
     log = run_dir / "error.log"
     log.write_text("".join(traceback.format_exception(failure.cause)), encoding="utf-8")
     cause = failure.cause
@@ -100,23 +145,20 @@ def _explain(failure: CellFailure, run_dir: Path) -> RunError:
         detail = (f"{cause}. Lower the learning rate (methods.{failure.cell.method}.params.lr) "
                   "or check the dataset for NaN or huge pixel values.")  # fmt: skip
     elif isinstance(cause, BenchsuiteError):
-        detail = str(cause)
+        detail = sentence(str(cause))
     else:
-        detail = f"{type(cause).__name__}: {cause} (a bug in that plugin or in benchsuite; traceback in {log})"
-    return RunError(
-        f"{failure.stage} failed for cell {failure.cell.describe()}: {detail} "
-        f"Finished cells are stored; rerun the same command to resume."
-    )
+        detail = f"{type(cause).__name__}: {cause} (a bug in that plugin or in benchsuite; traceback in {log})."
+    return RunError(f"{failure.stage} failed for cell {failure.cell.describe()}: {detail} {_stored(stored)}")
 
 
-def _explain_lost(lost: list[LostGroup], executor: str, run_dir: Path) -> RunError:
+def _explain_lost(lost: list[LostGroup], executor: str, run_dir: Path, stored: int) -> RunError:
     log = run_dir / "error.log"
     log.write_text("".join(f"{cell.describe()}: {group.cause}\n" for group in lost for cell in group.cells), encoding="utf-8")
     count = sum(len(group.cells) for group in lost)
     return RunError(
         f"{count} cell{'s' if count > 1 else ''} could not be run: the '{executor}' executor lost "
         f"{'them' if count > 1 else 'it'} ({lost[0].cause}; every cell and cause in {log}). "
-        f"The other cells are stored; rerun the same command to run the lost ones."
+        f"{_stored(stored)} A rerun runs the lost cells."
     )
 
 
@@ -151,20 +193,37 @@ def run_cells(
 ) -> RunSummary:
     """Run every cell of ``resolved`` not yet stored under ``out_dir/<suite name>/`` and build the cube.
 
-    Each result is logged to TensorBoard and then stored as its shard, as it arrives; the cube
-    is rebuilt from the shards on the way out, also when a cell fails or the run is interrupted.
-    Cells build their components from ``registry``, the one that resolved the suite.
+    The run holds the run directory's lock throughout (:class:`RunDirInUse` if another run does),
+    sets damaged shards aside so their cells run again, and builds and checks every dataset of
+    the cells to run before the first one trains. Each result is logged to TensorBoard and then
+    stored as its shard, as it arrives; the cube is rebuilt from the shards on the way out, also
+    when a cell fails or the run is interrupted. Cells build their components from ``registry``,
+    the one that resolved the suite.
     """
     store = RunStore(Path(out_dir) / resolved.name)
     cells = expand(resolved)
     manifest = _manifest(resolved, cells)
-    check_resume(store, manifest, force)
-    store.write_manifest(manifest, resolved.text)
+    with store.locked():
+        check_resume(store, manifest, force)
+        for path, error in store.set_aside_unreadable():
+            warnings.warn(
+                f"a stored cell could not be read ({error}); moved to {path}, it runs again.", StoreWarning, stacklevel=2
+            )
+        done = store.done_keys()
+        todo = [c for c in cells if force or c.key not in done]
+        # Every dataset is built and checked before the first cell trains: bad data is bad input.
+        check_datasets(todo, registry, progress=progress)
+        store.write_manifest(manifest, resolved.text)
+        ran = _run(resolved, registry, store, cells, todo, progress)
+    return RunSummary(store.run_dir, store.cube_path, len(cells), ran, len(cells) - len(todo))
+
+
+def _run(
+    resolved: ResolvedSuite, registry: PluginRegistry, store: RunStore, cells: list[Cell], todo: list[Cell], progress: bool
+) -> int:
+    """Run ``todo`` with the suite's executor, storing each result as it arrives; returns how many ran."""
     logdir = store.run_dir / "tensorboard"
     write_experiment_config(logdir, cells)
-
-    done = store.done_keys()
-    todo = [c for c in cells if force or c.key not in done]
     executor_config = resolved.single("executors")
     executor = registry.get("executors", executor_config.plugin).factory(executor_config.params)
     task = GroupTask(registry, worker_environment(), str(store.run_dir), progress)
@@ -183,15 +242,15 @@ def run_cells(
             ran += 1
             bar.update()
     except CellFailure as failure:
-        raise _explain(failure, store.run_dir) from None
+        raise _explain(failure, store.run_dir, len(store.done_keys())) from None
     finally:
         bar.close()
         nans.warn()
         if store.done_keys() and not (ran == 0 and store.cube_is_current(cells)):
             store.write_cube(store.build_cube(cells, _cube_attrs(resolved)))
     if lost:
-        raise _explain_lost(lost, executor_config.plugin, store.run_dir)
-    return RunSummary(store.run_dir, store.cube_path, len(cells), ran, len(cells) - len(todo))
+        raise _explain_lost(lost, executor_config.plugin, store.run_dir, len(store.done_keys()))
+    return ran
 
 
 def _cube_attrs(resolved: ResolvedSuite) -> dict[str, str]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from benchsuite.cli import _say
+from benchsuite.cube import EPOCH_TIME, PROVENANCE, open_cube
 from tests.conftest import write_distribution
 from tests.test_runner import TINY
 
@@ -127,18 +129,29 @@ def test_plugin_that_fails_inside_a_cell_is_named_and_stored_cells_survive(tmp_p
     assert "ZeroDivisionError" in (tmp_path / "runs" / "tiny" / "error.log").read_text()
 
 
-def test_killed_run_resumes_where_it_stopped(tmp_path):
+def start_run(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "benchsuite", "run", "tiny.yaml", "--no-progress", *extra], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def wait_for_shards(cells: Path, count: int, proc: subprocess.Popen) -> int:
+    """Wait until ``cells`` holds at least ``count`` shards (or the run ended); returns how many it holds."""
+    deadline = time.monotonic() + 300
+    while len(list(cells.glob("*.nc"))) < count and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(list(cells.glob("*.nc")))
+
+
+def test_a_run_killed_three_times_resumes_to_the_cube_of_an_uninterrupted_run(tmp_path):
     write(tmp_path)
     cells = tmp_path / "runs" / "tiny" / "cells"
-    proc = subprocess.Popen([sys.executable, "-m", "benchsuite", "run", "tiny.yaml", "--no-progress"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not (cells.is_dir() and len(list(cells.glob("*.nc"))) >= 2) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    for count in (1, 3, 5):
+        proc = start_run(tmp_path)
+        wait_for_shards(cells, count, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     survivors = len(list(cells.glob("*.nc")))
-    assert 2 <= survivors < 8, "the run should have been killed part-way"
+    assert 5 <= survivors < 8, "every kill should have come part-way"
     done = benchsuite("run", "tiny.yaml", "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"{8 - survivors} cells run, {survivors} already stored" in flat(done.stderr)
@@ -147,3 +160,43 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     assert all((run_dir / name).is_file() for name in outputs)
     assert len(list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))) >= 8
     assert "theta:dataset" in done.stdout and "report: runs/tiny/report.html" in done.stdout
+
+    assert benchsuite("run", "tiny.yaml", "--no-progress", "--out", "whole", cwd=tmp_path).returncode == 0
+    resumed, whole = open_cube(run_dir), open_cube(tmp_path / "whole" / "tiny")
+    compared = [name for name, var in whole.data_vars.items() if var.attrs["role"] != PROVENANCE and name != EPOCH_TIME]
+    assert {"dice", "auroc", "final_loss", "ssp_loss_step", "saliency_example"} <= set(compared)
+    for name in compared:
+        assert resumed[name].equals(whole[name]), f"{name} differs after three kills and a resume"
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_it_resumes(tmp_path):
+    write(tmp_path)
+    cells = tmp_path / "runs" / "tiny" / "cells"
+    proc = start_run(tmp_path)
+    wait_for_shards(cells, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    stored = len(list(cells.glob("*.nc")))
+    assert proc.returncode == 143, stderr
+    assert "terminated: stopped by SIGTERM; finished cells are stored" in flat(stderr) and "Traceback" not in stderr
+    assert 1 <= stored < 8 and (tmp_path / "runs" / "tiny" / "results.nc").is_file()
+    done = benchsuite("run", "tiny.yaml", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0 and f"{8 - stored} cells run, {stored} already stored" in flat(done.stderr)
+
+
+def test_output_closed_early_ends_quietly_like_other_command_line_tools(tmp_path):
+    # As `benchsuite plugins | head -1` once head has gone: the first write meets a closed pipe.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    done = subprocess.run([sys.executable, "-m", "benchsuite", "plugins"], stdout=write_end, stderr=subprocess.PIPE,
+                          cwd=tmp_path, text=True, timeout=120)  # fmt: skip
+    os.close(write_end)
+    assert done.returncode == 141 and done.stderr == ""
+
+
+def test_messages_are_finished_sentences_wrapped_between_words_only(capsys):
+    path = "/very-long-folder-name/with-many-hyphens/in-it/that-must-stay-whole/images-of-the-first-study"
+    _say("error", f"the images folder {path} does not exist (shape (16,))")
+    printed = capsys.readouterr().err
+    assert path in printed.splitlines()[1] or path in printed.splitlines()[0], printed
+    assert printed.rstrip().endswith("(shape (16,)).")

@@ -124,7 +124,7 @@ def test_tiny_fingerprint_protocol_scores_the_pair_probe_for_both_methods(data_r
 def test_missing_data_root_stops_with_the_layout_it_expected(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCHSUITE_DATA_ROOT", str(tmp_path / "nowhere"))
     path = shrink("paper-2407.05218.yaml", tmp_path, {"cnn": "small_cnn"})
-    from benchsuite.errors import RunError
+    from benchsuite.errors import DataError
 
-    with pytest.raises(RunError, match="nowhere"):
+    with pytest.raises(DataError, match="nowhere"):  # bad input, before any cell trains
         run(path, tmp_path)

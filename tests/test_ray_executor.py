@@ -27,13 +27,13 @@ ray = pytest.importorskip("ray", reason="the ray extra is part of the test insta
 
 COMPARED = ("cell_key", "final_loss", "ssp_loss_step", "dice", "auroc", "mass_in_mask", "saliency_example", "stack_size")
 
-FLAKY_DATASETS = """
+FLAKY_ENCODERS = """
 import os
 import time
 from pathlib import Path
 import torch
 from pydantic import Field
-from benchsuite.api import ImageMaskSet, Params, hookimpl
+from benchsuite.api import Params, hookimpl
 
 class FragileParams(Params):
     marker: str
@@ -42,34 +42,44 @@ class FragileParams(Params):
 class GatedParams(Params):
     gate: str
 
-def squares(size):
-    images = torch.rand(14, 1, size, size, generator=torch.Generator().manual_seed(0)) * 0.5
-    masks = torch.zeros(14, size, size, dtype=torch.bool)
-    masks[:, 4:10, 3:9] = True
-    images[masks[:, None]] = 1.0
-    return ImageMaskSet(images, masks)
+class Tiny(torch.nn.Module):
+    def __init__(self, in_channels):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(in_channels, 4, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.out_dim = 4
 
-def fragile(params, spec):
-    # The worker process dies (as when killed or out of memory) while loading the data of a cell,
-    # unless the marker file exists.
+    def forward(self, x):
+        return self.features(x).mean(dim=(2, 3))
+
+def fragile(params, in_channels):
+    # The worker process dies (as when killed or out of memory) while building a cell's model,
+    # unless the marker file exists. Models are built only where cells run, never in the driver.
     marker = Path(params.marker)
     if not marker.exists():
         if params.once:
             marker.write_text(str(os.getpid()))
         os._exit(1)
-    return squares(spec.size)
+    return Tiny(in_channels)
 
-def gated(params, spec):
+def gated(params, in_channels):
     # Holds its cells until the gate file exists, so a test can stop the driver while they wait.
     while not Path(params.gate).exists():
         time.sleep(0.1)
-    return squares(spec.size)
+    return Tiny(in_channels)
 
 @hookimpl
-def benchsuite_register_datasets(registry):
+def benchsuite_register_encoders(registry):
     registry.add("fragile", fragile, params=FragileParams)
     registry.add("gated", gated, params=GatedParams)
 """
+
+
+def with_flaky_encoder(plugin: str, params: str, text: str = TINY) -> str:
+    """TINY with one dataset and a second encoder ``flaky`` of ``plugin``: 4 of its 8 cells use it."""
+    return text.replace("  iso: {plugin: isotropic_texture, params: {n_images: 14}}\n", "").replace(
+        "encoders: {cnn: {plugin: small_cnn, params: {width: 4}}}",
+        f"encoders: {{cnn: {{plugin: small_cnn, params: {{width: 4}}}}, flaky: {{plugin: {plugin}, params: {params}}}}}",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -86,14 +96,11 @@ def ray_suite(text: str = TINY, **params) -> str:
 
 @pytest.fixture
 def fragile_suite(plugin_path, fresh_registry):
-    """``make(marker, once, **executor_params)``: TINY with its second dataset ``fragile``, run by ``ray``."""
-    root = plugin_path("bs-flaky", {"bs_flaky": FLAKY_DATASETS}, {"flaky": "bs_flaky"})
+    """``make(marker, once, **executor_params)``: TINY with a second encoder ``fragile``, run by ``ray``."""
+    root = plugin_path("bs-flaky", {"bs_flaky": FLAKY_ENCODERS}, {"flaky": "bs_flaky"})
 
     def make(marker, once: bool, **params) -> str:
-        text = TINY.replace(
-            "iso: {plugin: isotropic_texture, params: {n_images: 14}}",
-            f"iso: {{plugin: fragile, params: {{marker: '{marker}', once: {str(once).lower()}}}}}",
-        )
+        text = with_flaky_encoder("fragile", f"{{marker: '{marker}', once: {str(once).lower()}}}")
         return ray_suite(text, runtime_env=f"{{env_vars: {{PYTHONPATH: '{root}'}}}}", **params)
 
     return make
@@ -130,8 +137,8 @@ def test_cells_whose_worker_keeps_dying_are_reported_and_a_rerun_runs_only_them(
     with pytest.raises(RunError, match=r"4 cells could not be run: the 'ray' executor lost them \(\w+Error"):
         run(tmp_path, text)
     run_dir = tmp_path / "runs" / "tiny"
-    assert len(list((run_dir / "cells").glob("*.nc"))) == 4  # the other dataset's cells are stored
-    assert (run_dir / "error.log").read_text().count("dataset=iso") == 4
+    assert len(list((run_dir / "cells").glob("*.nc"))) == 4  # the other encoder's cells are stored
+    assert (run_dir / "error.log").read_text().count("encoder=flaky") == 4
     marker.write_text("allowed")
     again = run(tmp_path, text)
     assert (again.cells_run, again.cells_skipped) == (4, 4)

@@ -9,7 +9,7 @@ import pytest
 
 import benchsuite.pipeline as pipeline_module
 from benchsuite.cube import AXES, open_cube
-from benchsuite.errors import RunError, SuiteError
+from benchsuite.errors import DataError, RunError, SuiteError
 from benchsuite.pipeline import StackingWarning
 from benchsuite.registry import default_registry
 from benchsuite.runner import run_cells
@@ -185,20 +185,22 @@ def benchsuite_register_metrics(registry):
 """
 
 
-def test_a_dataset_outside_the_unit_range_fails_the_run_naming_the_rule(tmp_path, plugin_path, fresh_registry):
+def test_a_dataset_outside_the_unit_range_is_bad_input_before_any_cell_trains(tmp_path, plugin_path, fresh_registry):
+    # The broken dataset is the suite's second: the first one's cells must not have trained.
     plugin_path("bs-bad", {"bs_bad": BAD_PLUGINS}, {"bad": "bs_bad"})
-    text = TINY.replace("plugin: symmetric_shapes, params: {k: 4, n_images: 20}", "plugin: bytes_not_unit")
-    with pytest.raises(
-        RunError, match=r"dataset 'bytes_not_unit' failed.*must be scaled to \[0, 1\], got values in \[255, 255\]"
-    ):
+    text = TINY.replace("plugin: isotropic_texture, params: {n_images: 14}", "plugin: bytes_not_unit")
+    expected = r"dataset 'iso' \(plugin 'bytes_not_unit'\) cannot be built.*must be scaled to \[0, 1\], got values in \[255, 255"
+    with pytest.raises(DataError, match=expected) as error:
         run(tmp_path, text)
+    assert error.value.exit_code == 2
+    assert not list((tmp_path / "runs" / "tiny").glob("cells/*.nc"))
 
 
 def test_a_metric_that_breaks_the_output_contract_is_named(tmp_path, plugin_path, fresh_registry):
     plugin_path("bs-bad", {"bs_bad": BAD_PLUGINS}, {"bad": "bs_bad"})
     text = TINY.replace("metrics: [dice, auroc, mass_in_mask, final_loss]", "metrics: [dice, wrong_shape]")
     with pytest.raises(
-        RunError, match=r"metric 'wrong_shape' \(wrong_shape\) failed.*returned shape \(1,\) for scope 'image', expected \(4,\)"
+        RunError, match=r"metric 'wrong_shape' \(wrong_shape\) failed.*for scope 'image', expected \(4,\)\. No cell had finished"
     ):
         run(tmp_path, text.replace("theta: [0, 90]", "theta: [90]"))
 

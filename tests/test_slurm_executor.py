@@ -19,7 +19,7 @@ import pytest
 
 from benchsuite.cube import open_cube
 from benchsuite.errors import RunError, SuiteError
-from tests.test_ray_executor import FLAKY_DATASETS, assert_same_cells
+from tests.test_ray_executor import FLAKY_ENCODERS, assert_same_cells, with_flaky_encoder
 from tests.test_runner import TINY, run
 
 submitit = pytest.importorskip("submitit", reason="the slurm extra is part of the test install")
@@ -42,16 +42,10 @@ def test_slurm_jobs_give_the_cells_and_numbers_of_local(tmp_path):
 
 
 def test_a_job_that_dies_is_reported_lost_and_a_rerun_submits_only_its_cells(tmp_path, plugin_path, fresh_registry, monkeypatch):
-    root = plugin_path("bs-flaky", {"bs_flaky": FLAKY_DATASETS}, {"flaky": "bs_flaky"})
+    root = plugin_path("bs-flaky", {"bs_flaky": FLAKY_ENCODERS}, {"flaky": "bs_flaky"})
     monkeypatch.setenv("PYTHONPATH", str(root))  # the job subprocesses find the plugin as the cluster's nodes would
     marker = tmp_path / "allowed"
-    text = slurm_suite(
-        TINY.replace(
-            "iso: {plugin: isotropic_texture, params: {n_images: 14}}",
-            f"iso: {{plugin: fragile, params: {{marker: '{marker}', once: false}}}}",
-        ),
-        extra=", stack: 4",
-    )
+    text = slurm_suite(with_flaky_encoder("fragile", f"{{marker: '{marker}', once: false}}"), extra=", stack: 4")
     with pytest.raises(RunError, match=r"4 cells could not be run: the 'slurm' executor lost them .*job \d+"):
         run(tmp_path, text)
     run_dir = tmp_path / "runs" / "tiny"
@@ -67,12 +61,11 @@ def test_a_job_that_dies_is_reported_lost_and_a_rerun_submits_only_its_cells(tmp
 
 
 def test_an_interrupted_run_collects_finished_jobs_and_submits_only_the_rest(tmp_path, plugin_path, monkeypatch):
-    root = plugin_path("bs-flaky", {"bs_flaky": FLAKY_DATASETS}, {"flaky": "bs_flaky"})
+    root = plugin_path("bs-flaky", {"bs_flaky": FLAKY_ENCODERS}, {"flaky": "bs_flaky"})
     monkeypatch.setenv("PYTHONPATH", str(root))
     gate = tmp_path / "gate"
     suite = tmp_path / "tiny.yaml"
-    iso = "iso: {plugin: isotropic_texture, params: {n_images: 14}}"
-    suite.write_text(TINY.replace(iso, f"iso: {{plugin: gated, params: {{gate: '{gate}'}}}}"))
+    suite.write_text(with_flaky_encoder("gated", f"{{gate: '{gate}'}}"))
     executor = f"{{plugin: slurm, params: {{{LOCAL_BACKEND}}}}}"
     command = [sys.executable, "-m", "benchsuite", "run", str(suite), "--out", str(tmp_path / "runs"), "--executor", executor]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -93,7 +86,7 @@ def test_an_interrupted_run_collects_finished_jobs_and_submits_only_the_rest(tmp
         while time.monotonic() < deadline and alive(pid):
             time.sleep(0.1)
     succeeded = {key for job, keys in first.items() if succeeded_job(run_dir / "slurm", job) for key in keys}
-    gated = {key for key, coords in cells.items() if coords["dataset"] == "iso"}
+    gated = {key for key, coords in cells.items() if coords["encoder"] == "flaky"}
     assert not succeeded & gated and len(succeeded) >= stored
 
     gate.write_text("open")

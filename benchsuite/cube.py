@@ -28,6 +28,10 @@ FACTORS: tuple[str, ...] = ("theta", "dataset", "method", "encoder")
 INTERACTION = "theta:dataset"
 """The term the rotation-angle study asks about: does the effect of θ depend on the dataset?"""
 
+SWEEP = "sweep"
+"""The ``role`` attribute of the coordinate of a swept parameter: a grid dimension the suite added
+with ``sweep:``, after :data:`AXES`. Its ``path`` attribute is the parameter's path in the suite."""
+
 IMAGE = "image"
 """The dimension of per-image metrics (the evaluation split of a dataset)."""
 
@@ -53,6 +57,30 @@ CELL_KEY = "cell_key"
 
 # The ``role`` attribute of every variable says what kind of quantity it is.
 METRIC, CURVE, EXAMPLE, PROVENANCE, DIAGNOSTIC, COVARIATE = "metric", "curve", "example", "provenance", "diagnostic", "covariate"
+
+
+def swept(cube: xr.Dataset) -> tuple[str, ...]:
+    """The cube's swept-parameter dimensions (coordinate ``role="sweep"``), in cube order; empty without a sweep."""
+    return tuple(str(dim) for dim in cube.dims if dim in cube.coords and cube[dim].attrs.get("role") == SWEEP)
+
+
+def grid_axes(cube: xr.Dataset) -> tuple[str, ...]:
+    """Every grid dimension of ``cube``: :data:`AXES`, then the swept parameters."""
+    return AXES + swept(cube)
+
+
+def factors(cube: xr.Dataset) -> tuple[str, ...]:
+    """The dimensions that can be factors of the analysis, in the order their terms are reported.
+
+    A swept parameter comes after θ and before the dataset, so its interaction with the dataset
+    reads like θ's: ``strength:dataset``.
+    """
+    return (FACTORS[0], *swept(cube), *FACTORS[1:])
+
+
+def interactions(cube: xr.Dataset) -> tuple[str, ...]:
+    """The terms the study asks about: θ × dataset, and each swept parameter × dataset."""
+    return tuple(f"{factor}:dataset" for factor in (FACTORS[0], *swept(cube)))
 
 
 def metric_names(cube: xr.Dataset) -> list[str]:

@@ -147,10 +147,13 @@ def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress:
     every evaluation mask is empty, :class:`SuiteError` when ``data.eval_images`` exceeds it,
     and warns (:class:`DataWarning`) when some evaluation masks are empty.
     """
-    first = {cell.dataset: cell for cell in reversed(cells)}  # each dataset's first cell
+    # One check per dataset the cells build: a label, or a label per value of a swept dataset parameter.
+    built = {canonical_json([c.dataset, c.config["dataset"]]): c for c in reversed(cells)}
+    firsts = [c for c in cells if built[canonical_json([c.dataset, c.config["dataset"]])] is c]
     summaries = []
-    for label in tqdm([c.dataset for c in cells if first[c.dataset] is c], desc="datasets", unit="dataset", disable=not progress):
-        config = first[label].config
+    for cell in tqdm(firsts, desc="datasets", unit="dataset", disable=not progress):
+        config = cell.config
+        label = _dataset_label(cell, [c.config["dataset"]["params"] for c in firsts if c.dataset == cell.dataset])
         plugin, settings = config["dataset"]["plugin"], config["data"]
         try:
             data = load_dataset(config["dataset"], settings["size"], registry)
@@ -188,6 +191,13 @@ def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress:
             )
         )
     return summaries
+
+
+def _dataset_label(cell: Cell, variants: list[dict[str, Any]]) -> str:
+    """The cell's dataset label, followed by the params in which the label's variants differ (a swept one)."""
+    differing = [k for k in variants[0] if len({json.dumps(v.get(k)) for v in variants}) > 1]
+    params = cell.config["dataset"]["params"]
+    return " ".join([cell.dataset, *(f"{k}={params[k]}" for k in differing)])
 
 
 def format_datasets(summaries: Sequence[DatasetSummary]) -> str:

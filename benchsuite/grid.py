@@ -10,21 +10,22 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import benchsuite
 from benchsuite.cube import AXES
-from benchsuite.kinds import KINDS
+from benchsuite.kinds import BY_NAME, KINDS
 from benchsuite.suite import ResolvedSuite, canonical_json
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One (dataset, theta, seed, method, encoder) combination with everything needed to run it.
+    """One (dataset, theta, seed, method, encoder[, swept parameters]) combination with everything needed to run it.
 
     ``config`` is plain JSON data (no plugin objects), so a cell can travel to another process
-    or machine, which re-creates the components from its own installed plugins.
+    or machine, which re-creates the components from its own installed plugins. A swept
+    parameter's value is in ``swept`` (its coordinate) and in ``config`` (where it acts).
     """
 
     dataset: str
@@ -34,13 +35,16 @@ class Cell:
     encoder: str
     config: dict[str, Any]
     key: str
+    swept: dict[str, Any] = field(default_factory=dict)
 
     @property
     def coords(self) -> dict[str, Any]:
-        return {axis: getattr(self, axis) for axis in AXES}
+        """The cell's coordinates on every grid dimension: :data:`AXES`, then the swept parameters."""
+        return {axis: getattr(self, axis) for axis in AXES} | self.swept
 
     def describe(self) -> str:
-        return f"dataset={self.dataset} theta={self.theta:g} seed={self.seed} method={self.method} encoder={self.encoder}"
+        swept = "".join(f" {dim}={value}" for dim, value in self.swept.items())
+        return f"dataset={self.dataset} theta={self.theta:g} seed={self.seed} method={self.method} encoder={self.encoder}{swept}"
 
 
 def cell_key(coords: dict[str, Any], config: dict[str, Any]) -> str:
@@ -54,7 +58,8 @@ def cell_config(resolved: ResolvedSuite, coords: dict[str, Any]) -> dict[str, An
 
     An ``axis`` kind contributes the component at the cell's coordinate, a ``one`` kind its
     single component, a ``list`` kind every component by label. Kinds without a cell key (the
-    executor) decide where a cell runs, not what it computes, so they stay out of the key.
+    executor) decide where a cell runs, not what it computes, so they stay out of the key. A
+    swept parameter takes the cell's value in its component's params.
     """
     config: dict[str, Any] = {"data": resolved.suite.data.model_dump(mode="json")}
     for kind in KINDS:
@@ -67,6 +72,10 @@ def cell_config(resolved: ResolvedSuite, coords: dict[str, Any]) -> dict[str, An
             config[kind.cell_key] = resolved.single(kind.name).config()
         else:
             config[kind.cell_key] = {label: c.config() for label, c in components.items()}
+    for sweep in resolved.sweeps:
+        cell_key = BY_NAME[sweep.kind].cell_key
+        component = config[cell_key][sweep.label] if BY_NAME[sweep.kind].shape == "list" else config[cell_key]
+        component["params"][sweep.field] = coords[sweep.dim]
     return config
 
 
@@ -91,5 +100,7 @@ def expand(resolved: ResolvedSuite) -> list[Cell]:
         coords = dict(zip(levels, values, strict=True))
         coords["theta"], coords["seed"] = float(coords["theta"]), int(coords["seed"])
         config = cell_config(resolved, coords)
-        cells.append(Cell(**coords, config=config, key=cell_key(coords, config)))
+        base = {axis: coords[axis] for axis in AXES}
+        swept = {dim: value for dim, value in coords.items() if dim not in base}
+        cells.append(Cell(**base, config=config, key=cell_key(coords, config), swept=swept))
     return cells

@@ -51,6 +51,8 @@ def _manifest(resolved: ResolvedSuite, cells: list[Cell]) -> dict[str, Any]:
         "theta": resolved.suite.thetas,
         "seeds": resolved.suite.seeds,
     }
+    if resolved.sweeps:  # absent without a sweep, so the manifests of earlier runs still match
+        config["sweep"] = {sweep.path: list(sweep.values) for sweep in resolved.sweeps}
     for kind in KINDS:
         if kind.cell_key is not None:
             components = {label: c.config() for label, c in resolved.components[kind.name].items()}
@@ -247,7 +249,8 @@ def _run(
         bar.close()
         nans.warn()
         if store.done_keys() and not (ran == 0 and store.cube_is_current(cells)):
-            store.write_cube(store.build_cube(cells, _cube_attrs(resolved)))
+            sweep_paths = {sweep.dim: sweep.path for sweep in resolved.sweeps}
+            store.write_cube(store.build_cube(cells, _cube_attrs(resolved), sweep_paths))
     if lost:
         raise _explain_lost(lost, executor_config.plugin, store.run_dir, len(store.done_keys()))
     return ran

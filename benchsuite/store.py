@@ -25,7 +25,7 @@ import fcntl
 import json
 import os
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,11 +182,11 @@ class RunStore:
         _atomic_text(suite_text, self.run_dir / "suite.yaml")
         _atomic_text(json.dumps(manifest, indent=2, sort_keys=True), self.run_dir / "manifest.json")
 
-    def build_cube(self, cells: Sequence[Cell], attrs: dict[str, str]) -> xr.Dataset:
+    def build_cube(self, cells: Sequence[Cell], attrs: dict[str, str], sweep_paths: Mapping[str, str]) -> xr.Dataset:
         """The cube over the grid of ``cells``, from the shards present; cells not run are NaN."""
         done = self.done_keys()
         shards = [xr.load_dataset(self.cells_dir / f"{c.key}.nc", engine=ENGINE) for c in cells if c.key in done]
-        return assemble(cells, shards, attrs)
+        return assemble(cells, shards, attrs, sweep_paths)
 
     def cube_is_current(self, cells: Sequence[Cell]) -> bool:
         """Whether ``results.nc`` is the cube of the grid of ``cells`` and no stored shard is newer.
@@ -218,13 +218,18 @@ def _ordered(values: Iterable[Any]) -> list[Any]:
     return list(dict.fromkeys(values))
 
 
-def assemble(cells: Sequence[Cell], shards: Sequence[xr.Dataset], attrs: dict[str, str]) -> xr.Dataset:
+def assemble(
+    cells: Sequence[Cell], shards: Sequence[xr.Dataset], attrs: dict[str, str], sweep_paths: Mapping[str, str]
+) -> xr.Dataset:
     """Place each shard's variables at its cell's coordinates, padding ragged dims with NaN.
 
-    Built with numpy indexing rather than ``xr.combine_by_coords``: the grid is known up front,
-    cells may be missing, and the image count differs between datasets.
+    The grid is :data:`AXES` and then the swept parameters (``sweep_paths``: dimension -> the
+    parameter's path in the suite), whose coordinates are marked with ``role="sweep"``. Built
+    with numpy indexing rather than ``xr.combine_by_coords``: the grid is known up front, cells
+    may be missing, and the image count differs between datasets.
     """
-    coords = {axis: _ordered(getattr(c, axis) for c in cells) for axis in AXES}
+    grid = (*AXES, *sweep_paths)
+    coords = {axis: _ordered(c.coords[axis] for c in cells) for axis in grid}
     index = {axis: {v: i for i, v in enumerate(values)} for axis, values in coords.items()}
     templates: dict[str, xr.DataArray] = {}
     extents: dict[str, int] = {}
@@ -236,7 +241,7 @@ def assemble(cells: Sequence[Cell], shards: Sequence[xr.Dataset], attrs: dict[st
 
     cube_vars = {}
     for name, template in templates.items():
-        lead = AXES if template.attrs["level"] == "cell" else ("dataset",)
+        lead = grid if template.attrs["level"] == "cell" else ("dataset",)
         dims = lead + template.dims
         shape = tuple(len(coords[a]) for a in lead) + tuple(extents[d] for d in template.dims)
         is_text = template.dtype.kind in "OUS"
@@ -250,11 +255,11 @@ def assemble(cells: Sequence[Cell], shards: Sequence[xr.Dataset], attrs: dict[st
         attrs_out = {k: v for k, v in template.attrs.items() if k != "level"}
         cube_vars[name] = (dims, data.astype(str) if is_text else data, attrs_out)
 
-    key = np.full(tuple(len(coords[a]) for a in AXES), "", dtype=object)
+    key = np.full(tuple(len(coords[a]) for a in grid), "", dtype=object)
     for c in cells:
-        key[tuple(index[a][getattr(c, a)] for a in AXES)] = c.key
+        key[tuple(index[a][c.coords[a]] for a in grid)] = c.key
     cube_vars[names.CELL_KEY] = (
-        AXES,
+        grid,
         key.astype(str),
         {"role": names.PROVENANCE, "description": "content hash of the cell; its shard is cells/<key>.nc"},
     )
@@ -262,6 +267,8 @@ def assemble(cells: Sequence[Cell], shards: Sequence[xr.Dataset], attrs: dict[st
     coord_values |= {dim: np.arange(extents[dim]) for dim in extents if dim not in coord_values}
     cube = xr.Dataset(cube_vars, coords=coord_values, attrs=attrs)
     cube["theta"].attrs["units"] = "degree"
+    for dim, path in sweep_paths.items():
+        cube[dim].attrs.update(role=names.SWEEP, path=path)
     if "orientation" in cube.dims:
         bins = cube.sizes["orientation"]
         cube = cube.assign_coords(orientation=(np.arange(bins) + 0.5) * 360.0 / bins)

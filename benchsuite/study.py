@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from benchsuite.analysis.summary import analyze_cube, format_summary, write_tables
-from benchsuite.cube import open_cube
+from benchsuite.cube import interactions, open_cube
 from benchsuite.data import set_data_root
 from benchsuite.registry import installed_plugins
 from benchsuite.report import write_report
@@ -82,4 +82,5 @@ def run(
     tables = analyze_cube(cube, typ=anova_type)
     write_tables(cube, tables, ran.run_dir)
     report = write_report(cube, tables, ran.run_dir)
-    return RunResult(ran.run_dir, ran.cells_total, ran.cells_run, ran.cells_skipped, format_summary(tables), report)
+    summary = format_summary(tables, interactions(cube))
+    return RunResult(ran.run_dir, ran.cells_total, ran.cells_run, ran.cells_skipped, summary, report)

@@ -8,8 +8,9 @@ model. Both passes report every problem at once, each with its key and line.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,13 @@ class _SuiteSettings(_Strict):
     data: DataSettings = Field(default_factory=DataSettings, description="Image size and split.")
     theta: list[float] | ThetaRange = Field(description="Grid axis: rotation angles in degrees, a list or {start, stop, step}.")
     seeds: list[int] = Field(min_length=1, description="Grid axis: replicate seeds (weight init, data order, saliency noise).")
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Grid axes over any component parameter: PATH -> values, PATH being KEY.params.FIELD for the "
+        "augmentation or saliency method, or KEY.LABEL.params.FIELD for a labelled one (methods.moco.params.epochs, "
+        "metrics.dice.params.percentile). Each becomes a dimension of the cube and a factor of the analysis; its "
+        "values replace any value the component's params give.",
+    )
 
     @field_validator("theta")
     @classmethod
@@ -110,6 +118,18 @@ class _SuiteSettings(_Strict):
             raise ValueError("seeds must be unique")
         if any(s < 0 for s in value):
             raise ValueError("seeds must be non-negative")
+        return value
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_values(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in value.items():
+            if not values:
+                raise ValueError(f"'{path}' needs at least one value")
+            if any(isinstance(v, (list, dict, bool)) or v is None for v in values):
+                raise ValueError(f"the values of '{path}' must be numbers or strings, since they label a dimension of the cube")
+            if len({json.dumps(v) for v in values}) != len(values):
+                raise ValueError(f"the values of '{path}' must be unique")
         return value
 
     @field_validator(*(k.suite_key for k in KINDS if k.shape == "list"), check_fields=False)
@@ -138,7 +158,7 @@ def _kind_field(kind: Kind) -> tuple[Any, Any]:
 Suite = create_model(
     "Suite",
     __base__=_SuiteSettings,
-    __doc__="A suite file. Grid axes are ``datasets`` x ``theta`` x ``seeds`` x ``methods`` x ``encoders``.",
+    __doc__="A suite file. Grid axes are ``datasets`` x ``theta`` x ``seeds`` x ``methods`` x ``encoders``, then any ``sweep``.",
     **{kind.suite_key: _kind_field(kind) for kind in KINDS},
 )
 
@@ -163,6 +183,22 @@ class ResolvedComponent:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """One swept parameter: a grid dimension over the values of one parameter of one component."""
+
+    dim: str
+    """The cube dimension: the parameter's name, or ``LABEL_FIELD`` where two sweeps share it."""
+    path: str
+    """As the suite wrote it: ``augmentation.params.strength``."""
+    kind: str
+    label: str
+    """The component's label within its kind (the suite key for a kind of shape ``one``)."""
+    field: str
+    values: tuple[Any, ...]
+    """Each value as the parameter model validated it, in JSON form."""
+
+
+@dataclass(frozen=True)
 class ResolvedSuite:
     """A suite whose every plugin reference has been checked, plus the text it came from."""
 
@@ -170,6 +206,7 @@ class ResolvedSuite:
     text: str
     components: dict[str, dict[str, ResolvedComponent]]
     """Per kind name, label -> component. The only label of a kind of shape ``one`` is its suite key."""
+    sweeps: tuple[Sweep, ...] = ()
 
     @property
     def name(self) -> str:
@@ -184,10 +221,11 @@ class ResolvedSuite:
         """The values of every grid axis, in the cube's axis order."""
         levels: dict[str, list[Any]] = {"theta": self.suite.thetas, "seed": self.suite.seeds}
         levels |= {k.cell_key: list(self.components[k.name]) for k in KINDS if k.shape == "axis"}
-        return {axis: levels[axis] for axis in AXES}
+        return {axis: levels[axis] for axis in AXES} | {sweep.dim: list(sweep.values) for sweep in self.sweeps}
 
     def describe(self) -> str:
         names = {"theta": "angles", "seed": "seeds"} | {k.cell_key: k.suite_key for k in KINDS if k.shape == "axis"}
+        names |= {sweep.dim: sweep.dim for sweep in self.sweeps}
         counts = {axis: len(values) for axis, values in self.levels().items()}
         return " x ".join(f"{n} {names[axis]}" for axis, n in counts.items()) + f" = {int(np.prod(list(counts.values())))} cells"
 
@@ -321,7 +359,92 @@ def resolve(
         components[kind.name] = {label: r for label, spec, loc in named if (r := one(kind, spec, loc)) is not None}
     if problems:
         raise SuiteError(f"{path} has {len(problems)} problem(s): " + " ".join(problems))
-    return ResolvedSuite(suite=suite, text=text, components=components)
+    sweeps = _sweeps(suite, registry, components, problems, lambda loc: _where(path, root, loc))
+    if problems:
+        raise SuiteError(f"{path} has {len(problems)} problem(s): " + " ".join(problems))
+    return ResolvedSuite(suite=suite, text=text, components=components, sweeps=sweeps)
+
+
+# Names a swept parameter's dimension must not take: the grid axes and the cube's other dimensions.
+_TAKEN = {*AXES, "image", "epoch", "step", "example", "channel", "y", "x", "orientation"}
+
+
+def _sweeps(
+    suite: Suite,
+    registry: PluginRegistry,
+    components: dict[str, dict[str, ResolvedComponent]],
+    problems: list[str],
+    where: Callable[[tuple[Any, ...]], str],
+) -> tuple[Sweep, ...]:
+    """The suite's ``sweep`` entries, each path resolved to a component parameter and each value validated by its model."""
+    found: list[Sweep] = []
+    for path, values in suite.sweep.items():
+        at = where(("sweep", path))
+        target = _sweep_target(suite, path, components)
+        if isinstance(target, str):
+            problems.append(f"{at}: {target}")
+            continue
+        kind, label, field, spec = target
+        model = registry.get(kind.name, spec.plugin).params
+        if field not in model.model_fields:
+            hint = did_you_mean(field, model.model_fields)
+            problems.append(f"{at}: {kind.label} '{spec.plugin}' has no parameter '{field}'.{hint} Its parameters: "
+                            f"{', '.join(model.model_fields) or 'none'}.")  # fmt: skip
+            continue
+        validated = []
+        for value in values:
+            try:
+                params = registry.parse_params(kind.name, spec.plugin, {**spec.params, field: value})
+            except ParamsError as exc:
+                problems.append(f"{at}: value {value!r}: {exc}")
+                continue
+            validated.append(params.model_dump(mode="json")[field])
+        if len(validated) == len(values):
+            found.append(Sweep(field, path, kind.name, label, field, tuple(validated)))
+    return _named(found, problems, where)
+
+
+_PATH_FORMS = "KEY.params.FIELD (augmentation, saliency) or KEY.LABEL.params.FIELD (datasets, methods, encoders, metrics)"
+
+
+def _sweep_target(
+    suite: Suite, path: str, components: dict[str, dict[str, ResolvedComponent]]
+) -> tuple[Kind, str, str, ComponentSpec] | str:
+    """The kind, component label, parameter and component spec a sweep path names, or what is wrong with the path."""
+    parts = path.split(".")
+    by_key = {k.suite_key: k for k in KINDS if k.cell_key is not None}
+    kind = by_key.get(parts[0])
+    if kind is None:
+        if parts[0] == "executor":
+            return "the executor decides where cells run, not what they compute, so it cannot be swept."
+        return f"'{parts[0]}' names no component key.{did_you_mean(parts[0], by_key)} A path is {_PATH_FORMS}."
+    labelled = kind.shape != "one"
+    if len(parts) != (4 if labelled else 3) or parts[-2] != "params":
+        return f"'{path}' is not a parameter path; a path is {_PATH_FORMS}."
+    label = parts[1] if labelled else kind.suite_key
+    if label not in components[kind.name]:
+        return f"'{label}' is not a label of {kind.suite_key}.{did_you_mean(label, components[kind.name])}"
+    if kind.shape == "axis" and len(components[kind.name]) > 1:
+        return (
+            f"sweeping a parameter of {kind.suite_key} '{label}' needs '{label}' to be the suite's only entry of "
+            f"{kind.suite_key}: the cells of the others would repeat the same computation at every value."
+        )
+    given = getattr(suite, kind.suite_key)
+    spec = given if kind.shape == "one" else given[label] if kind.shape == "axis" else next(c for c in given if c.label == label)
+    return kind, label, parts[-1], spec
+
+
+def _named(sweeps: list[Sweep], problems: list[str], where: Callable[[tuple[Any, ...]], str]) -> tuple[Sweep, ...]:
+    """Each sweep under its parameter's name as its dimension, or ``LABEL_FIELD`` where that name is taken."""
+    counts = Counter(s.field for s in sweeps)
+    named = []
+    for sweep in sweeps:
+        dim = sweep.field if counts[sweep.field] == 1 and sweep.field not in _TAKEN else f"{sweep.label}_{sweep.field}"
+        if dim in _TAKEN or dim in {s.dim for s in named}:
+            problems.append(f"{where(('sweep', sweep.path))}: its dimension would be named '{dim}', which is taken.")
+            continue
+        named.append(replace(sweep, dim=dim))
+    return tuple(named)
 
 
 def load_suite(path: str | Path, registry: PluginRegistry, *, executor: str | None = None) -> ResolvedSuite:

@@ -25,7 +25,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
-from benchsuite.grid import AXES, Cell
+from benchsuite.grid import Cell
 from benchsuite.pipeline import CellResult
 
 OUTLINE_RGB = np.array([0.0, 1.0, 1.0])
@@ -69,6 +69,7 @@ def run_name(cell: Cell) -> str:
             f"seed={cell.seed}",
             _path_safe(cell.method),
             _path_safe(cell.encoder),
+            *(f"{dim}={_path_safe(str(value))}" for dim, value in cell.swept.items()),
         )
     )
 
@@ -196,8 +197,8 @@ def write_experiment_config(logdir: Path, cells: Sequence[Cell]) -> Path:
     the hparams from the cells' sessions and lists every scalar tag as a metric.
     """
     hparam_infos = []
-    for axis in AXES:
-        values = list(dict.fromkeys(getattr(cell, axis) for cell in cells))
+    for axis in cells[0].coords:
+        values = list(dict.fromkeys(cell.coords[axis] for cell in cells))
         info = api_pb2.HParamInfo(name=axis, differs=len(values) > 1)
         hp.Discrete(values).update_hparam_info(info)
         hparam_infos.append(info)

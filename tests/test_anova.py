@@ -16,6 +16,9 @@ from benchsuite.analysis.anova import SS_TYPE, AnovaError, anova, anova_table, c
 
 GRID = ("dataset", "theta", "seed", "method", "encoder")
 TWO_WAY = {"theta": [0.0, 45.0, 90.0], "dataset": ["a", "b"]}
+STRENGTHS = [0.25, 0.5, 1.0]
+SWEEP = {"role": "sweep", "path": "augmentation.params.strength"}
+"""The attributes the store gives the coordinate of a swept parameter (here ``strength``, after the grid's dims)."""
 
 
 def _cube(dice: np.ndarray, final_loss: np.ndarray | None = None) -> xr.Dataset:
@@ -64,6 +67,36 @@ def _rotation_study(interaction: float, n_seed: int = 4) -> np.ndarray:
     return means[:, :, None, None, None, None] + cell_noise + image_noise
 
 
+def _strength_study(interaction: float, n_theta: int = 1, n_seed: int = 4) -> xr.Dataset:
+    """Per-image Dice of 2 datasets x 3 swept strengths, laid out as the store writes a sweep.
+
+    Dice rises with strength by ``0.1 + interaction`` per unit in ``set0`` and by ``0.1 -
+    interaction`` in ``set1``: with ``interaction=0.1`` it rises in one dataset and not in the
+    other, with 0 it rises alike in both (a strength effect, no strength x dataset interaction).
+    """
+    rng = np.random.default_rng(20240706)
+    slope = 0.1 + interaction * np.array([1.0, -1.0])
+    means = 0.5 + slope[:, None] * np.array(STRENGTHS)[None, :]
+    shape = (2, n_theta, n_seed, 1, 1, len(STRENGTHS))
+    dice = (
+        means[:, None, None, None, None, :, None]
+        + rng.normal(0.0, 0.02, size=(*shape, 1))
+        + rng.normal(0.0, 0.05, size=(*shape, 8))
+    )
+    return xr.Dataset(
+        {"dice": ((*GRID, "strength", "image"), dice, {"role": "metric", "scope": "image"})},
+        coords={
+            "dataset": ["set0", "set1"],
+            "theta": 45.0 * np.arange(n_theta),
+            "seed": np.arange(n_seed),
+            "method": ["method0"],
+            "encoder": ["encoder0"],
+            "strength": ("strength", STRENGTHS, SWEEP),
+            "image": np.arange(8),
+        },
+    )
+
+
 def _random_frame(rng: np.random.Generator, replicates: int, factors: dict[str, list]) -> pd.DataFrame:
     """A balanced frame with every combination of the factor levels, ``replicates`` times."""
     combos = list(itertools.product(*factors.values())) * replicates
@@ -106,6 +139,12 @@ def test_cell_means_of_a_cell_scope_metric_are_its_values() -> None:
 
     assert list(frame.columns) == [*GRID, "value"]
     assert sorted(frame["value"]) == list(np.arange(12.0))
+
+
+def test_cell_means_have_a_column_per_swept_parameter_after_the_grid() -> None:
+    frame = cell_means(_strength_study(interaction=0.1), "dice")
+    assert list(frame.columns) == [*GRID, "strength", "value", "n_images"]
+    assert len(frame) == 2 * 1 * 4 * len(STRENGTHS)
 
 
 def test_cell_means_refuse_a_variable_that_is_not_a_metric() -> None:
@@ -245,6 +284,32 @@ def test_anova_table_finds_no_interaction_where_none_is_planted() -> None:
 def test_anova_table_uses_only_factors_with_more_than_one_level() -> None:
     table = anova_table(_cube(_rotation_study(interaction=0.0)), ["dice"])
     assert list(table["term"]) == ["theta", "dataset", "theta:dataset", "Residual"]
+
+
+def test_anova_table_finds_a_planted_strength_dataset_interaction() -> None:
+    table = anova_table(_strength_study(interaction=0.1), ["dice"]).set_index("term")
+    assert list(table.index) == ["strength", "dataset", "strength:dataset", "Residual"]
+    assert table.at["strength:dataset", "p"] < 0.01
+
+
+def test_anova_table_finds_no_strength_interaction_where_strength_acts_alike_in_every_dataset() -> None:
+    table = anova_table(_strength_study(interaction=0.0), ["dice"]).set_index("term")
+    assert table.at["strength:dataset", "p"] > 0.01
+    assert table.at["strength", "p"] < 1e-4  # the main effect is still there
+
+
+def test_a_swept_factor_enters_the_full_factorial_after_theta_so_its_interaction_reads_like_thetas() -> None:
+    table = anova_table(_strength_study(interaction=0.1, n_theta=2), ["dice"])
+    assert list(table["term"]) == [
+        "theta", "strength", "dataset",
+        "theta:strength", "theta:dataset", "strength:dataset", "theta:strength:dataset",
+        "Residual",
+    ]  # fmt: skip
+
+
+def test_a_swept_factor_with_a_single_level_is_left_out_as_any_factor_is() -> None:
+    cube = _strength_study(interaction=0.1).isel(strength=[0])
+    assert list(anova_table(cube, ["dice"])["term"]) == ["dataset", "Residual"]
 
 
 def test_anova_table_analyses_every_metric_role_variable_by_default() -> None:

@@ -14,6 +14,7 @@ from benchsuite.analysis.covariate import (
     covariate_table,
     covariate_test,
 )
+from tests.test_anova import STRENGTHS, SWEEP
 
 GRID = ("dataset", "theta", "seed", "method", "encoder")
 BINS = 36
@@ -68,6 +69,18 @@ def _study(weight: float, n_seed: int = 3) -> xr.Dataset:
     return _cube(dice, histograms)
 
 
+def _swept_study(weight: float) -> xr.Dataset:
+    """:func:`_study` at each of 3 swept strengths, each with its own noise, and a strong strength effect in one dataset."""
+    rng = np.random.default_rng(9)
+    dice = _study(weight)["dice"].expand_dims(strength=STRENGTHS).transpose(*GRID, "strength")
+    shift = xr.DataArray(np.array(STRENGTHS), coords={"strength": STRENGTHS}) * (dice.dataset == "axes")
+    cube = _study(weight).drop_vars("dice")
+    cube["dice"] = (dice + 0.3 * shift + rng.normal(0.0, 0.02, size=dice.shape)).transpose(*GRID, "strength")
+    cube["dice"].attrs.update(role="metric", scope="cell")
+    cube["strength"].attrs.update(SWEEP)
+    return cube
+
+
 def test_autocorrelation_at_whole_bin_shifts_matches_the_fourier_definition() -> None:
     h = np.random.default_rng(2).uniform(size=BINS)
     shifts = np.arange(BINS)
@@ -119,6 +132,18 @@ def test_a_metric_unrelated_to_the_autocorrelation_gives_a_high_p() -> None:
     row = covariate_table(_study(weight=0.0)).iloc[0]
     assert row["p"] > 0.2
     assert row["ci_low"] < 0.0 < row["ci_high"]
+
+
+def test_a_swept_parameter_is_a_control_so_the_covariate_is_still_detected_or_not() -> None:
+    detected = covariate_table(_swept_study(weight=0.2)).iloc[0]
+    assert detected["p"] < 1e-10 and detected["ci_low"] < 0.2 < detected["ci_high"]
+    assert detected["n_obs"] == 3 * len(THETAS) * 3 * len(STRENGTHS)
+    assert covariate_table(_swept_study(weight=0.0)).iloc[0]["p"] > 0.05
+
+
+def test_a_sweep_at_a_single_angle_is_refused_once_rather_than_per_metric() -> None:
+    with pytest.raises(CovariateError, match="single θ"):
+        covariate_table(_swept_study(weight=0.2).isel(theta=[3]))
 
 
 def test_the_f_test_matches_residual_sums_of_squares_of_the_nested_models() -> None:

@@ -11,6 +11,7 @@ from statsmodels.regression.mixed_linear_model import MixedLM
 
 from benchsuite.analysis.anova import anova, cell_means
 from benchsuite.analysis.mixed import MixedModelError, fit_mixed, image_values, mixed_table
+from tests.test_anova import STRENGTHS, SWEEP
 
 GRID = ("dataset", "theta", "seed", "method", "encoder")
 THETAS = [0.0, 90.0, 180.0]
@@ -41,6 +42,34 @@ def _cube(interaction: float = 0.0, image_sd: float = 0.1, run_sd: float = 0.03,
             "seed": np.arange(n_seed),
             "method": ["moco_v2"],
             "encoder": ["small_cnn"],
+            "image": np.arange(n_image),
+        },
+    )
+
+
+def _strength_cube(interaction: float, n_image: int = 6, n_seed: int = 3) -> xr.Dataset:
+    """Per-image ``dice`` for 2 datasets x 3 swept strengths at one θ, with image, run and residual noise.
+
+    Dice rises with strength by ``0.1 + interaction`` per unit in ``brats`` and by ``0.1 -
+    interaction`` in ``kvasir``, so ``interaction`` moves only the strength x dataset term.
+    """
+    rng = np.random.default_rng(12)
+    shape = (2, 1, n_seed, 1, 1, len(STRENGTHS))
+    slope = 0.1 + interaction * np.array([1.0, -1.0])
+    means = 0.5 + slope[:, None] * np.array(STRENGTHS)[None, :]
+    image = rng.normal(0.0, 0.1, size=(2, 1, 1, 1, 1, 1, n_image))
+    run = rng.normal(0.0, 0.03, size=(*shape, 1))
+    residual = rng.normal(0.0, 0.02, size=(*shape, n_image))
+    dice = means[:, None, None, None, None, :, None] + image + run + residual
+    return xr.Dataset(
+        {"dice": ((*GRID, "strength", "image"), dice, {"role": "metric", "scope": "image"})},
+        coords={
+            "dataset": ["brats", "kvasir"],
+            "theta": [0.0],
+            "seed": np.arange(n_seed),
+            "method": ["moco_v2"],
+            "encoder": ["small_cnn"],
+            "strength": ("strength", STRENGTHS, SWEEP),
             "image": np.arange(n_image),
         },
     )
@@ -84,6 +113,29 @@ def test_mixed_table_finds_no_interaction_where_none_is_planted() -> None:
     table = mixed_table(_cube(interaction=0.0)).set_index("term")
     assert table.at["theta:dataset", "p"] > 0.05
     assert table.at["theta", "p"] < 1e-4
+
+
+def test_mixed_table_finds_a_planted_strength_dataset_interaction_with_runs_per_strength() -> None:
+    table = mixed_table(_strength_cube(interaction=0.1)).set_index("term")
+    assert list(table.index) == ["strength", "dataset", "strength:dataset"]
+    assert table.at["strength:dataset", "p"] < 0.01
+    # Every strength is a training run of its own: 2 datasets x 3 seeds x 3 strengths.
+    assert set(table["n_runs"]) == {2 * 3 * len(STRENGTHS)}
+    assert set(table["n_images"]) == {2 * 6}
+
+
+def test_mixed_table_finds_no_strength_interaction_where_strength_acts_alike_in_every_dataset() -> None:
+    table = mixed_table(_strength_cube(interaction=0.0)).set_index("term")
+    assert table.at["strength:dataset", "p"] > 0.01
+    assert table.at["strength", "p"] < 1e-4
+
+
+def test_wald_chi2_per_df_of_the_strength_interaction_equals_the_anova_f_on_cell_means() -> None:
+    cube = _strength_cube(interaction=0.02)
+    fit = fit_mixed(image_values(cube, "dice"), ["strength", "dataset"])
+    table = anova(cell_means(cube, "dice"), ["strength", "dataset"])
+    term = "strength:dataset"
+    assert fit.terms.at[term, "chi2"] / fit.terms.at[term, "df"] == pytest.approx(table.at[term, "F"], rel=1e-3)
 
 
 def test_mixed_table_fits_only_per_image_metrics_and_reports_counts() -> None:

@@ -11,6 +11,7 @@ import xarray as xr
 from scipy import signal
 
 from benchsuite.analysis.periodicity import (
+    PERIODICITY_COLUMNS,
     PeriodicityError,
     circle_step,
     gapped_harmonic_powers,
@@ -18,6 +19,7 @@ from benchsuite.analysis.periodicity import (
     periodicity,
     periodicity_table,
 )
+from tests.test_anova import STRENGTHS, SWEEP
 
 GRID = ("dataset", "theta", "seed", "method", "encoder")
 
@@ -44,6 +46,13 @@ def _cube(by_dataset: dict[str, np.ndarray], seed_offsets: np.ndarray) -> xr.Dat
             "encoder": ["small_cnn"],
         },
     )
+
+
+def _swept(by_strength: list[xr.Dataset]) -> xr.Dataset:
+    """One cube of :func:`_cube` per swept ``strength``, joined as the store writes a sweep: its dim after the grid's."""
+    cube = xr.concat(by_strength, pd.Index(STRENGTHS, name="strength")).transpose(*GRID, "strength")
+    cube["strength"].attrs.update(SWEEP)
+    return cube
 
 
 def test_a_four_fold_cosine_has_all_its_power_at_90_degrees() -> None:
@@ -118,6 +127,20 @@ def test_periodicity_table_names_each_datasets_period_from_seed_averaged_means()
     assert table.at["shapes", "dominant_period"] == 90.0
     assert table.at["brain", "dominant_period"] == 180.0
     assert table.at["shapes", "power_360"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_periodicity_table_has_a_series_per_swept_value_and_no_sweep_column_without_a_sweep() -> None:
+    theta = _radians(12)
+    offsets = np.zeros((1, 2))
+    # The shape of metric(θ) changes with the strength in shapes and stays in brain.
+    cube = _swept([_cube({"shapes": np.cos(harmonic * theta), "brain": np.cos(2 * theta)}, offsets) for harmonic in (4, 2, 1)])
+    table = periodicity_table(cube)
+
+    assert list(table.columns) == [*PERIODICITY_COLUMNS[:4], "strength", *PERIODICITY_COLUMNS[4:]]
+    periods = table.set_index(["dataset", "strength"])["dominant_period"]
+    assert [periods[("shapes", s)] for s in STRENGTHS] == [90.0, 180.0, 360.0]
+    assert [periods[("brain", s)] for s in STRENGTHS] == [180.0] * 3
+    assert list(periodicity_table(cube.isel(strength=0, drop=True)).columns) == PERIODICITY_COLUMNS
 
 
 def test_periodicity_table_refuses_a_cube_whose_theta_does_not_cover_the_circle() -> None:

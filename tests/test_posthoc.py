@@ -8,7 +8,8 @@ import xarray as xr
 from scipy import stats
 
 from benchsuite.analysis.anova import cell_means
-from benchsuite.analysis.posthoc import PosthocError, tukey_hsd, tukey_table
+from benchsuite.analysis.posthoc import TUKEY_COLUMNS, PosthocError, tukey_hsd, tukey_table
+from tests.test_anova import STRENGTHS, SWEEP
 
 GRID = ("dataset", "theta", "seed", "method", "encoder")
 THETAS = [0.0, 90.0, 180.0, 270.0]
@@ -28,6 +29,35 @@ def _cube(n_seed: int = 3, thetas: list[float] = THETAS) -> xr.Dataset:
             "seed": np.arange(n_seed),
             "method": ["moco_v2"],
             "encoder": ["small_cnn"],
+            "image": np.arange(5),
+        },
+    )
+
+
+def _strength_cube() -> xr.Dataset:
+    """Per-image ``dice`` swept over 3 strengths: in ``shapes`` θ = 90° scores 0.4 x (strength - 0.25) higher.
+
+    In ``brain``, and at strength 0.25, nothing differs.
+    """
+    rng = np.random.default_rng(5)
+    means = np.zeros((2, len(THETAS), len(STRENGTHS)))
+    means[0, THETAS.index(90.0)] = 0.4 * (np.array(STRENGTHS) - STRENGTHS[0])
+    noise = rng.normal(0.0, 0.03, size=(2, len(THETAS), 3, 1, 1, len(STRENGTHS), 5))
+    return xr.Dataset(
+        {
+            "dice": (
+                (*GRID, "strength", "image"),
+                0.5 + means[:, :, None, None, None, :, None] + noise,
+                {"role": "metric", "scope": "image"},
+            )
+        },
+        coords={
+            "dataset": ["shapes", "brain"],
+            "theta": THETAS,
+            "seed": np.arange(3),
+            "method": ["moco_v2"],
+            "encoder": ["small_cnn"],
+            "strength": ("strength", STRENGTHS, SWEEP),
             "image": np.arange(5),
         },
     )
@@ -74,6 +104,21 @@ def test_tukey_table_skips_a_family_without_replicates_with_a_warning() -> None:
     assert len(messages) == 2
     for message, dataset in zip(messages, ["shapes", "brain"], strict=True):
         assert f"metric 'dice' skipped for (dataset={dataset!r}" in message
+
+
+def test_tukey_table_compares_angles_within_each_swept_value() -> None:
+    table = tukey_table(_strength_cube())
+    assert list(table.columns) == [*TUKEY_COLUMNS[:4], "strength", *TUKEY_COLUMNS[4:]]
+    assert len(table) == 2 * len(STRENGTHS) * 6
+    ninety = table[(table["dataset"] == "shapes") & ((table["theta_a"] == 90.0) | (table["theta_b"] == 90.0))]
+    assert ninety[ninety["strength"] == 1.0]["reject"].all()
+    # Where nothing was planted the difference is noise, whatever a test at 0.05 makes of it.
+    assert (ninety[ninety["strength"] == 0.25]["meandiff"].abs() < 0.05).all()
+
+
+def test_tukey_table_of_a_sweep_at_one_angle_says_once_that_there_is_nothing_to_compare() -> None:
+    with pytest.raises(PosthocError, match="1 θ value"):
+        tukey_table(_strength_cube().isel(theta=[1]))
 
 
 def test_tukey_table_refuses_a_sweep_with_too_many_angles() -> None:

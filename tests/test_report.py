@@ -24,9 +24,11 @@ from benchsuite.analysis.summary import NEEDS_REPLICATES, analyze_cube
 from benchsuite.cube import EXAMPLE_IMAGE, SALIENCY_EXAMPLE, open_cube
 from benchsuite.report import write_report
 from benchsuite.report.document import interaction_reading
-from benchsuite.report.figures import interaction_figure, png_bytes, saliency_gallery, seed_band
+from benchsuite.report.figures import interaction_figure, png_bytes, saliency_gallery, seed_band, sweep_figure
+from tests.test_anova import STRENGTHS, SWEEP
 from tests.test_runner import TINY, run
 from tests.test_summary import _cube as synthetic_cube
+from tests.test_summary import _sweep_cube
 
 METRICS = ["dice", "auroc", "mass_in_mask", "final_loss"]
 FIGURE_FILES = {f"interaction_{m}.png" for m in METRICS} | {
@@ -125,6 +127,19 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     path = write_report(cube, {"anova": anova, "periodicity": PERIODICITY, "mixed": MIXED}, root / "out")
     html = path.read_text(encoding="utf-8")
     return Report(cube, anova, path, html, PageParts(html))
+
+
+@pytest.fixture(scope="module")
+def strength_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    """The report of an augmentation-strength study: strength swept at a single θ, with every analysis of it."""
+    cube = _sweep_cube().isel(theta=[0])
+    with warnings.catch_warnings():
+        # Periodicity, Tukey and the covariate are about θ; test_summary checks that they say so once each.
+        warnings.simplefilter("ignore")
+        tables = analyze_cube(cube)
+    path = write_report(cube, tables, tmp_path_factory.mktemp("strength"))
+    html = path.read_text(encoding="utf-8")
+    return Report(cube, tables["anova"], path, html, PageParts(html))
 
 
 def test_report_has_every_section(report):
@@ -309,6 +324,86 @@ def test_reading_explains_a_metric_the_anova_has_no_interaction_for():
     assert "Not in the ANOVA table" in interaction_reading(anova, "auroc").text
 
 
+def test_a_sweep_report_names_the_swept_parameter_by_its_path_in_the_grid(strength_report):
+    grid = "2 datasets × 1 angles θ × 2 seeds × 1 methods × 1 encoders × 3 values of augmentation.params.strength = 12 cells"
+    assert grid in strength_report.html
+
+
+def test_at_a_single_angle_each_metric_is_plotted_against_the_swept_parameter(strength_report):
+    alts = {img["alt"] for img in strength_report.parts.images}
+    assert {f"{m} against {SWEEP['path']} per dataset" for m in ["dice", "final_loss"]} <= alts
+    assert "On the circle" not in strength_report.html
+
+    cube = strength_report.cube
+    band = seed_band(cube, "dice", "strength")
+    figure = sweep_figure(band, "dice", "strength", SWEEP["path"])
+    (axes,) = figure.axes
+    assert axes.get_xlabel() == SWEEP["path"]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["shapes", "brain"]
+    for line, dataset in zip(axes.lines, ["shapes", "brain"], strict=True):
+        x, means = line.get_data()
+        assert list(x) == STRENGTHS
+        expected = cube["dice"].sel(dataset=dataset).mean("image").mean(["theta", "seed", "method", "encoder"])
+        assert list(means) == pytest.approx(expected.values)
+
+
+def test_a_sweep_report_reads_and_highlights_the_strength_interaction(strength_report):
+    assert "Is there a strength × dataset interaction? ANOVA" in strength_report.html
+    for metric in ["dice", "final_loss"]:
+        row = strength_report.anova.query("metric == @metric and term == 'strength:dataset'").iloc[0]
+        for text in strength_report.parts.readings[metric]:
+            found = re.fullmatch(
+                r"strength × dataset interaction: F=(\S+), p=\S+, partial η²=\S+ ((?:not )?significant) at 0\.05", text
+            )
+            assert found, text
+            assert float(found[1]) == pytest.approx(row["F"], abs=0.005)
+            assert found[2] == ("significant" if row["p"] < 0.05 else "not significant")
+    assert strength_report.parts.readings["dice"][0].endswith(" significant at 0.05")  # planted in _sweep_cube
+    anova_tables = [t for t in strength_report.parts.tables if t[0][1][:2] == ["term", "sum of squares"]]
+    for table in anova_tables:
+        assert [cells[0] for cls, cells in table if cls == "highlight"] == ["strength:dataset"]
+
+
+def test_with_theta_and_a_sweep_both_interactions_are_read_and_each_strength_is_a_line_of_its_own(tmp_path):
+    cube = _sweep_cube()
+    html = write_report(cube, {"anova": anova_table(cube)}, tmp_path).read_text(encoding="utf-8")
+    parts = PageParts(html)
+
+    assert "Is there a θ × dataset or a strength × dataset interaction? ANOVA" in html
+    assert [text.split(":")[0] for text in parts.readings["dice"]] == [
+        "θ × dataset interaction",
+        "strength × dataset interaction",
+    ] * 2
+    anova_tables = [t for t in parts.tables if t[0][1][:2] == ["term", "sum of squares"]]
+    assert [cells[0] for cls, cells in anova_tables[0] if cls == "highlight"] == ["theta:dataset", "strength:dataset"]
+    legend = interaction_figure(seed_band(cube, "dice"), "dice").legends[0]
+    assert [text.get_text() for text in legend.get_texts()] == [
+        f"{dataset} / strength={s}" for dataset in ["shapes", "brain"] for s in STRENGTHS
+    ]
+
+
+def _rendered_images(html: str, tmp_path: Path) -> str:
+    """The page's ``<title>`` as headless Chromium leaves it after loading a copy with a probe: its image counts."""
+    # The probe script goes into a copy only: the report itself must stay script-free.
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", BROKEN_IMAGE_PROBE + "</body>"), encoding="utf-8")
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile-dom'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    return re.search(r"<title>(.*?)</title>", dom)[1]
+
+
 @pytest.mark.chromium
 def test_chromium_renders_the_report_with_every_image(report, tmp_path):
     if CHROMIUM is None:
@@ -331,22 +426,13 @@ def test_chromium_renders_the_report_with_every_image(report, tmp_path):
     with Image.open(screenshot) as image:
         colours = image.convert("RGB").getcolors(maxcolors=1 << 24)
     assert len(colours) > 1000, "the screenshot is (nearly) one flat colour"
+    assert _rendered_images(report.html, tmp_path) == f"images={len(FIGURE_FILES)} broken=0"
 
-    # The probe script goes into a copy only: the report itself must stay script-free.
-    probe = tmp_path / "probe.html"
-    probe.write_text(report.html.replace("</body>", BROKEN_IMAGE_PROBE + "</body>"), encoding="utf-8")
-    dom = subprocess.run(
-        [
-            CHROMIUM,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={tmp_path / 'profile-dom'}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            probe.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    assert f"<title>images={len(FIGURE_FILES)} broken=0</title>" in dom
+
+@pytest.mark.chromium
+def test_chromium_renders_the_sweep_report_with_its_strength_plots(strength_report, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    figures = {p.name for p in (strength_report.path.parent / "figures").iterdir()}
+    assert {"interaction_dice.png", "interaction_final_loss.png"} <= figures
+    assert _rendered_images(strength_report.html, tmp_path) == f"images={len(figures)} broken=0"

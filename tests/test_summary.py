@@ -27,6 +27,7 @@ from benchsuite.analysis.summary import (
 from benchsuite.cli import cli
 from benchsuite.cube import CUBE_NAME, ENGINE
 from benchsuite.errors import BenchsuiteError
+from tests.test_anova import STRENGTHS, SWEEP
 
 GRID = ("dataset", "theta", "seed", "method", "encoder")
 THETAS = [0.0, 90.0, 180.0, 270.0]
@@ -69,6 +70,40 @@ def _cube() -> xr.Dataset:
         },
         attrs={"suite_name": "tiny"},
     )
+
+
+def _swept(cube: xr.Dataset, strengths: list[float]) -> xr.Dataset:
+    """``cube`` at each of ``strengths``, as the store writes a sweep: the dim after the grid's, its path in attrs."""
+    per_cell = [name for name, variable in cube.data_vars.items() if "seed" in variable.dims]
+    swept = xr.concat([cube] * len(strengths), pd.Index(strengths, name="strength"), data_vars=per_cell)
+    swept = swept.transpose(*GRID, "strength", ...)
+    swept["strength"].attrs.update(SWEEP)
+    return swept
+
+
+def _sweep_cube() -> xr.Dataset:
+    """:func:`_cube` swept over 3 strengths; each strength is a training of its own, with its own noise.
+
+    Dice rises with strength in ``shapes`` and not in ``brain``, a strength x dataset interaction.
+    """
+    rng = np.random.default_rng(5)
+    cube = _swept(_cube(), STRENGTHS)
+    rises = 0.2 * xr.DataArray(STRENGTHS, coords={"strength": STRENGTHS}) * (cube["dataset"] == "shapes")
+    for name, sd in [("dice", 0.02), ("final_loss", 0.1)]:
+        swept = cube[name] + rises + rng.normal(0.0, sd, size=cube[name].shape)
+        cube[name][:] = swept.transpose(*cube[name].dims).values
+    return cube
+
+
+@pytest.fixture(scope="module")
+def sweep_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory of :func:`_sweep_cube`, analysed once for the module."""
+    directory = tmp_path_factory.mktemp("sweep")
+    _sweep_cube().to_netcdf(directory / CUBE_NAME, engine=ENGINE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a sweep makes no analysis fail
+        (directory / "terminal.txt").write_text(analyze_run(directory))
+    return directory
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +245,63 @@ def test_without_replicates_the_skipped_tables_are_written_as_headers_and_summar
         table = pd.read_csv(tmp_path / f"{name}.csv")
         assert table.empty == (name in NEEDS_REPLICATES), name
     assert list(pd.read_csv(tmp_path / "anova.csv").columns)[:2] == ["metric", "term"]
+
+
+def test_summary_json_reports_every_study_interaction_and_names_the_swept_parameter(sweep_run_dir: Path) -> None:
+    summary = json.loads((sweep_run_dir / SUMMARY_NAME).read_text())
+    anova = pd.read_csv(sweep_run_dir / "anova.csv").set_index(["metric", "term"])
+
+    assert summary["design"]["grid"]["strength"] == STRENGTHS
+    assert summary["design"]["swept"] == {"strength": "augmentation.params.strength"}
+    dice = summary["metrics"]["dice"]
+    assert list(dice["interactions"]) == ["theta:dataset", "strength:dataset"]
+    strength = dice["interactions"]["strength:dataset"]
+    assert strength["anova"]["p"] == pytest.approx(anova.at[("dice", "strength:dataset"), "p"], rel=1e-12)
+    assert strength["anova"]["p"] < 0.01 and strength["mixed"]["p"] < 0.01
+    assert strength["mixed"]["df"] == 2
+    # The θ x dataset keys of the first format are the same numbers.
+    assert dice["interaction"] == dice["interactions"]["theta:dataset"]["anova"]
+    assert dice["mixed_interaction"] == dice["interactions"]["theta:dataset"]["mixed"]
+    assert summary["metrics"]["final_loss"]["interactions"]["strength:dataset"]["mixed"] is None
+    assert {(row["dataset"], row["strength"]) for row in dice["dominant_periods"]} == {
+        (dataset, s) for dataset in ["shapes", "brain"] for s in STRENGTHS
+    }
+
+
+def test_the_swept_run_has_every_table_with_a_column_for_the_swept_parameter(sweep_run_dir: Path) -> None:
+    for name in ["periodicity", "tukey"]:
+        table = pd.read_csv(sweep_run_dir / f"{name}.csv")
+        assert sorted(table["strength"].unique()) == STRENGTHS, name
+    assert len(pd.read_csv(sweep_run_dir / "covariate.csv")) == 2
+
+
+def test_terminal_text_names_each_study_interaction_and_the_swept_value_of_each_series(sweep_run_dir: Path) -> None:
+    text = (sweep_run_dir / "terminal.txt").read_text()
+    dice_block = text.split("\n\ndice:\n")[1].split("\n\n")[0]
+    assert "mixed model, theta:dataset: χ²(3)" in dice_block
+    assert "mixed model, strength:dataset: χ²(2)" in dice_block
+    assert "shapes/strength=0.25 180°" in dice_block.split("dominant period: ")[1]
+    assert "strength:dataset" in text.split("\n\ndice:\n")[0]  # the ANOVA's term
+
+
+def test_a_sweep_at_a_single_angle_skips_each_analysis_of_theta_once_and_runs_the_rest() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tables = analyze_cube(_sweep_cube().isel(theta=[0]))
+    assert sorted(str(w.message).split(":")[0] for w in caught) == [
+        "covariate analysis skipped",
+        "periodicity analysis skipped",
+        "tukey analysis skipped",
+    ]
+    assert list(tables["anova"].query("metric == 'dice'")["term"]) == ["strength", "dataset", "strength:dataset", "Residual"]
+    assert "strength:dataset" in set(tables["mixed"]["term"])
+
+
+def test_a_swept_parameter_at_a_single_level_changes_no_analysis() -> None:
+    plain = analyze_cube(_cube())
+    with_sweep = analyze_cube(_swept(_cube(), [1.0]))
+    for name in TABLE_NAMES:
+        pd.testing.assert_frame_equal(with_sweep[name].drop(columns="strength", errors="ignore"), plain[name], obj=name)
 
 
 def test_analyze_run_without_a_cube_says_how_to_make_one(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """Factorial ANOVA of each metric over the suite's grid factors, read from the results cube.
 
 The question of the rotation-angle study is whether θ and the dataset interact. For every
-metric this module fits ``value ~ C(theta, Sum) * C(dataset, Sum)`` (extended with the SSP
-method and the encoder when the suite varies them) by OLS and reports F, p and partial η² per
-term.
+metric this module fits ``value ~ C(theta, Sum) * C(dataset, Sum)`` (extended with each swept
+parameter, the SSP method and the encoder when the suite varies them) by OLS and reports F, p
+and partial η² per term. A swept parameter's interaction with the dataset then reads like θ's,
+``strength:dataset``.
 
 Two rules keep the test honest:
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import pandas as pd
@@ -28,7 +29,8 @@ import statsmodels.formula.api as smf
 import xarray as xr
 from statsmodels.stats.anova import anova_lm
 
-from benchsuite.cube import AXES, FACTORS, IMAGE, METRIC, metric_names
+from benchsuite.cube import IMAGE, METRIC, grid_axes, metric_names
+from benchsuite.cube import factors as cube_factors
 from benchsuite.errors import BenchsuiteError, did_you_mean
 
 RESIDUAL = "Residual"
@@ -46,10 +48,10 @@ class AnovaError(BenchsuiteError, ValueError):
 def cell_means(cube: xr.Dataset, metric: str) -> pd.DataFrame:
     """One row per grid cell that has a value for ``metric``.
 
-    Columns: the grid dimensions (``dataset, theta, seed, method, encoder``), ``value`` and, for
-    an image-scope metric, ``n_images``. An image-scope metric is averaged over the images
-    that are not NaN (``n_images`` counts them); a cell-scope metric is taken as it is. Cells
-    without a value (not run, or every image NaN) are dropped.
+    Columns: the grid dimensions (``dataset, theta, seed, method, encoder``, then any swept
+    parameter), ``value`` and, for an image-scope metric, ``n_images``. An image-scope metric is
+    averaged over the images that are not NaN (``n_images`` counts them); a cell-scope metric is
+    taken as it is. Cells without a value (not run, or every image NaN) are dropped.
     """
     variable = _metric_variable(cube, metric)
     if IMAGE in variable.dims:
@@ -60,7 +62,7 @@ def cell_means(cube: xr.Dataset, metric: str) -> pd.DataFrame:
         columns = xr.Dataset({"value": value, "n_images": n_images})
     else:
         columns = xr.Dataset({"value": variable})
-    frame = columns.transpose(*AXES).to_dataframe().reset_index()
+    frame = columns.transpose(*grid_axes(cube)).to_dataframe().reset_index()
     return frame[frame["value"].notna()].reset_index(drop=True)
 
 
@@ -89,22 +91,11 @@ def anova(frame: pd.DataFrame, factors: Sequence[str], typ: Literal[2, 3] = 2) -
     counts = _replicate_counts(data, factors)
     _check_design(counts, factors)
 
-    # Patsy evaluates the formula as Python, so column names never go into it (a label with a
-    # quote would break even Q()-quoting); positional placeholders do, and are mapped back.
-    placeholders = [f"factor{i}" for i in range(len(factors))]
-    model_data = pd.DataFrame(
-        {"value": data["value"].to_numpy(dtype=float)}
-        | {p: data[f].to_numpy() for p, f in zip(placeholders, factors, strict=True)}
-    )
-    formula = "value ~ " + " * ".join(f"C({p}, Sum)" for p in placeholders)
-    model = smf.ols(formula, data=model_data).fit()
+    names = placeholders(factors)
+    model_data = pd.DataFrame({"value": data["value"].to_numpy(dtype=float)} | {p: data[f].to_numpy() for p, f in names.items()})
+    model = smf.ols(factorial_formula(names), data=model_data).fit()
     table = anova_lm(model, typ=typ).drop(index="Intercept", errors="ignore")
-
-    readable = {f"C({p}, Sum)": f for p, f in zip(placeholders, factors, strict=True)}
-    table.index = pd.Index(
-        [":".join(readable.get(part, part) for part in term.split(":")) for term in table.index],
-        name="term",
-    )
+    table.index = pd.Index([readable_term(term, names) for term in table.index], name="term")
     table = table.rename(columns={"PR(>F)": "p"})
     ss_residual = table.at[RESIDUAL, "sum_sq"]
     table["partial_eta_sq"] = table["sum_sq"] / (table["sum_sq"] + ss_residual)
@@ -112,12 +103,32 @@ def anova(frame: pd.DataFrame, factors: Sequence[str], typ: Literal[2, 3] = 2) -
     return table[ANOVA_COLUMNS]
 
 
+def placeholders(factors: Sequence[str]) -> dict[str, str]:
+    """A formula name per factor (``factor0, factor1, ...``), mapped to the factor's column.
+
+    Patsy evaluates a formula as Python, so column names never go into one (a label with a quote
+    would break even Q()-quoting, and a swept parameter may be called anything); these do.
+    """
+    return {f"factor{i}": factor for i, factor in enumerate(factors)}
+
+
+def factorial_formula(names: Mapping[str, str]) -> str:
+    """``value ~ C(factor0, Sum) * C(factor1, Sum) * ...`` over :func:`placeholders`: the full factorial."""
+    return "value ~ " + " * ".join(f"C({name}, Sum)" for name in names)
+
+
+def readable_term(term: str, names: Mapping[str, str]) -> str:
+    """A term of :func:`factorial_formula` (``C(factor0, Sum):C(factor1, Sum)``) as ``theta:dataset``."""
+    return ":".join(names.get(part.removeprefix("C(").removesuffix(", Sum)"), part) for part in term.split(":"))
+
+
 def anova_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, typ: Literal[2, 3] = 2) -> pd.DataFrame:
     """The ANOVA of every metric in ``cube``, in long form.
 
     ``metrics`` defaults to every variable with ``role="metric"``. Each metric is reduced to
-    :func:`cell_means`, then analysed with :func:`anova` over the factors among ``theta,
-    dataset, method, encoder`` that have more than one level in its data.
+    :func:`cell_means`, then analysed with :func:`anova` over the cube's factors
+    (:func:`benchsuite.cube.factors`: θ, any swept parameter, the dataset, the method and the
+    encoder) that have more than one level in its data.
 
     Columns: ``metric, term, sum_sq, df, F, p, partial_eta_sq, balanced, n_per_cell``.
     ``balanced`` is True when every combination of factor levels has the same number of
@@ -216,7 +227,7 @@ def _metric_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
             f"variable {metric!r} has role {variable.attrs.get('role')!r}, not 'metric'; "
             f"the cube's metrics are {metric_names(cube)}."
         )
-    expected = set(AXES) | ({IMAGE} if variable.attrs.get("scope") == "image" else set())
+    expected = set(grid_axes(cube)) | ({IMAGE} if variable.attrs.get("scope") == "image" else set())
     if set(variable.dims) != expected:
         raise AnovaError(
             f"metric {metric!r} (scope {variable.attrs.get('scope')!r}) has dims {variable.dims}; expected {sorted(expected)}."
@@ -224,12 +235,12 @@ def _metric_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
     return variable.reset_coords(drop=True)
 
 
-def varying_factors(frame: pd.DataFrame) -> list[str]:
-    """The factors among :data:`FACTORS` with more than one level in ``frame``; an error when none does."""
-    factors = [f for f in FACTORS if frame[f].nunique() > 1]
-    if not factors:
+def varying_factors(frame: pd.DataFrame, factors: Sequence[str]) -> list[str]:
+    """The ``factors`` (a cube's :func:`benchsuite.cube.factors`) with more than one level in ``frame``; an error if none."""
+    varying = [f for f in factors if frame[f].nunique() > 1]
+    if not varying:
         raise AnovaError("no grid factor has more than one level with values.")
-    return factors
+    return varying
 
 
 def _metric_anova(cube: xr.Dataset, metric: str, typ: Literal[2, 3]) -> pd.DataFrame:
@@ -237,7 +248,7 @@ def _metric_anova(cube: xr.Dataset, metric: str, typ: Literal[2, 3]) -> pd.DataF
     frame = cell_means(cube, metric)
     if frame.empty:
         raise AnovaError("every cell is NaN.")
-    factors = varying_factors(frame)
+    factors = varying_factors(frame, cube_factors(cube))
     result = anova(frame, factors, typ=typ).reset_index()
     counts = _replicate_counts(frame, factors)
     low, high = int(counts.min()), int(counts.max())

@@ -14,8 +14,8 @@ neighbouring whole-bin shifts.
 
 The test asks whether c(θ) explains the metric beyond the dataset's own level: an OLS of the
 cell means (seeds as replicates) on ``C(dataset, Sum) + autocorr`` against the same model
-without ``autocorr``, compared by the F-test of nested models. The method and encoder enter
-both models as main effects when the suite varies them.
+without ``autocorr``, compared by the F-test of nested models. The method, the encoder and
+each swept parameter enter both models as main effects when the suite varies them.
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ import statsmodels.formula.api as smf
 import xarray as xr
 from statsmodels.stats.anova import anova_lm
 
-from benchsuite.analysis.anova import cell_means
+from benchsuite.analysis.anova import cell_means, placeholders
+from benchsuite.analysis.periodicity import SERIES_KEYS, series_keys
 from benchsuite.cube import ORIENTATION_HIST, metric_names
 from benchsuite.errors import BenchsuiteError
-
-CONTROLS = ("dataset", "method", "encoder")
-"""The main effects both models hold; only those with more than one level enter."""
 
 AUTOCORR_COLUMNS = ["dataset", "theta", "autocorr"]
 COVARIATE_COLUMNS = [
@@ -88,19 +86,21 @@ def autocorrelation_table(cube: xr.Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=AUTOCORR_COLUMNS)
 
 
-def covariate_test(frame: pd.DataFrame) -> dict[str, float]:
+def covariate_test(frame: pd.DataFrame, controls: Sequence[str] = SERIES_KEYS) -> dict[str, float]:
     """Whether ``autocorr`` predicts ``value`` beyond the controls in ``frame``.
 
-    ``frame`` holds ``value``, ``autocorr`` and the control columns among ``dataset, method,
-    encoder``. Returns the keys of :data:`COVARIATE_COLUMNS` but ``metric``: the autocorr
-    coefficient with its 95% confidence interval, the nested-model F-test (``F, df_num,
-    df_denom, p``), R² without and with autocorr and their difference, and the number of
-    observations. Raises :class:`CovariateError` when autocorr does not vary within the
-    controls' levels (then it is indistinguishable from them).
+    ``frame`` holds ``value``, ``autocorr`` and the columns among ``controls``, the main effects
+    both models hold (a cube's :func:`~benchsuite.analysis.periodicity.series_keys`: dataset,
+    method, encoder, swept parameters); only those with more than one level enter. Returns the
+    keys of :data:`COVARIATE_COLUMNS` but ``metric``: the autocorr coefficient with its 95%
+    confidence interval, the nested-model F-test (``F, df_num, df_denom, p``), R² without and
+    with autocorr and their difference, and the number of observations. Raises
+    :class:`CovariateError` when autocorr does not vary within the controls' levels (then it is
+    indistinguishable from them).
     """
-    controls = [c for c in CONTROLS if c in frame.columns and frame[c].nunique() > 1]
-    data = frame[["value", "autocorr", *controls]].dropna()
-    base = " + ".join(f"C({c}, Sum)" for c in controls) or "1"
+    names = placeholders([c for c in controls if c in frame.columns and frame[c].nunique() > 1])
+    data = frame[["value", "autocorr", *names.values()]].dropna().rename(columns={f: p for p, f in names.items()})
+    base = " + ".join(f"C({p}, Sum)" for p in names) or "1"
     without = smf.ols(f"value ~ {base}", data).fit()
     # Autocorr that the controls already explain would make the full model rank deficient.
     if np.ptp(smf.ols(f"autocorr ~ {base}", data).fit().resid) < 1e-9 * max(1.0, float(np.ptp(data["autocorr"]))):
@@ -132,8 +132,13 @@ def covariate_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, auto
     ``metrics`` defaults to every variable with ``role="metric"``; ``autocorr`` to
     :func:`autocorrelation_table` of the cube. One row per metric with the columns of
     :data:`COVARIATE_COLUMNS`. A metric that cannot be tested is skipped with a warning naming
-    it and the reason.
+    it and the reason; a cube with a single θ cannot test any and raises :class:`CovariateError`.
     """
+    if cube.sizes["theta"] < 2:
+        # Said once here, rather than once per metric: a sweep of another parameter at one θ is a study of its own.
+        raise CovariateError(
+            "the cube has a single θ, so c(θ) is one number per dataset and cannot be told apart from the dataset effect."
+        )
     autocorr = autocorrelation_table(cube) if autocorr is None else autocorr
     names = metric_names(cube) if metrics is None else list(metrics)
     rows = []
@@ -142,7 +147,7 @@ def covariate_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, auto
         try:
             if frame.empty:
                 raise CovariateError("every cell is NaN.")
-            rows.append({"metric": name, **covariate_test(frame)})
+            rows.append({"metric": name, **covariate_test(frame, series_keys(cube))})
         except CovariateError as error:
             warnings.warn(f"orientation covariate of metric {name!r} skipped: {error}", stacklevel=2)
     return pd.DataFrame(rows, columns=COVARIATE_COLUMNS)

@@ -2,15 +2,17 @@
 
 The ANOVA of :mod:`benchsuite.analysis.anova` averages the evaluation images of a cell away.
 The images are repeated measures, though: the same held-out images are scored under every θ,
-seed, method and encoder. A mixed model keeps every per-image value and lets each image carry
-its own random offset, so a dataset with a few hard images does not blur the θ effect.
+seed, method, encoder and swept parameter. A mixed model keeps every per-image value and lets
+each image carry its own random offset, so a dataset with a few hard images does not blur the
+θ effect.
 
 The model, fitted by REML with statsmodels' ``MixedLM``, is::
 
-    value ~ C(theta, Sum) * C(dataset, Sum) [* C(method, Sum) * C(encoder, Sum)]
+    value ~ C(theta, Sum) [* C(<swept>, Sum)] * C(dataset, Sum) [* C(method, Sum) * C(encoder, Sum)]
             + image (random, nested in dataset) + run (random, nested in dataset)
 
-A *run* is one training of one grid cell (dataset, θ, seed, method, encoder). Its random
+with the factors of :func:`benchsuite.cube.factors` that vary. A *run* is one training of one
+grid cell (dataset, θ, seed, method, encoder and any swept parameter). Its random
 effect is what keeps the model honest: every image of a cell is scored with the same trained
 network, so the images of a cell share that network's luck. Without the run effect, θ would be
 tested against the image-level noise with hundreds of degrees of freedom, when θ is only
@@ -20,8 +22,9 @@ one group per dataset (statsmodels' recipe for crossed random effects). The data
 tested against the image variance, since images are nested in datasets.
 
 Each fixed-effect term is tested jointly by a Wald χ² test over its sum-contrast coefficients
-(``MixedLMResults.wald_test_terms``). On a balanced design χ²/df of θ and θ × dataset equals
-the F of the ANOVA on cell means. The χ² reference distribution treats the estimated variances
+(``MixedLMResults.wald_test_terms``), the study's interactions (θ × dataset, each swept
+parameter × dataset) among them. On a balanced design χ²/df of θ and θ × dataset equals the F
+of the ANOVA on cell means. The χ² reference distribution treats the estimated variances
 as known, though, so with few seeds its p-value is smaller than the ANOVA's F-test gives for
 the same statistic (statsmodels offers no Kenward-Roger or Satterthwaite degrees of freedom).
 What the mixed model adds is the split of the variance into image, run and residual parts,
@@ -41,8 +44,9 @@ import statsmodels.formula.api as smf
 import xarray as xr
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from benchsuite.analysis.anova import varying_factors
-from benchsuite.cube import AXES, IMAGE, METRIC
+from benchsuite.analysis.anova import factorial_formula, placeholders, readable_term, varying_factors
+from benchsuite.cube import IMAGE, METRIC, grid_axes
+from benchsuite.cube import factors as cube_factors
 from benchsuite.errors import BenchsuiteError
 
 MIXED_COLUMNS = [
@@ -81,9 +85,9 @@ class MixedFit:
 
 
 def image_values(cube: xr.Dataset, metric: str) -> pd.DataFrame:
-    """One row per scored image: the grid dimensions, ``image`` and ``value``; NaN images dropped."""
+    """One row per scored image: the grid dimensions (with any swept parameter), ``image`` and ``value``; NaN images dropped."""
     variable = _image_variable(cube, metric)
-    frame = variable.reset_coords(drop=True).transpose(*AXES, IMAGE).to_dataframe(name="value")
+    frame = variable.reset_coords(drop=True).transpose(*grid_axes(cube), IMAGE).to_dataframe(name="value")
     frame = frame.reset_index()
     return frame[frame["value"].notna()].reset_index(drop=True)
 
@@ -91,20 +95,22 @@ def image_values(cube: xr.Dataset, metric: str) -> pd.DataFrame:
 def fit_mixed(frame: pd.DataFrame, factors: Sequence[str]) -> MixedFit:
     """Fit the mixed model to per-image values (the columns of :func:`image_values`).
 
-    ``factors`` are the fixed effects, crossed in full with sum contrasts. Raises
+    ``factors`` are the fixed effects, crossed in full with sum contrasts. Every column but
+    ``image`` and ``value`` is a grid dimension, and a run is one combination of their levels. Raises
     :class:`MixedModelError` when a factor has a single level or a combination of factor
     levels has no observation. A fit that does not converge is returned with
     ``converged=False`` and the optimiser's complaint in ``note``.
     """
     factors = list(factors)
     _check_design(frame, factors)
-    data = frame.copy()
+    grid = [column for column in frame.columns if column not in (IMAGE, "value")]
+    names = placeholders(factors)
+    data = frame.assign(**{p: frame[f] for p, f in names.items()})
     # Image numbers restart in every dataset and runs are nested in datasets, so within a
     # dataset group these codes identify the random effects.
-    data["run"] = data.groupby([d for d in AXES if d != "dataset"], sort=False).ngroup()
-    formula = "value ~ " + " * ".join(f"C({f}, Sum)" for f in factors)
+    data["run"] = data.groupby([d for d in grid if d != "dataset"], sort=False).ngroup()
     model = smf.mixedlm(
-        formula,
+        factorial_formula(names),
         data,
         groups="dataset",
         re_formula="0",
@@ -123,7 +129,7 @@ def fit_mixed(frame: pd.DataFrame, factors: Sequence[str]) -> MixedFit:
             "df": wald["df constraint"].astype(int).to_numpy(),
             "p": wald["P>chi2"].astype(float).to_numpy(),
         },
-        index=pd.Index([re.sub(r"C\((\w+), Sum\)", r"\1", term) for term in wald.index], name="term"),
+        index=pd.Index([readable_term(term, names) for term in wald.index], name="term"),
     )
     variances = dict(zip(model.exog_vc.names, np.atleast_1d(result.vcomp), strict=True))
     return MixedFit(
@@ -133,7 +139,7 @@ def fit_mixed(frame: pd.DataFrame, factors: Sequence[str]) -> MixedFit:
         residual_var=float(result.scale),
         n_obs=len(data),
         n_images=int(data.groupby(["dataset", IMAGE]).ngroups),
-        n_runs=int(data.groupby(list(AXES)).ngroups),
+        n_runs=int(data.groupby(grid).ngroups),
         converged=bool(result.converged),
         note=" ".join(notes),
     )
@@ -144,7 +150,9 @@ def mixed_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.Da
 
     ``metrics`` defaults to every metric with an ``image`` dimension; cell-scope metrics such as
     ``final_loss`` have one value per run and nothing for an image effect to explain. The fixed
-    factors are those among ``theta, dataset, method, encoder`` with more than one level.
+    factors are the cube's (:func:`benchsuite.cube.factors`: θ, any swept parameter, the dataset,
+    the method, the encoder) with more than one level, so every study interaction the cube
+    varies (``theta:dataset``, ``<swept>:dataset``) is a term.
 
     Columns: ``metric, term, chi2, df, p`` (the Wald test of the term), then per metric the
     variances ``image_var, run_var, residual_var``, the counts ``n_obs, n_images, n_runs``,
@@ -161,7 +169,7 @@ def mixed_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.Da
             frame = image_values(cube, name)
             if frame.empty:
                 raise MixedModelError("every image value is NaN.")
-            fit = fit_mixed(frame, varying_factors(frame))
+            fit = fit_mixed(frame, varying_factors(frame, cube_factors(cube)))
         # AnovaError and statsmodels' ValueError for degenerate fits are both ValueErrors.
         except (MixedModelError, np.linalg.LinAlgError, ValueError) as error:
             warnings.warn(f"mixed model of metric {name!r} skipped: {error}", stacklevel=2)

@@ -36,18 +36,37 @@ import xarray as xr
 from scipy import signal
 
 from benchsuite.analysis.anova import cell_means
-from benchsuite.cube import metric_names
+from benchsuite.cube import REPLICATE, grid_axes, metric_names
 from benchsuite.errors import BenchsuiteError
 
 PERIODS = (360.0, 180.0, 120.0, 90.0, 45.0)
 """The periods reported for every series, in degrees (harmonics 1, 2, 3, 4 and 8)."""
 
 SERIES_KEYS = ["dataset", "method", "encoder"]
-PERIODICITY_COLUMNS = [
-    "metric", *SERIES_KEYS, "n_theta",
-    *(f"power_{period:g}" for period in PERIODS),
-    "dominant_period", "dominant_power",
-]  # fmt: skip
+"""The grid dimensions that tell one metric(θ) series from another in a cube without a sweep;
+:func:`series_keys` adds the swept parameters."""
+POWER_COLUMNS = ["n_theta", *(f"power_{period:g}" for period in PERIODS), "dominant_period", "dominant_power"]
+PERIODICITY_COLUMNS = ["metric", *SERIES_KEYS, *POWER_COLUMNS]
+"""The columns of :func:`periodicity_table`; a swept parameter's column follows ``encoder``."""
+
+
+def series_keys(cube: xr.Dataset) -> list[str]:
+    """The grid dimensions that tell one metric(θ) series of ``cube`` from another: all but θ and the seed.
+
+    That is :data:`SERIES_KEYS`, then the swept parameters, which keep their series apart as the
+    method and the encoder do.
+    """
+    return [axis for axis in grid_axes(cube) if axis not in ("theta", REPLICATE)]
+
+
+def series_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of a :func:`periodicity_table` that name its series: :func:`series_keys` of its cube."""
+    return [column for column in table.columns if column not in ("metric", *POWER_COLUMNS)]
+
+
+def level_label(key: str, level: object) -> str:
+    """A series level as a reader reads it: a dataset, method or encoder by its name, a swept parameter as ``name=value``."""
+    return str(level) if key in SERIES_KEYS else f"{key}={level}"
 
 
 class PeriodicityError(BenchsuiteError, ValueError):
@@ -146,12 +165,12 @@ def periodicity(series: pd.Series, n_grid: int | None = None) -> dict[str, float
 
 
 def periodicity_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """The periodicity of every metric(θ) per dataset, method and encoder, one row per series.
+    """The periodicity of every metric(θ) per dataset, method, encoder and swept parameter, one row per series.
 
     The series are the cell means (:func:`~benchsuite.analysis.anova.cell_means`) averaged over
     seeds. ``metrics`` defaults to every variable with ``role="metric"``. Columns: ``metric,
-    dataset, method, encoder, n_theta, power_360, power_180, power_120, power_90, power_45,
-    dominant_period, dominant_power``.
+    dataset, method, encoder``, a column per swept parameter, then ``n_theta, power_360,
+    power_180, power_120, power_90, power_45, dominant_period, dominant_power``.
 
     Raises :class:`PeriodicityError` when the cube's θ values do not cover the circle evenly: no
     metric can then be analysed. A series missing an angle (every seed NaN there) is skipped
@@ -160,25 +179,26 @@ def periodicity_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) ->
     circle_step(cube["theta"].values)
     names = metric_names(cube) if metrics is None else list(metrics)
     n_theta = cube.sizes["theta"]
+    keys = series_keys(cube)
     rows = []
     for name in names:
         frame = cell_means(cube, name)
         if frame.empty:
             warnings.warn(f"periodicity of metric {name!r} skipped: every cell is NaN.", stacklevel=2)
             continue
-        means = frame.groupby([*SERIES_KEYS, "theta"])["value"].mean()
-        for key, series in means.groupby(level=SERIES_KEYS):
+        means = frame.groupby([*keys, "theta"])["value"].mean()
+        for key, series in means.groupby(level=keys):
             if 4 * len(series) < 3 * n_theta:
-                label = ", ".join(f"{k}={v!r}" for k, v in zip(SERIES_KEYS, key, strict=True))
+                label = ", ".join(f"{k}={v!r}" for k, v in zip(keys, key, strict=True))
                 warnings.warn(
                     f"periodicity of metric {name!r} skipped for ({label}): it has values at only "
                     f"{len(series)} of the {n_theta} angles (three quarters are needed).",
                     stacklevel=2,
                 )
                 continue
-            row = periodicity(series.droplevel(SERIES_KEYS), n_theta)
-            rows.append({"metric": name, **dict(zip(SERIES_KEYS, key, strict=True)), **row})
-    return pd.DataFrame(rows, columns=PERIODICITY_COLUMNS)
+            row = periodicity(series.droplevel(keys), n_theta)
+            rows.append({"metric": name, **dict(zip(keys, key, strict=True)), **row})
+    return pd.DataFrame(rows, columns=["metric", *keys, *POWER_COLUMNS])
 
 
 def _shown(angles: np.ndarray) -> str:

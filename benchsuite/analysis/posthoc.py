@@ -4,7 +4,8 @@ The ANOVA says whether θ matters in a dataset; Tukey's honestly significant dif
 says between which pairs of angles, with the family-wise error rate held at ``alpha`` over all
 pairs of one dataset. The observations are cell means, one per seed, so the seeds are the
 replicates, as in the ANOVA. The test is statsmodels' ``pairwise_tukeyhsd``, run per dataset
-(and per method and encoder when the suite varies them) with its own pooled within-θ variance.
+(and per method, encoder and swept parameter value, whatever the suite varies) with its own
+pooled within-θ variance.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ import xarray as xr
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
 from benchsuite.analysis.anova import cell_means
+from benchsuite.analysis.periodicity import SERIES_KEYS, series_keys
 from benchsuite.cube import metric_names
 from benchsuite.errors import BenchsuiteError
 
-FAMILY_KEYS = ["dataset", "method", "encoder"]
 MAX_THETAS = 36
 """More angles than this are a sweep, not a set of conditions to compare pairwise; each of the
 n(n-1)/2 adjusted p-values is a numerical integral of the studentized range distribution."""
 
 PAIR_COLUMNS = ["theta_a", "theta_b", "meandiff", "p_adj", "lower", "upper", "reject"]
-TUKEY_COLUMNS = ["metric", *FAMILY_KEYS, *PAIR_COLUMNS]
+TUKEY_COLUMNS = ["metric", *SERIES_KEYS, *PAIR_COLUMNS]
+"""The columns of :func:`tukey_table`; a swept parameter's column follows ``encoder``."""
 
 
 class PosthocError(BenchsuiteError, ValueError):
@@ -60,15 +62,20 @@ def tukey_hsd(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 def tukey_table(
     cube: xr.Dataset, metrics: Sequence[str] | None = None, alpha: float = 0.05, max_thetas: int = MAX_THETAS
 ) -> pd.DataFrame:
-    """Tukey HSD between the angles of every metric, within each dataset, method and encoder.
+    """Tukey HSD between the angles of every metric, within each family: a metric(θ) series.
 
-    ``metrics`` defaults to every variable with ``role="metric"``. Columns: ``metric, dataset,
-    method, encoder, theta_a, theta_b, meandiff, p_adj, lower, upper, reject`` (see
-    :func:`tukey_hsd`). A family that cannot be tested (a single seed, a single angle) is
-    skipped with a warning naming the metric, the family and the reason. A cube with more than
-    ``max_thetas`` angles raises :class:`PosthocError`.
+    A family is one combination of :func:`~benchsuite.analysis.periodicity.series_keys`: the
+    dataset, method, encoder and the value of each swept parameter. ``metrics`` defaults to
+    every variable with ``role="metric"``. Columns: ``metric, dataset, method, encoder``, a column
+    per swept parameter, then ``theta_a, theta_b, meandiff, p_adj, lower, upper, reject`` (see
+    :func:`tukey_hsd`). A family that cannot be tested (a single seed, angles missing) is skipped
+    with a warning naming the metric, the family and the reason. A cube with a single angle, or
+    with more than ``max_thetas``, raises :class:`PosthocError`.
     """
     n_thetas = cube.sizes["theta"]
+    if n_thetas < 2:
+        # Said once here, rather than once per family: a sweep of another parameter at one θ has many.
+        raise PosthocError(f"the cube has {n_thetas} θ value(s); pairwise comparisons need two or more.")
     if n_thetas > max_thetas:
         raise PosthocError(
             f"{n_thetas} θ values make {n_thetas * (n_thetas - 1) // 2} pairs per dataset, more than "
@@ -76,10 +83,11 @@ def tukey_table(
             "periodicity analysis instead."
         )
     names = metric_names(cube) if metrics is None else list(metrics)
+    keys = series_keys(cube)
     blocks = []
     for name in names:
-        for key, family in cell_means(cube, name).groupby(FAMILY_KEYS, sort=False):
-            labels = dict(zip(FAMILY_KEYS, key, strict=True))
+        for key, family in cell_means(cube, name).groupby(keys, sort=False):
+            labels = dict(zip(keys, key, strict=True))
             try:
                 pairs = tukey_hsd(family, alpha=alpha)
             except PosthocError as error:
@@ -87,6 +95,7 @@ def tukey_table(
                 warnings.warn(f"Tukey HSD of metric {name!r} skipped for ({shown}): {error}", stacklevel=2)
                 continue
             blocks.append(pairs.assign(metric=name, **labels))
+    columns = ["metric", *keys, *PAIR_COLUMNS]
     if not blocks:
-        return pd.DataFrame(columns=TUKEY_COLUMNS)
-    return pd.concat(blocks, ignore_index=True)[TUKEY_COLUMNS]
+        return pd.DataFrame(columns=columns)
+    return pd.concat(blocks, ignore_index=True)[columns]

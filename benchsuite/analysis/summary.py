@@ -17,7 +17,7 @@ import json
 import math
 import textwrap
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,9 +27,9 @@ import xarray as xr
 from benchsuite.analysis.anova import SS_TYPE, TABLE_COLUMNS, anova_table, cell_means, format_anova
 from benchsuite.analysis.covariate import AUTOCORR_COLUMNS, COVARIATE_COLUMNS, autocorrelation_table, covariate_table
 from benchsuite.analysis.mixed import MIXED_COLUMNS, mixed_table
-from benchsuite.analysis.periodicity import PERIODICITY_COLUMNS, SERIES_KEYS, periodicity_table
+from benchsuite.analysis.periodicity import PERIODICITY_COLUMNS, level_label, periodicity_table, series_columns
 from benchsuite.analysis.posthoc import TUKEY_COLUMNS, tukey_table
-from benchsuite.cube import AXES, INTERACTION, REPLICATE, metric_names, open_cube
+from benchsuite.cube import INTERACTION, REPLICATE, grid_axes, interactions, metric_names, open_cube, swept
 from benchsuite.errors import BenchsuiteError
 
 SUMMARY_NAME = "summary.json"
@@ -96,12 +96,22 @@ def analyze_cube(cube: xr.Dataset, *, typ: Literal[2, 3] = 2) -> dict[str, pd.Da
 def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
     """The JSON-ready summary: the design, the headline numbers per metric, and every table as records.
 
-    ``design`` holds the grid levels, whether every metric's design is balanced and the
-    observations per cell. ``metrics`` holds per metric its balance, the θ × dataset interaction
-    of the ANOVA (F, p, partial η²) and of the mixed model (χ², df, p, converged), the dominant
-    period of each dataset's series and the covariate regression. ``anova_type`` is the type of
-    sums of squares (``null`` when the ANOVA was skipped) and ``skipped`` maps each analysis that
-    was not run to the reason. NaN becomes ``null``.
+    ``design`` holds the grid levels (swept parameters included), ``swept`` (each swept
+    parameter's dimension mapped to its path in the suite, ``{}`` without a sweep), whether every
+    metric's design is balanced and the observations per cell. ``metrics`` holds per metric:
+
+    - ``balanced`` and ``n_per_cell``;
+    - ``interactions``: per study interaction (:func:`benchsuite.cube.interactions`:
+      ``"theta:dataset"``, then ``"<swept>:dataset"`` for each swept parameter), ``{"anova":
+      {F, p, partial_eta_sq}, "mixed": {chi2, df, p, converged}}``, each ``null`` when that
+      analysis has no such term (a factor with a single level, a cell-scope metric's mixed model);
+    - ``interaction`` and ``mixed_interaction``: the θ × dataset entries of ``interactions``
+      again (``...["theta:dataset"]["anova"]`` and ``["mixed"]``), as the first format had them;
+    - ``dominant_periods``: the dominant period of each metric(θ) series, with its series keys;
+    - ``covariate``: the covariate regression.
+
+    ``anova_type`` is the type of sums of squares (``null`` when the ANOVA was skipped) and
+    ``skipped`` maps each analysis that was not run to the reason. NaN becomes ``null``.
     """
     per_metric: dict[str, dict[str, Any]] = {}
     for metric in _metrics(tables):
@@ -110,11 +120,19 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
         if len(anova):
             entry["balanced"] = bool(anova["balanced"].iloc[0])
             entry["n_per_cell"] = str(anova["n_per_cell"].iloc[0])
-        entry["interaction"] = _record(anova[anova["term"] == INTERACTION], ["F", "p", "partial_eta_sq"])
         mixed = _rows(tables["mixed"], metric)
-        entry["mixed_interaction"] = _record(mixed[mixed["term"] == INTERACTION], ["chi2", "df", "p", "converged"])
+        tests = {
+            term: {
+                "anova": _record(anova[anova["term"] == term], ["F", "p", "partial_eta_sq"]),
+                "mixed": _record(mixed[mixed["term"] == term], ["chi2", "df", "p", "converged"]),
+            }
+            for term in interactions(cube)
+        }
+        entry["interaction"] = tests[INTERACTION]["anova"]
+        entry["mixed_interaction"] = tests[INTERACTION]["mixed"]
+        entry["interactions"] = tests
         periods = _rows(tables["periodicity"], metric)
-        entry["dominant_periods"] = _records(periods[[*SERIES_KEYS, "dominant_period", "dominant_power"]])
+        entry["dominant_periods"] = _records(periods[[*series_columns(periods), "dominant_period", "dominant_power"]])
         covariate = _rows(tables["covariate"], metric)
         entry["covariate"] = _record(covariate, [c for c in COVARIATE_COLUMNS if c != "metric"])
         per_metric[metric] = entry
@@ -123,7 +141,8 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
     return {
         "suite": cube.attrs.get("suite_name"),
         "design": {
-            "grid": {dim: cube[dim].values.tolist() for dim in AXES},
+            "grid": {dim: cube[dim].values.tolist() for dim in grid_axes(cube)},
+            "swept": {dim: cube[dim].attrs["path"] for dim in swept(cube)},
             "balanced": all(balance) if balance else None,
             "n_per_cell": ", ".join(counts) or None,
         },
@@ -134,20 +153,23 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
     }
 
 
-def format_summary(tables: dict[str, pd.DataFrame]) -> str:
+def format_summary(tables: dict[str, pd.DataFrame], terms: Sequence[str] = (INTERACTION,)) -> str:
     """The terminal text: which analyses were skipped and why (once, when any was), the ANOVA
-    unless it was skipped, then per metric the mixed-model interaction test, the dominant period
-    of each series and the orientation-covariate regression. Lines of analyses that did not run
-    for a metric are left out."""
+    unless it was skipped, then per metric the mixed model's test of each of ``terms``, the
+    dominant period of each series and the orientation-covariate regression. Lines of analyses
+    that did not run for a metric are left out.
+
+    ``terms`` are the study's interactions, :func:`benchsuite.cube.interactions` of the cube
+    analysed; the default, θ × dataset alone, is right for a cube without a sweep."""
     periods = tables["periodicity"]
     # Label a series by the keys that tell series apart; usually the dataset alone.
-    labels = [key for key in SERIES_KEYS if periods[key].nunique() > 1] or ["dataset"]
+    labels = [key for key in series_columns(periods) if periods[key].nunique() > 1] or ["dataset"]
     blocks = [textwrap.fill(note, width=100)] if (note := skipped_note(tables)) else []
     if SKIPPED not in tables["anova"].attrs:
         blocks.append(format_anova(tables["anova"]))
     for metric in _metrics(tables):
         mixed = _rows(tables["mixed"], metric)
-        lines = [_mixed_line(row) for _, row in mixed[mixed["term"] == INTERACTION].iterrows()]
+        lines = [_mixed_line(row) for term in terms for _, row in mixed[mixed["term"] == term].iterrows()]
         series = _rows(periods, metric)
         if len(series):
             lines.append(_periods_line(series, labels))
@@ -179,7 +201,7 @@ def analyze_run(run_dir: Path, *, typ: Literal[2, 3] = 2) -> str:
     cube = open_cube(run_dir)
     tables = analyze_cube(cube, typ=typ)
     write_tables(cube, tables, run_dir)
-    return format_summary(tables)
+    return format_summary(tables, interactions(cube))
 
 
 def skipped_analyses(tables: Mapping[str, pd.DataFrame]) -> dict[str, str]:
@@ -196,8 +218,8 @@ def skipped_note(tables: Mapping[str, pd.DataFrame]) -> str:
 
 
 def _has_replicates(cube: xr.Dataset) -> bool:
-    """Whether some metric has values from more than one seed in some (dataset, θ, method, encoder) cell."""
-    cell = [axis for axis in AXES if axis != REPLICATE]
+    """Whether some metric has values from more than one seed in some cell (every grid dimension but the seed)."""
+    cell = [axis for axis in grid_axes(cube) if axis != REPLICATE]
     return any(cell_means(cube, name).duplicated(cell).any() for name in metric_names(cube))
 
 
@@ -231,7 +253,7 @@ def _mixed_line(row: pd.Series) -> str:
 
 def _periods_line(series: pd.DataFrame, labels: list[str]) -> str:
     shown = [
-        f"{'/'.join(str(row[key]) for key in labels)} {_period(row['dominant_period'])}"
+        f"{'/'.join(level_label(key, row[key]) for key in labels)} {_period(row['dominant_period'])}"
         + ("" if math.isnan(row["dominant_power"]) else f" ({row['dominant_power']:.0%})")
         for _, row in series.iterrows()
     ]

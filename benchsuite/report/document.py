@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,6 @@ from matplotlib.figure import Figure
 from benchsuite.analysis.anova import anova_heading
 from benchsuite.analysis.summary import skipped_analyses, skipped_note
 from benchsuite.cube import (
-    AXES,
     DEVICE,
     EXAMPLE_IMAGE,
     EXAMPLE_MASK,
@@ -33,7 +32,10 @@ from benchsuite.cube import (
     SSP_LOSS,
     TORCH_THREADS,
     WALL_TIME,
+    grid_axes,
+    interactions,
     metric_names,
+    swept,
 )
 from benchsuite.report import figures
 from benchsuite.report.html import FigureImage, Table, render_page, table
@@ -59,7 +61,7 @@ ANALYSIS_HEADINGS = {
 
 @dataclass(frozen=True)
 class Reading:
-    """A plain-language line about one metric's θ × dataset term, with its verdict at :data:`ALPHA`."""
+    """A plain-language line about one metric's interaction term (θ × dataset, ...), with its verdict at :data:`ALPHA`."""
 
     text: str
     verdict: str = ""
@@ -68,11 +70,11 @@ class Reading:
 
 @dataclass(frozen=True)
 class MetricSection:
-    """One metric: its interaction figure, and its ANOVA table and reading when an ANOVA was given."""
+    """One metric: its interaction figure, and its ANOVA table and readings (one per study term) when an ANOVA was given."""
 
     name: str
     figure: FigureImage | None
-    reading: Reading | None = None
+    readings: list[Reading] = field(default_factory=list)
     anova: Table | None = None
     design: str = ""
 
@@ -136,16 +138,17 @@ def write_report(cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: 
 
     ``tables`` holds the analysis of the cube by name. ``"anova"`` is the long-form table of
     :func:`benchsuite.analysis.anova.anova_table`: it gives each metric its ANOVA table and the
-    reading of its θ × dataset interaction. Every other table is shown as it is, in the order
-    given. A table whose analysis was skipped (see :func:`benchsuite.analysis.summary.analyze_cube`)
-    gets no section; the summary says once why it was skipped. The page is self-contained
-    (figures inline, no script, no network access).
+    reading of each study interaction the cube varies (:func:`study_terms`). Every other table
+    is shown as it is, in the order given. A table whose analysis was skipped (see
+    :func:`benchsuite.analysis.summary.analyze_cube`) gets no section; the summary says once why
+    it was skipped. The page is self-contained (figures inline, no script, no network access).
     """
     out_dir = Path(out_dir)
     skipped = skipped_analyses(tables)
     anova = None if "anova" in skipped else tables.get("anova")
-    metrics = [_metric_section(cube, name, anova) for name in metric_names(cube)]
-    analyses = [_table_section(key, frame) for key, frame in tables.items() if key != "anova" and key not in skipped]
+    terms = study_terms(cube)
+    metrics = [_metric_section(cube, name, anova, terms) for name in metric_names(cube)]
+    analyses = [_table_section(key, frame, terms) for key, frame in tables.items() if key != "anova" and key not in skipped]
     drawn = [_figure_section(cube, drawing) for drawing in _DRAWINGS]
 
     figures_dir = out_dir / FIGURES_DIR
@@ -154,8 +157,10 @@ def write_report(cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: 
         if image is not None:
             (figures_dir / image.file_name).write_bytes(image.png)
 
+    labels = [term_label(term) for term in terms]
+    interaction_heading = f"{' and '.join(labels)} interaction{'s' if len(labels) > 1 else ''}, per metric"
     contents = (
-        [("summary", "Summary"), ("interaction", "θ × dataset interaction, per metric")]
+        [("summary", "Summary"), ("interaction", interaction_heading)]
         + [(section.anchor, section.heading) for section in [*analyses, *drawn]]
         + [("provenance", "Provenance")]
     )
@@ -164,6 +169,9 @@ def write_report(cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: 
         description=cube.attrs.get("suite_description", ""),
         grid_text=_grid_text(cube),
         contents=contents,
+        interaction_labels=labels,
+        interaction_heading=interaction_heading,
+        on_circle=_plotted_against(cube) == "theta",
         metrics=metrics,
         anova_given="anova" in tables,
         anova_heading="" if anova is None else anova_heading(anova),
@@ -180,64 +188,99 @@ def write_report(cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: 
     return path
 
 
-def interaction_reading(anova: pd.DataFrame, metric: str) -> Reading:
-    """The θ × dataset line of ``metric`` in a long-form ANOVA table, and whether p < :data:`ALPHA`.
+def study_terms(cube: xr.Dataset) -> list[str]:
+    """The interactions the report reads: those of :func:`benchsuite.cube.interactions` whose factor
+    (θ, a swept parameter) varies in ``cube``, or θ × dataset when none does, so that its reading
+    says why the ANOVA has no such term."""
+    return [term for term in interactions(cube) if cube.sizes[term.split(":")[0]] > 1] or [INTERACTION]
 
-    Says so in words when the table has no such metric, or the metric no θ × dataset term (θ
+
+def term_label(term: str) -> str:
+    """A term as the report writes it: ``theta:dataset`` is ``θ × dataset``, ``strength:dataset`` is ``strength × dataset``."""
+    return " × ".join("θ" if factor == "theta" else factor for factor in term.split(":"))
+
+
+def interaction_reading(anova: pd.DataFrame, metric: str, term: str = INTERACTION) -> Reading:
+    """The ``term`` line of ``metric`` in a long-form ANOVA table, and whether p < :data:`ALPHA`.
+
+    Says so in words when the table has no such metric, or the metric no such term (its factor
     or the dataset has a single level).
     """
     metric_rows = anova[anova["metric"] == metric]
     if metric_rows.empty:
         return Reading("Not in the ANOVA table (the analysis skipped this metric; its warning says why).")
-    rows = metric_rows[metric_rows["term"] == INTERACTION]
+    rows = metric_rows[metric_rows["term"] == term]
+    label = term_label(term)
     if rows.empty:
-        return Reading("The ANOVA has no θ × dataset term: θ or the dataset has a single level.")
+        factor = label.split(" × ")[0]
+        return Reading(f"The ANOVA has no {label} term: {factor} or the dataset has a single level.")
     row = rows.iloc[0]
     f, p, eta = (format(row[c], ANOVA_FORMATS[c]) for c in ("F", "p", "partial_eta_sq"))
-    text = f"θ × dataset interaction: F={f}, p={p}, partial η²={eta}"
+    text = f"{label} interaction: F={f}, p={p}, partial η²={eta}"
     if row["p"] < ALPHA:
         return Reading(text, f"significant at {ALPHA:g}", "significant")
     return Reading(text, f"not significant at {ALPHA:g}", "not-significant")
 
 
-def _metric_section(cube: xr.Dataset, metric: str, anova: pd.DataFrame | None) -> MetricSection:
-    band = figures.seed_band(cube, metric)
-    image = None
-    if not band.empty:
-        image = _image(
-            figures.interaction_figure(band, metric),
-            f"interaction_{_slug(metric)}.png",
-            f"{metric} against θ per dataset, on a line and on a circle",
-            f"{metric} against θ, one line per dataset: mean over seeds with its 95% confidence band; "
-            "right, the means on the circle of θ (radial axis fitted to them).",
-        )
+def _metric_section(cube: xr.Dataset, metric: str, anova: pd.DataFrame | None, terms: list[str]) -> MetricSection:
+    image = _interaction_image(cube, metric)
     if anova is None:
         return MetricSection(metric, image)
     rows = anova[anova["metric"] == metric]
     if rows.empty:
-        return MetricSection(metric, image, interaction_reading(anova, metric))
+        return MetricSection(metric, image, [interaction_reading(anova, metric)])
     first = rows.iloc[0]
     return MetricSection(
         metric,
         image,
-        interaction_reading(anova, metric),
+        [interaction_reading(anova, metric, term) for term in terms],
         table(
             rows[["term", *ANOVA_FORMATS]],
             ANOVA_FORMATS,
             ANOVA_LABELS,
-            highlight=lambda row: row["term"] == INTERACTION,
+            highlight=lambda row: row["term"] in terms,
         ),
         f"{'balanced' if first['balanced'] else 'unbalanced'}, {first['n_per_cell']} observations per cell",
     )
 
 
-def _table_section(key: str, frame: pd.DataFrame) -> TableSection:
-    """A further analysis table as it is; a θ × dataset row is highlighted wherever a table has terms."""
+def _interaction_image(cube: xr.Dataset, metric: str) -> FigureImage | None:
+    """The metric's main figure: against θ, or against the swept parameter when θ has a single level; None without values."""
+    along = _plotted_against(cube)
+    band = figures.seed_band(cube, metric, along)
+    if band.empty:
+        return None
+    file_name = f"interaction_{_slug(metric)}.png"
+    if along == "theta":
+        return _image(
+            figures.interaction_figure(band, metric),
+            file_name,
+            f"{metric} against θ per dataset, on a line and on a circle",
+            f"{metric} against θ, one line per dataset: mean over seeds with its 95% confidence band; "
+            "right, the means on the circle of θ (radial axis fitted to them).",
+        )
+    path = cube[along].attrs["path"]
+    return _image(
+        figures.sweep_figure(band, metric, along, path),
+        file_name,
+        f"{metric} against {path} per dataset",
+        f"{metric} against {path}, one line per dataset: mean over seeds with its 95% confidence band.",
+    )
+
+
+def _plotted_against(cube: xr.Dataset) -> str:
+    """θ, unless θ has a single level and a swept parameter varies: then the first such parameter."""
+    varying = [dim for dim in swept(cube) if cube.sizes[dim] > 1]
+    return varying[0] if varying and cube.sizes["theta"] == 1 else "theta"
+
+
+def _table_section(key: str, frame: pd.DataFrame, terms: list[str]) -> TableSection:
+    """A further analysis table as it is; the rows of ``terms`` are highlighted wherever a table has terms."""
     frame = frame.reset_index() if _has_named_index(frame) else frame
     return TableSection(
         f"analysis-{_slug(key)}",
         ANALYSIS_HEADINGS.get(key, key.replace("_", " ").capitalize()),
-        table(frame, highlight=lambda row: row.get("term") == INTERACTION),
+        table(frame, highlight=lambda row: row.get("term") in terms),
     )
 
 
@@ -303,8 +346,9 @@ def _cost_table(cube: xr.Dataset) -> Table:
 
 
 def _grid_text(cube: xr.Dataset) -> str:
-    sizes = {axis: cube.sizes.get(axis, 0) for axis in AXES}
+    sizes = {axis: cube.sizes.get(axis, 0) for axis in grid_axes(cube)}
     names = {"dataset": "datasets", "theta": "angles θ", "seed": "seeds", "method": "methods", "encoder": "encoders"}
+    names |= {dim: f"values of {cube[dim].attrs['path']}" for dim in swept(cube)}
     done = int(np.isfinite(cube[WALL_TIME].values).sum()) if WALL_TIME in cube else 0
     grid = " × ".join(f"{n} {names[a]}" for a, n in sizes.items())
     return f"{grid} = {math.prod(sizes.values())} cells, {done} finished."

@@ -6,7 +6,7 @@ and no figure is registered with pyplot's global figure manager, so nothing stay
 leaks) after a report is written. That is matplotlib's own recipe for servers.
 
 Every figure keeps the grid's extra factors apart: a line, panel or row is one dataset, and
-also one SSP method or encoder when the suite varies those.
+also one SSP method, encoder or swept-parameter value when the suite varies those.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from matplotlib import colormaps, rc_context
+from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -28,10 +29,11 @@ from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 from benchsuite.analysis.anova import cell_means
+from benchsuite.analysis.periodicity import level_label, series_keys
 from benchsuite.cube import EXAMPLE_IMAGE, EXAMPLE_MASK, ORIENTATION_HIST, SALIENCY_EXAMPLE, SSP_LOSS
 
-SERIES = ("dataset", "method", "encoder")
-"""The grid factors that tell one line of a figure from another; seeds are averaged over."""
+STATISTICS = ["mean", "ci_low", "ci_high", "n_seeds"]
+"""The columns of :func:`seed_band` after the series keys and the x axis."""
 
 STYLE = {
     "font.size": 10,
@@ -67,27 +69,31 @@ def _styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
     return wrapper
 
 
-def seed_band(cube: xr.Dataset, metric: str) -> pd.DataFrame:
-    """The mean of ``metric`` over seeds per (dataset, method, encoder, θ), with its t-based 95% interval.
+def seed_band(cube: xr.Dataset, metric: str, along: str = "theta") -> pd.DataFrame:
+    """The mean of ``metric`` over seeds per series and value of ``along``, with its t-based 95% interval.
 
-    Each seed contributes its cell mean (:func:`benchsuite.analysis.anova.cell_means`, so an
-    image-scope metric is averaged over images first). Columns: ``dataset, method, encoder,
-    theta, mean, ci_low, ci_high, n_seeds``; the interval is mean ± t(0.975, n - 1) · s / √n,
-    NaN where a single seed has a value. Rows follow the cube's coordinate order.
+    ``along`` is the x axis, θ or a swept parameter; a series is one combination of the other
+    grid dimensions but the seed (:func:`~benchsuite.analysis.periodicity.series_keys`, and θ
+    when it is not ``along``). Each seed contributes its cell mean
+    (:func:`benchsuite.analysis.anova.cell_means`, so an image-scope metric is averaged over
+    images first). Columns: the series keys (``dataset, method, encoder``, ...), ``along``, then
+    ``mean, ci_low, ci_high, n_seeds``; the interval is mean ± t(0.975, n - 1) · s / √n, NaN
+    where a single seed has a value. Rows follow the cube's coordinate order.
     """
+    keys = [key for key in (*series_keys(cube), "theta") if key != along]
     frame = cell_means(cube, metric)
-    summary = frame.groupby([*SERIES, "theta"], sort=False)["value"].agg(mean="mean", sd="std", n_seeds="count").reset_index()
+    summary = frame.groupby([*keys, along], sort=False)["value"].agg(mean="mean", sd="std", n_seeds="count").reset_index()
     # The t quantile for n - 1 = 0 degrees of freedom is NaN, so one seed gives no band.
     quantile = stats.t.ppf(0.5 + CONFIDENCE / 2, summary["n_seeds"] - 1)
     half_width = quantile * summary["sd"] / np.sqrt(summary["n_seeds"])
     summary["ci_low"] = summary["mean"] - half_width
     summary["ci_high"] = summary["mean"] + half_width
-    return summary[[*SERIES, "theta", "mean", "ci_low", "ci_high", "n_seeds"]]
+    return summary[[*keys, along, *STATISTICS]]
 
 
 @_styled
 def interaction_figure(band: pd.DataFrame, metric: str) -> Figure:
-    """``metric`` against θ, one line per dataset with its confidence band, on a line and on a circle.
+    """``metric`` against θ, one line per series with its confidence band, on a line and on a circle.
 
     ``band`` is :func:`seed_band`'s frame. The polar panel shows the means only (a band round
     the whole circle hides the shape it is there to show), its radial axis fitted to them, and
@@ -98,28 +104,28 @@ def interaction_figure(band: pd.DataFrame, metric: str) -> Figure:
     grid = figure.add_gridspec(1, 2, width_ratios=[1.75, 1])
     line_axes = figure.add_subplot(grid[0])
     polar_axes = figure.add_subplot(grid[1], projection="polar")
-    handles = []
-    for index, (label, rows) in enumerate(_series(band)):
-        colour = DATASET_COLOURS(index % DATASET_COLOURS.N)
-        line_axes.plot(rows["theta"], rows["mean"], marker="o", markersize=4, color=colour)
-        line_axes.fill_between(rows["theta"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15, linewidth=0)
+    handles = _line_panel(line_axes, band, metric, "theta", "θ (degrees)")
+    for handle, (_, rows) in zip(handles, _series(band, "theta"), strict=True):
         closed = _closed_circle(rows)
-        radians = np.deg2rad(closed["theta"])
-        polar_axes.plot(radians, closed["mean"], color=colour, marker="o", markersize=3)
-        handles.append(Line2D([], [], color=colour, marker="o", markersize=4, label=label))
-
-    thetas = np.unique(band["theta"])
-    if len(thetas) <= 16:
-        line_axes.set_xticks(thetas)
-    line_axes.set_xlabel("θ (degrees)")
-    line_axes.set_ylabel(metric)
-    n_seeds = _count_range(band["n_seeds"])
-    line_axes.set_title(f"{metric}: mean over seeds, {CONFIDENCE:.0%} CI (t, n = {n_seeds} seeds)", loc="left")
+        polar_axes.plot(np.deg2rad(closed["theta"]), closed["mean"], color=handle.get_color(), marker="o", markersize=3)
     polar_axes.set_ylim(*_radial_limits(band["mean"]))
     polar_axes.yaxis.set_major_locator(MaxNLocator(4))
     polar_axes.set_title(f"{metric} on the circle of θ (means)", loc="left", pad=18)
     polar_axes.tick_params(axis="y", labelsize=8)
-    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6))
+    _legend(figure, handles)
+    return figure
+
+
+@_styled
+def sweep_figure(band: pd.DataFrame, metric: str, parameter: str, label: str) -> Figure:
+    """``metric`` against the swept ``parameter``, one line per series (dataset) with its confidence band.
+
+    ``band`` is :func:`seed_band`'s frame along ``parameter``; ``label`` names it on the x axis
+    (its path in the suite).
+    """
+    figure = Figure(figsize=(7.5, 4.6), layout="constrained")
+    handles = _line_panel(figure.add_subplot(), band, metric, parameter, label)
+    _legend(figure, handles)
     return figure
 
 
@@ -227,21 +233,59 @@ def png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _series(band: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(label, rows) per line of :func:`seed_band`'s frame; the label names only the factors that vary."""
-    varying = [f for f in SERIES if band[f].nunique() > 1] or ["dataset"]
-    for key, rows in band.groupby(list(SERIES), sort=False):
-        levels = dict(zip(SERIES, key, strict=True))
-        yield " / ".join(str(levels[f]) for f in varying), rows.sort_values("theta")
+def _line_panel(axes: Axes, band: pd.DataFrame, metric: str, x: str, x_label: str) -> list[Line2D]:
+    """Draw each series of :func:`seed_band`'s frame against its column ``x`` with its band; return the legend handles."""
+    handles = []
+    for index, (label, rows) in enumerate(_series(band, x)):
+        colour = DATASET_COLOURS(index % DATASET_COLOURS.N)
+        axes.plot(rows[x], rows["mean"], marker="o", markersize=4, color=colour)
+        axes.fill_between(rows[x], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15, linewidth=0)
+        handles.append(Line2D([], [], color=colour, marker="o", markersize=4, label=label))
+    values = np.unique(band[x])
+    # A categorical axis (string values) already has a tick per label.
+    if pd.api.types.is_numeric_dtype(band[x]) and len(values) <= 16:
+        axes.set_xticks(values)
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(metric)
+    n_seeds = _count_range(band["n_seeds"])
+    axes.set_title(f"{metric}: mean over seeds, {CONFIDENCE:.0%} CI (t, n = {n_seeds} seeds)", loc="left")
+    return handles
 
 
-def _panel_selections(cube: xr.Dataset) -> Iterator[tuple[str, dict[str, str]]]:
-    """(label, selection) per combination of dataset, method and encoder, labelled by those that vary."""
-    levels = [cube[f].values.tolist() for f in SERIES]
-    varying = [f for f, names in zip(SERIES, levels, strict=True) if len(names) > 1] or ["dataset"]
+def _legend(figure: Figure, handles: list[Line2D]) -> None:
+    """The legend below the figure, in as many columns (up to 6) as the figure's width holds."""
+    # About 0.09 in per character of a 10 pt label, and 0.7 in for its marker and the gap after it:
+    # labels that name a swept value as well as the dataset would otherwise run off the sides.
+    width = 0.09 * max(len(handle.get_label()) for handle in handles) + 0.7
+    fits = int(figure.get_figwidth() / width)
+    figure.legend(handles=handles, loc="outside lower center", ncols=max(1, min(len(handles), 6, fits)))
+
+
+def _series(band: pd.DataFrame, x: str) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(label, rows) per line of :func:`seed_band`'s frame along ``x``; the label names only the keys that vary.
+
+    Numbers run in order along the axis; labels (a swept parameter's strings) keep the suite's
+    order, in which the cube and so the band hold them.
+    """
+    keys = [column for column in band.columns if column not in (x, *STATISTICS)]
+    varying = [key for key in keys if band[key].nunique() > 1] or ["dataset"]
+    numeric = pd.api.types.is_numeric_dtype(band[x])
+    for key, rows in band.groupby(keys, sort=False):
+        levels = dict(zip(keys, key, strict=True))
+        yield " / ".join(level_label(k, levels[k]) for k in varying), rows.sort_values(x) if numeric else rows
+
+
+def _panel_selections(cube: xr.Dataset) -> Iterator[tuple[str, dict[str, object]]]:
+    """(label, selection) per combination of the series keys (dataset, method, encoder, swept parameters).
+
+    The label names only the keys that vary.
+    """
+    keys = series_keys(cube)
+    levels = [cube[key].values.tolist() for key in keys]
+    varying = [key for key, names in zip(keys, levels, strict=True) if len(names) > 1] or ["dataset"]
     for combination in itertools.product(*levels):
-        selection = dict(zip(SERIES, combination, strict=True))
-        yield " / ".join(str(selection[f]) for f in varying), selection
+        selection = dict(zip(keys, combination, strict=True))
+        yield " / ".join(level_label(key, selection[key]) for key in varying), selection
 
 
 def _radial_limits(means: pd.Series) -> tuple[float, float]:

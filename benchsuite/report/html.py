@@ -169,29 +169,33 @@ _PAGE = (
 <h2>Summary</h2>
 {% if skipped_note %}<p class="note">{{ skipped_note }}</p>{% endif %}
 {% if anova_heading %}
-<p>Is there a θ × dataset interaction? {{ anova_heading }} on the per-cell means (seeds are the replicates).</p>
+{% set question = "Is there a " ~ interaction_labels | join(" or a ") ~ " interaction?" %}
+<p>{{ question }} {{ anova_heading }} on the per-cell means (seeds are the replicates).</p>
 {% endif %}
 {% for metric in metrics %}
-  {% if metric.reading %}<div><strong>{{ metric.name }}</strong>{{ render_reading(metric.reading, metric.name) }}</div>{% endif %}
+  {% if metric.readings %}<div><strong>{{ metric.name }}</strong>
+  {%- for reading in metric.readings %}{{ render_reading(reading, metric.name) }}{% endfor %}</div>{% endif %}
 {% endfor %}
 {% if not anova_given %}<p class="note">No ANOVA table was given to the report.</p>{% endif %}
 </section>
 
 <section id="interaction">
-<h2>θ × dataset interaction, per metric</h2>
+<h2>{{ interaction_heading }}</h2>
 <p class="note">Each point is the mean over seeds of the per-cell mean (image-scope metrics are averaged over
-the evaluation images first); the band is its t-based 95% confidence interval over seeds. On the circle,
-θ = 360° is θ = 0°.</p>
+the evaluation images first); the band is its t-based 95% confidence interval over seeds.
+{%- if on_circle %} On the circle,
+θ = 360° is θ = 0°.{% endif %}</p>
 {% for metric in metrics %}
 <h3 id="metric-{{ loop.index }}">{{ metric.name }}</h3>
-{% if metric.reading %}{{ render_reading(metric.reading, metric.name) }}{% endif %}
+{% for reading in metric.readings %}{{ render_reading(reading, metric.name) }}{% endfor %}
 {% if metric.figure %}
 {{ render_figure(metric.figure) }}
 {% else %}
 <p class="note">No cell has a value of {{ metric.name }}.</p>
 {% endif %}
 {% if metric.anova %}
-<p class="note">{{ anova_heading }} of {{ metric.name }}: {{ metric.design }}; the θ × dataset row is highlighted.</p>
+<p class="note">{{ anova_heading }} of {{ metric.name }}: {{ metric.design }}; the {{ interaction_labels | join(" and ") }}
+{{- " rows are" if interaction_labels | length > 1 else " row is" }} highlighted.</p>
 {{ render_table(metric.anova) }}
 {% endif %}
 {% endfor %}

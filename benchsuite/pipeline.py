@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 import resource
+import socket
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -157,6 +158,11 @@ def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, prog
     return evaluate(cell, registry, method, augment, curves, data, saliency, start=start, stack_size=1)
 
 
+def _this_process() -> str:
+    # The host too: a process on a cluster node can have the driver's pid.
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @dataclass(frozen=True)
 class GroupTask:
     """The task executors run (``api.CellTask``): :func:`run_group` with what the driver resolved.
@@ -164,18 +170,21 @@ class GroupTask:
     It pickles as the registry's plugin names and plain settings, so a worker process, a Ray
     node or a Slurm job rebuilds the same components and reads the same data: ``environment``
     (``data.worker_environment()``: data root, dataset cache) is applied in the worker before
-    the group runs.
+    the group runs, and not in the driver, whose environment it was taken from (a run executed
+    in-process would otherwise leave it changed for the rest of the process).
     """
 
     registry: PluginRegistry
     environment: dict[str, str]
     run_dir: str
     progress: bool = False  # epoch bars, drawn only in the driver's process: a worker's would interleave
-    driver: int = field(default_factory=os.getpid)
+    driver: str = field(default_factory=_this_process)
 
     def __call__(self, cells: Sequence[Cell], device: torch.device) -> list[CellResult]:
-        os.environ.update(self.environment)
-        return run_group(cells, device, registry=self.registry, progress=self.progress and os.getpid() == self.driver)
+        in_driver = _this_process() == self.driver
+        if not in_driver:  # the driver's environment is where these settings came from; it stays as it is
+            os.environ.update(self.environment)
+        return run_group(cells, device, registry=self.registry, progress=self.progress and in_driver)
 
 
 def run_group(

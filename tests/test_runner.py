@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import textwrap
 
 import numpy as np
 import pytest
+import torch
 
 import benchsuite.pipeline as pipeline_module
 from benchsuite.cube import AXES, open_cube
@@ -348,3 +351,13 @@ def test_a_saliency_method_without_stacked_scores_a_stack_one_model_at_a_time(tm
     assert (stacked["stack_size"] == 4).all()
     assert np.isfinite(stacked["saliency_example"].sel(theta=90.0).values).all()
     np.testing.assert_allclose(stacked["saliency_example"].values, alone["saliency_example"].values, rtol=1e-3, atol=1e-4)
+
+
+def test_the_task_sets_the_environment_in_a_worker_and_leaves_the_drivers_alone(monkeypatch):
+    seen = []
+    monkeypatch.setattr(pipeline_module, "run_group", lambda cells, device, **kw: seen.append(os.environ["BENCHSUITE_DATA_ROOT"]))
+    monkeypatch.setenv("BENCHSUITE_DATA_ROOT", "/here")
+    task = pipeline_module.GroupTask(default_registry(), {"BENCHSUITE_DATA_ROOT": "/elsewhere"}, "run")
+    task([], torch.device("cpu"))
+    dataclasses.replace(task, driver="another-host:1")([], torch.device("cpu"))
+    assert seen == ["/here", "/elsewhere"]

@@ -203,6 +203,14 @@ class SSPMethod(nn.Module):
         """Return the embedding whose pair similarity the method optimises, [N, D]."""
         raise NotImplementedError
 
+    def represent(self, x: Tensor) -> Tensor:
+        """Return the encoder's representation of ``x`` [N, D]: before any head, unnormalised.
+
+        What downstream tasks read and what the embedding-norm metrics measure. The default is
+        ``self.encoder(x)``, for a method that keeps its pre-trained encoder as ``encoder``.
+        """
+        return self.encoder(x)
+
 
 Objective = Callable[[Tensor], Tensor]
 """Maps a batch [N, C, H, W] to one score per image [N]: saliency explains this function."""
@@ -238,7 +246,8 @@ class MetricInputs:
 
     Saliency, masks and images are the evaluation split. ``embed`` is the pre-trained method's
     frozen embedding (no gradient, eval mode) and ``augment`` makes the cell's pair ``(x, R_theta
-    x)``, so probe metrics can train on ``train_images`` and test on ``images``. ``seed`` is the
+    x)``, so probe metrics can train on ``train_images`` and test on ``images``; ``represent`` is
+    the frozen encoder's representation before any head (:meth:`SSPMethod.represent`). ``seed`` is the
     cell's seed, for any randomness a metric needs. Every tensor, and what ``embed`` and ``augment``
     take and return, is on the device the cell runs on.
     """
@@ -252,11 +261,17 @@ class MetricInputs:
     embed: Callable[[Tensor], Tensor]
     augment: Callable[[Tensor], tuple[Tensor, Tensor]]
     seed: int
+    represent: Callable[[Tensor], Tensor]
 
 
 @runtime_checkable
 class Metric(Protocol):
-    """A metric computed per image (``scope="image"``, returns [N]) or per cell (returns a scalar)."""
+    """A metric computed per image (``scope="image"``, returns [N]) or per cell (returns a scalar).
+
+    A metric may set ``reads_saliency = False`` when it scores neither the maps nor the masks (an
+    embedding norm, say): the rule that an image with an empty mask or an undefined map gets NaN
+    is then not its to follow. Without the attribute a metric is taken to read them.
+    """
 
     scope: Literal["image", "cell"]
 

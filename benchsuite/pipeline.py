@@ -330,6 +330,7 @@ def evaluate(
         embed=torch.no_grad()(method.embed),
         augment=functools.partial(augment, theta=cell.theta),
         seed=cell.seed,
+        represent=torch.no_grad()(method.represent),
     )
     image_metrics: dict[str, np.ndarray] = {}
     cell_metrics: dict[str, float] = {}

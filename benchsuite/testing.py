@@ -76,15 +76,16 @@ def _inputs(saliency: torch.Tensor, masks: torch.Tensor) -> MetricInputs:
         embed=lambda x: x.flatten(1),
         augment=lambda x: (x, torch.rot90(x, 1, dims=(-2, -1))),
         seed=0,
+        represent=lambda x: x.flatten(1),
     )
 
 
 def check_metric(name: str, params: dict[str, Any] | None = None) -> None:
     """Call metric ``name`` on a small batch and check the metric contract.
 
-    ``scope`` is "image" or "cell"; values have shape [N] or []; an image metric gives NaN,
-    never a silent number, for an image with an empty mask or an undefined (NaN) map, and
-    finite values elsewhere.
+    ``scope`` is "image" or "cell"; values have shape [N] or []; an image metric gives finite
+    values on ordinary images and, unless it sets ``reads_saliency = False``, NaN (never a silent
+    number) for an image with an empty mask or an undefined (NaN) map.
     """
     component, parsed = _component("metrics", name, params)
     metric = component.factory(parsed)
@@ -99,5 +100,7 @@ def check_metric(name: str, params: dict[str, Any] | None = None) -> None:
     if metric.scope == "cell":
         return
     assert torch.isfinite(values[:2]).all(), f"metric '{name}' is not finite on ordinary images: {values[:2].tolist()}"
+    if not getattr(metric, "reads_saliency", True):
+        return
     assert values[2].isnan(), f"metric '{name}' gave {values[2].item()} for an empty mask instead of NaN"
     assert values[3].isnan(), f"metric '{name}' gave {values[3].item()} for an undefined (NaN) map instead of NaN"

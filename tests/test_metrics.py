@@ -32,6 +32,7 @@ def inputs(saliency: torch.Tensor, masks: torch.Tensor, epoch_loss: torch.Tensor
         embed=lambda x: x.flatten(1),
         augment=lambda x: (x, x),
         seed=0,
+        represent=lambda x: x.flatten(1),
     )
 
 

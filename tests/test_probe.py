@@ -64,6 +64,7 @@ def make_inputs(embed, augment=quarter_turn, *, n_train: int = 128, n_eval: int 
         embed=embed,
         augment=augment,
         seed=seed,
+        represent=embed,
     )
 
 

@@ -38,7 +38,6 @@ Choices:
 from __future__ import annotations
 
 import copy
-import itertools
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +45,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from benchsuite.api import Registry, SSPMethod, TrainingParams, hookimpl
-from benchsuite_plugins.heads import batchnorm_mlp, loss_precision
+from benchsuite_plugins.heads import batchnorm_mlp, follow_, loss_precision
 
 
 class BYOLParams(TrainingParams):
@@ -113,14 +112,9 @@ class BYOL(SSPMethod):
         # layers see one view's statistics at a time.
         return byol_loss(self._prediction(view1), self._prediction(view2), self._target(view1), self._target(view2))
 
-    @torch.no_grad()
     def after_step(self) -> None:
         """Move the target network towards the online one: target = tau * target + (1 - tau) * online."""
-        weight = 1.0 - self.params.tau
-        online = itertools.chain(self.encoder.parameters(), self.projector.parameters())
-        target = itertools.chain(self.target_encoder.parameters(), self.target_projector.parameters())
-        for target_param, online_param in zip(target, online, strict=True):
-            target_param.lerp_(online_param, weight)
+        follow_((self.target_encoder, self.target_projector), (self.encoder, self.projector), 1.0 - self.params.tau)
 
 
 @hookimpl

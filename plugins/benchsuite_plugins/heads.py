@@ -1,4 +1,7 @@
-"""Projection heads and the precision of their losses, shared by the built-in SSP methods (a helper, not an entry point)."""
+"""Projection heads, the precision of their losses and the moving-average update, shared by the built-in SSP methods.
+
+A helper module, not an entry point.
+"""
 
 from __future__ import annotations
 
@@ -39,3 +42,16 @@ def loss_precision(*tensors: Tensor) -> list[Tensor]:
     digit and sums over D^2 terms coarsely; a float64 model keeps its loss in float64.
     """
     return [t.to(torch.promote_types(t.dtype, torch.float32)) for t in tensors]
+
+
+@torch.no_grad()
+def follow_(slow: Sequence[nn.Module], fast: Sequence[nn.Module], weight: float) -> None:
+    """Move the parameters of ``slow`` towards those of ``fast`` in place: ``slow += weight * (fast - slow)``.
+
+    MoCo's key network and BYOL's target network; in place (``lerp_``) so that a stacked run,
+    whose parameters are views of stacked tensors, updates every model's copy.
+    """
+    slow_params = itertools.chain.from_iterable(m.parameters() for m in slow)
+    fast_params = itertools.chain.from_iterable(m.parameters() for m in fast)
+    for slow_param, fast_param in zip(slow_params, fast_params, strict=True):
+        slow_param.lerp_(fast_param, weight)

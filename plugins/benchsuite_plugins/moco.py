@@ -10,7 +10,6 @@ passes, as in the reference implementation.
 from __future__ import annotations
 
 import copy
-import itertools
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from benchsuite.api import Registry, SSPMethod, TrainingParams, hookimpl
-from benchsuite_plugins.heads import projection_head
+from benchsuite_plugins.heads import follow_, projection_head
 
 
 class MoCoV2Params(TrainingParams):
@@ -102,14 +101,9 @@ class MoCoV2(SSPMethod):
         self.queue[(self.queue_ptr + offsets) % size] = kept.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + count) % size)
 
-    @torch.no_grad()
     def after_step(self) -> None:
         """Move the key network towards the query network: key = m * key + (1 - m) * query."""
-        weight = 1.0 - self.params.encoder_momentum
-        query = itertools.chain(self.encoder.parameters(), self.head.parameters())
-        key = itertools.chain(self.key_encoder.parameters(), self.key_head.parameters())
-        for key_param, query_param in zip(key, query, strict=True):
-            key_param.lerp_(query_param, weight)
+        follow_((self.key_encoder, self.key_head), (self.encoder, self.head), 1.0 - self.params.encoder_momentum)
 
 
 @hookimpl

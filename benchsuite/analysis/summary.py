@@ -3,12 +3,14 @@
 :func:`analyze_cube` computes every table; :func:`analyze_run` writes them beside the cube as
 CSV files plus one ``summary.json``; :func:`format_summary` renders them for the terminal.
 
-The analyses that estimate a residual variance from the seeds (:data:`NEEDS_REPLICATES`) are
-not run on a cube without replicates (one seed per cell); their tables are left empty with the
-reason in ``attrs[SKIPPED]``, and the summary says so once. Another analysis that cannot run on
-a cube (θ not around the circle, no orientation histogram) is skipped with a warning that
-names it, and the others still run; one that fails for a single metric warns inside its own
-table function and leaves the other metrics in.
+Analyses the design of a cube cannot support are not run, quietly: those that estimate a
+residual variance from the seeds (:data:`NEEDS_REPLICATES`) on a cube without replicates (one
+seed per cell), and those about θ (:data:`ABOUT_THETA`) on a cube with a single θ (a sweep of
+another parameter). Their tables are left empty with the reason in ``attrs[SKIPPED]``, and the
+summary says so once. Another analysis that cannot run on a cube (θ not around the circle, no
+orientation histogram) is skipped with a warning that names it, and the others still run; one
+that fails for a single metric warns inside its own table function and leaves the other
+metrics in.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ they describe or regress the cell means themselves."""
 SKIPPED = "skipped"
 """The key of ``DataFrame.attrs`` that holds why a table's analysis was not run; absent when it ran."""
 
+ABOUT_THETA = {"periodicity": "periodicity", "tukey": "Tukey HSD", "covariate": "orientation covariate"}
+"""The analyses of how a metric changes with θ, by table name and label: a cube with one θ has nothing for them."""
+
+SINGLE_THETA = "is about how a metric changes with θ, and this cube has a single θ (a sweep of another parameter)"
+
 NO_REPLICATES = (
     "needs replicates (more than one seed per (dataset, θ, method, encoder) cell) to estimate the residual "
     "variance, and every cell of this cube has at most one seed with a value: add seeds to the suite (at "
@@ -67,9 +74,9 @@ def analyze_cube(cube: xr.Dataset, *, typ: Literal[2, 3] = 2) -> dict[str, pd.Da
     ``anova`` (Type ``typ`` sums of squares), ``mixed`` (per-image mixed model), ``periodicity``
     (Fourier power of metric(θ)), ``tukey`` (pairwise θ comparisons), ``orientation_autocorr``
     (c(θ) per dataset) and ``covariate`` (does c(θ) predict the metric). Without replicates the
-    analyses of :data:`NEEDS_REPLICATES` are not run: their tables are empty, with the reason in
-    ``attrs[SKIPPED]``. Any other analysis the cube cannot support is warned about and left as
-    an empty table with its usual columns.
+    analyses of :data:`NEEDS_REPLICATES`, and with a single θ those of :data:`ABOUT_THETA`, are
+    not run: their tables are empty, with the reason in ``attrs[SKIPPED]``. Any other analysis
+    the cube cannot support is warned about and left as an empty table with its usual columns.
     """
     computations: dict[str, Callable[[], pd.DataFrame]] = {
         "anova": lambda: anova_table(cube, typ=typ),
@@ -78,18 +85,21 @@ def analyze_cube(cube: xr.Dataset, *, typ: Literal[2, 3] = 2) -> dict[str, pd.Da
         "tukey": lambda: tukey_table(cube),
         "orientation_autocorr": lambda: autocorrelation_table(cube),
     }
-    replicated = _has_replicates(cube)
+    # Analyses the design cannot support are skipped quietly, with the reason said once by the summary.
+    reasons = {} if _has_replicates(cube) else dict.fromkeys(NEEDS_REPLICATES, NO_REPLICATES)
+    if cube.sizes["theta"] < 2:
+        reasons = dict.fromkeys(ABOUT_THETA, SINGLE_THETA) | reasons
     tables = {}
     # A loop, not a comprehension, so that _section's warnings point at analyze_cube's caller.
     for name, compute in computations.items():
-        tables[name] = _section(name, compute) if replicated or name not in NEEDS_REPLICATES else _skipped(name)
+        tables[name] = _skipped(name, reasons[name]) if name in reasons else _section(name, compute)
     autocorr = tables["orientation_autocorr"]
-    # Without the autocorrelation the covariate has nothing to test, and the reason was given.
-    tables["covariate"] = (
-        _section("covariate", lambda: covariate_table(cube, autocorr=autocorr))
-        if len(autocorr)
-        else pd.DataFrame(columns=COVARIATE_COLUMNS)
-    )
+    if "covariate" in reasons:
+        tables["covariate"] = _skipped("covariate", reasons["covariate"])
+    elif len(autocorr):
+        tables["covariate"] = _section("covariate", lambda: covariate_table(cube, autocorr=autocorr))
+    else:  # without the autocorrelation the covariate has nothing to test, and the reason was given
+        tables["covariate"] = pd.DataFrame(columns=COVARIATE_COLUMNS)
     return tables
 
 
@@ -213,7 +223,7 @@ def skipped_note(tables: Mapping[str, pd.DataFrame]) -> str:
     """One sentence per reason naming the analyses skipped for it; empty when all ran."""
     by_reason: dict[str, list[str]] = {}
     for name, reason in skipped_analyses(tables).items():
-        by_reason.setdefault(reason, []).append(NEEDS_REPLICATES.get(name, name))
+        by_reason.setdefault(reason, []).append((NEEDS_REPLICATES | ABOUT_THETA).get(name, name))
     return " ".join(f"Skipped: {', '.join(names)}; each {reason}." for reason, names in by_reason.items())
 
 
@@ -223,10 +233,10 @@ def _has_replicates(cube: xr.Dataset) -> bool:
     return any(cell_means(cube, name).duplicated(cell).any() for name in metric_names(cube))
 
 
-def _skipped(name: str) -> pd.DataFrame:
-    """The empty table of an analysis that needs replicates the cube does not have."""
+def _skipped(name: str, reason: str) -> pd.DataFrame:
+    """The empty table of an analysis the cube's design cannot support, with the reason."""
     table = pd.DataFrame(columns=_EMPTY_COLUMNS[name])
-    table.attrs[SKIPPED] = NO_REPLICATES
+    table.attrs[SKIPPED] = reason
     return table
 
 

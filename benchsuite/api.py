@@ -248,8 +248,13 @@ class MetricInputs:
     frozen embedding (no gradient, eval mode) and ``augment`` makes the cell's pair ``(x, R_theta
     x)``, so probe metrics can train on ``train_images`` and test on ``images``; ``represent`` is
     the frozen encoder's representation before any head (:meth:`SSPMethod.represent`). ``seed`` is the
-    cell's seed, for any randomness a metric needs. Every tensor, and what ``embed`` and ``augment``
-    take and return, is on the device the cell runs on.
+    cell's seed, for any randomness a metric needs. ``train_masks`` are the masks of ``train_images``,
+    for downstream tasks that fine-tune on labelled training images. ``encoder`` is the pre-trained
+    encoder itself (the method's ``encoder`` attribute, in eval mode; ``None`` for a method that
+    keeps none), whose optional ``feature_map(x)`` dense tasks decode: a metric that trains on it
+    trains a deep copy (``copy.deepcopy``) and leaves it unchanged, since later metrics read it too.
+    Every tensor, the encoder's weights, and what ``embed`` and ``augment`` take and return, are on
+    the device the cell runs on.
     """
 
     saliency: Tensor  # [N, H, W], non-negative; all NaN where undefined (identical views, theta = 0)
@@ -262,15 +267,19 @@ class MetricInputs:
     augment: Callable[[Tensor], tuple[Tensor, Tensor]]
     seed: int
     represent: Callable[[Tensor], Tensor]
+    train_masks: Tensor  # bool [M, H, W], the masks of train_images
+    encoder: nn.Module | None  # the pre-trained encoder, eval mode; None when the method keeps no `encoder`
 
 
 @runtime_checkable
 class Metric(Protocol):
     """A metric computed per image (``scope="image"``, returns [N]) or per cell (returns a scalar).
 
-    A metric may set ``reads_saliency = False`` when it scores neither the maps nor the masks (an
-    embedding norm, say): the rule that an image with an empty mask or an undefined map gets NaN
-    is then not its to follow. Without the attribute a metric is taken to read them.
+    An image metric follows two NaN rules: an image with an undefined (NaN) map gets NaN, and so
+    does one with an empty mask. A metric that does not score the maps sets ``reads_saliency =
+    False`` (a downstream segmentation, say) and one that does not read the masks sets
+    ``reads_masks = False`` (an embedding norm sets both); the rule is then not its to follow.
+    Without the attributes a metric is taken to read both.
     """
 
     scope: Literal["image", "cell"]

@@ -29,6 +29,7 @@ class Split:
     """The fixed train/evaluation split of one dataset; the same for every cell."""
 
     train_images: Tensor
+    train_masks: Tensor
     eval_images: Tensor
     eval_masks: Tensor
 
@@ -115,7 +116,7 @@ def split(data: ImageMaskSet, eval_images: int, split_seed: int, label: str) -> 
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     held, train = order[:eval_images].sort().values, order[eval_images:].sort().values
-    return Split(data.images[train], data.images[held], data.masks[held])
+    return Split(data.images[train], data.masks[train], data.images[held], data.masks[held])
 
 
 class DataWarning(UserWarning):

@@ -125,6 +125,7 @@ class CellData:
     train: torch.Tensor
     eval_images: torch.Tensor
     eval_masks: torch.Tensor
+    train_masks: torch.Tensor  # the masks of ``train``, for downstream metrics that fine-tune on labelled images
 
 
 def load_data(cell: Cell, registry: PluginRegistry, device: torch.device) -> CellData:
@@ -133,7 +134,13 @@ def load_data(cell: Cell, registry: PluginRegistry, device: torch.device) -> Cel
     with _stage(cell, f"dataset '{config['dataset']['plugin']}'"):
         data = load_dataset(config["dataset"], config["data"]["size"], registry)
         parts = split(data, config["data"]["eval_images"], config["data"]["split_seed"], cell.dataset)
-    return CellData(data.images, parts.train_images.to(device), parts.eval_images.to(device), parts.eval_masks.to(device))
+    return CellData(
+        data.images,
+        parts.train_images.to(device),
+        parts.eval_images.to(device),
+        parts.eval_masks.to(device),
+        parts.train_masks.to(device),
+    )
 
 
 def build_method(cell: Cell, registry: PluginRegistry, in_channels: int, device: torch.device) -> SSPMethod:
@@ -331,6 +338,8 @@ def evaluate(
         augment=functools.partial(augment, theta=cell.theta),
         seed=cell.seed,
         represent=torch.no_grad()(method.represent),
+        train_masks=data.train_masks,
+        encoder=getattr(method, "encoder", None),
     )
     image_metrics: dict[str, np.ndarray] = {}
     cell_metrics: dict[str, float] = {}

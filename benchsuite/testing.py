@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from benchsuite.api import DataSpec, ImageMaskSet, MetricInputs, PluginError, check_metric_output
 from benchsuite.registry import load_plugins
@@ -63,9 +64,27 @@ def check_dataset(
     return first
 
 
+class _TinyEncoder(nn.Module):
+    """A one-convolution encoder with ``feature_map``, for metrics that read ``MetricInputs.encoder``."""
+
+    def __init__(self, in_channels: int, out_dim: int = 8):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_dim, 3, stride=2, padding=1)
+        self.out_dim = out_dim
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).mean(dim=(2, 3))
+
+
 def _inputs(saliency: torch.Tensor, masks: torch.Tensor) -> MetricInputs:
     n, h, w = saliency.shape
     images = torch.rand(n, 1, h, w, generator=torch.Generator().manual_seed(1))
+    with torch.random.fork_rng(devices=[]):  # a fixed encoder, and the caller's random state untouched
+        torch.manual_seed(1)
+        encoder = _TinyEncoder(images.shape[1]).eval()
     return MetricInputs(
         saliency=saliency,
         masks=masks,
@@ -77,6 +96,8 @@ def _inputs(saliency: torch.Tensor, masks: torch.Tensor) -> MetricInputs:
         augment=lambda x: (x, torch.rot90(x, 1, dims=(-2, -1))),
         seed=0,
         represent=lambda x: x.flatten(1),
+        train_masks=masks,
+        encoder=encoder,
     )
 
 
@@ -84,8 +105,9 @@ def check_metric(name: str, params: dict[str, Any] | None = None) -> None:
     """Call metric ``name`` on a small batch and check the metric contract.
 
     ``scope`` is "image" or "cell"; values have shape [N] or []; an image metric gives finite
-    values on ordinary images and, unless it sets ``reads_saliency = False``, NaN (never a silent
-    number) for an image with an empty mask or an undefined (NaN) map.
+    values on ordinary images and NaN (never a silent number) for an image with an empty mask
+    (unless it sets ``reads_masks = False``) or an undefined, NaN map (unless it sets
+    ``reads_saliency = False``).
     """
     component, parsed = _component("metrics", name, params)
     metric = component.factory(parsed)
@@ -100,7 +122,7 @@ def check_metric(name: str, params: dict[str, Any] | None = None) -> None:
     if metric.scope == "cell":
         return
     assert torch.isfinite(values[:2]).all(), f"metric '{name}' is not finite on ordinary images: {values[:2].tolist()}"
-    if not getattr(metric, "reads_saliency", True):
-        return
-    assert values[2].isnan(), f"metric '{name}' gave {values[2].item()} for an empty mask instead of NaN"
-    assert values[3].isnan(), f"metric '{name}' gave {values[3].item()} for an undefined (NaN) map instead of NaN"
+    if getattr(metric, "reads_masks", True):
+        assert values[2].isnan(), f"metric '{name}' gave {values[2].item()} for an empty mask instead of NaN"
+    if getattr(metric, "reads_saliency", True):
+        assert values[3].isnan(), f"metric '{name}' gave {values[3].item()} for an undefined (NaN) map instead of NaN"

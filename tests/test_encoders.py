@@ -1,4 +1,4 @@
-"""Encoders: [N, C, H, W] -> [N, out_dim]; ImageNet weights only from the local hub cache."""
+"""Encoders: [N, C, H, W] -> [N, out_dim], pooled from feature_map; ImageNet weights only from the local hub cache."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_small_cnn_passes_gradients_to_the_input():
 def test_resnet_maps_images_to_out_dim_features(name, out_dim, in_channels):
     encoder = make_encoder(name, in_channels).eval()
     assert encoder.out_dim == out_dim
-    assert isinstance(encoder.fc, nn.Identity)
+    assert not hasattr(encoder, "fc")
     with torch.no_grad():
         assert encoder(torch.rand(2, in_channels, 32, 32)).shape == (2, out_dim)
 
@@ -119,3 +119,30 @@ def test_grey_encoder_sees_a_grey_image_like_the_rgb_model_sees_it_in_colour(cac
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(grey(x), rgb(x.expand(-1, 3, -1, -1)), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "stride"), [("small_cnn", {}, 8), ("small_cnn", {"depth": 2, "out_dim": 24}, 4), ("resnet18", {}, 32)]
+)
+def test_forward_is_the_global_average_of_the_feature_map(name, params, stride):
+    torch.manual_seed(0)
+    encoder = make_encoder(name, 1, **params).eval()
+    x = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        fmap = encoder.feature_map(x)
+        assert fmap.shape == (3, encoder.out_dim, 64 // stride, 64 // stride)
+        torch.testing.assert_close(encoder(x), fmap.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize(("arch", "in_channels"), [("resnet18", 1), ("resnet18", 3), ("resnet50", 3)])
+def test_resnet_encoder_computes_what_torchvision_computes_without_fc(arch, in_channels):
+    torch.manual_seed(0)
+    encoder = make_encoder(arch, in_channels).eval()
+    reference = torchvision.models.get_model(arch, weights=None)
+    reference.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+    reference.fc = nn.Identity()
+    reference.load_state_dict(encoder.state_dict())  # torchvision's keys, less fc's
+    reference.eval()
+    x = torch.rand(2, in_channels, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(x), reference(x), rtol=0, atol=0)

@@ -33,6 +33,8 @@ def inputs(saliency: torch.Tensor, masks: torch.Tensor, epoch_loss: torch.Tensor
         augment=lambda x: (x, x),
         seed=0,
         represent=lambda x: x.flatten(1),
+        train_masks=torch.zeros(2, h, w, dtype=torch.bool),
+        encoder=None,
     )
 
 

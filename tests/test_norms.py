@@ -30,6 +30,8 @@ def inputs(images: torch.Tensor, represent, seed: int = 0) -> MetricInputs:
         augment=lambda x: (x, x),
         seed=seed,
         represent=represent,
+        train_masks=torch.ones(n, h, w, dtype=torch.bool),
+        encoder=None,
     )
 
 

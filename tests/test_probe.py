@@ -65,6 +65,8 @@ def make_inputs(embed, augment=quarter_turn, *, n_train: int = 128, n_eval: int 
         augment=augment,
         seed=seed,
         represent=embed,
+        train_masks=torch.zeros(n_train, SIZE, SIZE, dtype=torch.bool),
+        encoder=None,
     )
 
 

@@ -1,7 +1,10 @@
 """Encoder backbones: ``small_cnn`` for CPU-sized sweeps, and torchvision ``resnet18`` / ``resnet50``.
 
-Every encoder maps [N, C, H, W] to features [N, out_dim] and carries ``out_dim``.
-ImageNet weights are read only from the local torch hub cache; nothing is ever downloaded.
+Every encoder maps [N, C, H, W] to features [N, out_dim] and carries ``out_dim``. An encoder may
+also offer ``feature_map(x) -> [N, out_dim, h, w]``, the output of its last block before
+pooling, such that ``forward(x)`` is that map's global average pool: dense downstream tasks (the
+``segmentation_dice`` metric) decode it. All built-in encoders offer it. ImageNet weights are
+read only from the local torch hub cache; nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -61,9 +64,13 @@ class SmallCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_dim = widths[-1]
 
+    def feature_map(self, x: Tensor) -> Tensor:
+        """Return the last block's output [N, out_dim, H / 2**depth, W / 2**depth] (rounded up), before pooling."""
+        return self.features(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        """Return features [N, out_dim] for images [N, C, H, W]."""
-        return self.pool(self.features(x)).flatten(1)
+        """Return features [N, out_dim] for images [N, C, H, W]: the feature map's global average."""
+        return self.pool(self.feature_map(x)).flatten(1)
 
 
 def _conv_norm_relu(c_in: int, c_out: int, *, stride: int, norm: str) -> list[nn.Module]:
@@ -126,8 +133,32 @@ def _adapt_conv1(conv1: nn.Conv2d, in_channels: int, pretrained: bool) -> nn.Con
     return conv
 
 
-def _resnet_factory(arch: str) -> Callable[[ResNetParams, int], nn.Module]:
-    def factory(params: ResNetParams, in_channels: int) -> nn.Module:
+class ResNetEncoder(nn.Module):
+    """A torchvision ResNet without its classifier: ``feature_map`` (stem and layer1-4) and its average pool.
+
+    The torchvision net's modules become this module's own (``conv1``, ``bn1``, ..., ``layer4``,
+    ``avgpool``), so parameter names and ``state_dict`` keys are torchvision's, less ``fc``, and
+    ``forward`` computes exactly what torchvision's ``forward`` does with ``fc = Identity``.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.out_dim: int = net.fc.in_features
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"):
+            self.add_module(name, getattr(net, name))
+
+    def feature_map(self, x: Tensor) -> Tensor:
+        """Return layer4's output [N, out_dim, H / 32, W / 32] (rounded up), before pooling."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return features [N, out_dim] for images [N, C, H, W]: the feature map's global average."""
+        return torch.flatten(self.avgpool(self.feature_map(x)), 1)
+
+
+def _resnet_factory(arch: str) -> Callable[[ResNetParams, int], ResNetEncoder]:
+    def factory(params: ResNetParams, in_channels: int) -> ResNetEncoder:
         # Imported here: torchvision.models pulls in torch._dynamo, about 3 s of every start-up,
         # which suites without a ResNet (and `benchsuite validate`) should not pay.
         from torchvision import models
@@ -139,11 +170,9 @@ def _resnet_factory(arch: str) -> Callable[[ResNetParams, int], nn.Module]:
             model.load_state_dict(state)
         if in_channels != 3:
             model.conv1 = _adapt_conv1(model.conv1, in_channels, pretrained)
-        model.out_dim = model.fc.in_features
-        model.fc = nn.Identity()
-        return model
+        return ResNetEncoder(model)
 
-    factory.__doc__ = f"torchvision {arch} for ``in_channels`` inputs, features [N, out_dim] (no fc)."
+    factory.__doc__ = f"torchvision {arch} for ``in_channels`` inputs, features [N, out_dim] (no fc), with ``feature_map``."
     return factory
 
 

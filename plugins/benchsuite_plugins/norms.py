@@ -39,7 +39,9 @@ class EmbeddingNorm:
     """L2 norm of each held-out image's representation, per image."""
 
     scope: Literal["image", "cell"] = "image"
-    reads_saliency = False  # defined for every image, whatever its mask or map
+    # Defined for every image, whatever its mask or map.
+    reads_saliency = False
+    reads_masks = False
 
     def __init__(self, params: Params) -> None:
         self.params = params

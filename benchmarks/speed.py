@@ -27,6 +27,7 @@ from PIL import Image
 
 from benchsuite.pipeline import pair_similarity
 from benchsuite.registry import default_registry
+from benchsuite.views import FixedPair
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -60,18 +61,19 @@ def smoothgrad(device: torch.device, repeats: int, images: int, samples: int, si
     ssp = default_registry().get("ssp_methods", "moco_v2")
     method = ssp.factory(ssp.params(queue_size=64), encoder).to(device).eval()
     augment = component("augmentations", "rotation")
-    objective = pair_similarity(method, augment, 30.0)
     x = torch.rand(images, 1, size, size, device=device)
+    objective = pair_similarity(method, FixedPair(augment, x, 30.0, torch.Generator(device=device)))
+    every_image = torch.arange(images, device=device)
     spread = 0.15
 
     def loop_batch_size_1() -> torch.Tensor:
         maps = []
-        for image in x:
+        for i, image in enumerate(x):
             sigma = spread * (image.max() - image.min())
             total = torch.zeros_like(image)
             for _ in range(samples):
                 noisy = (image + sigma * torch.randn_like(image)).unsqueeze(0).requires_grad_(True)
-                (grad,) = torch.autograd.grad(objective(noisy).sum(), noisy)
+                (grad,) = torch.autograd.grad(objective(noisy, every_image[i : i + 1]).sum(), noisy)
                 total += grad[0].abs()
             maps.append((total / samples).amax(dim=0))
         return torch.stack(maps)
@@ -81,7 +83,7 @@ def smoothgrad(device: torch.device, repeats: int, images: int, samples: int, si
         total = torch.zeros_like(x)
         for _ in range(samples):
             noisy = (x + sigma * torch.randn_like(x)).requires_grad_(True)
-            (grad,) = torch.autograd.grad(objective(noisy).sum(), noisy)
+            (grad,) = torch.autograd.grad(objective(noisy, every_image).sum(), noisy)
             total += grad.abs()
         return (total / samples).amax(dim=1)
 

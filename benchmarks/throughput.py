@@ -51,6 +51,7 @@ from benchsuite.pipeline import pair_similarity
 from benchsuite.registry import default_registry
 from benchsuite.stacking import after_step_mode, stacked_pair_similarity, train_stacked
 from benchsuite.training import NonFiniteLoss, pretrain
+from benchsuite.views import FixedPair
 from benchsuite_plugins.encoders import ResNetParams, SmallCNN, SmallCNNParams
 from benchsuite_plugins.moco import MoCoV2, MoCoV2Params
 from benchsuite_plugins.rotation import Rotation, RotationParams
@@ -345,6 +346,7 @@ def time_saliency(series: Series, device: torch.device, result: Result) -> None:
     rotation = Rotation(RotationParams())
     x = torch.rand(n_images, 1, series.px, series.px, generator=torch.Generator().manual_seed(2)).to(device)
     thetas = [float(37.5 + 10 * i) for i in range(k)]
+    pairs = [FixedPair(rotation, x, theta, torch.Generator(device=device)) for theta in thetas]
     scale = setting.eval_images / n_images
     try:
         with fresh_memory(device):
@@ -354,10 +356,10 @@ def time_saliency(series: Series, device: torch.device, result: Result) -> None:
                 return [torch.Generator(device=device).manual_seed(i) for i in range(k)]
 
             def alone() -> None:
-                smoothgrad(pair_similarity(methods[0], rotation, thetas[0]), x, noise()[0])
+                smoothgrad(pair_similarity(methods[0], pairs[0]), x, noise()[0])
 
             def stacked() -> None:
-                smoothgrad.stacked(stacked_pair_similarity(methods, rotation, thetas), x, noise())
+                smoothgrad.stacked(stacked_pair_similarity(methods, pairs), x, noise())
 
             for run, key, cells in ((alone, 1, 1), (stacked, k, k)):
                 timed(run, device)  # warm-up

@@ -29,6 +29,7 @@ __all__ = [
     "CellTask",
     "Count",
     "DataSpec",
+    "Draw",
     "Executor",
     "ExecutorParams",
     "ImageMaskSet",
@@ -167,17 +168,30 @@ class ImageMaskSet:
         return self.images.shape[0]
 
 
-class Augmentation(Protocol):
-    """Makes the positive pair for a batch in one call on the batch's device.
+Draw = dict[str, Tensor]
+"""A random augmentation's random parameters for a batch: tensors whose first dimension indexes the
+images, so ``{name: t[index] for name, t in draw.items()}`` is the draw of the rows ``index``."""
 
-    An augmentation may also offer ``stacked(x, thetas)`` for the K models of a stacked group:
-    ``x`` [K, N, C, H, W] and one theta per model, returning the two views of each model's batch
-    as ``self(x[k], thetas[k])`` would, in fewer kernels. Without it the core calls the
-    augmentation once per model.
+
+class Augmentation(Protocol):
+    """Makes the two views of a batch in one call on the batch's device.
+
+    A deterministic augmentation (``rotation``: the pair ``(x, R_theta x)``) is ``augment(x,
+    theta)``. A random one also has ``draw(x, theta, generator)``, which draws the random
+    parameters of every image of ``x`` and view as a :data:`Draw`, and is called as ``augment(x,
+    theta, draw)``: given its draw, an augmentation is a deterministic function of ``x``. The core
+    draws afresh for every training batch, from a generator seeded by the cell, and once per
+    evaluation image for saliency, which then explains the pair objective through that one fixed
+    draw (docs/design.md).
+
+    A deterministic augmentation may also offer ``stacked(x, thetas)`` for the K models of a
+    stacked group: ``x`` [K, N, C, H, W] and one theta per model, returning the two views of each
+    model's batch as ``self(x[k], thetas[k])`` would, in fewer kernels. Without it the core calls
+    the augmentation once per model.
     """
 
     def __call__(self, x: Tensor, theta: float) -> tuple[Tensor, Tensor]:
-        """Return the two views of ``x`` [N, C, H, W]; for ``rotation`` that is ``(x, R_theta x)``.
+        """Return the two views of ``x`` [N, C, H, W] (a random augmentation takes its ``draw`` too).
 
         Must be differentiable with respect to ``x``: saliency differentiates through it.
         """
@@ -212,12 +226,17 @@ class SSPMethod(nn.Module):
         return self.encoder(x)
 
 
-Objective = Callable[[Tensor], Tensor]
-"""Maps a batch [N, C, H, W] to one score per image [N]: saliency explains this function."""
+Objective = Callable[[Tensor, Tensor], Tensor]
+"""Maps rows [R, C, H, W] to one score per row [R]: saliency explains this function.
 
-StackedObjective = Callable[[Tensor], Tensor]
-"""The objectives of K stacked models at once: rows [K, R, C, H, W] to scores [K, R], where
-``scores[k]`` is model k's objective of ``rows[k]``."""
+Its second argument, ``index`` [R] (long, on the rows' device), says which of the explained
+images each row was made from (a noisy copy of image ``index[r]``, say): an objective through
+a random augmentation applies that image's fixed draw to the row. Row ``i`` of the images
+themselves has index ``i``."""
+
+StackedObjective = Callable[[Tensor, Tensor], Tensor]
+"""The objectives of K stacked models at once: rows [K, R, C, H, W] and ``index`` [R] to scores
+[K, R], where ``scores[k]`` is model k's objective of ``rows[k]``."""
 
 
 class Saliency(Protocol):
@@ -234,9 +253,10 @@ class Saliency(Protocol):
         """Return non-negative saliency maps [N, H, W] for inputs ``x`` [N, C, H, W].
 
         ``generator`` (on ``x.device``) is the only source of randomness, for reproducibility.
-        ``x`` does not require grad; the method makes its own leaf tensors. The objective
-        scores rows independently (the core puts the model in eval mode), so rows may be
-        batched and chunked freely.
+        ``x`` does not require grad; the method makes its own leaf tensors and passes each batch
+        of them as ``objective(rows, index)``, with ``index[r]`` the image of ``x`` that row
+        ``r`` was made from. The objective scores rows independently (the core puts the model in
+        eval mode), so rows may be batched and chunked freely.
         """
 
 
@@ -246,7 +266,8 @@ class MetricInputs:
 
     Saliency, masks and images are the evaluation split. ``embed`` is the pre-trained method's
     frozen embedding (no gradient, eval mode) and ``augment`` makes the cell's pair ``(x, R_theta
-    x)``, so probe metrics can train on ``train_images`` and test on ``images``; ``represent`` is
+    x)`` (through a random augmentation, a fresh draw from a generator seeded by the cell on each
+    call), so probe metrics can train on ``train_images`` and test on ``images``; ``represent`` is
     the frozen encoder's representation before any head (:meth:`SSPMethod.represent`). ``seed`` is the
     cell's seed, for any randomness a metric needs. ``train_masks`` are the masks of ``train_images``,
     for downstream tasks that fine-tune on labelled training images. ``encoder`` is the pre-trained

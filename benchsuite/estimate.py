@@ -20,6 +20,7 @@ from benchsuite.pipeline import build, build_method, evaluate, load_data, peak_m
 from benchsuite.registry import PluginRegistry
 from benchsuite.stacking import train_stacked
 from benchsuite.suite import ResolvedSuite
+from benchsuite.views import draw_generator
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ def estimate(resolved: ResolvedSuite, registry: PluginRegistry, *, device: torch
         generators = [torch.Generator().manual_seed(cell.seed) for cell in group]
         images = data.train[: batch * n_steps]
         started = time.perf_counter()
-        curves = train_stacked(methods, augment, [c.theta for c in group], images, generators)
+        views = [draw_generator(cell.seed, "training", device) for cell in group]
+        curves = train_stacked(methods, augment, [c.theta for c in group], images, generators, views=views)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return list(zip(methods, curves, strict=True)), time.perf_counter() - started

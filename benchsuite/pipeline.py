@@ -32,6 +32,7 @@ from benchsuite.orientation import orientation_histogram
 from benchsuite.registry import PluginRegistry
 from benchsuite.stacking import StackedNonFiniteLoss, stacked_pair_similarity, train_stacked
 from benchsuite.training import TrainingCurves, pretrain
+from benchsuite.views import FixedPair, draw_generator, fresh_pair
 
 
 @dataclass(frozen=True)
@@ -83,16 +84,18 @@ def build(registry: PluginRegistry, cell: Cell, kind: str, *args: Any, config: d
         return found.factory(registry.parse_params(kind, component["plugin"], component["params"]), *args)
 
 
-def pair_similarity(method: SSPMethod, augment: Augmentation, theta: float) -> Objective:
-    """cos(f(x), f(R_theta x)) per image: the pre-training objective that saliency explains.
+def pair_similarity(method: SSPMethod, pair: FixedPair) -> Objective:
+    """cos(f(v1), f(v2)) per row, (v1, v2) the cell's pair of the row: the pre-training objective that saliency explains.
 
-    The gradient flows through the rotation back to ``x``, so saliency lands in the coordinates
-    of the unrotated image and needs no rotating back (the original prototype scored a map
-    that had not been rotated back).
+    For ``rotation`` the pair is ``(x, R_theta x)``; a random augmentation applies the draw fixed
+    for the row's image (``pair``, :class:`benchsuite.views.FixedPair`). The gradient flows
+    through the augmentation back to ``x``, so saliency lands in the coordinates of the
+    unaugmented image and needs no rotating back (the original prototype scored a map that had
+    not been rotated back).
     """
 
-    def objective(x: torch.Tensor) -> torch.Tensor:
-        view1, view2 = augment(x, theta)
+    def objective(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        view1, view2 = pair(rows, index)
         return F.cosine_similarity(method.embed(view1), method.embed(view2), dim=1)
 
     return objective
@@ -160,7 +163,8 @@ def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, prog
     augment = build(registry, cell, "augmentations")
     with _stage(cell, f"pre-training with '{cell.config['method']['plugin']}'"):
         order = torch.Generator().manual_seed(cell.seed)
-        curves = pretrain(method, augment, cell.theta, data.train, order, progress=progress, label=cell.describe())
+        views = draw_generator(cell.seed, "training", device)
+        curves = pretrain(method, augment, cell.theta, data.train, order, views=views, progress=progress, label=cell.describe())
     (saliency,) = saliency_maps([cell], [method], augment, data, registry)
     return evaluate(cell, registry, method, augment, curves, data, saliency, start=start, stack_size=1)
 
@@ -222,6 +226,7 @@ def run_group(
             [cell.theta for cell in cells],
             data.train,
             [torch.Generator().manual_seed(cell.seed) for cell in cells],
+            views=[draw_generator(cell.seed, "training", device) for cell in cells],
         )
     except StackedNonFiniteLoss as exc:
         raise CellFailure(cells[exc.model], stage, exc) from exc
@@ -276,7 +281,8 @@ def saliency_maps(
     The cells share everything but theta and seed. Their models are scored together through the
     saliency method's optional ``stacked`` (one pass per chunk for all of them) or, without it,
     one after another; either way a cell's maps are what it gets alone. Each cell draws its
-    noise from a generator seeded by its own seed.
+    noise from a generator seeded by its own seed, and its augmentation's fixed draw per image
+    (for a random augmentation) from another.
     """
     first = cells[0]
     images, device = data.eval_images, data.eval_images.device
@@ -290,17 +296,18 @@ def saliency_maps(
         # The one place that decides whether a cell has saliency at all: when the pair's views are
         # identical (theta = 0 for rotation), cos(f(x), f(x)) = 1 for every x and its gradient is
         # rounding noise, not saliency. NaN maps make every saliency metric NaN, not noise.
-        identical = [torch.equal(*augment(images, cell.theta)) for cell in cells]
+        pairs = [FixedPair(augment, images, cell.theta, draw_generator(cell.seed, "saliency", device)) for cell in cells]
+        every_image = torch.arange(len(images), device=device)
+        identical = [torch.equal(*pair(images, every_image)) for pair in pairs]
         scored = [k for k, same in enumerate(identical) if not same]
         noise = [torch.Generator(device=device).manual_seed(cells[k].seed) for k in scored]
         stacked = getattr(saliency_fn, "stacked", None)
         if len(scored) > 1 and stacked is not None:
-            objective = stacked_pair_similarity([methods[k] for k in scored], augment, [cells[k].theta for k in scored])
+            objective = stacked_pair_similarity([methods[k] for k in scored], [pairs[k] for k in scored])
             found = list(stacked(objective, images, noise).detach())
         else:
             found = [
-                saliency_fn(pair_similarity(methods[k], augment, cells[k].theta), images, g).detach()
-                for k, g in zip(scored, noise, strict=True)
+                saliency_fn(pair_similarity(methods[k], pairs[k]), images, g).detach() for k, g in zip(scored, noise, strict=True)
             ]
         nan_maps = torch.full(data.eval_masks.shape, float("nan"), device=device)
         maps = dict(zip(scored, found, strict=True))
@@ -327,26 +334,32 @@ def evaluate(
     config = cell.config
     eval_images, eval_masks = data.eval_images, data.eval_masks
     saliency, device = cell_saliency.maps, eval_images.device
-    inputs = MetricInputs(
-        saliency=saliency,
-        masks=eval_masks,
-        images=eval_images,
-        epoch_loss=torch.as_tensor(curves.epoch_loss, device=device),
-        theta=cell.theta,
-        train_images=data.train,
-        embed=torch.no_grad()(method.embed),
-        augment=functools.partial(augment, theta=cell.theta),
-        seed=cell.seed,
-        represent=torch.no_grad()(method.represent),
-        train_masks=data.train_masks,
-        encoder=getattr(method, "encoder", None),
-    )
+
+    def inputs() -> MetricInputs:
+        # Made anew for each metric: its augmentation draws start from the cell's seed whichever
+        # other metrics the suite lists.
+        views = draw_generator(cell.seed, "metrics", device)
+        return MetricInputs(
+            saliency=saliency,
+            masks=eval_masks,
+            images=eval_images,
+            epoch_loss=torch.as_tensor(curves.epoch_loss, device=device),
+            theta=cell.theta,
+            train_images=data.train,
+            embed=torch.no_grad()(method.embed),
+            augment=functools.partial(fresh_pair, augment, theta=cell.theta, generator=views),
+            seed=cell.seed,
+            represent=torch.no_grad()(method.represent),
+            train_masks=data.train_masks,
+            encoder=getattr(method, "encoder", None),
+        )
+
     image_metrics: dict[str, np.ndarray] = {}
     cell_metrics: dict[str, float] = {}
     for name, component in config["metrics"].items():
         metric = build(registry, cell, "metrics", config=component)
         with _stage(cell, f"metric '{name}' ({component['plugin']})"):
-            values = check_metric_output(metric, metric(inputs), len(eval_images)).detach().double().cpu()
+            values = check_metric_output(metric, metric(inputs()), len(eval_images)).detach().double().cpu()
             if metric.scope == "image":
                 image_metrics[name] = values.numpy()
             else:

@@ -25,9 +25,10 @@ Design:
   ``"vmap"`` calls it once under vmap; ``"loop"`` calls it on each shell (always right for hooks
   that write in place, K times the kernels).
 - **Views.** The augmentation takes one float theta, so views are made outside vmap: with
-  ``pairs(x [K, B, C, H, W], thetas)`` when given, else the augmentation's optional
-  ``stacked(x, thetas)`` method (the ``rotation`` plugin's makes all K views in one
-  ``grid_sample``), else one ``augment`` call per model.
+  ``pairs(x [K, B, C, H, W], thetas)`` when given, else ``views.stacked_fresh_pairs``: a
+  deterministic augmentation's optional ``stacked(x, thetas)`` method (the ``rotation``
+  plugin's makes all K views in one ``grid_sample``), else one ``augment`` call per model (a
+  random augmentation's, each model with its own draws, as alone).
 
 What makes a method stackable (nothing new to write, but these rules; docs/plugins.md says the
 same to plugin authors):
@@ -65,6 +66,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
@@ -77,6 +79,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from benchsuite.api import Augmentation, SSPMethod, StackedObjective
 from benchsuite.training import NonFiniteLoss, TrainingCurves, _lr_at, fast_kernels
+from benchsuite.views import FixedPair, stacked_fixed_pairs, stacked_fresh_pairs
 
 __all__ = ["StackedNonFiniteLoss", "after_step_mode", "stacked_pair_similarity", "train_stacked"]
 
@@ -267,14 +270,6 @@ def _batchnorm_in_stat_dtype(model: nn.Module) -> Iterator[None]:
 # Views
 
 
-def _looped_pairs(augment: Augmentation) -> Pairs:
-    def pairs(x: Tensor, thetas: Sequence[float]) -> tuple[Tensor, Tensor]:
-        views = [augment(x[i], theta) for i, theta in enumerate(thetas)]
-        return torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
-
-    return pairs
-
-
 def _channels_last_5d(x: Tensor) -> Tensor:
     # Physical [B, H, W, K, C]: the [B, K*C, H, W] input of a vmapped convolution is then a
     # channels-last view, and so is each model's slice.
@@ -292,12 +287,14 @@ def train_stacked(
     images: Tensor,
     generators: Sequence[torch.Generator],
     *,
+    views: Sequence[torch.Generator] | None = None,
     pairs: Pairs | None = None,
     after_step: AfterStepMode = "auto",
     channels_last: bool | None = None,
 ) -> list[TrainingCurves]:
     """Train ``methods[k]`` on pairs ``augment(batch, thetas[k])`` with batches drawn by ``generators[k]``.
 
+    A random augmentation draws model k's parameters from ``views[k]``, as ``pretrain`` does.
     The same loop as :func:`benchsuite.training.pretrain` for each model (epochs, batch size,
     drop-last, optimiser, learning-rate schedule, NaN check), run for all K models at once. The
     methods must share type and ``params`` and live on ``images``' device. Afterwards each
@@ -321,7 +318,7 @@ def train_stacked(
     if channels_last is None:
         channels_last = images.is_cuda
     if pairs is None:
-        pairs = getattr(augment, "stacked", None) or _looped_pairs(augment)
+        pairs = functools.partial(stacked_fresh_pairs, augment, generators=views)
 
     mode = after_step_mode(methods) if after_step == "auto" else after_step
     for m in methods:
@@ -395,23 +392,23 @@ def train_stacked(
 # Saliency
 
 
-def stacked_pair_similarity(methods: Sequence[SSPMethod], augment: Augmentation, thetas: Sequence[float]) -> StackedObjective:
-    """cos(f_k(x), f_k(R_theta_k x)) of K trained models at once: rows [K, R, C, H, W] to [K, R].
+def stacked_pair_similarity(methods: Sequence[SSPMethod], pairs: Sequence[FixedPair]) -> StackedObjective:
+    """cos(f_k(v1), f_k(v2)) of K trained models at once, (v1, v2) model k's pair of each row: [K, R, C, H, W] to [K, R].
 
     The stacked counterpart of :func:`benchsuite.pipeline.pair_similarity`, for a saliency
-    method's optional ``stacked``: one vmapped ``embed`` per view for all K models. The models'
-    tensors are copied into stacked tensors once and without gradient (saliency differentiates
-    with respect to the rows only); the models stay as they are, in the mode the caller set
-    (eval for saliency, so rows are scored independently).
+    method's optional ``stacked``: one vmapped ``embed`` per view for all K models. ``pairs[k]``
+    is model k's pair (its theta, and its draws for a random augmentation). The models' tensors
+    are copied into stacked tensors once and without gradient (saliency differentiates with
+    respect to the rows only); the models stay as they are, in the mode the caller set (eval for
+    saliency, so rows are scored independently).
     """
     params, buffers = stack_module_state(list(methods))
     state = {f"method.{name}": t.detach() for name, t in (*params.items(), *buffers.items())}
     embed = _Bound(methods[0], "embed")
     embed_all = vmap(lambda state, x: functional_call(embed, state, (x,)))
-    pairs = getattr(augment, "stacked", None) or _looped_pairs(augment)
 
-    def objective(rows: Tensor) -> Tensor:
-        view1, view2 = pairs(rows, thetas)
+    def objective(rows: Tensor, index: Tensor) -> Tensor:
+        view1, view2 = stacked_fixed_pairs(pairs, rows, index)
         return F.cosine_similarity(embed_all(state, view1), embed_all(state, view2), dim=-1)
 
     return objective

@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from benchsuite.api import Augmentation, SSPMethod, TrainingParams
+from benchsuite.views import fresh_pair
 
 
 class NonFiniteLoss(Exception):
@@ -73,12 +74,14 @@ def pretrain(
     images: Tensor,
     generator: torch.Generator,
     *,
+    views: torch.Generator | None = None,
     progress: bool = False,
     label: str = "pre-training",
 ) -> TrainingCurves:
     """Train ``method`` on positive pairs ``augment(batch, theta)`` of ``images`` (on their device).
 
-    Batches are drawn without replacement by ``generator`` (CPU); a last partial batch is
+    Batches are drawn without replacement by ``generator`` (CPU); a random augmentation draws
+    each batch's parameters from ``views`` (on the images' device). A last partial batch is
     dropped so every step sees the same batch size, which contrastive losses depend on. On CUDA
     the forward passes run under :func:`fast_kernels` with channels-last memory.
     """
@@ -103,7 +106,7 @@ def pretrain(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with fast_kernels(images.device):
-                view1, view2 = augment(images[order[i * batch : (i + 1) * batch]], theta)
+                view1, view2 = fresh_pair(augment, images[order[i * batch : (i + 1) * batch]], theta, views)
                 loss = method(view1, view2)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

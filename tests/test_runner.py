@@ -335,7 +335,7 @@ class InputGradient:
         self.params = params
     def __call__(self, objective, x, generator):
         rows = (x + 0.1 * torch.randn(x.shape, generator=generator, device=x.device)).requires_grad_(True)
-        (grad,) = torch.autograd.grad(objective(rows).sum(), rows)
+        (grad,) = torch.autograd.grad(objective(rows, torch.arange(len(x), device=x.device)).sum(), rows)
         return grad.abs().amax(dim=1)
 
 @hookimpl

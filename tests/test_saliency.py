@@ -30,7 +30,7 @@ class RotationObjective(nn.Module):
             nn.Conv2d(C, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 4, 3, stride=2), nn.Tanh(), nn.Flatten()
         ).double()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, index: Tensor) -> Tensor:
         rotated = torch.rot90(x, 1, dims=(2, 3))
         return torch.cosine_similarity(self.encoder(x), self.encoder(rotated), dim=1)
 
@@ -56,7 +56,7 @@ def generator(seed: int = 0) -> torch.Generator:
 def gradient(objective: RotationObjective, image: Tensor) -> Tensor:
     """The gradient of the objective at one image [C, H, W], by a single-image backward pass."""
     image = image.clone().requires_grad_(True)
-    objective(image.unsqueeze(0)).sum().backward()
+    objective(image.unsqueeze(0), torch.zeros(1, dtype=torch.long)).sum().backward()
     return image.grad
 
 
@@ -116,7 +116,7 @@ class ScoreAsLogit(nn.Module):
         self.objective = objective
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.objective(x).unsqueeze(1)
+        return self.objective(x, torch.arange(len(x))).unsqueeze(1)
 
 
 def test_vanilla_grad_equals_monai_vanilla_grad(objective: RotationObjective, images: Tensor) -> None:
@@ -161,4 +161,4 @@ def test_saliency_works_when_called_under_no_grad(objective: RotationObjective, 
 
 def test_an_objective_without_one_score_per_image_is_refused(images: Tensor) -> None:
     with pytest.raises(ValueError, match="one score per image"):
-        saliency_method("vanilla_grad")(lambda x: x.sum(), images, generator())
+        saliency_method("vanilla_grad")(lambda x, index: x.sum(), images, generator())

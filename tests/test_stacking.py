@@ -32,6 +32,7 @@ from benchsuite.stacking import (
     train_stacked,
 )
 from benchsuite.training import pretrain
+from benchsuite.views import FixedPair
 from benchsuite_plugins.encoders import ResNetParams, SmallCNN, SmallCNNParams
 from benchsuite_plugins.moco import MoCoV2, MoCoV2Params
 from benchsuite_plugins.rotation import Rotation, RotationParams
@@ -43,6 +44,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:User
 THETAS = [0.0, 37.5, 90.0]
 SEEDS = [1, 2, 3]
 ROTATION = Rotation(RotationParams())
+
+
+def fixed_pairs(augment, x, thetas) -> list[FixedPair]:
+    """One cell's pair per theta, each with its own fixed draw (from seed k) for a random augmentation."""
+    return [FixedPair(augment, x, theta, torch.Generator().manual_seed(k)) for k, theta in enumerate(thetas)]
+
+
+def random_views(**params):
+    found = default_registry().get("augmentations", "random_views")
+    return found.factory(found.params(**params))
 
 
 def resnet18(in_channels: int) -> nn.Module:
@@ -83,11 +94,18 @@ def generators() -> list[torch.Generator]:
     return [torch.Generator().manual_seed(s) for s in SEEDS]
 
 
-def train_both(methods, data, **kwargs):
+def view_generators() -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(100 + s) for s in SEEDS]
+
+
+def train_both(methods, data, augment=ROTATION, **kwargs):
     """Curves of training copies of ``methods`` one by one, and of training ``methods`` stacked."""
     alone = [copy.deepcopy(m) for m in methods]
-    serial = [pretrain(m, ROTATION, t, data, g) for m, t, g in zip(alone, THETAS, generators(), strict=True)]
-    stacked = train_stacked(methods, ROTATION, THETAS, data, generators(), **kwargs)
+    serial = [
+        pretrain(m, augment, t, data, g, views=v)
+        for m, t, g, v in zip(alone, THETAS, generators(), view_generators(), strict=True)
+    ]
+    stacked = train_stacked(methods, augment, THETAS, data, generators(), views=view_generators(), **kwargs)
     return alone, serial, stacked
 
 
@@ -154,6 +172,15 @@ def test_resnet18_in_float64_matches_training_alone():
     assert_same_training(alone, serial, methods, stacked, loss_tol=1e-6, state_tol=1e-9)  # observed: 1e-7; 7e-14
 
 
+@pytest.mark.parametrize("rotation", ["fixed", "random"])
+def test_stacked_training_with_random_views_matches_training_alone(rotation):
+    # Each model draws its views from its own generator, stacked as alone.
+    methods = [build("moco_v2", "small_cnn_group", s) for s in SEEDS]
+    alone, serial, stacked = train_both(methods, images(), augment=random_views(rotation=rotation))
+    assert_same_training(alone, serial, methods, stacked, loss_tol=1e-5, state_tol=1e-4)
+    assert not np.allclose(stacked[0].step_loss, stacked[1].step_loss)
+
+
 def test_moco_after_step_runs_once_on_the_stacked_tensors():
     assert after_step_mode([build("moco_v2", "small_cnn_batch", s) for s in SEEDS[:2]]) == "stacked"
     assert after_step_mode([build("simclr", "small_cnn_batch", s) for s in SEEDS[:2]]) == "none"
@@ -199,25 +226,31 @@ def test_stacked_rotation_equals_the_plugin_called_per_model(size):
             torch.testing.assert_close(view2[k], rotation(x[k], theta)[1], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("encoder", ["small_cnn_group", "small_cnn_batch"])
-def test_stacked_pair_similarity_scores_and_gradients_match_each_model(encoder):
+@pytest.mark.parametrize(
+    ("encoder", "augment"),
+    [("small_cnn_group", "rotation"), ("small_cnn_batch", "rotation"), ("small_cnn_group", "random_views")],
+)
+def test_stacked_pair_similarity_scores_and_gradients_match_each_model(encoder, augment):
     thetas = [90.0, 37.5, 200.0]
     methods = [build("moco_v2", encoder, s).eval() for s in SEEDS]
-    objective = stacked_pair_similarity(methods, ROTATION, thetas)
     rows = torch.rand(3, 6, 1, 16, 16, generator=torch.Generator().manual_seed(4), requires_grad=True)
-    scores = objective(rows)
+    pairs = fixed_pairs(ROTATION if augment == "rotation" else random_views(), rows[0], thetas)
+    index = torch.arange(6)
+    scores = stacked_pair_similarity(methods, pairs)(rows, index)
     (grad,) = torch.autograd.grad(scores.sum(), rows)
-    for k, (method, theta) in enumerate(zip(methods, thetas, strict=True)):
+    for k, (method, pair) in enumerate(zip(methods, pairs, strict=True)):
         alone = rows[k].detach().requires_grad_(True)
-        want = pair_similarity(method, ROTATION, theta)(alone)
+        want = pair_similarity(method, pair)(alone, index)
         (want_grad,) = torch.autograd.grad(want.sum(), alone)
         torch.testing.assert_close(scores[k], want, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(grad[k], want_grad, rtol=1e-4, atol=1e-6)
     assert all(not t.requires_grad or t.grad is None for m in methods for t in m.parameters())
 
 
-@pytest.mark.parametrize("name", ["smoothgrad", "vanilla_grad"])
-def test_stacked_saliency_equals_the_method_called_per_model(name):
+@pytest.mark.parametrize(
+    ("name", "augment"), [("smoothgrad", "rotation"), ("vanilla_grad", "rotation"), ("smoothgrad", "random_views")]
+)
+def test_stacked_saliency_equals_the_method_called_per_model(name, augment):
     # Each model draws its noise from its own generator, so its maps do not depend on the stack;
     # chunks smaller than the rows make the stacked pass go over several chunks.
     thetas = [90.0, 37.5, 200.0]
@@ -225,10 +258,11 @@ def test_stacked_saliency_equals_the_method_called_per_model(name):
     found = default_registry().get("saliency_methods", name)
     saliency = found.factory(found.params(chunk_size=12))
     x = images(n=5)
-    stacked = saliency.stacked(stacked_pair_similarity(methods, ROTATION, thetas), x, generators())
+    pairs = fixed_pairs(ROTATION if augment == "rotation" else random_views(), x, thetas)
+    stacked = saliency.stacked(stacked_pair_similarity(methods, pairs), x, generators())
     assert stacked.shape == (3, 5, 16, 16)
-    for k, (method, theta, g) in enumerate(zip(methods, thetas, generators(), strict=True)):
-        alone = saliency(pair_similarity(method, ROTATION, theta), x, g)
+    for k, (method, pair, g) in enumerate(zip(methods, pairs, generators(), strict=True)):
+        alone = saliency(pair_similarity(method, pair), x, g)
         torch.testing.assert_close(stacked[k], alone, rtol=1e-4, atol=1e-7)
 
 

@@ -112,8 +112,8 @@ class SmoothGrad:
 def _one_model(objective: Objective) -> StackedObjective:
     """``objective`` as the stacked objective of one model, checking its output shape."""
 
-    def stacked(rows: Tensor) -> Tensor:
-        scores = objective(rows[0])
+    def stacked(rows: Tensor, index: Tensor) -> Tensor:
+        scores = objective(rows[0], index)
         if scores.shape != rows.shape[1:2]:
             raise ValueError(
                 f"the saliency objective must return one score per image, shape [{rows.shape[1]}], got {tuple(scores.shape)}"
@@ -127,8 +127,9 @@ def _average_attribution(objective: StackedObjective, x: Tensor, noise: Tensor, 
     """Mean over samples of the post-processed gradient at ``x + noise``, reduced over channels.
 
     ``noise`` is [K, N, S, C, H, W] for K models; row ``i * S + s`` of model k is image ``i``
-    plus model k's ``s``-th noise sample. Each row's attribution overwrites its noise in place,
-    which keeps peak memory at one buffer. A chunk holds ``chunk_size`` rows over all K models.
+    plus model k's ``s``-th noise sample, and the objective is told so (its ``index``). Each
+    row's attribution overwrites its noise in place, which keeps peak memory at one buffer. A
+    chunk holds ``chunk_size`` rows over all K models.
     """
     k_models, n_images, samples = noise.shape[:3]
     rows_total = n_images * samples
@@ -148,7 +149,7 @@ def _average_attribution(objective: StackedObjective, x: Tensor, noise: Tensor, 
                 # Physical [K, R, H, W, C]: every model's rows [R, C, H, W] are a channels-last view.
                 rows = rows.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
             rows.requires_grad_(True)
-            scores = objective(rows)
+            scores = objective(rows, image_of_row)
             if scores.shape != rows.shape[:2]:
                 raise ValueError(
                     f"the stacked saliency objective must return scores [{k_models}, {stop - start}], got {tuple(scores.shape)}"

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import typing
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from benchsuite.grid import expand
 from benchsuite.kinds import KINDS
 from benchsuite.registry import PluginRegistry, default_registry
-from benchsuite.suite import ComponentSpec, DataSettings, NamedComponentSpec, Suite, ThetaRange
+from benchsuite.suite import ComponentSpec, DataSettings, NamedComponentSpec, Suite, ThetaRange, load_suite
 
 _INTRO = """\
 # Suite reference
@@ -103,9 +105,22 @@ def model_table(model: type[BaseModel]) -> str:
     return "\n".join(rows)
 
 
-def suite_reference(registry: PluginRegistry, distribution: str = "benchsuite") -> str:
-    """The whole reference page, with the parameters of the components ``distribution`` provides."""
-    parts = [_INTRO, "## Top-level keys", model_table(Suite)]
+def shipped_suites(folder: Path, registry: PluginRegistry) -> str:
+    """A section listing the suites in ``folder``: file, size of the grid and the suite's own description."""
+    parts = [
+        "## The shipped suites\n\nEach file's comment block names the study it reproduces in miniature, "
+        "what was chosen where the study is silent, and its planted known answer."
+    ]
+    for path in sorted(folder.glob("*.yaml")):
+        resolved = load_suite(path, registry)
+        cells = len(expand(resolved))
+        parts.append(f"### `suites/{path.name}`: {cells:,} cells\n\n{' '.join(resolved.suite.description.split())}")
+    return "\n\n".join(parts)
+
+
+def suite_reference(registry: PluginRegistry, suites: Path, distribution: str = "benchsuite") -> str:
+    """The whole reference page: the schema, the suites in ``suites`` and the parameters of ``distribution``'s components."""
+    parts = [_INTRO, shipped_suites(suites, registry), "## Top-level keys", model_table(Suite)]
     for title, model in (("`data`", DataSettings), ("`theta` as a range", ThetaRange),
                          ("A component", ComponentSpec), ("A metric", NamedComponentSpec)):  # fmt: skip
         parts += [f"### {title}", (model.__doc__ or "").strip(), model_table(model)]
@@ -124,4 +139,5 @@ def suite_reference(registry: PluginRegistry, distribution: str = "benchsuite") 
 
 
 if __name__ == "__main__":
-    print(suite_reference(default_registry()), end="")
+    # Run from a source checkout: the shipped suites are the repository's suites/ folder.
+    print(suite_reference(default_registry(), Path(__file__).resolve().parent.parent / "suites"), end="")

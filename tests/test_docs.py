@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 
 
 def test_suite_reference_matches_the_schema_and_the_builtin_plugins():
-    generated = suite_reference(load_plugins())
+    generated = suite_reference(load_plugins(), ROOT / "suites")
     assert (ROOT / "docs" / "suites.md").read_text() == generated, "regenerate: python -m benchsuite.reference > docs/suites.md"
 
 

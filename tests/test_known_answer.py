@@ -56,3 +56,20 @@ def test_ssl_methods_suite_plants_the_interaction_for_the_methods_it_names(tmp_p
         # A dict, since sel's own keyword 'method' would take the dimension's name.
         shapes, textures = (float(dip.sel({"dataset": dataset, "method": method})) for dataset in ("shapes_k4", "isotropic"))
         assert shapes > 1.0 and shapes > textures + 1.0, (method, dip.values)
+
+
+def test_augmentation_strength_suite_moves_saliency_onto_the_shapes_not_the_textures(tmp_path):
+    # The shipped suite at its two ends, strength 0 and 1, one seed and a third of its epochs: the
+    # stars' flat background leaves the star as all the views share, the textures' does not.
+    suite = yaml.safe_load((ROOT / "suites" / "augmentation-strength.yaml").read_text())
+    suite["sweep"] = {"augmentation.params.strength": [0.0, 1.0]}
+    suite["seeds"] = [0]
+    suite["methods"]["barlow_twins"]["params"]["epochs"] = 10
+    suite["metrics"] = ["mass_in_mask"]
+    path = tmp_path / "slice.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    summary = run_cells(load_suite(path, default_registry()), default_registry(), tmp_path, progress=False)
+    mass = open_cube(summary.run_dir)["mass_in_mask"].mean("image").squeeze(drop=True)
+    rise = mass.sel(strength=1.0) - mass.sel(strength=0.0)
+    shapes, textures = float(rise.sel(dataset="shapes_k4")), float(rise.sel(dataset="isotropic"))
+    assert shapes > 0.15 and shapes > textures + 0.1, rise.values

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchsuite.pipeline import pair_similarity
+from benchsuite.pipeline import PairSimilarity
 from benchsuite.registry import default_registry
 from benchsuite.views import FixedPair
 
@@ -62,7 +62,7 @@ def smoothgrad(device: torch.device, repeats: int, images: int, samples: int, si
     method = ssp.factory(ssp.params(queue_size=64), encoder).to(device).eval()
     augment = component("augmentations", "rotation")
     x = torch.rand(images, 1, size, size, device=device)
-    objective = pair_similarity(method, FixedPair(augment, x, 30.0, torch.Generator(device=device)))
+    objective = PairSimilarity(method, FixedPair(augment, x, 30.0, torch.Generator(device=device)))
     every_image = torch.arange(images, device=device)
     spread = 0.15
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from benchsuite.pipeline import pair_similarity
+from benchsuite.pipeline import PairSimilarity
 from benchsuite.registry import default_registry
 from benchsuite.stacking import after_step_mode, stacked_pair_similarity, train_stacked
 from benchsuite.training import NonFiniteLoss, pretrain
@@ -356,7 +356,7 @@ def time_saliency(series: Series, device: torch.device, result: Result) -> None:
                 return [torch.Generator(device=device).manual_seed(i) for i in range(k)]
 
             def alone() -> None:
-                smoothgrad(pair_similarity(methods[0], pairs[0]), x, noise()[0])
+                smoothgrad(PairSimilarity(methods[0], pairs[0]), x, noise()[0])
 
             def stacked() -> None:
                 smoothgrad.stacked(stacked_pair_similarity(methods, pairs), x, noise())

@@ -226,13 +226,23 @@ class SSPMethod(nn.Module):
         return self.encoder(x)
 
 
-Objective = Callable[[Tensor, Tensor], Tensor]
-"""Maps rows [R, C, H, W] to one score per row [R]: saliency explains this function.
+class Objective(Protocol):
+    """Maps rows [R, C, H, W] to one score per row [R]: the function saliency explains.
 
-Its second argument, ``index`` [R] (long, on the rows' device), says which of the explained
-images each row was made from (a noisy copy of image ``index[r]``, say): an objective through
-a random augmentation applies that image's fixed draw to the row. Row ``i`` of the images
-themselves has index ``i``."""
+    Its second argument, ``index`` [R] (long, on the rows' device), says which of the explained
+    images each row was made from (a noisy copy of image ``index[r]``, say): an objective through
+    a random augmentation applies that image's fixed draw to the row. Row ``i`` of the images
+    themselves has index ``i``.
+
+    ``model`` is the network that computes it (for the pair similarity, the trained SSP method,
+    in eval mode). Attribution methods that look inside the network (guided backpropagation's
+    ReLUs, Grad-CAM's layer) hook its modules, which every call of the objective runs.
+    """
+
+    model: nn.Module
+
+    def __call__(self, rows: Tensor, index: Tensor) -> Tensor: ...
+
 
 StackedObjective = Callable[[Tensor, Tensor], Tensor]
 """The objectives of K stacked models at once: rows [K, R, C, H, W] and ``index`` [R] to scores
@@ -267,15 +277,24 @@ class MetricInputs:
     Saliency, masks and images are the evaluation split. ``embed`` is the pre-trained method's
     frozen embedding (no gradient, eval mode) and ``augment`` makes the cell's pair ``(x, R_theta
     x)`` (through a random augmentation, a fresh draw from a generator seeded by the cell on each
-    call), so probe metrics can train on ``train_images`` and test on ``images``; ``represent`` is
-    the frozen encoder's representation before any head (:meth:`SSPMethod.represent`). ``seed`` is the
-    cell's seed, for any randomness a metric needs. ``train_masks`` are the masks of ``train_images``,
-    for downstream tasks that fine-tune on labelled training images. ``encoder`` is the pre-trained
-    encoder itself (the method's ``encoder`` attribute, in eval mode; ``None`` for a method that
-    keeps none), whose optional ``feature_map(x)`` dense tasks decode: a metric that trains on it
-    trains a deep copy (``copy.deepcopy``) and leaves it unchanged, since later metrics read it too.
-    Every tensor, the encoder's weights, and what ``embed`` and ``augment`` take and return, are on
-    the device the cell runs on.
+    call), so probe metrics can train on ``train_images`` and test on ``images``; ``represent``
+    is the frozen encoder's representation before any head (:meth:`SSPMethod.represent`).
+    ``seed`` is the cell's seed, for any randomness a metric needs.
+
+    ``objective`` is the function the maps explain (the pair similarity, with the cell's fixed
+    draws; :class:`Objective`), for faithfulness metrics that perturb the images and score them
+    again; ``explain(method)`` gives the maps the cell's saliency method (same noise, same
+    draws) makes for another trained method of the same kind, for sanity checks such as
+    model-parameter randomisation.
+
+    ``train_masks`` are the masks of ``train_images``, for downstream tasks that fine-tune on
+    labelled training images. ``encoder`` is the pre-trained encoder itself (the method's
+    ``encoder`` attribute, in eval mode; ``None`` for a method that keeps none), whose optional
+    ``feature_map(x)`` dense tasks decode: a metric that trains on it trains a deep copy
+    (``copy.deepcopy``) and leaves it unchanged, since later metrics read it too.
+
+    Every tensor, the encoder's weights, and what ``embed`` and ``augment`` take and return, are
+    on the device the cell runs on.
     """
 
     saliency: Tensor  # [N, H, W], non-negative; all NaN where undefined (identical views, theta = 0)
@@ -290,6 +309,8 @@ class MetricInputs:
     represent: Callable[[Tensor], Tensor]
     train_masks: Tensor  # bool [M, H, W], the masks of train_images
     encoder: nn.Module | None  # the pre-trained encoder, eval mode; None when the method keeps no `encoder`
+    objective: Objective  # the explained objective of the evaluation images: objective(rows, index) -> [R]
+    explain: Callable[[SSPMethod], Tensor]  # maps [N, H, W] of the evaluation images for another trained method
 
 
 @runtime_checkable

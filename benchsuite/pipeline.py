@@ -16,7 +16,7 @@ import resource
 import socket
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchsuite.api import Augmentation, MetricInputs, Objective, PluginError, SSPMethod, check_metric_output
+from benchsuite.api import Augmentation, MetricInputs, PluginError, SSPMethod, check_metric_output
 from benchsuite.data import load_dataset, split
 from benchsuite.grid import Cell
 from benchsuite.kinds import BY_NAME
@@ -84,21 +84,23 @@ def build(registry: PluginRegistry, cell: Cell, kind: str, *args: Any, config: d
         return found.factory(registry.parse_params(kind, component["plugin"], component["params"]), *args)
 
 
-def pair_similarity(method: SSPMethod, pair: FixedPair) -> Objective:
+@dataclass(frozen=True)
+class PairSimilarity:
     """cos(f(v1), f(v2)) per row, (v1, v2) the cell's pair of the row: the pre-training objective that saliency explains.
 
-    For ``rotation`` the pair is ``(x, R_theta x)``; a random augmentation applies the draw fixed
-    for the row's image (``pair``, :class:`benchsuite.views.FixedPair`). The gradient flows
-    through the augmentation back to ``x``, so saliency lands in the coordinates of the
-    unaugmented image and needs no rotating back (the original prototype scored a map that had
-    not been rotated back).
+    An :class:`api.Objective` whose ``model`` is the trained method. For ``rotation`` the pair is
+    ``(x, R_theta x)``; a random augmentation applies the draw fixed for the row's image
+    (``pair``, :class:`benchsuite.views.FixedPair`). The gradient flows through the augmentation
+    back to ``x``, so saliency lands in the coordinates of the unaugmented image and needs no
+    rotating back (the original prototype scored a map that had not been rotated back).
     """
 
-    def objective(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        view1, view2 = pair(rows, index)
-        return F.cosine_similarity(method.embed(view1), method.embed(view2), dim=1)
+    model: SSPMethod
+    pair: FixedPair
 
-    return objective
+    def __call__(self, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        view1, view2 = self.pair(rows, index)
+        return F.cosine_similarity(self.model.embed(view1), self.model.embed(view2), dim=1)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -267,10 +269,26 @@ def run_group(
 
 @dataclass(frozen=True)
 class CellSaliency:
-    """A cell's saliency maps of its evaluation images, and whether it has any."""
+    """A cell's saliency maps of its evaluation images, whether it has any, and how they were made."""
 
     maps: torch.Tensor  # [N, H, W]; all NaN when the views are identical
     identical_views: bool
+    objective: PairSimilarity  # what the maps explain
+    explain: Callable[[SSPMethod], torch.Tensor]  # the same saliency method, noise and draws, for another method
+
+
+def _explainer(
+    saliency_fn: Any, pair: FixedPair, images: torch.Tensor, seed: int, identical: bool
+) -> Callable[[SSPMethod], torch.Tensor]:
+    """``explain(other)``: the maps the cell's saliency method makes for ``other``'s pair objective, with the cell's noise."""
+
+    def explain(other: SSPMethod) -> torch.Tensor:
+        if identical:  # the objective is constant whatever the weights: no saliency, as for the cell itself
+            return torch.full((len(images), *images.shape[-2:]), float("nan"), device=images.device)
+        noise = torch.Generator(device=images.device).manual_seed(seed)
+        return saliency_fn(PairSimilarity(other.eval(), pair), images, noise).detach()
+
+    return explain
 
 
 def saliency_maps(
@@ -307,11 +325,19 @@ def saliency_maps(
             found = list(stacked(objective, images, noise).detach())
         else:
             found = [
-                saliency_fn(pair_similarity(methods[k], pairs[k]), images, g).detach() for k, g in zip(scored, noise, strict=True)
+                saliency_fn(PairSimilarity(methods[k], pairs[k]), images, g).detach() for k, g in zip(scored, noise, strict=True)
             ]
         nan_maps = torch.full(data.eval_masks.shape, float("nan"), device=device)
         maps = dict(zip(scored, found, strict=True))
-        results = [CellSaliency(maps.get(k, nan_maps), same) for k, same in enumerate(identical)]
+        results = [
+            CellSaliency(
+                maps.get(k, nan_maps),
+                same,
+                PairSimilarity(methods[k], pairs[k]),
+                _explainer(saliency_fn, pairs[k], images, cells[k].seed, same),
+            )
+            for k, same in enumerate(identical)
+        ]
         for result in results:
             if result.maps.shape != data.eval_masks.shape:
                 raise PluginError(f"returned maps of shape {tuple(result.maps.shape)}, expected {tuple(data.eval_masks.shape)}")
@@ -352,6 +378,8 @@ def evaluate(
             represent=torch.no_grad()(method.represent),
             train_masks=data.train_masks,
             encoder=getattr(method, "encoder", None),
+            objective=cell_saliency.objective,
+            explain=cell_saliency.explain,
         )
 
     image_metrics: dict[str, np.ndarray] = {}

@@ -395,7 +395,7 @@ def train_stacked(
 def stacked_pair_similarity(methods: Sequence[SSPMethod], pairs: Sequence[FixedPair]) -> StackedObjective:
     """cos(f_k(v1), f_k(v2)) of K trained models at once, (v1, v2) model k's pair of each row: [K, R, C, H, W] to [K, R].
 
-    The stacked counterpart of :func:`benchsuite.pipeline.pair_similarity`, for a saliency
+    The stacked counterpart of :class:`benchsuite.pipeline.PairSimilarity`, for a saliency
     method's optional ``stacked``: one vmapped ``embed`` per view for all K models. ``pairs[k]``
     is model k's pair (its theta, and its draws for a random augmentation). The models' tensors
     are copied into stacked tensors once and without gradient (saliency differentiates with

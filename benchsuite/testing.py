@@ -79,12 +79,43 @@ class _TinyEncoder(nn.Module):
         return self.feature_map(x).mean(dim=(2, 3))
 
 
+class _TinyMethod(nn.Module):
+    """A tiny trained-method stand-in: ``encoder`` and ``embed``, for metrics that read the objective or explain."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+class _QuarterTurnSimilarity:
+    """cos(f(x), f(rot90 x)) of a method: the objective ``_inputs`` passes, an ``api.Objective``."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        turned = torch.rot90(rows, 1, dims=(-2, -1))
+        return torch.cosine_similarity(self.model.embed(rows), self.model.embed(turned), dim=1)
+
+
+def _gradient_maps(method: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """|d objective / d x|, channel maximum: the maps ``_inputs``' ``explain`` gives for ``method``."""
+    x = images.clone().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(_QuarterTurnSimilarity(method)(x, torch.arange(len(x))).sum(), x)
+    return grad.abs().amax(dim=1)
+
+
 def _inputs(saliency: torch.Tensor, masks: torch.Tensor) -> MetricInputs:
     n, h, w = saliency.shape
     images = torch.rand(n, 1, h, w, generator=torch.Generator().manual_seed(1))
     with torch.random.fork_rng(devices=[]):  # a fixed encoder, and the caller's random state untouched
         torch.manual_seed(1)
         encoder = _TinyEncoder(images.shape[1]).eval()
+    method = _TinyMethod(encoder).eval()
     return MetricInputs(
         saliency=saliency,
         masks=masks,
@@ -98,6 +129,8 @@ def _inputs(saliency: torch.Tensor, masks: torch.Tensor) -> MetricInputs:
         represent=lambda x: x.flatten(1),
         train_masks=masks,
         encoder=encoder,
+        objective=_QuarterTurnSimilarity(method),
+        explain=lambda other: _gradient_maps(other, images),
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchsuite.api import MetricInputs
 from benchsuite.registry import default_registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,3 +57,15 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return root
 
     return make
+
+
+def metric_inputs(**fields) -> MetricInputs:
+    """``MetricInputs`` with the given fields and None for the rest: for metrics that read only those.
+
+    ``train_images`` and ``train_masks`` default to ``images`` and ``masks``, ``seed`` to 0 and ``theta`` to 30.
+    """
+    defaults = dict.fromkeys(MetricInputs.__dataclass_fields__)
+    defaults |= {"seed": 0, "theta": 30.0, "epoch_loss": None}
+    defaults["train_images"] = fields.get("images")
+    defaults["train_masks"] = fields.get("masks")
+    return MetricInputs(**(defaults | fields))

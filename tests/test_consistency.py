@@ -42,6 +42,8 @@ def inputs(augment, embed, represent=None, seed: int = 0) -> MetricInputs:
         represent=represent or embed,
         train_masks=torch.zeros(6, 16, 16, dtype=torch.bool),
         encoder=None,
+        objective=None,  # not read by these metrics
+        explain=None,
     )
 
 

@@ -26,7 +26,7 @@ methods:
   moco: {plugin: moco_v2, params: {epochs: 1, batch_size: 8, queue_size: 16}}
 encoders: {cnn: {plugin: small_cnn, params: {width: 4}}}
 saliency: {plugin: vanilla_grad}
-metrics: [pointing_game, {plugin: pointing_game, name: pointing_loose, params: {tolerance: 2}}, final_loss]
+metrics: [peak_near_mask, {plugin: peak_near_mask, name: peak_loose, params: {tolerance: 2}}, final_loss]
 """
 
 
@@ -51,7 +51,7 @@ def benchsuite(env: dict[str, str], *args: str, cwd: Path | None = None) -> subp
 def test_plugins_command_lists_the_example_with_its_distribution_and_version(installed):
     listing = benchsuite(installed, "plugins").stdout
     assert any(line.split()[:3] == ["bright_squares", "benchsuite-example", "0.1.0"] for line in listing.splitlines())
-    assert any(line.split()[:3] == ["pointing_game", "benchsuite-example", "0.1.0"] for line in listing.splitlines())
+    assert any(line.split()[:3] == ["peak_near_mask", "benchsuite-example", "0.1.0"] for line in listing.splitlines())
 
 
 def test_a_suite_runs_with_the_example_dataset_and_metric(installed, tmp_path):
@@ -61,12 +61,12 @@ def test_a_suite_runs_with_the_example_dataset_and_metric(installed, tmp_path):
     import xarray as xr
 
     cube = xr.load_dataset(tmp_path / "runs" / "example" / "results.nc", engine="h5netcdf")
-    values = cube["pointing_game"].values
+    values = cube["peak_near_mask"].values
     assert values.shape == (1, 2, 2, 1, 1, 4)
-    assert np.isnan(cube["pointing_game"].sel(theta=0.0).values).all()  # identical views: no map to point with
-    hits = cube["pointing_game"].sel(theta=90.0).values
+    assert np.isnan(cube["peak_near_mask"].sel(theta=0.0).values).all()  # identical views: no map to point with
+    hits = cube["peak_near_mask"].sel(theta=90.0).values
     assert set(hits.ravel().tolist()) <= {0.0, 1.0}
-    assert (cube["pointing_loose"].sel(theta=90.0).values >= hits).all()  # a looser mask can only add hits
+    assert (cube["peak_loose"].sel(theta=90.0).values >= hits).all()  # a looser mask can only add hits
     assert "benchsuite-example 0.1.0" in cube.attrs["plugins"]
 
 
@@ -79,6 +79,6 @@ def test_the_example_modules_are_the_ones_the_tutorial_shows():
 
 def test_the_example_passes_the_conformance_checks_the_tutorial_recommends(installed):
     script = "from benchsuite.testing import check_dataset, check_metric; " \
-             "check_dataset('bright_squares', {'n_images': 8}); check_metric('pointing_game')"  # fmt: skip
+             "check_dataset('bright_squares', {'n_images': 8}); check_metric('peak_near_mask')"  # fmt: skip
     done = subprocess.run([sys.executable, "-c", script], env=installed, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

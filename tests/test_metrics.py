@@ -35,6 +35,8 @@ def inputs(saliency: torch.Tensor, masks: torch.Tensor, epoch_loss: torch.Tensor
         represent=lambda x: x.flatten(1),
         train_masks=torch.zeros(2, h, w, dtype=torch.bool),
         encoder=None,
+        objective=None,  # not read by these metrics
+        explain=None,
     )
 
 

@@ -32,6 +32,8 @@ def inputs(images: torch.Tensor, represent, seed: int = 0) -> MetricInputs:
         represent=represent,
         train_masks=torch.ones(n, h, w, dtype=torch.bool),
         encoder=None,
+        objective=None,  # not read by these metrics
+        explain=None,
     )
 
 

@@ -67,6 +67,8 @@ def make_inputs(embed, augment=quarter_turn, *, n_train: int = 128, n_eval: int 
         represent=embed,
         train_masks=torch.zeros(n_train, SIZE, SIZE, dtype=torch.bool),
         encoder=None,
+        objective=None,  # not read by these metrics
+        explain=None,
     )
 
 

@@ -211,7 +211,7 @@ def test_draw_generators_differ_by_seed_and_use():
 
 
 def test_saliency_through_a_fixed_draw_does_not_depend_on_chunking():
-    from benchsuite.pipeline import pair_similarity
+    from benchsuite.pipeline import PairSimilarity
 
     torch.manual_seed(0)
     encoder = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.Tanh(), torch.nn.Flatten()).double()
@@ -221,7 +221,7 @@ def test_saliency_through_a_fixed_draw_does_not_depend_on_chunking():
             return encoder(x)
 
     x = images(n=5)
-    objective = pair_similarity(Method(), FixedPair(views(), x, 30.0, generator(1)))
+    objective = PairSimilarity(Method(), FixedPair(views(), x, 30.0, generator(1)))
     found = default_registry().get("saliency_methods", "smoothgrad")
     maps = [found.factory(found.params(samples=4, chunk_size=c))(objective, x, generator(2)) for c in (3, 20)]
     torch.testing.assert_close(maps[0], maps[1], rtol=1e-9, atol=1e-12)

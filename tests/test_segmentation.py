@@ -77,6 +77,8 @@ def inputs(data: ImageMaskSet, enc: nn.Module | None, seed: int = 0) -> MetricIn
         represent=lambda x: x.flatten(1),
         train_masks=data.masks[N_EVAL:],
         encoder=enc,
+        objective=None,  # not read by these metrics
+        explain=None,
     )
 
 

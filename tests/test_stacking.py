@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchsuite.api import SSPMethod, TrainingParams
-from benchsuite.pipeline import pair_similarity
+from benchsuite.pipeline import PairSimilarity
 from benchsuite.registry import default_registry
 from benchsuite.stacking import (
     StackedNonFiniteLoss,
@@ -240,7 +240,7 @@ def test_stacked_pair_similarity_scores_and_gradients_match_each_model(encoder, 
     (grad,) = torch.autograd.grad(scores.sum(), rows)
     for k, (method, pair) in enumerate(zip(methods, pairs, strict=True)):
         alone = rows[k].detach().requires_grad_(True)
-        want = pair_similarity(method, pair)(alone, index)
+        want = PairSimilarity(method, pair)(alone, index)
         (want_grad,) = torch.autograd.grad(want.sum(), alone)
         torch.testing.assert_close(scores[k], want, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(grad[k], want_grad, rtol=1e-4, atol=1e-6)
@@ -262,7 +262,7 @@ def test_stacked_saliency_equals_the_method_called_per_model(name, augment):
     stacked = saliency.stacked(stacked_pair_similarity(methods, pairs), x, generators())
     assert stacked.shape == (3, 5, 16, 16)
     for k, (method, pair, g) in enumerate(zip(methods, pairs, generators(), strict=True)):
-        alone = saliency(pair_similarity(method, pair), x, g)
+        alone = saliency(PairSimilarity(method, pair), x, g)
         torch.testing.assert_close(stacked[k], alone, rtol=1e-4, atol=1e-7)
 
 

@@ -3,8 +3,10 @@
 Every encoder maps [N, C, H, W] to features [N, out_dim] and carries ``out_dim``. An encoder may
 also offer ``feature_map(x) -> [N, out_dim, h, w]``, the output of its last block before
 pooling, such that ``forward(x)`` is that map's global average pool: dense downstream tasks (the
-``segmentation_dice`` metric) decode it. All built-in encoders offer it. ImageNet weights are
-read only from the local torch hub cache; nothing is ever downloaded.
+``segmentation_dice`` metric) decode it. It may name the module that computes that map as
+``cam_layer``, a module path inside it, which ``grad_cam`` hooks by default. All built-in
+encoders offer both. ImageNet weights are read only from the local torch hub cache; nothing is
+ever downloaded.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_dim = widths[-1]
+        self.cam_layer = "features"  # its output is the feature map
 
     def feature_map(self, x: Tensor) -> Tensor:
         """Return the last block's output [N, out_dim, H / 2**depth, W / 2**depth] (rounded up), before pooling."""
@@ -144,6 +147,7 @@ class ResNetEncoder(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.out_dim: int = net.fc.in_features
+        self.cam_layer = "layer4"
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"):
             self.add_module(name, getattr(net, name))
 

@@ -171,6 +171,70 @@ class MassInMask:
         return (inside / total).masked_fill(undefined, float("nan"))
 
 
+class PointingGameParams(Params):
+    """Parameters of ``pointing_game``."""
+
+    weighted: bool = Field(
+        False, description="Quantus's 'weighted': a hit scores 1 - mask share of the image, so hits on large masks count less."
+    )
+
+
+class PointingGame:
+    """1 if a pixel of the map's maximum lies in the mask, else 0 (Zhang et al. 2018; Quantus's PointingGame); per image."""
+
+    scope: Literal["image", "cell"] = "image"
+
+    def __init__(self, params: PointingGameParams) -> None:
+        self.params = params
+
+    def __call__(self, inputs: MetricInputs) -> Tensor:
+        saliency, masks, no_map = _flat_maps_and_masks(inputs)
+        peak = saliency == saliency.amax(dim=1, keepdim=True)  # every pixel at the maximum, as Quantus
+        hit = (peak & masks).any(dim=1).to(saliency.dtype)
+        mask_size = masks.sum(dim=1)
+        if self.params.weighted:
+            hit = hit * (1 - mask_size.to(saliency.dtype) / masks.shape[1])
+        return hit.masked_fill((mask_size == 0) | no_map, float("nan"))
+
+
+class TopKParams(Params):
+    """Parameters of ``top_k_intersection``."""
+
+    fraction: float = Field(0.1, gt=0, le=1, description="k as a share of the image's pixels (Quantus's k = fraction * H * W).")
+    concept_influence: bool = Field(
+        False, description="Quantus's 'concept_influence': divide by the mask's share of the image, so 1 is chance."
+    )
+
+
+class TopKIntersection:
+    """Share of the k most salient pixels that lie in the mask (Theiner et al. 2021; Quantus's TopKIntersection); per image."""
+
+    scope: Literal["image", "cell"] = "image"
+
+    def __init__(self, params: TopKParams) -> None:
+        self.params = params
+
+    def __call__(self, inputs: MetricInputs) -> Tensor:
+        saliency, masks, no_map = _flat_maps_and_masks(inputs)
+        pixels = masks.shape[1]
+        k = max(1, round(self.params.fraction * pixels))
+        top = top_k_pixels(saliency, torch.full((len(saliency),), k, device=saliency.device))
+        share = (top & masks).sum(dim=1).to(saliency.dtype) / k
+        mask_size = masks.sum(dim=1)
+        if self.params.concept_influence:
+            share = share * pixels / mask_size.clamp(min=1).to(saliency.dtype)
+        return share.masked_fill((mask_size == 0) | no_map, float("nan"))
+
+
+def relevance_rank_accuracy(params: Params) -> Dice:
+    """Quantus's RelevanceRankAccuracy: the share of the |M| most salient pixels inside the mask M.
+
+    With |S| = |M| top pixels, Dice's 2|S ∩ M| / (|S| + |M|) is |S ∩ M| / |M|: the same number, so
+    this is ``dice`` with ``binarize: topk`` under the name the explainability literature uses.
+    """
+    return Dice(DiceParams(binarize="topk"))
+
+
 class FinalLoss:
     """The cell's SSP loss in its last epoch; NaN when no epoch was recorded."""
 
@@ -190,8 +254,29 @@ class FinalLoss:
 
 @hookimpl
 def benchsuite_register_metrics(registry: Registry) -> None:
-    """Register ``dice``, ``auroc``, ``mass_in_mask`` and ``final_loss``."""
+    """Register the saliency-vs-mask metrics and ``final_loss``."""
     registry.add("dice", Dice, params=DiceParams, description="Dice of the binarised saliency map and the mask, per image.")
     registry.add("auroc", Auroc, description="AUROC of saliency as a score for mask pixels, per image (ties averaged).")
-    registry.add("mass_in_mask", MassInMask, description="Fraction of saliency mass inside the mask, per image.")
+    registry.add(
+        "mass_in_mask",
+        MassInMask,
+        description="Fraction of saliency mass inside the mask, per image (Quantus's AttributionLocalisation).",
+    )
+    registry.add(
+        "pointing_game",
+        PointingGame,
+        params=PointingGameParams,
+        description="Pointing game: 1 if the map's maximum lies in the mask, per image (Quantus's definition).",
+    )
+    registry.add(
+        "top_k_intersection",
+        TopKIntersection,
+        params=TopKParams,
+        description="Share of the k most salient pixels inside the mask, per image (Quantus's TopKIntersection).",
+    )
+    registry.add(
+        "relevance_rank_accuracy",
+        relevance_rank_accuracy,
+        description="Share of the |mask| most salient pixels inside the mask, per image (Quantus); equals dice with topk.",
+    )
     registry.add("final_loss", FinalLoss, description="SSP loss of the last training epoch, per cell.")

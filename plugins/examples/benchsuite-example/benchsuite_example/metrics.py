@@ -1,4 +1,4 @@
-"""A metric plugin: the pointing game, a hit when the most salient pixel lies inside the mask."""
+"""A metric plugin: a hit when the most salient pixel lies inside the mask, or within a few pixels of it."""
 
 import torch
 from pydantic import Field
@@ -6,14 +6,14 @@ from pydantic import Field
 from benchsuite.api import MetricInputs, Params, hookimpl
 
 
-class PointingParams(Params):
+class PeakParams(Params):
     tolerance: int = Field(0, ge=0, le=32, description="Pixels of slack around the mask.")
 
 
-class PointingGame:
+class PeakNearMask:
     scope = "image"  # one value per evaluation image
 
-    def __init__(self, params: PointingParams):
+    def __init__(self, params: PeakParams):
         self.tolerance = params.tolerance
 
     def __call__(self, inputs: MetricInputs) -> torch.Tensor:
@@ -29,4 +29,4 @@ class PointingGame:
 
 @hookimpl
 def benchsuite_register_metrics(registry):
-    registry.add("pointing_game", PointingGame, params=PointingParams, description="1 if the saliency peak is in the mask.")
+    registry.add("peak_near_mask", PeakNearMask, params=PeakParams, description="1 if the saliency peak is in or near the mask.")

@@ -1,0 +1,209 @@
+"""Attribution methods that look inside the network or perturb its input: guided backpropagation, Grad-CAM, occlusion.
+
+Like the gradient methods (``saliency.py``) they explain the cell's objective, the pair
+similarity cos(f(v1), f(v2)), as a function of the unaugmented image, and return non-negative
+maps [N, H, W] in its coordinates. What each needs beyond the objective's values:
+
+- ``guided_backprop`` (Springenberg et al. 2015): the input gradient with every ReLU's backward
+  pass let through only positive gradients. It swaps each ``nn.ReLU`` of ``objective.model``
+  (encoder and heads) for a guided one while it runs, as Captum's ``GuidedBackprop`` hooks
+  them; a ReLU written as ``F.relu`` inside a forward is not a module and stays plain.
+- ``grad_cam`` (Selvaraju et al. 2017): the layer's activations A of the first view, weighted by
+  the spatial mean of dS/dA per channel, summed over channels, ReLU, then upsampled bilinearly
+  to the image. The layer is a module path in the encoder, by default the encoder's
+  ``cam_layer`` (its last convolutional block). The first view is the image itself for the
+  ``rotation`` pair, so the map is in the image's coordinates; for ``random_views`` set
+  ``weak: 0`` to keep it so.
+- ``occlusion`` (Zeiler & Fergus 2014): Captum's ``Occlusion``: the drop of the objective when a
+  window of the image is replaced by ``fill``, averaged over the windows that cover a pixel;
+  its magnitude is the map. Forward passes only, no gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from benchsuite.api import Objective, Params, PluginError, Registry, hookimpl
+from benchsuite_plugins.saliency import GradientParams, VanillaGrad, reduce_channels
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward passes a gradient only where both the input and the gradient are positive."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        out = x.clamp(min=0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        (out,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (out > 0)
+
+
+@contextlib.contextmanager
+def guided_relus(model: nn.Module) -> Iterator[int]:
+    """While active, every ``nn.ReLU`` of ``model`` is guided (and out of place); yields how many there are."""
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        for relu in relus:
+            relu.forward = _GuidedReLU.apply
+        yield len(relus)
+    finally:
+        for relu in relus:
+            del relu.forward
+
+
+def _model(objective: Objective, method: str) -> nn.Module:
+    model = getattr(objective, "model", None)
+    if not isinstance(model, nn.Module):
+        raise PluginError(f"{method} looks inside the network, but the objective it was given has no `model` module")
+    return model
+
+
+class GuidedBackprop:
+    """The post-processed input gradient through guided ReLUs, reduced over channels."""
+
+    def __init__(self, params: GradientParams) -> None:
+        self.params = params
+        self._gradient = VanillaGrad(params)
+
+    def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Return maps [N, H, W] for ``x`` [N, C, H, W]; no randomness."""
+        with guided_relus(_model(objective, "guided_backprop")) as count:
+            if count == 0:
+                raise PluginError("guided_backprop needs nn.ReLU modules in the model; this one has none")
+            return self._gradient(objective, x, generator)
+
+
+class GradCamParams(Params):
+    """Parameters of ``grad_cam``."""
+
+    layer: str | None = Field(
+        None,
+        description="Module path inside the encoder whose activations are weighted (e.g. 'layer4' of a ResNet, "
+        "'features' of small_cnn). None: the encoder's cam_layer, its last convolutional block.",
+    )
+    batch_size: int = Field(64, ge=1, le=65_536, description="Images per forward/backward pass; never changes the result.")
+
+
+class GradCam:
+    """Grad-CAM of the first view's activations at one layer of the encoder, upsampled to the image."""
+
+    def __init__(self, params: GradCamParams) -> None:
+        self.params = params
+
+    def layer(self, model: nn.Module) -> nn.Module:
+        """The hooked module: ``layer`` (or the encoder's ``cam_layer``) inside ``model.encoder``."""
+        encoder = getattr(model, "encoder", None)
+        if not isinstance(encoder, nn.Module):
+            raise PluginError("grad_cam hooks a layer of the encoder, but the model has no `encoder` module")
+        path = self.params.layer or getattr(encoder, "cam_layer", None)
+        if path is None:
+            raise PluginError(
+                f"grad_cam needs a layer: encoder {type(encoder).__name__} names no cam_layer; give one as the "
+                "'layer' parameter (a module path such as 'layer4')"
+            )
+        try:
+            return encoder.get_submodule(path)
+        except AttributeError as exc:
+            names = ", ".join(name for name, _ in encoder.named_children())
+            raise PluginError(f"grad_cam: the encoder has no layer '{path}' (its top-level modules: {names})") from exc
+
+    def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Return maps [N, H, W] for ``x`` [N, C, H, W]; no randomness."""
+        layer = self.layer(_model(objective, "grad_cam"))
+        maps = [
+            self._batch(objective, layer, x[i : i + self.params.batch_size], i) for i in range(0, len(x), self.params.batch_size)
+        ]
+        return torch.cat(maps)
+
+    def _batch(self, objective: Objective, layer: nn.Module, x: Tensor, start: int) -> Tensor:
+        seen: list[Tensor] = []
+
+        def keep_first_view(module: nn.Module, args: object, output: Tensor) -> None:
+            seen.append(output)
+
+        handle = layer.register_forward_hook(keep_first_view)
+        try:
+            with torch.enable_grad():
+                rows = x.detach().requires_grad_(True)  # a leaf, so the graph reaches the layer
+                index = torch.arange(start, start + len(x), device=x.device)
+                scores = objective(rows, index)
+                activations = seen[0]
+                (grad,) = torch.autograd.grad(scores.sum(), activations)
+        finally:
+            handle.remove()
+        weights = grad.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((weights * activations).sum(dim=1, keepdim=True)).detach()
+        return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+
+class OcclusionParams(Params):
+    """Parameters of ``occlusion``."""
+
+    window: int = Field(4, ge=1, le=4096, description="Side of the square window replaced, in pixels.")
+    stride: int = Field(2, ge=1, le=4096, description="Step between window positions, in pixels.")
+    fill: float = Field(0.0, ge=-1e6, le=1e6, description="Value the window's pixels are replaced with.")
+    channel_reduce: Literal["max", "mean", "sum"] = Field("max", description="How per-channel attributions become one map.")
+    perturbations_per_eval: int = Field(
+        16,
+        ge=1,
+        le=65_536,
+        description="Window positions scored in one forward pass (times the images); never changes the result.",
+    )
+
+
+class Occlusion:
+    """|f(x) - f(x with a window filled)|, averaged over the windows covering each pixel (Captum's Occlusion)."""
+
+    def __init__(self, params: OcclusionParams) -> None:
+        self.params = params
+
+    def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Return maps [N, H, W] for ``x`` [N, C, H, W]; no randomness."""
+        from captum.attr import Occlusion as CaptumOcclusion
+
+        p, channels = self.params, x.shape[1]
+        index = torch.arange(len(x), device=x.device)
+        with torch.no_grad():
+            attribution = CaptumOcclusion(objective).attribute(
+                x.detach(),
+                sliding_window_shapes=(channels, p.window, p.window),
+                strides=(channels, p.stride, p.stride),
+                baselines=p.fill,
+                additional_forward_args=(index,),
+                perturbations_per_eval=p.perturbations_per_eval,
+            )
+        return reduce_channels(attribution.abs(), p.channel_reduce)
+
+
+@hookimpl
+def benchsuite_register_saliency_methods(registry: Registry) -> None:
+    """Register ``guided_backprop``, ``grad_cam`` and ``occlusion``."""
+    registry.add(
+        "guided_backprop",
+        GuidedBackprop,
+        params=GradientParams,
+        description="Guided backpropagation: the input gradient through ReLUs that pass only positive gradients.",
+    )
+    registry.add(
+        "grad_cam",
+        GradCam,
+        params=GradCamParams,
+        description="Grad-CAM at a layer of the encoder (default its last block), upsampled to the image.",
+    )
+    registry.add(
+        "occlusion",
+        Occlusion,
+        params=OcclusionParams,
+        description="Occlusion (Captum): the objective's change when a sliding window is filled, per pixel.",
+    )

@@ -60,8 +60,10 @@ def cli() -> None:
 
         benchsuite run suites/rotation.yaml
 
+    Compare two runs with `benchsuite compare RUN_A RUN_B`.
+
     Docs: docs/suites.md (every suite key), docs/datasets.md (data layouts, --data-root),
-    docs/plugins.md (write a plugin).
+    docs/saliency.md (attribution methods and metrics), docs/plugins.md (write a plugin).
     """
 
 
@@ -267,7 +269,14 @@ def analyze(run_dir: Path, typ: str) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_TYPE
-def report(run_dir: Path, typ: str) -> None:
+@click.option(
+    "--compare",
+    "other",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Another run directory of the same study: adds a section comparing this run (B) with it (A), as "
+    "`benchsuite compare` does.",
+)
+def report(run_dir: Path, typ: str, other: Path | None) -> None:
     """Write RUN_DIR/report.html, a self-contained page (figures embedded, no network needed), from the cube alone.
 
     Interaction plots (line and polar) per metric, the ANOVA with the theta x dataset reading,
@@ -279,7 +288,41 @@ def report(run_dir: Path, typ: str) -> None:
     from benchsuite.report import write_report
 
     cube = open_cube(run_dir)
-    click.echo(write_report(cube, analyze_cube(cube, typ=int(typ)), run_dir))
+    tables = analyze_cube(cube, typ=int(typ))
+    if other is not None:
+        from benchsuite.analysis.compare import compare_cubes
+
+        tables["compare"] = compare_cubes(open_cube(other), cube, names=(str(other), str(run_dir))).table
+    click.echo(write_report(cube, tables, run_dir))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder to write compare.csv to.",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0.5, 0.999),
+    default=0.95,
+    show_default=True,
+    help="Level of the confidence intervals; a difference is marked + or - at p below 1 - confidence.",
+)
+def compare(run_dirs: tuple[Path, ...], out: Path, confidence: float) -> None:
+    """Compare runs of the same study: every RUN_DIR after the first (B) against the first (A).
+
+    The cubes are aligned on their grid coordinates. Per metric it prints A, B, their ratio and
+    B - A with a confidence interval and a t-test across seeds, the replicates: paired on the
+    seeds both runs have, else Welch's test. It lists the cells only one run has, and writes
+    every row to OUT/compare.csv. Reads only the cubes (results.nc).
+    """
+    from benchsuite.analysis.compare import compare_runs
+
+    click.echo(compare_runs(list(run_dirs), out=out, confidence=confidence))
 
 
 def _terminate(signum: int, frame: object) -> None:

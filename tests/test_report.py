@@ -436,3 +436,21 @@ def test_chromium_renders_the_sweep_report_with_its_strength_plots(strength_repo
     figures = {p.name for p in (strength_report.path.parent / "figures").iterdir()}
     assert {"interaction_dice.png", "interaction_final_loss.png"} <= figures
     assert _rendered_images(strength_report.html, tmp_path) == f"images={len(figures)} broken=0"
+
+
+def test_report_compare_adds_a_section_comparing_the_run_with_another(report, tmp_path):
+    # The fixture's run, and a copy of it with every Dice raised by 0.1: the section says B - A = -0.1.
+    run_dir = report.path.parent.parent / "runs" / "tiny"
+    other = tmp_path / "other"
+    other.mkdir()
+    raised = open_cube(run_dir).load()
+    raised["dice"] = raised["dice"] + 0.1
+    raised.to_netcdf(other / "results.nc", engine="h5netcdf")
+    done = subprocess.run(
+        ["benchsuite", "report", str(run_dir), "--compare", str(other)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    page = PageParts((Path(run_dir) / "report.html").read_text(encoding="utf-8"))
+    assert "analysis-compare" in page.ids
+    rows = {cells[0]: cells for cells in page.table_headed("metric", "a")}
+    assert float(rows["dice"][3]) == pytest.approx(-0.1, abs=1e-6)  # difference, B (this run) - A (the other)

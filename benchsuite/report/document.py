@@ -55,6 +55,7 @@ ANALYSIS_HEADINGS = {
     "tukey": "Post hoc: which θ differ within a dataset (Tukey HSD)",
     "orientation_autocorr": "Gradient-orientation autocorrelation c(θ) per dataset",
     "covariate": "Covariate: does c(θ) predict the metric?",
+    "compare": "Comparison with another run (B: this run; A: the other; B - A across seeds)",
 }
 """Headings of the analysis tables the report knows; any other table is headed by its key."""
 

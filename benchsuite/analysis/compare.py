@@ -1,0 +1,196 @@
+"""Comparing runs: the difference of every metric between two cubes, with a confidence interval and a test across seeds.
+
+Two runs of the same study (another method's version, another saliency method, a rerun on
+another machine) are aligned on their grid coordinates. A cell is the same cell in both when
+all its coordinates match; the comparison uses those cells, and lists the cells each run has
+alone. Per metric:
+
+1. each cell's value is its mean over evaluation images (a cell metric is its value);
+2. each seed's value is the mean over the matched cells of that seed (the seed is the replicate:
+   one training run per cell, so images of a cell are not independent);
+3. with the same seeds in both runs the test is paired: the mean of the per-seed differences
+   B - A, its Student-t confidence interval and the paired t-test (scipy's ``ttest_rel``);
+   with no seed in common it is Welch's: the difference of the per-seed means over each run's
+   cells at the shared coordinates but the seed, Welch-Satterthwaite degrees of freedom and
+   scipy's ``ttest_ind(equal_var=False)``. Fewer than two seeds give the difference without an
+   interval or a test.
+
+The printed table follows asv's ``compare``: the two values, their ratio, and a mark in the
+first column for a difference significant at the level (``+`` B larger, ``-`` B smaller).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import stats
+
+from benchsuite.cube import CELL_KEY, IMAGE, REPLICATE, grid_axes, metric_names, open_cube
+from benchsuite.errors import BenchsuiteError
+
+COMPARE_NAME = "compare.csv"
+COLUMNS = ("metric", "a", "b", "difference", "ci_low", "ci_high", "ratio", "p", "seeds", "test")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Run B against run A: one row per metric shared by both (:data:`COLUMNS`), and the unmatched cells."""
+
+    a: str
+    b: str
+    table: pd.DataFrame
+    shared_cells: int
+    only_a: list[dict[str, object]]
+    only_b: list[dict[str, object]]
+    confidence: float
+
+
+def compare_cubes(a: xr.Dataset, b: xr.Dataset, *, names: tuple[str, str] = ("A", "B"), confidence: float = 0.95) -> Comparison:
+    """Compare cube ``b`` with cube ``a``: per metric, B - A with a confidence interval and a test across seeds."""
+    axes_a, axes_b = grid_axes(a), grid_axes(b)
+    if axes_a != axes_b:
+        raise BenchsuiteError(
+            f"{names[0]} and {names[1]} have different grid dimensions ({', '.join(axes_a)} against {', '.join(axes_b)}); "
+            "only runs of the same study, sweeping the same parameters, can be compared."
+        )
+    cells_a, cells_b = _cells(a), _cells(b)
+    shared = cells_a.index.intersection(cells_b.index)
+    metrics = [m for m in metric_names(a) if m in set(metric_names(b))]
+    if not metrics:
+        raise BenchsuiteError(f"{names[0]} and {names[1]} have no metric in common; nothing to compare.")
+    rows = [_compare_metric(metric, _per_cell(a, metric), _per_cell(b, metric), shared, confidence) for metric in metrics]
+    return Comparison(
+        a=names[0],
+        b=names[1],
+        table=pd.DataFrame(rows, columns=list(COLUMNS)),
+        shared_cells=len(shared),
+        only_a=_records(cells_a.index.difference(shared)),
+        only_b=_records(cells_b.index.difference(shared)),
+        confidence=confidence,
+    )
+
+
+def _cells(cube: xr.Dataset) -> pd.DataFrame:
+    """The cells the run's suite holds (a non-empty cell key), indexed by their grid coordinates."""
+    keys = cube[CELL_KEY].to_series()
+    return keys[keys != ""].to_frame()
+
+
+def _per_cell(cube: xr.Dataset, metric: str) -> pd.Series:
+    values = cube[metric]
+    if IMAGE in values.dims:
+        values = values.mean(IMAGE, skipna=True)
+    return values.to_series()
+
+
+def _compare_metric(metric: str, a: pd.Series, b: pd.Series, shared: pd.Index, confidence: float) -> dict[str, object]:
+    a_cells, b_cells = a.reindex(shared), b.reindex(shared)
+    both = a_cells.notna() & b_cells.notna()
+    per_seed_a = a_cells[both].groupby(level=REPLICATE).mean()
+    per_seed_b = b_cells[both].groupby(level=REPLICATE).mean()
+    if len(per_seed_a):
+        return _paired(metric, per_seed_a, per_seed_b, confidence)
+    return _welch(metric, *_seed_means_where_both(a, b), confidence)
+
+
+def _seed_means_where_both(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Each run's per-seed means over the coordinates, all but the seed, at which both runs have values."""
+    a, b = a.dropna(), b.dropna()
+    common = a.index.droplevel(REPLICATE).intersection(b.index.droplevel(REPLICATE))
+
+    def means(values: pd.Series) -> pd.Series:
+        return values[values.index.droplevel(REPLICATE).isin(common)].groupby(level=REPLICATE).mean()
+
+    return means(a), means(b)
+
+
+def _paired(metric: str, a: pd.Series, b: pd.Series, confidence: float) -> dict[str, object]:
+    difference = b - a
+    n = len(difference)
+    low = high = p = np.nan
+    if n >= 2:
+        spread = difference.std(ddof=1)
+        half = stats.t.ppf((1 + confidence) / 2, n - 1) * spread / np.sqrt(n)
+        low, high = difference.mean() - half, difference.mean() + half
+        p = float(stats.ttest_rel(b.values, a.values).pvalue) if spread > 0 else (1.0 if difference.mean() == 0 else 0.0)
+    return _row(metric, a.mean(), b.mean(), low, high, p, n, "paired")
+
+
+def _welch(metric: str, a: pd.Series, b: pd.Series, confidence: float) -> dict[str, object]:
+    low = high = p = np.nan
+    if len(a) >= 2 and len(b) >= 2:
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        se = np.sqrt(va + vb)
+        if se > 0:
+            df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+            half = stats.t.ppf((1 + confidence) / 2, df) * se
+            low, high = b.mean() - a.mean() - half, b.mean() - a.mean() + half
+            p = float(stats.ttest_ind(b.values, a.values, equal_var=False).pvalue)
+    return _row(metric, a.mean(), b.mean(), low, high, p, f"{len(a)}+{len(b)}", "welch")
+
+
+def _row(metric: str, a: float, b: float, low: float, high: float, p: float, seeds: object, test: str) -> dict[str, object]:
+    ratio = b / a if a != 0 else np.nan
+    return dict(zip(COLUMNS, (metric, a, b, b - a, low, high, ratio, p, seeds, test), strict=True))
+
+
+def _records(index: pd.Index) -> list[dict[str, object]]:
+    return [dict(zip(index.names, values if isinstance(values, tuple) else (values,), strict=True)) for values in index]
+
+
+def format_comparison(comparison: Comparison, *, alpha: float | None = None) -> str:
+    """The comparison as the terminal prints it: the cells, then one line per metric (asv compare's layout)."""
+    alpha = 1 - comparison.confidence if alpha is None else alpha
+    level = f"{comparison.confidence:.0%}"
+    lines = [
+        f"B = {comparison.b}",
+        f"A = {comparison.a}",
+        f"cells: {comparison.shared_cells} in both, {len(comparison.only_a)} only in A, {len(comparison.only_b)} only in B",
+    ]
+    for label, cells in (("only in A", comparison.only_a), ("only in B", comparison.only_b)):
+        if cells:
+            shown = "; ".join(", ".join(f"{k}={v}" for k, v in cell.items()) for cell in cells[:5])
+            lines.append(f"  {label}: {shown}" + (f"; and {len(cells) - 5} more" if len(cells) > 5 else ""))
+    width = max(len("metric"), *(len(m) for m in comparison.table["metric"]))
+    lines.append("")
+    lines.append(
+        f"     {'metric':<{width}}  {'A':>10}  {'B':>10}  {'B/A':>6}  {'B - A':>10}  {level + ' CI':>24}  {'p':>8}  seeds"
+    )
+    for row in comparison.table.itertuples(index=False):
+        mark = " "
+        if row.p == row.p and row.p < alpha:
+            mark = "+" if row.difference > 0 else "-"
+        interval = "" if row.ci_low != row.ci_low else f"[{row.ci_low:+.4g}, {row.ci_high:+.4g}]"
+        p = "" if row.p != row.p else f"{row.p:.2g}"
+        ratio = "" if row.ratio != row.ratio else f"{row.ratio:.2f}"
+        lines.append(
+            f"  {mark}  {row.metric:<{width}}  {row.a:>10.4g}  {row.b:>10.4g}  {ratio:>6}  {row.difference:>+10.4g}  "
+            f"{interval:>24}  {p:>8}  {row.seeds} {row.test}"
+        )
+    lines.append("")
+    lines.append(f"+/-: B larger/smaller than A at p < {alpha:g}; seeds are the replicates the test runs over.")
+    return "\n".join(lines)
+
+
+def compare_runs(run_dirs: Sequence[Path], *, out: Path, confidence: float = 0.95) -> str:
+    """Compare every run after the first with the first; write ``out/compare.csv`` and return the printed text."""
+    if len(run_dirs) < 2:
+        raise BenchsuiteError("compare needs at least two run directories: the baseline, then one or more to compare with it.")
+    baseline = open_cube(run_dirs[0])
+    texts, frames = [], []
+    for other_dir in run_dirs[1:]:
+        comparison = compare_cubes(
+            baseline, open_cube(other_dir), names=(str(run_dirs[0]), str(other_dir)), confidence=confidence
+        )
+        texts.append(format_comparison(comparison))
+        frames.append(comparison.table.assign(run_a=comparison.a, run_b=comparison.b))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / COMPARE_NAME
+    table = pd.concat(frames, ignore_index=True)
+    table[["run_a", "run_b", *COLUMNS]].to_csv(path, index=False)
+    return "\n\n".join(texts) + f"\n\ntable: {path}"

@@ -1,0 +1,126 @@
+"""`benchsuite compare`: two cubes aligned on their cells, per-metric differences tested across seeds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from scipy import stats
+
+from benchsuite.analysis.compare import compare_cubes, compare_runs, format_comparison
+from benchsuite.cube import AXES, CELL_KEY, CUBE_NAME, ENGINE, METRIC
+from benchsuite.errors import BenchsuiteError
+
+DATASETS, THETAS = ["shapes", "iso"], [0.0, 45.0, 90.0]
+
+
+def cube(seeds: list[int], shift: float = 0.0, noise_seed: int = 0, extra_dim: bool = False) -> xr.Dataset:
+    """A cube with an image metric and a cell metric; values depend on dataset, theta and seed, plus ``shift``."""
+    rng = np.random.default_rng(noise_seed)
+    coords = {"dataset": DATASETS, "theta": THETAS, "seed": seeds, "method": ["moco"], "encoder": ["cnn"]}
+    shape = tuple(len(v) for v in coords.values())
+    seed_effect = np.asarray(seeds, dtype=float).reshape(1, 1, -1, 1, 1) * 0.05
+    base = np.arange(len(DATASETS)).reshape(-1, 1, 1, 1, 1) * 0.2 + np.asarray(THETAS).reshape(1, -1, 1, 1, 1) / 900
+    per_image = (base + seed_effect + shift)[..., None] + rng.normal(0, 0.02, (*shape, 4))
+    variables = {
+        "dice": ((*AXES, "image"), per_image, {"role": METRIC, "scope": "image"}),
+        "final_loss": (AXES, (base + seed_effect - shift)[...] + rng.normal(0, 0.01, shape), {"role": METRIC, "scope": "cell"}),
+        CELL_KEY: (AXES, np.full(shape, "key", dtype=object).astype(str), {"role": "provenance"}),
+    }
+    ds = xr.Dataset(variables, coords={**coords, "image": np.arange(4)})
+    if extra_dim:
+        ds = ds.expand_dims(strength=[0.5])
+        ds["strength"].attrs["role"] = "sweep"
+    return ds
+
+
+def per_seed(ds: xr.Dataset, metric: str) -> pd.Series:
+    values = ds[metric].mean("image") if "image" in ds[metric].dims else ds[metric]
+    return values.mean([d for d in AXES if d != "seed"]).to_series()
+
+
+def test_matching_cells_are_compared_by_a_paired_test_over_seeds():
+    a, b = cube([0, 1, 2, 3]), cube([0, 1, 2, 3], shift=0.1, noise_seed=1)
+    result = compare_cubes(a, b)
+    row = result.table.set_index("metric").loc["dice"]
+    sa, sb = per_seed(a, "dice"), per_seed(b, "dice")
+    want = stats.ttest_rel(sb.values, sa.values)
+    assert row.test == "paired" and row.seeds == 4
+    np.testing.assert_allclose([row.a, row.b, row.difference], [sa.mean(), sb.mean(), (sb - sa).mean()], rtol=1e-12)
+    np.testing.assert_allclose([row.ci_low, row.ci_high], list(want.confidence_interval()), rtol=1e-9)
+    np.testing.assert_allclose(row.p, want.pvalue, rtol=1e-9)
+    assert row.p < 0.01 and row.ci_low > 0
+    loss = result.table.set_index("metric").loc["final_loss"]
+    assert loss.difference < 0 and loss.ci_high < 0
+    assert result.shared_cells == a[CELL_KEY].size and not result.only_a and not result.only_b
+
+
+def test_cells_in_one_run_only_are_listed_and_left_out_of_the_test():
+    a, b = cube([0, 1, 2]), cube([1, 2, 3], shift=0.1)
+    result = compare_cubes(a, b)
+    assert {cell["seed"] for cell in result.only_a} == {0} and {cell["seed"] for cell in result.only_b} == {3}
+    assert len(result.only_a) == len(DATASETS) * len(THETAS)
+    row = result.table.set_index("metric").loc["dice"]
+    assert row.seeds == 2 and row.test == "paired"  # seeds 1 and 2, in both
+    text = format_comparison(result)
+    assert "only in A" in text and "seed=0" in text and "only in B" in text
+
+
+def test_runs_without_a_common_seed_get_welchs_test():
+    a, b = cube([0, 1, 2]), cube([3, 4, 5], shift=0.1)
+    row = compare_cubes(a, b).table.set_index("metric").loc["dice"]
+    sa, sb = per_seed(a, "dice"), per_seed(b, "dice")
+    want = stats.ttest_ind(sb.values, sa.values, equal_var=False)
+    assert row.test == "welch" and row.seeds == "3+3"
+    np.testing.assert_allclose([row.ci_low, row.ci_high], list(want.confidence_interval()), rtol=1e-9)
+    np.testing.assert_allclose(row.p, want.pvalue, rtol=1e-9)
+
+
+def test_one_seed_gives_the_difference_without_an_interval():
+    row = compare_cubes(cube([0]), cube([0], shift=0.1)).table.set_index("metric").loc["dice"]
+    assert row.difference == pytest.approx(0.1, abs=0.05) and np.isnan(row.ci_low) and np.isnan(row.p)
+
+
+def test_a_difference_significant_at_the_level_is_marked_in_the_first_column():
+    text = format_comparison(compare_cubes(cube([0, 1, 2, 3]), cube([0, 1, 2, 3], shift=0.1, noise_seed=1)))
+    dice = next(line for line in text.splitlines() if " dice " in line)
+    loss = next(line for line in text.splitlines() if " final_loss " in line)
+    assert dice.lstrip().startswith("+") and loss.lstrip().startswith("-")
+
+
+def test_cubes_of_different_studies_are_refused():
+    with pytest.raises(BenchsuiteError, match="different grid dimensions"):
+        compare_cubes(cube([0, 1]), cube([0, 1], extra_dim=True))
+
+
+def write(ds: xr.Dataset, folder):
+    folder.mkdir(parents=True)
+    ds.to_netcdf(folder / CUBE_NAME, engine=ENGINE)
+    return folder
+
+
+def test_the_command_prints_the_table_writes_the_csv_and_compares_each_run_with_the_first(tmp_path):
+    a = write(cube([0, 1, 2]), tmp_path / "a")
+    b = write(cube([0, 1, 2], shift=0.1), tmp_path / "b")
+    c = write(cube([0, 1, 2], shift=-0.1), tmp_path / "c")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchsuite", "compare", str(a), str(b), str(c), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"B = {b}" in done.stdout and f"B = {c}" in done.stdout
+    table = pd.read_csv(tmp_path / "out" / "compare.csv")
+    assert len(table) == 4 and set(table["run_b"]) == {str(b), str(c)}
+    assert list(table.columns[:3]) == ["run_a", "run_b", "metric"]
+    one = subprocess.run([sys.executable, "-m", "benchsuite", "compare", str(a)], capture_output=True, text=True)
+    assert one.returncode == 2 and "at least two run directories" in one.stderr
+
+
+def test_compare_runs_needs_two_runs(tmp_path):
+    with pytest.raises(BenchsuiteError, match="at least two"):
+        compare_runs([tmp_path], out=tmp_path)

@@ -244,9 +244,17 @@ class Objective(Protocol):
     def __call__(self, rows: Tensor, index: Tensor) -> Tensor: ...
 
 
-StackedObjective = Callable[[Tensor, Tensor], Tensor]
-"""The objectives of K stacked models at once: rows [K, R, C, H, W] and ``index`` [R] to scores
-[K, R], where ``scores[k]`` is model k's objective of ``rows[k]``."""
+class StackedObjective(Protocol):
+    """The objectives of K stacked models at once: rows [K, R, C, H, W] and ``index`` [R] to scores
+    [K, R], where ``scores[k]`` is model k's objective of ``rows[k]``.
+
+    ``model`` is the module whose submodules every call runs, with each model's weights in turn
+    (under ``torch.func.vmap``): hooking or swapping them acts on all K models alike.
+    """
+
+    model: nn.Module
+
+    def __call__(self, rows: Tensor, index: Tensor) -> Tensor: ...
 
 
 class Saliency(Protocol):

@@ -400,15 +400,22 @@ def stacked_pair_similarity(methods: Sequence[SSPMethod], pairs: Sequence[FixedP
     is model k's pair (its theta, and its draws for a random augmentation). The models' tensors
     are copied into stacked tensors once and without gradient (saliency differentiates with
     respect to the rows only); the models stay as they are, in the mode the caller set (eval for
-    saliency, so rows are scored independently).
+    saliency, so rows are scored independently). Its ``model`` is ``methods[0]``, whose modules
+    every call runs with each model's weights.
     """
-    params, buffers = stack_module_state(list(methods))
-    state = {f"method.{name}": t.detach() for name, t in (*params.items(), *buffers.items())}
-    embed = _Bound(methods[0], "embed")
-    embed_all = vmap(lambda state, x: functional_call(embed, state, (x,)))
+    return _StackedPairSimilarity(methods, pairs)
 
-    def objective(rows: Tensor, index: Tensor) -> Tensor:
-        view1, view2 = stacked_fixed_pairs(pairs, rows, index)
-        return F.cosine_similarity(embed_all(state, view1), embed_all(state, view2), dim=-1)
 
-    return objective
+class _StackedPairSimilarity:
+    """:func:`stacked_pair_similarity`'s objective (``api.StackedObjective``)."""
+
+    def __init__(self, methods: Sequence[SSPMethod], pairs: Sequence[FixedPair]):
+        params, buffers = stack_module_state(list(methods))
+        self.state = {f"method.{name}": t.detach() for name, t in (*params.items(), *buffers.items())}
+        self.model, self.pairs = methods[0], pairs
+        embed = _Bound(methods[0], "embed")
+        self._embed_all = vmap(lambda state, x: functional_call(embed, state, (x,)))
+
+    def __call__(self, rows: Tensor, index: Tensor) -> Tensor:
+        view1, view2 = stacked_fixed_pairs(self.pairs, rows, index)
+        return F.cosine_similarity(self._embed_all(self.state, view1), self._embed_all(self.state, view2), dim=-1)

@@ -248,7 +248,14 @@ def test_stacked_pair_similarity_scores_and_gradients_match_each_model(encoder, 
 
 
 @pytest.mark.parametrize(
-    ("name", "augment"), [("smoothgrad", "rotation"), ("vanilla_grad", "rotation"), ("smoothgrad", "random_views")]
+    ("name", "augment"),
+    [
+        ("smoothgrad", "rotation"),
+        ("vanilla_grad", "rotation"),
+        ("smoothgrad", "random_views"),
+        ("guided_backprop", "rotation"),
+        ("integrated_gradients", "random_views"),
+    ],
 )
 def test_stacked_saliency_equals_the_method_called_per_model(name, augment):
     # Each model draws its noise from its own generator, so its maps do not depend on the stack;

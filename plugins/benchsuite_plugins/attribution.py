@@ -22,7 +22,7 @@ maps [N, H, W] in its coordinates. What each needs beyond the objective's values
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -30,18 +30,25 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from benchsuite.api import Objective, Params, PluginError, Registry, hookimpl
-from benchsuite_plugins.saliency import GradientParams, VanillaGrad, reduce_channels
+from benchsuite.api import Objective, Params, PluginError, Registry, StackedObjective, hookimpl
+from benchsuite_plugins.saliency import AsStacked, GradientParams, VanillaGrad, reduce_channels
 
 
 class _GuidedReLU(torch.autograd.Function):
-    """ReLU whose backward passes a gradient only where both the input and the gradient are positive."""
+    """ReLU whose backward passes a gradient only where both the input and the gradient are positive.
+
+    Written with ``setup_context`` so torch.func can vmap it: a stacked group's K models run it together.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
-        out = x.clamp(min=0)
-        ctx.save_for_backward(out)
-        return out
+    def forward(x: Tensor) -> Tensor:
+        return x.clamp(min=0)
+
+    @staticmethod
+    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
@@ -62,7 +69,7 @@ def guided_relus(model: nn.Module) -> Iterator[int]:
             del relu.forward
 
 
-def _model(objective: Objective, method: str) -> nn.Module:
+def _model(objective: Objective | StackedObjective, method: str) -> nn.Module:
     model = getattr(objective, "model", None)
     if not isinstance(model, nn.Module):
         raise PluginError(f"{method} looks inside the network, but the objective it was given has no `model` module")
@@ -78,10 +85,14 @@ class GuidedBackprop:
 
     def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return maps [N, H, W] for ``x`` [N, C, H, W]; no randomness."""
+        return self.stacked(AsStacked(objective), x, [generator])[0]
+
+    def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """Return maps [K, N, H, W] of K stacked models: their shared modules' ReLUs are guided for all of them."""
         with guided_relus(_model(objective, "guided_backprop")) as count:
             if count == 0:
                 raise PluginError("guided_backprop needs nn.ReLU modules in the model; this one has none")
-            return self._gradient(objective, x, generator)
+            return self._gradient.stacked(objective, x, generators)
 
 
 class GradCamParams(Params):

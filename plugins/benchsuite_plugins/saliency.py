@@ -101,7 +101,7 @@ class VanillaGrad:
 
     def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return maps [N, H, W] for ``x`` [N, C, H, W]; ``generator`` is unused (no randomness)."""
-        return self.stacked(_one_model(objective), x, [generator])[0]
+        return self.stacked(AsStacked(objective), x, [generator])[0]
 
     def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W], one per generator."""
@@ -124,7 +124,7 @@ class SmoothGrad:
 
     def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return maps [N, H, W] for ``x`` [N, C, H, W], with all noise drawn from ``generator``."""
-        return self.stacked(_one_model(objective), x, [generator])[0]
+        return self.stacked(AsStacked(objective), x, [generator])[0]
 
     def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W]; model k's noise comes from ``generators[k]``."""
@@ -149,7 +149,7 @@ class IntegratedGradients:
 
     def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return maps [N, H, W] for ``x`` [N, C, H, W]; ``generator`` is unused (no randomness)."""
-        return self.stacked(_one_model(objective), x, [generator])[0]
+        return self.stacked(AsStacked(objective), x, [generator])[0]
 
     def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W]."""
@@ -193,18 +193,19 @@ def _postprocess(kind: str) -> RowAttribution:
     return lambda grad, rows, sample: (grad * rows).abs()
 
 
-def _one_model(objective: Objective) -> StackedObjective:
-    """``objective`` as the stacked objective of one model, checking its output shape."""
+class AsStacked:
+    """``objective`` as the stacked objective of one model (K = 1), checking its output shape."""
 
-    def stacked(rows: Tensor, index: Tensor) -> Tensor:
-        scores = objective(rows[0], index)
+    def __init__(self, objective: Objective):
+        self.objective, self.model = objective, getattr(objective, "model", None)
+
+    def __call__(self, rows: Tensor, index: Tensor) -> Tensor:
+        scores = self.objective(rows[0], index)
         if scores.shape != rows.shape[1:2]:
             raise ValueError(
                 f"the saliency objective must return one score per image, shape [{rows.shape[1]}], got {tuple(scores.shape)}"
             )
         return scores.unsqueeze(0)
-
-    return stacked
 
 
 def _row_attributions(

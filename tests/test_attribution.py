@@ -166,7 +166,8 @@ def test_occlusion_is_captums_occlusion_of_the_objective_with_aligned_index():
         x, sliding_window_shapes=(C, 3, 3), strides=(C, 2, 2), baselines=0.0, additional_forward_args=(INDEX,)
     )
     got = method("occlusion", window=3, stride=2, perturbations_per_eval=5)(f, x, g())
-    torch.testing.assert_close(got, want.abs().amax(dim=1), rtol=1e-9, atol=1e-12)
+    # Captum accumulates in float32; ours keeps the input's float64.
+    torch.testing.assert_close(got.float(), want.abs().amax(dim=1), rtol=1e-5, atol=1e-7)
     # By hand for one window of image 2: the drop in its own target's similarity.
     occluded = x.clone()
     occluded[:, :, :3, :3] = 0
@@ -191,8 +192,8 @@ def test_smoothgrad_converges_to_captums_noise_tunnel():
     assert relative < 0.05, float(relative)
 
 
-@pytest.mark.parametrize("name", ["integrated_gradients", "gradient_x_input"])
-def test_stacked_gradient_methods_equal_one_model_at_a_time(name):
+@pytest.mark.parametrize("name", ["integrated_gradients", "gradient_x_input", "occlusion"])
+def test_stacked_methods_equal_one_model_at_a_time(name):
     # Three models' objectives as one stacked objective: each model's maps as alone.
     fs, x = [PairObjective(Method().double()).eval() for _ in range(3)], images()
     for k, f in enumerate(fs):
@@ -203,7 +204,7 @@ def test_stacked_gradient_methods_equal_one_model_at_a_time(name):
     def stacked(rows: Tensor, index: Tensor) -> Tensor:
         return torch.stack([f(rows[k], index) for k, f in enumerate(fs)])
 
-    saliency = method(name, chunk_size=5)
+    saliency = method(name, chunk_size=5) if name != "occlusion" else method(name, perturbations_per_eval=7)
     together = saliency.stacked(stacked, x, [g(), g(), g()])
     for k, f in enumerate(fs):
         torch.testing.assert_close(together[k], saliency(f, x, g()), rtol=1e-9, atol=1e-12)

@@ -14,16 +14,17 @@ maps [N, H, W] in its coordinates. What each needs beyond the objective's values
   ``cam_layer`` (its last convolutional block). The first view is the image itself for the
   ``rotation`` pair, so the map is in the image's coordinates; for ``random_views`` set
   ``weak: 0`` to keep it so.
-- ``occlusion`` (Zeiler & Fergus 2014): Captum's ``Occlusion``: the drop of the objective when a
-  window of the image is replaced by ``fill``, averaged over the windows that cover a pixel;
-  its magnitude is the map. Forward passes only, no gradient.
+- ``occlusion`` (Zeiler & Fergus 2014), as Captum's ``Occlusion`` defines it: the drop of the
+  objective when a window of the image is replaced by ``fill``, averaged over the windows that
+  cover a pixel; its magnitude is the map. Forward passes only, no gradient; stacked over the
+  K models of a group.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from benchsuite.api import Objective, Params, PluginError, Registry, StackedObjective, hookimpl
-from benchsuite_plugins.saliency import AsStacked, GradientParams, VanillaGrad, reduce_channels
+from benchsuite_plugins.saliency import AsStacked, GradientParams, VanillaGrad
 
 
 class _GuidedReLU(torch.autograd.Function):
@@ -161,10 +162,9 @@ class GradCam:
 class OcclusionParams(Params):
     """Parameters of ``occlusion``."""
 
-    window: int = Field(4, ge=1, le=4096, description="Side of the square window replaced, in pixels.")
+    window: int = Field(4, ge=1, le=4096, description="Side of the square window filled, in pixels (at most the image's side).")
     stride: int = Field(2, ge=1, le=4096, description="Step between window positions, in pixels.")
-    fill: float = Field(0.0, ge=-1e6, le=1e6, description="Value the window's pixels are replaced with.")
-    channel_reduce: Literal["max", "mean", "sum"] = Field("max", description="How per-channel attributions become one map.")
+    fill: float = Field(0.0, ge=-1e6, le=1e6, description="Value the window's pixels, every channel, are replaced with.")
     perturbations_per_eval: int = Field(
         16,
         ge=1,
@@ -174,27 +174,50 @@ class OcclusionParams(Params):
 
 
 class Occlusion:
-    """|f(x) - f(x with a window filled)|, averaged over the windows covering each pixel (Captum's Occlusion)."""
+    """|f(x) - f(x with a window filled)|, averaged over the windows covering each pixel: Captum's Occlusion, stacked.
+
+    Window positions are Captum's: starts every ``stride`` pixels, ceil((H - window) / stride) + 1
+    per axis, the last one cut off at the border; a window spans every channel, so the map is per
+    pixel. ``stacked`` scores the same occluded rows with all K models of a stacked group in one
+    pass, which Captum cannot; a test checks the one-model case against Captum's ``Occlusion``.
+    """
 
     def __init__(self, params: OcclusionParams) -> None:
         self.params = params
 
     def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return maps [N, H, W] for ``x`` [N, C, H, W]; no randomness."""
-        from captum.attr import Occlusion as CaptumOcclusion
+        return self.stacked(AsStacked(objective), x, [generator])[0]
 
-        p, channels = self.params, x.shape[1]
-        index = torch.arange(len(x), device=x.device)
+    def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W]."""
+        p, k_models = self.params, len(generators)
+        images = x.detach()
+        n, _, h, w = images.shape
+        windows = _windows(h, w, min(p.window, h, w), p.stride, images.device)  # [P, H, W] bool
+        index = torch.arange(n, device=x.device)
+        total = torch.zeros((k_models, n, h, w), device=x.device, dtype=x.dtype)
         with torch.no_grad():
-            attribution = CaptumOcclusion(objective).attribute(
-                x.detach(),
-                sliding_window_shapes=(channels, p.window, p.window),
-                strides=(channels, p.stride, p.stride),
-                baselines=p.fill,
-                additional_forward_args=(index,),
-                perturbations_per_eval=p.perturbations_per_eval,
-            )
-        return reduce_channels(attribution.abs(), p.channel_reduce)
+            intact = objective(images.expand(k_models, *images.shape), index)  # [K, N]
+            for chunk in windows.split(p.perturbations_per_eval):
+                # Row (window q, image i) is image i with window q filled, in every channel.
+                rows = torch.where(chunk[:, None, None], torch.as_tensor(p.fill, dtype=x.dtype, device=x.device), images)
+                rows = rows.reshape(-1, *images.shape[1:])
+                scores = objective(rows.expand(k_models, *rows.shape), index.repeat(len(chunk)))
+                drop = intact.unsqueeze(1) - scores.view(k_models, len(chunk), n)  # [K, Q, N]
+                total += torch.einsum("kqn,qhw->knhw", drop, chunk.to(x.dtype))
+        coverage = windows.sum(dim=0).to(x.dtype)
+        return (total / coverage).abs()
+
+
+def _windows(h: int, w: int, size: int, stride: int, device: torch.device) -> Tensor:
+    """Captum's occlusion windows of an H x W image: bool masks [P, H, W], row-major over their starts."""
+    rows = [i * stride for i in range(math.ceil((h - size) / stride) + 1)]
+    cols = [j * stride for j in range(math.ceil((w - size) / stride) + 1)]
+    masks = torch.zeros((len(rows) * len(cols), h, w), dtype=torch.bool, device=device)
+    for q, (top, left) in enumerate((top, left) for top in rows for left in cols):
+        masks[q, top : top + size, left : left + size] = True
+    return masks
 
 
 @hookimpl
@@ -216,5 +239,5 @@ def benchsuite_register_saliency_methods(registry: Registry) -> None:
         "occlusion",
         Occlusion,
         params=OcclusionParams,
-        description="Occlusion (Captum): the objective's change when a sliding window is filled, per pixel.",
+        description="Occlusion: the objective's change when a sliding window is filled, per pixel (Captum's definition).",
     )

@@ -256,8 +256,9 @@ def test_every_attribution_method_runs_in_a_suite_with_the_sanity_metrics(tmp_pa
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_a_stacked_integrated_gradients_run_gives_the_numbers_of_cells_alone(tmp_path):
-    alone, stacked = run_suite(tmp_path, "integrated_gradients", 1), run_suite(tmp_path, "integrated_gradients", 4)
+@pytest.mark.parametrize("saliency", ["integrated_gradients", "grad_cam"])
+def test_a_stacked_run_gives_the_numbers_of_cells_alone(tmp_path, saliency):
+    alone, stacked = run_suite(tmp_path, saliency, 1), run_suite(tmp_path, saliency, 4)
     assert (stacked["stack_size"] == 4).all()
     for name in ("saliency_example", "top_k_intersection", "randomisation_correlation", "deletion_auc"):
         np.testing.assert_allclose(stacked[name].values, alone[name].values, rtol=1e-3, atol=1e-4)

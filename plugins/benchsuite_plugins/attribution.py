@@ -13,7 +13,7 @@ maps [N, H, W] in its coordinates. What each needs beyond the objective's values
   to the image. The layer is a module path in the encoder, by default the encoder's
   ``cam_layer`` (its last convolutional block). The first view is the image itself for the
   ``rotation`` pair, so the map is in the image's coordinates; for ``random_views`` set
-  ``weak: 0`` to keep it so.
+  ``weak: 0`` to keep it so. Stacked over the K models of a group.
 - ``occlusion`` (Zeiler & Fergus 2014), as Captum's ``Occlusion`` defines it: the drop of the
   objective when a window of the image is replaced by ``fill``, averaged over the windows that
   cover a pixel; its magnitude is the map. Forward passes only, no gradient; stacked over the
@@ -107,14 +107,54 @@ class GradCamParams(Params):
     batch_size: int = Field(64, ge=1, le=65_536, description="Images per forward/backward pass; never changes the result.")
 
 
+class _FirstCallTap(torch.autograd.Function):
+    """Identity on a layer's output that keeps the tensor, so its gradient can be taken after the objective returns.
+
+    Under ``torch.func.vmap`` (a stacked group's K models) a forward hook sees one model's slice
+    of a batched tensor that no gradient can be asked of from outside. The ``vmap`` rule instead
+    receives the physical tensor of all K models, moves their dimension first and keeps that
+    [K, R, ...] tensor; the identity's gradient flows through it unchanged.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, tap: _LayerTap) -> Tensor:
+        tap.tensor = x
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Tensor, _LayerTap], output: Tensor) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+    @staticmethod
+    def vmap(info: object, in_dims: tuple[int | None, None], x: Tensor, tap: _LayerTap) -> tuple[Tensor, int]:
+        tap.stacked = True
+        models_first = x.movedim(in_dims[0], 0) if in_dims[0] is not None else x.expand(info.batch_size, *x.shape)
+        return _FirstCallTap.apply(models_first, tap), 0
+
+
+class _LayerTap:
+    """A forward hook that taps a layer's output on its first call in an objective: the first view's activations."""
+
+    def __init__(self) -> None:
+        self.tensor: Tensor | None = None
+        self.stacked = False  # True when the tensor holds K models' activations, model first
+
+    def __call__(self, module: nn.Module, args: object, output: Tensor) -> Tensor | None:
+        return _FirstCallTap.apply(output, self) if self.tensor is None else None
+
+
 class GradCam:
     """Grad-CAM of the first view's activations at one layer of the encoder, upsampled to the image."""
 
     def __init__(self, params: GradCamParams) -> None:
         self.params = params
 
-    def layer(self, model: nn.Module) -> nn.Module:
-        """The hooked module: ``layer`` (or the encoder's ``cam_layer``) inside ``model.encoder``."""
+    def layer(self, model: nn.Module) -> tuple[str, nn.Module]:
+        """The hooked module's path and the module: ``layer`` (or the encoder's ``cam_layer``) inside ``model.encoder``."""
         encoder = getattr(model, "encoder", None)
         if not isinstance(encoder, nn.Module):
             raise PluginError("grad_cam hooks a layer of the encoder, but the model has no `encoder` module")
@@ -125,38 +165,41 @@ class GradCam:
                 "'layer' parameter (a module path such as 'layer4')"
             )
         try:
-            return encoder.get_submodule(path)
+            return path, encoder.get_submodule(path)
         except AttributeError as exc:
             names = ", ".join(name for name, _ in encoder.named_children())
             raise PluginError(f"grad_cam: the encoder has no layer '{path}' (its top-level modules: {names})") from exc
 
     def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
         """Return maps [N, H, W] for ``x`` [N, C, H, W]; no randomness."""
+        return self.stacked(AsStacked(objective), x, [generator])[0]
+
+    def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """Return maps [K, N, H, W] of K stacked models: the tap on their shared layer sees all K models' activations."""
         layer = self.layer(_model(objective, "grad_cam"))
-        maps = [
-            self._batch(objective, layer, x[i : i + self.params.batch_size], i) for i in range(0, len(x), self.params.batch_size)
-        ]
-        return torch.cat(maps)
+        size = self.params.batch_size
+        maps = [self._batch(objective, layer, x[i : i + size], i, len(generators)) for i in range(0, len(x), size)]
+        return torch.cat(maps, dim=1)
 
-    def _batch(self, objective: Objective, layer: nn.Module, x: Tensor, start: int) -> Tensor:
-        seen: list[Tensor] = []
-
-        def keep_first_view(module: nn.Module, args: object, output: Tensor) -> None:
-            seen.append(output)
-
-        handle = layer.register_forward_hook(keep_first_view)
+    def _batch(self, objective: StackedObjective, layer: tuple[str, nn.Module], x: Tensor, start: int, k_models: int) -> Tensor:
+        path, module = layer
+        tap = _LayerTap()
+        handle = module.register_forward_hook(tap)
         try:
             with torch.enable_grad():
-                rows = x.detach().requires_grad_(True)  # a leaf, so the graph reaches the layer
-                index = torch.arange(start, start + len(x), device=x.device)
-                scores = objective(rows, index)
-                activations = seen[0]
-                (grad,) = torch.autograd.grad(scores.sum(), activations)
+                rows = x.detach().expand(k_models, *x.shape).clone().requires_grad_(True)  # so the graph reaches the layer
+                scores = objective(rows, torch.arange(start, start + len(x), device=x.device))
+                if tap.tensor is None:
+                    raise PluginError(f"grad_cam: layer '{path}' of the encoder did not run when the objective was computed")
+                (grad,) = torch.autograd.grad(scores.sum(), tap.tensor)
         finally:
             handle.remove()
-        weights = grad.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * activations).sum(dim=1, keepdim=True)).detach()
-        return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        activations = tap.tensor.detach()
+        if not tap.stacked:  # one model, called without vmap
+            activations, grad = activations.unsqueeze(0), grad.unsqueeze(0)
+        weights = grad.mean(dim=(-2, -1), keepdim=True)
+        cam = F.relu((weights * activations).sum(dim=2))  # [K, n, h, w]
+        return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class OcclusionParams(Params):

@@ -7,12 +7,13 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
 
-from benchsuite.api import CellTask, Count, ExecutorParams, PluginError, cut_groups, hookimpl, stack_size
+from benchsuite.api import CellTask, Count, ExecutorParams, LostGroup, PluginError, cut_groups, hookimpl, stack_size
 
 
 class LocalParams(ExecutorParams):
@@ -98,19 +99,19 @@ class LocalExecutor:
         # spawn, not fork: a forked copy of a process that already ran torch can deadlock.
         context = multiprocessing.get_context("spawn")
         queue = iter(groups)
-        pending: dict[Future[list[Any]], int] = {}
+        pending: dict[Future[list[Any]], tuple[int, list[Any]]] = {}
         with contextlib.ExitStack() as stack:
-            pools = [
-                stack.enter_context(
-                    ProcessPoolExecutor(1, mp_context=context, initializer=_set_threads, initargs=(self.threads,))
-                )
-                for _ in self.slots
-            ]
+
+            def new_pool() -> ProcessPoolExecutor:
+                pool = ProcessPoolExecutor(1, mp_context=context, initializer=_set_threads, initargs=(self.threads,))
+                return stack.enter_context(pool)
+
+            pools = [new_pool() for _ in self.slots]
 
             def feed(slot: int) -> None:
                 group = next(queue, None)
                 if group is not None:
-                    pending[pools[slot].submit(task, group, self.slots[slot])] = slot
+                    pending[pools[slot].submit(task, group, self.slots[slot])] = (slot, group)
 
             for slot in range(len(self.slots)):
                 feed(slot)
@@ -118,8 +119,18 @@ class LocalExecutor:
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
-                        feed(pending.pop(future))  # the worker's next group starts before its results are stored
-                        yield from future.result()
+                        slot, group = pending.pop(future)
+                        try:
+                            results = future.result()
+                        except BrokenProcessPool as exc:
+                            # The worker died (killed, out of memory, os._exit): its pool is unusable, so
+                            # the slot gets a fresh worker and the run goes on without this group.
+                            pools[slot] = new_pool()
+                            feed(slot)
+                            yield LostGroup(group, f"its worker process died: {str(exc).strip().splitlines()[0]}")
+                            continue
+                        feed(slot)  # the worker's next group starts before its results are stored
+                        yield from results
             finally:
                 for future in pending:
                     future.cancel()

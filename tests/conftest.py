@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated dataset cache, and a way to put a real plugin distribution on the path."""
+"""Shared fixtures and helpers: an isolated dataset cache, real plugin distributions on the path, built components."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return root
 
     return make
+
+
+def component(kind: str, name: str, **params):
+    """The registered ``kind`` plugin ``name`` built with ``params``, as a suite builds it (``params`` validated)."""
+    found = default_registry().get(kind, name)
+    return found.factory(found.params(**params))
 
 
 def metric_inputs(**fields) -> MetricInputs:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 
 from benchsuite.api import PluginError
 from benchsuite.registry import default_registry
+from tests.conftest import component
 
 N, C, SIZE = 4, 2, 12
 
@@ -78,9 +81,7 @@ class ImageObjective(PairObjective):
         return torch.cosine_similarity(self.model.embed(rows), targets[index], dim=1)
 
 
-def method(name: str, **params):
-    found = default_registry().get("saliency_methods", name)
-    return found.factory(found.params(**params))
+method = functools.partial(component, "saliency_methods")
 
 
 def images() -> Tensor:

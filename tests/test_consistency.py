@@ -11,11 +11,9 @@ from benchsuite.api import MetricInputs
 from benchsuite.registry import default_registry
 from benchsuite.testing import check_metric
 from benchsuite.views import draw_generator, fresh_pair
+from tests.conftest import component, metric_inputs
 
-
-def metric(**params):
-    found = default_registry().get("metrics", "view_consistency")
-    return found.factory(found.params(**params))
+metric = functools.partial(component, "metrics", "view_consistency")
 
 
 def random_views(**params):
@@ -29,7 +27,7 @@ def inputs(augment, embed, represent=None, seed: int = 0) -> MetricInputs:
     coarse = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(3))
     images = F.interpolate(coarse, size=(16, 16), mode="bilinear", align_corners=False)
     views = draw_generator(seed, "metrics", images.device)
-    return MetricInputs(
+    return metric_inputs(
         saliency=torch.full((6, 16, 16), float("nan")),  # undefined maps: the metric does not read them
         masks=torch.zeros(6, 16, 16, dtype=torch.bool),  # empty masks: nor these
         images=images,
@@ -41,9 +39,6 @@ def inputs(augment, embed, represent=None, seed: int = 0) -> MetricInputs:
         seed=seed,
         represent=represent or embed,
         train_masks=torch.zeros(6, 16, 16, dtype=torch.bool),
-        encoder=None,
-        objective=None,  # not read by these metrics
-        explain=None,
     )
 
 

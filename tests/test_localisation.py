@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import quantus
 import torch
 
 from benchsuite.api import MetricInputs
-from benchsuite.registry import default_registry
-from tests.conftest import metric_inputs
+from tests.conftest import component, metric_inputs
 
 N, SIZE = 8, 10
 
 
-def metric(name: str, **params):
-    found = default_registry().get("metrics", name)
-    return found.factory(found.params(**params))
+metric = functools.partial(component, "metrics")
 
 
 def fixtures(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

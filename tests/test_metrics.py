@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -11,18 +12,15 @@ from monai.metrics import compute_dice
 from sklearn.metrics import roc_auc_score
 
 from benchsuite.api import Metric, MetricInputs
-from benchsuite.registry import default_registry
 from benchsuite_plugins.metrics import otsu_threshold
+from tests.conftest import component, metric_inputs
 
-
-def metric(name: str, **params: object) -> Metric:
-    component = default_registry().get("metrics", name)
-    return component.factory(component.params(**params))
+metric = functools.partial(component, "metrics")
 
 
 def inputs(saliency: torch.Tensor, masks: torch.Tensor, epoch_loss: torch.Tensor | None = None) -> MetricInputs:
     n, h, w = saliency.shape
-    return MetricInputs(
+    return metric_inputs(
         saliency=saliency,
         masks=masks.bool(),
         images=torch.zeros(n, 1, h, w),
@@ -34,9 +32,6 @@ def inputs(saliency: torch.Tensor, masks: torch.Tensor, epoch_loss: torch.Tensor
         seed=0,
         represent=lambda x: x.flatten(1),
         train_masks=torch.zeros(2, h, w, dtype=torch.bool),
-        encoder=None,
-        objective=None,  # not read by these metrics
-        explain=None,
     )
 
 

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
 from benchsuite.api import MetricInputs, check_metric_output
-from benchsuite.registry import default_registry
 from benchsuite.testing import check_metric
 from benchsuite_plugins.norms import auroc, controls
+from tests.conftest import component, metric_inputs
 
-
-def metric(name: str, **params):
-    component = default_registry().get("metrics", name)
-    return component.factory(component.params(**params))
+metric = functools.partial(component, "metrics")
 
 
 def inputs(images: torch.Tensor, represent, seed: int = 0) -> MetricInputs:
     n, _, h, w = images.shape
-    return MetricInputs(
+    return metric_inputs(
         saliency=torch.rand(n, h, w),
         masks=torch.ones(n, h, w, dtype=torch.bool),
         images=images,
@@ -31,9 +30,6 @@ def inputs(images: torch.Tensor, represent, seed: int = 0) -> MetricInputs:
         seed=seed,
         represent=represent,
         train_masks=torch.ones(n, h, w, dtype=torch.bool),
-        encoder=None,
-        objective=None,  # not read by these metrics
-        explain=None,
     )
 
 

@@ -13,6 +13,7 @@ from sklearn.metrics import balanced_accuracy_score
 from benchsuite.api import MetricInputs
 from benchsuite.registry import default_registry
 from benchsuite_plugins.probe import PairProbe, PairProbeParams, derangement
+from tests.conftest import metric_inputs
 
 SIZE = 16
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -54,7 +55,7 @@ def make_inputs(embed, augment=quarter_turn, *, n_train: int = 128, n_eval: int 
     generator = torch.Generator().manual_seed(100)
     train = torch.rand(n_train, 1, SIZE, SIZE, generator=generator)
     images = torch.rand(n_eval, 1, SIZE, SIZE, generator=generator)
-    return MetricInputs(
+    return metric_inputs(
         saliency=torch.zeros(n_eval, SIZE, SIZE),
         masks=torch.zeros(n_eval, SIZE, SIZE, dtype=torch.bool),
         images=images,
@@ -66,9 +67,6 @@ def make_inputs(embed, augment=quarter_turn, *, n_train: int = 128, n_eval: int 
         seed=seed,
         represent=embed,
         train_masks=torch.zeros(n_train, SIZE, SIZE, dtype=torch.bool),
-        encoder=None,
-        objective=None,  # not read by these metrics
-        explain=None,
     )
 
 

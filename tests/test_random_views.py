@@ -113,11 +113,17 @@ def test_rows_of_a_draw_give_the_rows_of_the_views():
         torch.testing.assert_close(got, want[index], rtol=0, atol=1e-12)
 
 
-def test_the_draw_lives_on_the_generators_device_and_the_views_keep_the_images_dtype():
+def test_the_views_keep_the_images_dtype():
     x = images(dtype=torch.float32)
     draw = views().draw(x, 10.0, generator())
-    assert all(t.device == x.device for t in draw.values())
     assert all(v.dtype == torch.float32 for v in views()(x, 10.0, draw))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: on the CPU every tensor is on the generator's device")
+def test_the_draw_lives_on_the_generators_device():
+    x = images(dtype=torch.float32).cuda()
+    draw = views().draw(x, 10.0, torch.Generator(device="cuda").manual_seed(0))
+    assert all(t.device == x.device for t in draw.values())
 
 
 def test_the_views_are_differentiable_in_the_images():

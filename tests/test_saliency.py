@@ -9,15 +9,12 @@ import torch
 from monai.visualize import VanillaGrad as MonaiVanillaGrad
 from torch import Tensor, nn
 
-from benchsuite.api import Saliency
-from benchsuite.registry import default_registry
+from tests.conftest import component
 
 N, C, SIZE, SAMPLES, SPREAD = 3, 2, 8, 5, 0.2
 
 
-def saliency_method(name: str, **params: object) -> Saliency:
-    component = default_registry().get("saliency_methods", name)
-    return component.factory(component.params(**params))
+saliency_method = functools.partial(component, "saliency_methods")
 
 
 class RotationObjective(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -10,16 +12,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchsuite.api import MetricInputs
-from benchsuite.registry import default_registry
 from benchsuite_plugins.sanity import reinitialised, spearman
-from tests.conftest import metric_inputs
+from tests.conftest import component, metric_inputs
 
 N, SIZE = 6, 16
 
 
-def metric(name: str, **params):
-    found = default_registry().get("metrics", name)
-    return found.factory(found.params(**params))
+metric = functools.partial(component, "metrics")
 
 
 class Method(nn.Module):

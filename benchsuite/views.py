@@ -6,9 +6,8 @@ random one (``api.Augmentation`` with ``draw``) is called as ``augment(x, theta,
 training with a new draw for every batch, for saliency with one draw per evaluation image made
 once, so that the objective saliency explains is a fixed, differentiable function of the image
 (:class:`FixedPair`). Each use has its own generator on the cell's device, seeded by the cell's
-seed and the use (:func:`draw_generator`); none of them touches the streams that existed before
-random augmentations (batch order, SmoothGrad noise), so a deterministic augmentation's cells
-are what they were.
+seed and the use (:func:`draw_generator`), apart from the streams of batch order and SmoothGrad
+noise, so a deterministic augmentation draws nothing from them.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from captum.attr import (
 from captum.attr import (
     Saliency as CaptumSaliency,
 )
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from benchsuite.api import PluginError
@@ -149,11 +150,34 @@ def test_grad_cam_is_captums_layer_grad_cam_upsampled():
     torch.testing.assert_close(method("grad_cam", layer="stem")(f, x, g()), stem, rtol=1e-9, atol=1e-12)
 
 
+class FirstViewObjective(PairObjective):
+    """cos(f(x), c_i) with c_i = f(rot90 x_i) computed beforehand: the pair's similarity as a function of its first view."""
+
+    def __init__(self, model: Method, x: Tensor) -> None:
+        super().__init__(model)
+        self.targets = model.embed(torch.rot90(x, 1, dims=(-2, -1))).detach()
+
+    def forward(self, rows: Tensor, index: Tensor) -> Tensor:
+        return torch.cosine_similarity(self.model.embed(rows), self.targets[index], dim=1)
+
+
 def test_grad_cam_of_the_pair_weighs_the_first_views_activations():
-    # The pair runs the layer twice; the map is the first view's, in the image's coordinates.
+    # The pair runs the layer twice. dS/dA of the first view's activations holds the second view's
+    # embedding fixed, so the map is Captum's Grad-CAM of the similarity to that fixed embedding.
     f, x = objective(), images()
-    maps = method("grad_cam")(f, x, g())
-    assert maps.shape == (N, SIZE, SIZE) and (maps >= 0).all() and maps.sum() > 0
+    first_view = FirstViewObjective(f.model, x)
+    cam = LayerGradCam(first_view, f.model.encoder.block).attribute(x, additional_forward_args=(INDEX,), relu_attributions=True)
+    want = LayerAttribution.interpolate(cam, (SIZE, SIZE), interpolate_mode="bilinear")[:, 0]
+    torch.testing.assert_close(method("grad_cam", batch_size=3)(f, x, g()), want, rtol=1e-9, atol=1e-12)
+
+
+def test_occlusion_refuses_strides_that_leave_pixels_unoccluded():
+    with pytest.raises(ValidationError, match="stride 4 is larger than window 2"):
+        method("occlusion", window=2, stride=4)
+    # A window cut to a short image's side can fall below the stride too.
+    wide = torch.rand(1, C, 4, 16, dtype=torch.float64)
+    with pytest.raises(PluginError, match="shorter side, 4 px, which is less than the stride 6"):
+        method("occlusion", window=8, stride=6)(objective(), wide, g())
 
 
 def test_grad_cam_says_which_layers_exist():

@@ -61,17 +61,17 @@ def gradient(objective: RotationObjective, image: Tensor) -> Tensor:
 def loop_smoothgrad_per_channel(postprocess: str, seed: int) -> Tensor:
     """SmoothGrad before the channel reduction, one image and one sample at a time, [N, C, H, W].
 
-    The noise is drawn as the plugin documents: one standard normal draw for all images and
-    samples, scaled by each image's spread.
+    The noise is drawn as the plugin documents: a standard normal draw per image, in order,
+    scaled by that image's spread.
     """
-    objective, x = RotationObjective(), make_images()
-    noise = torch.randn((N, SAMPLES, C, SIZE, SIZE), generator=generator(seed), dtype=x.dtype)
+    objective, x, draws = RotationObjective(), make_images(), generator(seed)
     means = []
     for i in range(N):
         sigma = SPREAD * (x[i].max() - x[i].min())
+        noise = torch.randn((SAMPLES, C, SIZE, SIZE), generator=draws, dtype=x.dtype)
         total = torch.zeros_like(x[i])
         for s in range(SAMPLES):
-            noisy = x[i] + sigma * noise[i, s]
+            noisy = x[i] + sigma * noise[s]
             g = gradient(objective, noisy)
             total += (g if postprocess == "abs" else g * noisy).abs()
         means.append(total / SAMPLES)

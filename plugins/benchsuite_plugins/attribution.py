@@ -13,10 +13,11 @@ maps [N, H, W] in its coordinates. What each needs beyond the objective's values
   to the image. The layer is a module path in the encoder, by default the encoder's
   ``cam_layer`` (its last convolutional block). The first view is the image itself for the
   ``rotation`` pair, so the map is in the image's coordinates; for ``random_views`` set
-  ``weak: 0`` to keep it so. Stacked over the K models of a group.
+  ``weak: 0`` (with ``rotation: fixed``, the default) to keep it so. Stacked over the K models
+  of a group.
 - ``occlusion`` (Zeiler & Fergus 2014), as Captum's ``Occlusion`` defines it: the drop of the
   objective when a window of the image is replaced by ``fill``, averaged over the windows that
-  cover a pixel; its magnitude is the map. Forward passes only, no gradient; stacked over the
+  cover a pixel; the magnitude of that mean is the map. Forward passes only, no gradient; stacked over the
   K models of a group.
 """
 
@@ -28,11 +29,11 @@ from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from benchsuite.api import Objective, Params, PluginError, Registry, StackedObjective, hookimpl
-from benchsuite_plugins.saliency import AsStacked, GradientParams, VanillaGrad
+from benchsuite_plugins.saliency import GradientParams, Stackable, VanillaGrad
 
 
 class _GuidedReLU(torch.autograd.Function):
@@ -77,16 +78,12 @@ def _model(objective: Objective | StackedObjective, method: str) -> nn.Module:
     return model
 
 
-class GuidedBackprop:
+class GuidedBackprop(Stackable):
     """The post-processed input gradient through guided ReLUs, reduced over channels."""
 
     def __init__(self, params: GradientParams) -> None:
         self.params = params
         self._gradient = VanillaGrad(params)
-
-    def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
-        """Return maps [N, H, W] for ``x`` [N, C, H, W]; no randomness."""
-        return self.stacked(AsStacked(objective), x, [generator])[0]
 
     def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         """Return maps [K, N, H, W] of K stacked models: their shared modules' ReLUs are guided for all of them."""
@@ -147,7 +144,7 @@ class _LayerTap:
         return _FirstCallTap.apply(output, self) if self.tensor is None else None
 
 
-class GradCam:
+class GradCam(Stackable):
     """Grad-CAM of the first view's activations at one layer of the encoder, upsampled to the image."""
 
     def __init__(self, params: GradCamParams) -> None:
@@ -169,10 +166,6 @@ class GradCam:
         except AttributeError as exc:
             names = ", ".join(name for name, _ in encoder.named_children())
             raise PluginError(f"grad_cam: the encoder has no layer '{path}' (its top-level modules: {names})") from exc
-
-    def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
-        """Return maps [N, H, W] for ``x`` [N, C, H, W]; no randomness."""
-        return self.stacked(AsStacked(objective), x, [generator])[0]
 
     def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         """Return maps [K, N, H, W] of K stacked models: the tap on their shared layer sees all K models' activations."""
@@ -206,7 +199,9 @@ class OcclusionParams(Params):
     """Parameters of ``occlusion``."""
 
     window: int = Field(4, ge=1, le=4096, description="Side of the square window filled, in pixels (at most the image's side).")
-    stride: int = Field(2, ge=1, le=4096, description="Step between window positions, in pixels.")
+    stride: int = Field(
+        2, ge=1, le=4096, description="Step between window positions, in pixels; at most window, so every pixel is covered."
+    )
     fill: float = Field(0.0, ge=-1e6, le=1e6, description="Value the window's pixels, every channel, are replaced with.")
     perturbations_per_eval: int = Field(
         16,
@@ -215,9 +210,18 @@ class OcclusionParams(Params):
         description="Window positions scored in one forward pass (times the images); never changes the result.",
     )
 
+    @model_validator(mode="after")
+    def _windows_touch(self) -> OcclusionParams:
+        if self.stride > self.window:
+            raise ValueError(
+                f"stride {self.stride} is larger than window {self.window}: the pixels between windows would never be "
+                "occluded and have no attribution; use a stride of at most the window"
+            )
+        return self
 
-class Occlusion:
-    """|f(x) - f(x with a window filled)|, averaged over the windows covering each pixel: Captum's Occlusion, stacked.
+
+class Occlusion(Stackable):
+    """|Mean drop of f when a window covering the pixel is filled|: Captum's Occlusion, stacked.
 
     Window positions are Captum's: starts every ``stride`` pixels, ceil((H - window) / stride) + 1
     per axis, the last one cut off at the border; a window spans every channel, so the map is per
@@ -228,39 +232,46 @@ class Occlusion:
     def __init__(self, params: OcclusionParams) -> None:
         self.params = params
 
-    def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
-        """Return maps [N, H, W] for ``x`` [N, C, H, W]; no randomness."""
-        return self.stacked(AsStacked(objective), x, [generator])[0]
-
     def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
-        """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W]."""
+        """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W]; no randomness."""
         p, k_models = self.params, len(generators)
         images = x.detach()
         n, _, h, w = images.shape
-        windows = _windows(h, w, min(p.window, h, w), p.stride, images.device)  # [P, H, W] bool
+        size = min(p.window, h, w)
+        if p.stride > size:  # the window was cut to the image's shorter side
+            raise PluginError(
+                f"occlusion: the window is cut to the image's shorter side, {size} px, which is less than the stride "
+                f"{p.stride}, so some pixels would never be occluded; use a stride of at most {size}"
+            )
+        tops, lefts = _starts(h, size, p.stride, x.device), _starts(w, size, p.stride, x.device)
+        # Window q has its top-left corner at (tops[q // len(lefts)], lefts[q % len(lefts)]).
+        corners = torch.cartesian_prod(tops, lefts)
+        fill = torch.as_tensor(p.fill, dtype=x.dtype, device=x.device)
         index = torch.arange(n, device=x.device)
         total = torch.zeros((k_models, n, h, w), device=x.device, dtype=x.dtype)
         with torch.no_grad():
             intact = objective(images.expand(k_models, *images.shape), index)  # [K, N]
-            for chunk in windows.split(p.perturbations_per_eval):
+            for chunk in corners.split(p.perturbations_per_eval):
+                windows = _spans(chunk[:, 0], size, h)[:, :, None] & _spans(chunk[:, 1], size, w)[:, None, :]  # [Q, H, W]
                 # Row (window q, image i) is image i with window q filled, in every channel.
-                rows = torch.where(chunk[:, None, None], torch.as_tensor(p.fill, dtype=x.dtype, device=x.device), images)
-                rows = rows.reshape(-1, *images.shape[1:])
+                rows = torch.where(windows[:, None, None], fill, images).reshape(-1, *images.shape[1:])
                 scores = objective(rows.expand(k_models, *rows.shape), index.repeat(len(chunk)))
                 drop = intact.unsqueeze(1) - scores.view(k_models, len(chunk), n)  # [K, Q, N]
-                total += torch.einsum("kqn,qhw->knhw", drop, chunk.to(x.dtype))
-        coverage = windows.sum(dim=0).to(x.dtype)
-        return (total / coverage).abs()
+                total += torch.einsum("kqn,qhw->knhw", drop, windows.to(x.dtype))
+        # The windows are a grid, so a pixel's count is (windows over its row) x (windows over its column).
+        coverage = _spans(tops, size, h).sum(dim=0)[:, None] * _spans(lefts, size, w).sum(dim=0)[None, :]
+        return (total / coverage.to(x.dtype)).abs()
 
 
-def _windows(h: int, w: int, size: int, stride: int, device: torch.device) -> Tensor:
-    """Captum's occlusion windows of an H x W image: bool masks [P, H, W], row-major over their starts."""
-    rows = [i * stride for i in range(math.ceil((h - size) / stride) + 1)]
-    cols = [j * stride for j in range(math.ceil((w - size) / stride) + 1)]
-    masks = torch.zeros((len(rows) * len(cols), h, w), dtype=torch.bool, device=device)
-    for q, (top, left) in enumerate((top, left) for top in rows for left in cols):
-        masks[q, top : top + size, left : left + size] = True
-    return masks
+def _starts(length: int, size: int, stride: int, device: torch.device) -> Tensor:
+    """Captum's window starts along an axis: every ``stride`` pixels, ceil((length - size) / stride) + 1 of them."""
+    return torch.arange(math.ceil((length - size) / stride) + 1, device=device) * stride
+
+
+def _spans(starts: Tensor, size: int, length: int) -> Tensor:
+    """Bool [len(starts), length]: which pixels of the axis the window starting at each start covers."""
+    pixel = torch.arange(length, device=starts.device)
+    return (pixel >= starts[:, None]) & (pixel < starts[:, None] + size)
 
 
 @hookimpl

@@ -7,24 +7,29 @@ rows, one forward and one backward pass per chunk, as in Captum (and unlike MONA
 ``SmoothGrad``, which loops over samples with batch size 1); the objective must therefore score
 rows independently of each other (an encoder in eval mode, not a BatchNorm in training mode).
 ``stacked`` does the same for the K models of a stacked group in one pass per chunk, each model
-with its own noise; one model alone is the case K = 1.
+with its own noise; one model alone is the case K = 1. Only one chunk's rows are held at a time,
+and each image's attributions are summed as its rows go by, so memory does not grow with the
+number of samples or steps.
 
 - **SmoothGrad** (Smilkov et al. 2017) averages the post-processed gradient over ``samples``
   noisy copies of each image, with Gaussian noise of σ = ``spread`` × (max − min) of that image:
   (1) post-process each copy's gradient g: ``abs`` gives |g|, ``grad_x_input`` |g ⊙ x_noisy|;
   (2) average over the copies; (3) reduce over channels (``max``, ``mean`` or ``sum``). Steps 1-2
-  are Captum's ``NoiseTunnel(Saliency(abs=True))`` with ``nt_type="smoothgrad"``.
+  are Captum's ``NoiseTunnel(Saliency(abs=True))`` with ``nt_type="smoothgrad"``. The noise is
+  drawn image by image from the generator, a standard normal [samples, C, H, W] each.
 - **vanilla_grad** is the case of one copy without noise; **gradient_x_input** is it with
   ``grad_x_input``: |g ⊙ x| (Shrikumar et al. 2016), Captum's ``InputXGradient`` made absolute.
 - **Integrated Gradients** (Sundararajan et al. 2017): (x − b) ⊙ ∫₀¹ ∇f(b + α(x − b)) dα, the
-  integral taken at ``steps`` points by Gauss-Legendre quadrature or the trapezoid rule, as
-  Captum's ``IntegratedGradients`` (``method="gausslegendre"``, its default, or
-  ``"riemann_trapezoid"``); the baseline b is black or each image's mean intensity. Its
-  attributions are signed (they sum to f(x) − f(b)); the map is their magnitude.
+  integral taken at ``steps`` points by Gauss-Legendre quadrature, as Captum's
+  ``IntegratedGradients`` (``method="gausslegendre"``, its default), or by the trapezoid rule over
+  [0, 1] (``"riemann_trapezoid"``, whose weights sum to 1 here and to (n − 1)/n in Captum); the
+  baseline b is black or each image's mean intensity. Its attributions are signed (they sum to
+  f(x) − f(b)); the map is their magnitude.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -86,29 +91,42 @@ class IntegratedGradientsParams(ExecutionParams):
 
     steps: int = Field(32, ge=2, le=4096, description="Points on the path at which the gradient is taken (Captum's n_steps).")
     method: Literal["gausslegendre", "riemann_trapezoid"] = Field(
-        "gausslegendre", description="Quadrature of the path integral, as Captum names it."
+        "gausslegendre",
+        description="Quadrature of the path integral, named as in Captum; the trapezoid weights sum to 1 (Captum's to (n-1)/n).",
     )
     baseline: Literal["zeros", "mean"] = Field(
         "zeros", description="The path's start: a black image, or each image's mean intensity everywhere."
     )
 
 
-class VanillaGrad:
+class Stackable(abc.ABC):
+    """A saliency method written once, for K stacked models: the one-model call is the stack of one."""
+
+    def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Return maps [N, H, W] for ``x`` [N, C, H, W], any randomness drawn from ``generator``."""
+        return self.stacked(AsStacked(objective), x, [generator])[0]
+
+    @abc.abstractmethod
+    def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W], model k's randomness from ``generators[k]``."""
+
+
+class VanillaGrad(Stackable):
     """The post-processed gradient of the objective at each image, reduced over channels."""
 
     def __init__(self, params: GradientParams) -> None:
         self.params = params
 
-    def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
-        """Return maps [N, H, W] for ``x`` [N, C, H, W]; ``generator`` is unused (no randomness)."""
-        return self.stacked(AsStacked(objective), x, [generator])[0]
-
     def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
-        """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W], one per generator."""
+        """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W]; no randomness."""
         # The noise-free case of SmoothGrad: one copy per image, displaced by zero.
-        no_noise = torch.zeros((len(generators), x.shape[0], 1, *x.shape[1:]), device=x.device, dtype=x.dtype)
-        rows = _row_attributions(objective, x, no_noise, self.params, _postprocess(self.params.postprocess))
-        return reduce_channels(rows.mean(dim=2), self.params.channel_reduce)
+        k_models = len(generators)
+
+        def no_displacement(start: int, stop: int) -> Tensor:
+            return x.new_zeros((k_models, stop - start, *x.shape[1:]))
+
+        total = _row_sums(objective, x, k_models, 1, no_displacement, self.params, _postprocess(self.params.postprocess))
+        return reduce_channels(total, self.params.channel_reduce)
 
 
 def gradient_x_input(params: ExecutionParams) -> VanillaGrad:
@@ -116,44 +134,32 @@ def gradient_x_input(params: ExecutionParams) -> VanillaGrad:
     return VanillaGrad(GradientParams(**params.model_dump(), postprocess="grad_x_input"))
 
 
-class SmoothGrad:
+class SmoothGrad(Stackable):
     """SmoothGrad: post-process each noisy copy's gradient, average over copies, reduce channels."""
 
     def __init__(self, params: SmoothGradParams) -> None:
         self.params = params
 
-    def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
-        """Return maps [N, H, W] for ``x`` [N, C, H, W], with all noise drawn from ``generator``."""
-        return self.stacked(AsStacked(objective), x, [generator])[0]
-
     def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W]; model k's noise comes from ``generators[k]``."""
-        n_images = x.shape[0]
-        noise = torch.empty((len(generators), n_images, self.params.samples, *x.shape[1:]), device=x.device, dtype=x.dtype)
-        # Each model's noise is drawn up front in one call, as alone, so the result depends
-        # neither on chunk_size nor on which models share the stack.
-        for k, generator in enumerate(generators):
-            torch.randn(noise.shape[1:], generator=generator, out=noise[k])
+        samples = self.params.samples
         value_range = x.detach().flatten(1).aminmax(dim=1)
         sigma = self.params.spread * (value_range.max - value_range.min)
-        noise *= sigma.view(1, n_images, 1, 1, 1, 1)
-        rows = _row_attributions(objective, x, noise, self.params, _postprocess(self.params.postprocess))
-        return reduce_channels(rows.mean(dim=2), self.params.channel_reduce)
+        noise = _PerImageNoise(generators, samples, x, sigma)
+        total = _row_sums(objective, x, len(generators), samples, noise, self.params, _postprocess(self.params.postprocess))
+        return reduce_channels(total / samples, self.params.channel_reduce)
 
 
-class IntegratedGradients:
+class IntegratedGradients(Stackable):
     """Integrated Gradients by quadrature along the straight path, magnitude reduced over channels."""
 
     def __init__(self, params: IntegratedGradientsParams) -> None:
         self.params = params
 
-    def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:
-        """Return maps [N, H, W] for ``x`` [N, C, H, W]; ``generator`` is unused (no randomness)."""
-        return self.stacked(AsStacked(objective), x, [generator])[0]
-
     def stacked(self, objective: StackedObjective, x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
-        """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W]."""
-        alphas, weights = path_quadrature(self.params.steps, self.params.method)
+        """Return maps [K, N, H, W] of K stacked models for ``x`` [N, C, H, W]; no randomness."""
+        steps, k_models = self.params.steps, len(generators)
+        alphas, weights = path_quadrature(steps, self.params.method)
         images = x.detach()
         baseline = (
             images.mean(dim=(1, 2, 3), keepdim=True).expand_as(images)
@@ -163,17 +169,27 @@ class IntegratedGradients:
         path = images - baseline
         alpha = torch.as_tensor(alphas, device=x.device, dtype=x.dtype)
         weight = torch.as_tensor(weights, device=x.device, dtype=x.dtype)
-        # Row (i, s) is b + alpha_s (x - b) = x + (alpha_s - 1)(x - b).
-        displacement = ((alpha - 1).view(1, -1, 1, 1, 1) * path.unsqueeze(1)).unsqueeze(0).repeat(len(generators), 1, 1, 1, 1, 1)
-        rows = _row_attributions(
-            objective, x, displacement, self.params, lambda grad, rows, sample: grad * weight[sample].view(-1, 1, 1, 1)
+
+        def on_the_path(start: int, stop: int) -> Tensor:
+            # Row i * steps + s is b + alpha_s (x - b) = x + (alpha_s - 1)(x - b), the same for every model.
+            row = torch.arange(start, stop, device=x.device)
+            moved = (alpha[row % steps] - 1).view(-1, 1, 1, 1) * path[row // steps]
+            return moved.expand(k_models, *moved.shape)
+
+        integral = _row_sums(
+            objective,
+            x,
+            k_models,
+            steps,
+            on_the_path,
+            self.params,
+            lambda grad, rows, sample: grad * weight[sample].view(-1, 1, 1, 1),
         )
-        integral = rows.sum(dim=2)  # [K, N, C, H, W]
         return reduce_channels((integral * path).abs(), self.params.channel_reduce)
 
 
 def path_quadrature(steps: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """Points alpha in [0, 1] and weights summing to 1 for the path integral, as Captum's approximation methods."""
+    """Points alpha in [0, 1] and weights summing to 1 for the path integral (Captum's trapezoid weights sum to (n-1)/n)."""
     if method == "riemann_trapezoid":
         alphas = np.linspace(0.0, 1.0, steps)
         weights = np.full(steps, 1.0 / (steps - 1))
@@ -208,31 +224,69 @@ class AsStacked:
         return scores.unsqueeze(0)
 
 
-def _row_attributions(
-    objective: StackedObjective, x: Tensor, displacement: Tensor, params: ExecutionParams, attribute: RowAttribution
-) -> Tensor:
-    """``attribute(gradient, rows, sample)`` at every row ``x + displacement``: [K, N, S, C, H, W].
+Displacement = Callable[[int, int], Tensor]
+"""Rows ``start:stop`` of every model's displacement from their images, [K, stop - start, C, H, W]; asked for in order."""
 
-    ``displacement`` is [K, N, S, C, H, W] for K models; row ``i * S + s`` of model k is image
-    ``i`` plus model k's ``s``-th displacement, and the objective is told so (its ``index``).
-    Each row's attribution overwrites its displacement in place, which keeps peak memory at one
-    buffer. A chunk holds ``chunk_size`` rows over all K models.
+
+class _PerImageNoise:
+    """SmoothGrad's noise as a :data:`Displacement`, drawn image by image, in order, from each model's generator.
+
+    Model k draws a standard normal [S, C, H, W] for image 0, then for image 1, and so on, each
+    scaled by its image's sigma. So the noise depends neither on the chunks the rows are asked for
+    in nor on which models share the stack, and only the images a chunk spans are held.
     """
-    k_models, n_images, samples = displacement.shape[:3]
+
+    def __init__(self, generators: Sequence[torch.Generator], samples: int, x: Tensor, sigma: Tensor):
+        self.generators, self.samples, self.x, self.sigma = generators, samples, x, sigma
+        self.first = 0  # the image whose noise ``held`` starts with
+        self.held = x.new_empty((len(generators), 0, *x.shape[1:]))  # [K, images x S, C, H, W]
+
+    def __call__(self, start: int, stop: int) -> Tensor:
+        s = self.samples
+        first, last = start // s, (stop - 1) // s
+        held = self.held[:, (first - self.first) * s :]
+        drawn = first + held.shape[1] // s
+        self.held = torch.cat([held, *(self._draw(i) for i in range(drawn, last + 1))], dim=1)
+        self.first = first
+        return self.held[:, start - first * s : stop - first * s]
+
+    def _draw(self, image: int) -> Tensor:
+        shape = (self.samples, *self.x.shape[1:])
+        noise = torch.stack([torch.randn(shape, generator=g, device=self.x.device, dtype=self.x.dtype) for g in self.generators])
+        return noise * self.sigma[image]
+
+
+def _row_sums(
+    objective: StackedObjective,
+    x: Tensor,
+    k_models: int,
+    samples: int,
+    displacement: Displacement,
+    params: ExecutionParams,
+    attribute: RowAttribution,
+) -> Tensor:
+    """Σ_s ``attribute(gradient, rows, s)`` over each image's ``samples`` rows, for K models: [K, N, C, H, W].
+
+    Row ``i * S + s`` of model k is image ``i`` plus model k's displacement of that row, and the
+    objective is told so (its ``index``). Rows go through the objective in chunks of
+    ``chunk_size`` rows over all K models, and only a chunk's rows are ever held; each image's
+    attributions are summed as its rows go by, so the chunks change the sums by rounding at most.
+    """
+    n_images = x.shape[0]
     rows_total = n_images * samples
-    flat = displacement.view(k_models, rows_total, *x.shape[1:])
     chunk = max(1, (params.chunk_size or _default_chunk_rows(x)) // k_models)
     channels_last = params.channels_last
     if channels_last is None:
         channels_last = x.device.type in _CHANNELS_LAST_DEVICES
     images = x.detach()
+    total = x.new_zeros((k_models, n_images, *x.shape[1:]))
     # The caller may be under no_grad (e.g. an evaluation loop); the gradient is the point here.
     with torch.enable_grad():
         for start in range(0, rows_total, chunk):
             stop = min(start + chunk, rows_total)
             row_number = torch.arange(start, stop, device=x.device)
             image_of_row = row_number // samples
-            rows = images[image_of_row] + flat[:, start:stop]
+            rows = images[image_of_row] + displacement(start, stop)
             if channels_last:
                 # Physical [K, R, H, W, C]: every model's rows [R, C, H, W] are a channels-last view.
                 rows = rows.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
@@ -243,8 +297,14 @@ def _row_attributions(
                     f"the stacked saliency objective must return scores [{k_models}, {stop - start}], got {tuple(scores.shape)}"
                 )
             (grad,) = torch.autograd.grad(scores.sum(), rows)
-            flat[:, start:stop] = attribute(grad, rows.detach(), row_number % samples)
-    return displacement
+            attributions = attribute(grad, rows.detach(), row_number % samples)
+            # The chunk's rows, padded to whole images, summed per image: a plain reduction, so the
+            # same on every run (an index_add_ on CUDA adds in whatever order its atomics land).
+            first, last = start // samples, (stop - 1) // samples
+            padded = attributions.new_zeros((k_models, (last - first + 1) * samples, *x.shape[1:]))
+            padded[:, start - first * samples : stop - first * samples] = attributions
+            total[:, first : last + 1] += padded.view(k_models, -1, samples, *x.shape[1:]).sum(dim=2)
+    return total
 
 
 def reduce_channels(attribution: Tensor, how: ChannelReduce) -> Tensor:

@@ -154,6 +154,16 @@ def test_the_curve_runs_from_the_intact_score_to_the_fully_deleted_one_and_norma
     )
 
 
+def test_normalised_deletion_is_nan_where_the_intact_similarity_is_not_positive():
+    # A similarity that starts at or below 0 would turn a rise into a fall once divided by its start.
+    x = images()
+    x[1], x[3] = -x[1], 0.0
+    objective, saliency = MeanInRegion(region().float()), torch.rand(N, SIZE, SIZE)
+    normalised = metric("deletion_auc", steps=2)(inputs(saliency, x, objective, None))
+    assert normalised[[1, 3]].isnan().all() and normalised[[0, 2, 4, 5]].isfinite().all()
+    assert metric("deletion_auc", steps=2, normalise=False)(inputs(saliency, x, objective, None)).isfinite().all()
+
+
 def test_deletion_is_nan_for_an_undefined_map():
     x, objective = images(), MeanInRegion(region().float())
     saliency = torch.rand(N, SIZE, SIZE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import textwrap
 
 import pytest
@@ -16,16 +17,16 @@ from benchsuite.grid import expand
 from benchsuite.pipeline import load_data, run_cell
 from benchsuite.registry import default_registry
 from benchsuite.suite import load_suite
-from benchsuite_plugins.segmentation import hard_dice, labelled_split, soft_dice_loss, upsamplings
+from benchsuite_plugins.metrics import hard_dice
+from benchsuite_plugins.segmentation import labelled_split, soft_dice_loss, upsamplings
+from tests.conftest import component, metric_inputs
 from tests.test_suite import VALID
 
 SIZE = 32
 N_EVAL = 32
 
 
-def metric(**params):
-    component = default_registry().get("metrics", "segmentation_dice")
-    return component.factory(component.params(**params))
+metric = functools.partial(component, "metrics", "segmentation_dice")
 
 
 def encoder(name: str = "small_cnn", seed: int = 0) -> nn.Module:
@@ -64,7 +65,7 @@ def shapes() -> ImageMaskSet:
 
 def inputs(data: ImageMaskSet, enc: nn.Module | None, seed: int = 0) -> MetricInputs:
     images, masks = data.images[:N_EVAL], data.masks[:N_EVAL]
-    return MetricInputs(
+    return metric_inputs(
         saliency=torch.full(masks.shape, float("nan")),
         masks=masks,
         images=images,
@@ -77,8 +78,6 @@ def inputs(data: ImageMaskSet, enc: nn.Module | None, seed: int = 0) -> MetricIn
         represent=lambda x: x.flatten(1),
         train_masks=data.masks[N_EVAL:],
         encoder=enc,
-        objective=None,  # not read by these metrics
-        explain=None,
     )
 
 
@@ -102,7 +101,7 @@ def test_hard_dice_is_monais_dice_metric_with_nan_for_an_empty_mask():
     predicted[5] = ~masks[5]  # disjoint: 0
     expected = DiceMetric(include_background=True, reduction="none")(predicted[:, None].float(), masks[:, None].float())[:, 0]
     values = hard_dice(predicted, masks)
-    torch.testing.assert_close(values, expected.float(), equal_nan=True)
+    torch.testing.assert_close(values, expected.double(), equal_nan=True)
     assert values[1] == 1 and values[2] == 0 and values[5] == 0 and values[3:5].isnan().all()
 
 
@@ -156,15 +155,18 @@ def test_an_encoder_without_feature_map_or_none_is_a_plugin_error(shapes):
         metric()(inputs(shapes, None))
 
 
-def test_a_resnet_with_batch_norm_fine_tunes_from_its_one_pixel_feature_map(shapes):
+@pytest.mark.parametrize(("fraction", "batch_size"), [(0.5, 16), (0.1, 1)])
+def test_a_resnet_with_batch_norm_fine_tunes_from_its_one_pixel_feature_map(shapes, fraction, batch_size):
+    # Its BatchNorm sees one value per channel at 1 x 1, so no batch may hold one image alone,
+    # not with the fewest labelled images (two to fit) nor with a batch size of 1.
     small = ImageMaskSet(shapes.images[:48], shapes.masks[:48])
-    values = metric(epochs=1, fraction=0.5)(inputs(small, encoder("resnet18")))
+    values = metric(epochs=1, fraction=fraction, batch_size=batch_size)(inputs(small, encoder("resnet18")))
     assert values.shape == (N_EVAL,) and values.isfinite().all()
 
 
 @pytest.mark.parametrize(
     ("n", "fraction", "validation", "fit", "held"),
-    [(224, 0.1, 0.25, 16, 6), (10, 0.1, 0.25, 1, 1), (2, 1.0, 0.5, 1, 1), (8, 1.0, 0.9, 1, 7), (40, 0.5, 0.01, 19, 1)],
+    [(224, 0.1, 0.25, 16, 6), (10, 0.1, 0.25, 2, 1), (3, 1.0, 0.5, 2, 1), (8, 1.0, 0.9, 2, 6), (40, 0.5, 0.01, 19, 1)],
 )
 def test_labelled_split_sizes(n, fraction, validation, fit, held):
     fitted, validated = labelled_split(n, fraction, validation, torch.Generator().manual_seed(0))

@@ -72,21 +72,40 @@ class Dice:
             salient = saliency > otsu_threshold(saliency).unsqueeze(1)
         else:
             salient = saliency > _percentile(saliency, self.params.percentile).unsqueeze(1)
-        overlap = (salient & masks).sum(dim=1)
-        dice = 2 * overlap.to(saliency.dtype) / (salient.sum(dim=1) + mask_size).to(saliency.dtype)
-        return dice.masked_fill((mask_size == 0) | undefined, float("nan"))
+        return hard_dice(salient, masks).to(saliency.dtype).masked_fill(undefined, float("nan"))
 
 
-def top_k_pixels(saliency: Tensor, k: Tensor) -> Tensor:
-    """Mark the ``k[i]`` highest values of each row of ``saliency`` [N, P]; returns bool [N, P].
+def hard_dice(predicted: Tensor, masks: Tensor) -> Tensor:
+    """Dice 2|P ∩ T| / (|P| + |T|) of boolean predictions and masks [N, ...] per image, float64; NaN where T is empty."""
+    p, t = predicted.flatten(1), masks.flatten(1)
+    overlap = (p & t).sum(dim=1).to(torch.float64)
+    total = (p.sum(dim=1) + t.sum(dim=1)).to(torch.float64)
+    return torch.where(t.any(dim=1), 2 * overlap / total.clamp(min=1), torch.nan)
 
-    Ties are broken by position: among equal values the lower index is taken first, so the
-    result is deterministic.
+
+def salience_rank(saliency: Tensor) -> Tensor:
+    """Each pixel's place 0..P-1 in each row of ``saliency`` [N, P] from the most salient down; long [N, P].
+
+    Ties are broken by position: among equal values the lower index comes first, so the order is
+    deterministic.
     """
     order = torch.sort(saliency, dim=1, descending=True, stable=True).indices
     positions = torch.arange(saliency.shape[1], device=saliency.device).expand_as(order)
-    rank = torch.empty_like(order).scatter_(1, order, positions)
-    return rank < k.unsqueeze(1)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
+def top_k_pixels(saliency: Tensor, k: Tensor) -> Tensor:
+    """Mark the ``k[i]`` highest values of each row of ``saliency`` [N, P] (ties by position); returns bool [N, P]."""
+    return salience_rank(saliency) < k.unsqueeze(1)
+
+
+def average_ranks(values: Tensor) -> Tensor:
+    """Ranks 1..P of each row of ``values`` [N, P], float64, ties given the mean of the ranks they span (scipy's 'average')."""
+    ordered = values.sort(dim=1).values
+    first = torch.searchsorted(ordered, values.contiguous(), right=False) + 1
+    last = torch.searchsorted(ordered, values.contiguous(), right=True)
+    # Rank sums reach ~P^2/2; float64 keeps them exact for any image size we use.
+    return (first + last).to(torch.float64) / 2
 
 
 def otsu_threshold(values: Tensor, bins: int = _OTSU_BINS) -> Tensor:
@@ -140,12 +159,7 @@ class Auroc:
     def __call__(self, inputs: MetricInputs) -> Tensor:
         """Return AUROC per image [N]."""
         saliency, masks, no_map = _flat_maps_and_masks(inputs)
-        ordered = saliency.sort(dim=1).values
-        # Tied values share the mean of the 1-based ranks they span: (first + last) / 2.
-        first = torch.searchsorted(ordered, saliency, right=False) + 1
-        last = torch.searchsorted(ordered, saliency, right=True)
-        # Rank sums reach ~P^2/2; float64 keeps them exact for any image size we use.
-        rank = (first + last).to(torch.float64) / 2
+        rank = average_ranks(saliency)
         positives = masks.sum(dim=1).to(torch.float64)
         negatives = masks.shape[1] - positives
         u = (rank * masks).sum(dim=1) - positives * (positives + 1) / 2

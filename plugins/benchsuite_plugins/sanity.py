@@ -26,6 +26,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from benchsuite.api import MetricInputs, Params, Registry, hookimpl
+from benchsuite_plugins.metrics import average_ranks, salience_rank
 
 
 class RandomisationParams(Params):
@@ -50,17 +51,9 @@ def reinitialised(model: nn.Module, seed: int) -> nn.Module:
     return fresh.eval()
 
 
-def rank(values: Tensor) -> Tensor:
-    """Ranks 1..P of each row of ``values`` [N, P], ties given the mean of the ranks they span (scipy's 'average')."""
-    ordered = values.sort(dim=1).values
-    first = torch.searchsorted(ordered, values.contiguous(), right=False) + 1
-    last = torch.searchsorted(ordered, values.contiguous(), right=True)
-    return (first + last).to(torch.float64) / 2
-
-
 def spearman(a: Tensor, b: Tensor) -> Tensor:
     """Spearman's rank correlation of each row pair of ``a`` and ``b`` [N, P]; NaN for a constant row."""
-    ra, rb = rank(a), rank(b)
+    ra, rb = average_ranks(a), average_ranks(b)
     ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
     return (ra * rb).sum(dim=1) / (ra.square().sum(dim=1) * rb.square().sum(dim=1)).sqrt()
 
@@ -97,7 +90,11 @@ class DeletionParams(Params):
         description="What a deleted pixel becomes: black, the image's mean intensity, or the image blurred "
         "(sigma = 1/16 of its side).",
     )
-    normalise: bool = Field(True, description="Divide the curve by the similarity of the intact image, so the curve starts at 1.")
+    normalise: bool = Field(
+        True,
+        description="Divide the curve by the similarity of the intact image, so the curve starts at 1; NaN for an image "
+        "whose intact similarity is not positive, where the ratio would turn a rise into a fall.",
+    )
     batch_size: int = Field(256, ge=1, le=65_536, description="Images per forward pass; never changes the result.")
 
 
@@ -112,11 +109,12 @@ class DeletionAuc:
 
     def __call__(self, inputs: MetricInputs) -> Tensor:
         curve = self.curve(inputs)  # [N, steps + 1]
+        undefined = inputs.saliency.flatten(1).isnan().any(dim=1)
         if self.params.normalise:
+            undefined |= curve[:, 0] <= 0
             curve = curve / curve[:, :1]
         shares = torch.linspace(0, 1, self.params.steps + 1, device=curve.device, dtype=curve.dtype)
         area = torch.trapezoid(curve, shares, dim=1)
-        undefined = inputs.saliency.flatten(1).isnan().any(dim=1)
         return area.float().masked_fill(undefined, float("nan"))
 
     def curve(self, inputs: MetricInputs) -> Tensor:
@@ -124,9 +122,7 @@ class DeletionAuc:
         images, p = inputs.images, self.params
         n, _, h, w = images.shape
         saliency = inputs.saliency.flatten(1).nan_to_num(nan=0.0)
-        # Rank 0 is the most salient pixel; ties go to the earlier pixel, so the order is deterministic.
-        order = saliency.sort(dim=1, descending=True, stable=True).indices
-        position = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=order.device).expand_as(order))
+        position = salience_rank(saliency)
         filled = _fill(images, p.fill)
         cut = torch.round(torch.linspace(0, h * w, p.steps + 1, device=images.device)).long()  # pixels deleted per step
         index = torch.arange(n, device=images.device)

@@ -31,6 +31,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from benchsuite.api import MetricInputs, Params, PluginError, Registry, hookimpl
+from benchsuite_plugins.metrics import hard_dice
 
 SMOOTH = 1e-5
 """Added to the soft Dice's numerator and denominator (MONAI's ``smooth_nr`` and ``smooth_dr``)."""
@@ -43,20 +44,26 @@ class SegmentationParams(Params):
         0.1,
         gt=0,
         le=1,
-        description="Share of the cell's training images that are labelled (rounded, at least 2: one to fit, one to validate).",
+        description="Share of the cell's training images that are labelled (rounded, at least 3: two to fit, one to validate).",
     )
     validation: float = Field(
         0.25,
         gt=0,
         lt=1,
-        description="Share of the labelled images held out for early stopping (rounded, at least 1, leaving at least 1 to fit).",
+        description="Share of the labelled images held out for early stopping (rounded, at least 1, leaving at least 2 to fit).",
     )
     # With a tenth of a few hundred images an epoch is one or two steps; 5 epochs of patience
     # stopped a seed at Dice 0.75 where 20 reached 0.93 (small CNN, 32 px, about 4 s).
     epochs: int = Field(200, ge=1, le=10_000, description="Maximum passes over the labelled images that are fitted.")
     patience: int = Field(20, ge=1, le=10_000, description="Epochs without a better validation Dice before training stops.")
     lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate, for the decoder and the fine-tuned encoder.")
-    batch_size: int = Field(16, ge=1, le=65_536, description="Images per step (an epoch's batches are cut evenly).")
+    batch_size: int = Field(
+        16,
+        ge=1,
+        le=65_536,
+        description="Images per step. An epoch's batches are cut evenly and never hold one image alone, which a "
+        "BatchNorm cannot train on.",
+    )
     freeze_encoder: bool = Field(
         False, description="Train the decoder alone on the frozen encoder (a probe) instead of fine-tuning both."
     )
@@ -76,14 +83,6 @@ def soft_dice_loss(logits: Tensor, masks: Tensor) -> Tensor:
     p, t = torch.sigmoid(logits).flatten(1), masks.flatten(1).to(logits.dtype)
     overlap = (p * t).sum(dim=1)
     return (1 - (2 * overlap + SMOOTH) / (p.sum(dim=1) + t.sum(dim=1) + SMOOTH)).mean()
-
-
-def hard_dice(predicted: Tensor, masks: Tensor) -> Tensor:
-    """Dice 2|P and T| / (|P| + |T|) of boolean predictions [N, H, W] per image; NaN where the mask T is empty."""
-    p, t = predicted.flatten(1), masks.flatten(1)
-    overlap = (p & t).sum(dim=1).float()
-    total = (p.sum(dim=1) + t.sum(dim=1)).float()
-    return torch.where(t.any(dim=1), 2 * overlap / total.clamp(min=1), torch.nan)
 
 
 def _validation_dice(predicted: Tensor, masks: Tensor) -> Tensor:
@@ -156,7 +155,7 @@ class SegmentationDice:
         with torch.no_grad():
             channels, *feature_size = encoder.eval().feature_map(inputs.train_images[:1]).shape[1:]
         with torch.random.fork_rng(devices=[]):  # the decoder is made on the CPU; the global state is left alone
-            torch.manual_seed(inputs.seed)
+            torch.default_generator.manual_seed(inputs.seed)  # torch.manual_seed would reseed every GPU too
             decoder = Decoder(channels, p.decoder_width, upsamplings(tuple(feature_size), size))
         model = Segmenter(encoder, decoder.to(device))
         optimizer = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=p.lr)
@@ -168,7 +167,7 @@ class SegmentationDice:
                 if p.freeze_encoder:
                     encoder.eval()
                 order = fit[torch.randperm(len(fit), generator=generator).to(device)]
-                for batch in order.tensor_split(math.ceil(len(order) / p.batch_size)):
+                for batch in order.tensor_split(_batches(len(order), p.batch_size)):
                     logits = model(inputs.train_images[batch])
                     loss = self.loss(logits, inputs.train_masks[batch])
                     optimizer.zero_grad(set_to_none=True)
@@ -218,15 +217,23 @@ def _encoder(inputs: MetricInputs) -> nn.Module:
 def labelled_split(n: int, fraction: float, validation: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Indices of the labelled training images to fit on and to validate on, drawn by ``generator``.
 
-    ``round(fraction * n)`` images are labelled, at least 2; ``round(validation * labelled)`` of
-    them validate, at least 1 and at most all but one.
+    ``round(fraction * n)`` images are labelled, at least 3; ``round(validation * labelled)`` of
+    them validate, at least 1 and at most all but two.
     """
-    if n < 2:
-        raise PluginError(f"segmentation_dice needs at least 2 training images (one to fit, one to validate), got {n}")
-    labelled = min(n, max(2, round(fraction * n)))
-    held = min(labelled - 1, max(1, round(validation * labelled)))
+    if n < 3:
+        raise PluginError(
+            f"segmentation_dice needs at least 3 training images (two to fit, as a BatchNorm cannot train on one "
+            f"image, and one to validate), got {n}"
+        )
+    labelled = min(n, max(3, round(fraction * n)))
+    held = min(labelled - 2, max(1, round(validation * labelled)))
     chosen = torch.randperm(n, generator=generator)[:labelled]
     return chosen[held:].sort().values, chosen[:held].sort().values
+
+
+def _batches(images: int, batch_size: int) -> int:
+    """How many even batches an epoch of ``images`` (at least 2) is cut into: about ``batch_size`` each, never 1."""
+    return max(1, min(math.ceil(images / batch_size), images // 2))
 
 
 @hookimpl

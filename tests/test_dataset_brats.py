@@ -354,5 +354,5 @@ def test_both_datasets_are_registered() -> None:
 
 def test_msd_without_monai_installed_names_the_extra(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "monai.apps", None)  # makes `from monai.apps import ...` raise ImportError
-    with pytest.raises(PluginError, match=r'pip install "benchsuite\[msd\]"'):
+    with pytest.raises(PluginError, match=r'pip install -e "\.\[msd\]"'):
         build_msd(data_root)

@@ -255,7 +255,7 @@ def test_dicom_without_pydicom_installed_says_what_to_install(tmp_path: Path, mo
     (tmp_path / "images" / "a.dcm").write_bytes(b"\0" * 200)
     save(tmp_path / "masks" / "a.png", rectangle())
     monkeypatch.setitem(sys.modules, "pydicom", None)  # makes `import pydicom` raise ImportError
-    assert 'pip install "benchsuite[dicom]"' in error(folder, tmp_path, images="images", masks="masks")
+    assert 'pip install -e ".[dicom]"' in error(folder, tmp_path, images="images", masks="masks")
 
 
 # image_mask_folder: errors

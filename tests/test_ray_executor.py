@@ -183,5 +183,5 @@ def test_an_executor_given_on_the_command_line_is_checked_like_the_suite_s(tmp_p
 
 def test_a_suite_naming_ray_without_it_installed_says_which_extra_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # find_spec (and import) now see no Ray
-    with pytest.raises(SuiteError, match=r'pip install "benchsuite\[ray\]"'):
+    with pytest.raises(SuiteError, match=r'pip install -e "\.\[ray\]"'):
         run(tmp_path, ray_suite())

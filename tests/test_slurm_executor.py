@@ -121,5 +121,5 @@ def succeeded_job(folder, job_id: str) -> bool:
 
 def test_a_suite_naming_slurm_without_submitit_says_which_extra_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)
-    with pytest.raises(SuiteError, match=r'pip install "benchsuite\[slurm\]"'):
+    with pytest.raises(SuiteError, match=r'pip install -e "\.\[slurm\]"'):
         run(tmp_path, slurm_suite())

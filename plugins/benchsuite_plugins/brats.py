@@ -318,7 +318,8 @@ def _msd_dataset(root: Path, download: bool) -> DecathlonDataset:
         from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
     except ImportError:
         raise PluginError(
-            'msd_brain_tumour reads the Decathlon through MONAI, which is not installed: pip install "benchsuite[msd]"'
+            "msd_brain_tumour reads the Decathlon through MONAI, which is not installed: "
+            'pip install -e ".[msd]" in the benchsuite checkout'
         ) from None
 
     task_dir = root / _MSD_TASK

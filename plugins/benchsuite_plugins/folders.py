@@ -229,7 +229,9 @@ def _read_dicom(path: Path, slice_index: int | None, *, mask: bool) -> np.ndarra
     try:
         import pydicom  # optional: only DICOM folders need it
     except ImportError:
-        raise ValueError('reading DICOM needs pydicom, which is not installed: pip install "benchsuite[dicom]"') from None
+        raise ValueError(
+            'reading DICOM needs pydicom, which is not installed: pip install -e ".[dicom]" in the benchsuite checkout'
+        ) from None
     dataset = pydicom.dcmread(path)
     pixels = dataset.pixel_array
     frames = pixels if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else pixels[None]

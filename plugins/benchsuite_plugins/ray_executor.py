@@ -55,7 +55,9 @@ class RayParams(ExecutorParams):
     @model_validator(mode="after")
     def _installed(self) -> RayParams:
         if importlib.util.find_spec("ray") is None:
-            raise ValueError('the ray executor needs Ray, which is not installed: pip install "benchsuite[ray]"')
+            raise ValueError(
+                'the ray executor needs Ray, which is not installed: pip install -e ".[ray]" in the benchsuite checkout'
+            )
         if isinstance(self.num_gpus, float | int) and not 0 <= self.num_gpus <= 64:
             raise ValueError("num_gpus must be 'auto' or between 0 and 64")
         return self

@@ -54,7 +54,9 @@ class SlurmParams(ExecutorParams):
     @model_validator(mode="after")
     def _installed(self) -> SlurmParams:
         if importlib.util.find_spec("submitit") is None:
-            raise ValueError('the slurm executor needs submitit, which is not installed: pip install "benchsuite[slurm]"')
+            raise ValueError(
+                'the slurm executor needs submitit, which is not installed: pip install -e ".[slurm]" in the benchsuite checkout'
+            )
         return self
 
 

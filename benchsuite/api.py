@@ -330,6 +330,11 @@ class Metric(Protocol):
     False`` (a downstream segmentation, say) and one that does not read the masks sets
     ``reads_masks = False`` (an embedding norm sets both); the rule is then not its to follow.
     Without the attributes a metric is taken to read both.
+
+    A metric may also say which way is better: ``higher_is_better = True`` (Dice),
+    ``False`` (a deletion AUC), or ``None``, the default, when neither is (an embedding norm).
+    The cube records it, and ``benchsuite compare`` and the report then say "better" or "worse"
+    rather than only "larger" or "smaller".
     """
 
     scope: Literal["image", "cell"]
@@ -341,12 +346,16 @@ class Metric(Protocol):
 def check_metric_output(metric: Metric, values: object, n_images: int) -> Tensor:
     """The metric output contract; returns ``values`` or raises :class:`PluginError` naming the broken rule.
 
-    ``scope`` is ``"image"`` or ``"cell"``; the values are a floating-point tensor of shape
-    ``[n_images]`` for an image metric and ``[]`` for a cell metric.
+    ``scope`` is ``"image"`` or ``"cell"``; ``higher_is_better``, if set, is True, False or None;
+    the values are a floating-point tensor of shape ``[n_images]`` for an image metric and
+    ``[]`` for a cell metric.
     """
     scope = getattr(metric, "scope", None)
     if scope not in ("image", "cell"):
         raise PluginError(f"has scope {scope!r}, not 'image' or 'cell'")
+    direction = getattr(metric, "higher_is_better", None)
+    if not isinstance(direction, bool | None):
+        raise PluginError(f"has higher_is_better {direction!r}, not True, False or None")
     if not (isinstance(values, Tensor) and values.is_floating_point()):
         raise PluginError(f"returned {type(values).__name__} {getattr(values, 'dtype', '')}, not a floating-point tensor")
     expected = (n_images,) if scope == "image" else ()

@@ -58,6 +58,10 @@ CELL_KEY = "cell_key"
 # The ``role`` attribute of every variable says what kind of quantity it is.
 METRIC, CURVE, EXAMPLE, PROVENANCE, DIAGNOSTIC, COVARIATE = "metric", "curve", "example", "provenance", "diagnostic", "covariate"
 
+BETTER = "better"
+"""A metric variable's attribute: ``"higher"`` or ``"lower"``, the direction that is better
+(the metric's ``higher_is_better``); absent when neither is."""
+
 
 def swept(cube: xr.Dataset) -> tuple[str, ...]:
     """The cube's swept-parameter dimensions (coordinate ``role="sweep"``), in cube order; empty without a sweep."""
@@ -86,6 +90,14 @@ def interactions(cube: xr.Dataset) -> tuple[str, ...]:
 def metric_names(cube: xr.Dataset) -> list[str]:
     """The cube's metric variables (attribute ``role="metric"``), in cube order."""
     return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == METRIC]
+
+
+def better(cube: xr.Dataset, metric: str) -> str | None:
+    """``"higher"`` or ``"lower"`` when that direction of ``metric`` is better, else None.
+
+    None also for a cube written before the direction was recorded.
+    """
+    return cube[metric].attrs.get(BETTER)
 
 
 def open_cube(path: Path | str) -> xr.Dataset:

@@ -42,6 +42,7 @@ class CellResult:
     cell: Cell
     image_metrics: dict[str, np.ndarray]  # name -> [n_eval]
     cell_metrics: dict[str, float]
+    higher_is_better: dict[str, bool]  # metric name -> its direction, for the metrics that declare one
     curves: TrainingCurves
     identical_views: bool  # the pair's two views were equal, so the cell has no saliency (NaN maps)
     example_saliency: np.ndarray  # [examples, H, W]
@@ -384,6 +385,7 @@ def evaluate(
 
     image_metrics: dict[str, np.ndarray] = {}
     cell_metrics: dict[str, float] = {}
+    higher_is_better: dict[str, bool] = {}
     for name, component in config["metrics"].items():
         metric = build(registry, cell, "metrics", config=component)
         with _stage(cell, f"metric '{name}' ({component['plugin']})"):
@@ -392,12 +394,15 @@ def evaluate(
                 image_metrics[name] = values.numpy()
             else:
                 cell_metrics[name] = float(values)
+            if getattr(metric, "higher_is_better", None) is not None:
+                higher_is_better[name] = metric.higher_is_better
 
     examples = min(config["data"]["examples"], len(eval_images))
     return CellResult(
         cell=cell,
         image_metrics=image_metrics,
         cell_metrics=cell_metrics,
+        higher_is_better=higher_is_better,
         curves=curves,
         identical_views=cell_saliency.identical_views,
         example_saliency=saliency[:examples].float().cpu().numpy(),

@@ -61,13 +61,14 @@ def _var(dims: tuple[str, ...], values: Any, role: str, level: str = "cell", **a
 def shard(result: CellResult) -> xr.Dataset:
     """One cell's results as a small Dataset, with the variable names and roles of :mod:`benchsuite.cube`."""
     variables: dict[str, Any] = {}
+    better = {name: {names.BETTER: "higher" if higher else "lower"} for name, higher in result.higher_is_better.items()}
     for name, values in result.image_metrics.items():
-        variables[name] = _var((names.IMAGE,), values, names.METRIC, scope="image")
+        variables[name] = _var((names.IMAGE,), values, names.METRIC, scope="image", **better.get(name, {}))
         variables[f"{name}_nan_images"] = _var(
             (), int(np.isnan(values).sum()), names.DIAGNOSTIC, description=f"evaluation images where {name} is undefined (NaN)"
         )
     for name, value in result.cell_metrics.items():
-        variables[name] = _var((), value, names.METRIC, scope="cell")
+        variables[name] = _var((), value, names.METRIC, scope="cell", **better.get(name, {}))
     curves = result.curves
     variables |= {
         names.SSP_LOSS: _var(("epoch",), curves.epoch_loss, names.CURVE, description="mean SSP loss per epoch"),

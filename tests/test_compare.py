@@ -12,14 +12,17 @@ import xarray as xr
 from scipy import stats
 
 from benchsuite.analysis.compare import compare_cubes, compare_runs, format_comparison
-from benchsuite.cube import AXES, CELL_KEY, CUBE_NAME, ENGINE, METRIC
+from benchsuite.cube import AXES, BETTER, CELL_KEY, CUBE_NAME, ENGINE, METRIC
 from benchsuite.errors import BenchsuiteError
 
 DATASETS, THETAS = ["shapes", "iso"], [0.0, 45.0, 90.0]
 
 
 def cube(seeds: list[int], shift: float = 0.0, noise_seed: int = 0, extra_dim: bool = False) -> xr.Dataset:
-    """A cube with an image metric and a cell metric; values depend on dataset, theta and seed, plus ``shift``."""
+    """A cube with an image metric (higher is better), a cell metric (lower is better) and one without a direction.
+
+    Values depend on dataset, theta and seed; ``shift`` raises the first and third and lowers the second.
+    """
     rng = np.random.default_rng(noise_seed)
     coords = {"dataset": DATASETS, "theta": THETAS, "seed": seeds, "method": ["moco"], "encoder": ["cnn"]}
     shape = tuple(len(v) for v in coords.values())
@@ -27,8 +30,13 @@ def cube(seeds: list[int], shift: float = 0.0, noise_seed: int = 0, extra_dim: b
     base = np.arange(len(DATASETS)).reshape(-1, 1, 1, 1, 1) * 0.2 + np.asarray(THETAS).reshape(1, -1, 1, 1, 1) / 900
     per_image = (base + seed_effect + shift)[..., None] + rng.normal(0, 0.02, (*shape, 4))
     variables = {
-        "dice": ((*AXES, "image"), per_image, {"role": METRIC, "scope": "image"}),
-        "final_loss": (AXES, (base + seed_effect - shift)[...] + rng.normal(0, 0.01, shape), {"role": METRIC, "scope": "cell"}),
+        "dice": ((*AXES, "image"), per_image, {"role": METRIC, "scope": "image", BETTER: "higher"}),
+        "final_loss": (
+            AXES,
+            (base + seed_effect - shift)[...] + rng.normal(0, 0.01, shape),
+            {"role": METRIC, "scope": "cell", BETTER: "lower"},
+        ),
+        "norm": (AXES, (base + seed_effect + shift)[...] + rng.normal(0, 0.01, shape), {"role": METRIC, "scope": "cell"}),
         CELL_KEY: (AXES, np.full(shape, "key", dtype=object).astype(str), {"role": "provenance"}),
     }
     ds = xr.Dataset(variables, coords={**coords, "image": np.arange(4)})
@@ -92,6 +100,19 @@ def test_a_difference_significant_at_the_level_is_marked_in_the_first_column():
     assert dice.lstrip().startswith("+") and loss.lstrip().startswith("-")
 
 
+@pytest.mark.parametrize(("shift", "dice", "loss"), [(0.1, "better", "better"), (-0.1, "worse", "worse"), (0.0, "", "")])
+def test_a_significant_difference_is_better_or_worse_by_the_metrics_direction(shift, dice, loss):
+    # Dice up is better, the loss down is better; the norm has no direction, so no verdict. With no
+    # shift the runs are the same run, so nothing differs.
+    result = compare_cubes(cube([0, 1, 2, 3]), cube([0, 1, 2, 3], shift=shift, noise_seed=1 if shift else 0))
+    table = result.table.set_index("metric")
+    assert list(table["better"]) == ["higher", "lower", ""]
+    assert (table.loc["dice", "verdict"], table.loc["final_loss", "verdict"], table.loc["norm", "verdict"]) == (dice, loss, "")
+    lines = format_comparison(result).splitlines()
+    for metric, word in (("dice", dice), ("final_loss", loss)):
+        assert next(line for line in lines if f" {metric} " in line).endswith(word)
+
+
 def test_cubes_of_different_studies_are_refused():
     with pytest.raises(BenchsuiteError, match="different grid dimensions"):
         compare_cubes(cube([0, 1]), cube([0, 1], extra_dim=True))
@@ -115,7 +136,7 @@ def test_the_command_prints_the_table_writes_the_csv_and_compares_each_run_with_
     assert done.returncode == 0, done.stderr
     assert f"B = {b}" in done.stdout and f"B = {c}" in done.stdout
     table = pd.read_csv(tmp_path / "out" / "compare.csv")
-    assert len(table) == 4 and set(table["run_b"]) == {str(b), str(c)}
+    assert len(table) == 6 and set(table["run_b"]) == {str(b), str(c)}
     assert list(table.columns[:3]) == ["run_a", "run_b", "metric"]
     one = subprocess.run([sys.executable, "-m", "benchsuite", "compare", str(a)], capture_output=True, text=True)
     assert one.returncode == 2 and "at least two run directories" in one.stderr

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from benchsuite.api import PluginError, check_metric_output
 from benchsuite.registry import load_plugins
 from benchsuite.testing import check_dataset, check_metric
 
@@ -27,6 +29,15 @@ def test_builtin_dataset_conforms(name, params):
 @pytest.mark.parametrize("name", METRICS)
 def test_builtin_metric_conforms(name):
     check_metric(name)
+
+
+@pytest.mark.parametrize("direction", ["yes", 1])
+def test_the_metric_contract_takes_only_true_false_or_none_as_a_direction(direction):
+    class Metric:
+        scope, higher_is_better = "image", direction
+
+    with pytest.raises(PluginError, match=f"higher_is_better {direction!r}, not True, False or None"):
+        check_metric_output(Metric(), torch.zeros(3), 3)
 
 
 def test_the_metric_check_catches_a_metric_that_scores_an_empty_mask(plugin_path):

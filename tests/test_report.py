@@ -288,6 +288,12 @@ def test_seed_band_has_no_interval_with_a_single_seed(report):
     assert band["mean"].to_numpy() == pytest.approx(report.cube["final_loss"].isel(seed=0).values.ravel())
 
 
+def test_the_y_axis_says_which_way_is_better_where_the_metric_says_so(report):
+    band = seed_band(report.cube, "dice")
+    assert interaction_figure(band, "dice", "higher").axes[0].get_ylabel() == "dice (higher is better)"
+    assert interaction_figure(band, "dice").axes[0].get_ylabel() == "dice"
+
+
 def test_polar_curve_closes_at_360_degrees(report):
     figure = interaction_figure(seed_band(report.cube, "dice"), "dice")
     angles, values = figure.axes[1].lines[0].get_data()

@@ -62,7 +62,8 @@ def test_tiny_suite_produces_a_cube_with_grid_image_and_epoch_dims(tmp_path):
     assert cube["example_image"].dims == ("dataset", "example", "channel", "y", "x")
     assert list(cube["theta"].values) == [0.0, 90.0]
     assert list(cube["dataset"].values) == ["shapes", "iso"]
-    assert cube["dice"].attrs == {"role": "metric", "scope": "image"}
+    assert cube["dice"].attrs == {"role": "metric", "scope": "image", "better": "higher"}
+    assert cube["final_loss"].attrs["better"] == "lower"  # each metric's higher_is_better, recorded
     assert np.isfinite(cube["dice"].sel(theta=90.0).values).all() and np.isfinite(cube["final_loss"].values).all()
     assert np.isnan(cube["dice"].sel(theta=0.0).values).all()  # identical views: no saliency to score
     assert "name: tiny" in cube.attrs["suite_yaml"] and "torch" in cube.attrs["versions"]

@@ -16,7 +16,10 @@ alone. Per metric:
    interval or a test.
 
 The printed table follows asv's ``compare``: the two values, their ratio, and a mark in the
-first column for a difference significant at the level (``+`` B larger, ``-`` B smaller).
+first column for a difference significant at the level (``+`` B larger, ``-`` B smaller). A
+metric that records which way is better (its ``higher_is_better``, the cube's ``better``
+attribute) also gets the verdict: B ``better`` or ``worse`` than A, when the difference is
+significant.
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from benchsuite.cube import CELL_KEY, IMAGE, REPLICATE, grid_axes, metric_names, open_cube
+from benchsuite.cube import CELL_KEY, IMAGE, REPLICATE, better, grid_axes, metric_names, open_cube
 from benchsuite.errors import BenchsuiteError
 
 COMPARE_NAME = "compare.csv"
-COLUMNS = ("metric", "a", "b", "difference", "ci_low", "ci_high", "ratio", "p", "seeds", "test")
+COLUMNS = ("metric", "a", "b", "difference", "ci_low", "ci_high", "ratio", "p", "seeds", "test", "better", "verdict")
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,11 @@ def compare_cubes(a: xr.Dataset, b: xr.Dataset, *, names: tuple[str, str] = ("A"
     metrics = [m for m in metric_names(a) if m in set(metric_names(b))]
     if not metrics:
         raise BenchsuiteError(f"{names[0]} and {names[1]} have no metric in common; nothing to compare.")
-    rows = [_compare_metric(metric, _per_cell(a, metric), _per_cell(b, metric), shared, confidence) for metric in metrics]
+    rows = []
+    for metric in metrics:
+        row = _compare_metric(metric, _per_cell(a, metric), _per_cell(b, metric), shared, confidence)
+        direction = better(b, metric) or better(a, metric) or ""
+        rows.append(row | {"better": direction, "verdict": verdict(row["difference"], row["p"], direction, 1 - confidence)})
     return Comparison(
         a=names[0],
         b=names[1],
@@ -136,7 +143,16 @@ def _welch(metric: str, a: pd.Series, b: pd.Series, confidence: float) -> dict[s
 
 def _row(metric: str, a: float, b: float, low: float, high: float, p: float, seeds: object, test: str) -> dict[str, object]:
     ratio = b / a if a != 0 else np.nan
-    return dict(zip(COLUMNS, (metric, a, b, b - a, low, high, ratio, p, seeds, test), strict=True))
+    values = (metric, a, b, b - a, low, high, ratio, p, seeds, test)
+    return dict(zip(COLUMNS[: len(values)], values, strict=True))  # the test's columns; the verdict's come after
+
+
+def verdict(difference: float, p: float, direction: str, alpha: float) -> str:
+    """B ``"better"`` or ``"worse"`` than A when the difference is significant at ``alpha`` and the metric
+    has a ``direction`` ("higher" or "lower" is better); else empty."""
+    if direction not in ("higher", "lower") or not p < alpha or difference == 0:
+        return ""
+    return "better" if (difference > 0) == (direction == "higher") else "worse"
 
 
 def _records(index: pd.Index) -> list[dict[str, object]]:
@@ -159,7 +175,8 @@ def format_comparison(comparison: Comparison, *, alpha: float | None = None) -> 
     width = max(len("metric"), *(len(m) for m in comparison.table["metric"]))
     lines.append("")
     lines.append(
-        f"     {'metric':<{width}}  {'A':>10}  {'B':>10}  {'B/A':>6}  {'B - A':>10}  {level + ' CI':>24}  {'p':>8}  seeds"
+        f"     {'metric':<{width}}  {'A':>10}  {'B':>10}  {'B/A':>6}  {'B - A':>10}  {level + ' CI':>24}  {'p':>8}  "
+        f"{'seeds':<12}  B is"
     )
     for row in comparison.table.itertuples(index=False):
         mark = " "
@@ -168,12 +185,16 @@ def format_comparison(comparison: Comparison, *, alpha: float | None = None) -> 
         interval = "" if row.ci_low != row.ci_low else f"[{row.ci_low:+.4g}, {row.ci_high:+.4g}]"
         p = "" if row.p != row.p else f"{row.p:.2g}"
         ratio = "" if row.ratio != row.ratio else f"{row.ratio:.2f}"
+        seeds = f"{row.seeds} {row.test}"
         lines.append(
             f"  {mark}  {row.metric:<{width}}  {row.a:>10.4g}  {row.b:>10.4g}  {ratio:>6}  {row.difference:>+10.4g}  "
-            f"{interval:>24}  {p:>8}  {row.seeds} {row.test}"
+            f"{interval:>24}  {p:>8}  {seeds:<12}  {verdict(row.difference, row.p, row.better, alpha)}".rstrip()
         )
     lines.append("")
-    lines.append(f"+/-: B larger/smaller than A at p < {alpha:g}; seeds are the replicates the test runs over.")
+    lines.append(
+        f"+/-: B larger/smaller than A at p < {alpha:g}; seeds are the replicates the test runs over. "
+        "B is better or worse by the metric's own direction (higher or lower is better), where it has one."
+    )
     return "\n".join(lines)
 
 

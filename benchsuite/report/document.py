@@ -32,6 +32,7 @@ from benchsuite.cube import (
     SSP_LOSS,
     TORCH_THREADS,
     WALL_TIME,
+    better,
     grid_axes,
     interactions,
     metric_names,
@@ -254,7 +255,7 @@ def _interaction_image(cube: xr.Dataset, metric: str) -> FigureImage | None:
     file_name = f"interaction_{_slug(metric)}.png"
     if along == "theta":
         return _image(
-            figures.interaction_figure(band, metric),
+            figures.interaction_figure(band, metric, better(cube, metric)),
             file_name,
             f"{metric} against θ per dataset, on a line and on a circle",
             f"{metric} against θ, one line per dataset: mean over seeds with its 95% confidence band; "
@@ -262,7 +263,7 @@ def _interaction_image(cube: xr.Dataset, metric: str) -> FigureImage | None:
         )
     path = cube[along].attrs["path"]
     return _image(
-        figures.sweep_figure(band, metric, along, path),
+        figures.sweep_figure(band, metric, along, path, better(cube, metric)),
         file_name,
         f"{metric} against {path} per dataset",
         f"{metric} against {path}, one line per dataset: mean over seeds with its 95% confidence band.",

@@ -92,19 +92,19 @@ def seed_band(cube: xr.Dataset, metric: str, along: str = "theta") -> pd.DataFra
 
 
 @_styled
-def interaction_figure(band: pd.DataFrame, metric: str) -> Figure:
+def interaction_figure(band: pd.DataFrame, metric: str, better: str | None = None) -> Figure:
     """``metric`` against θ, one line per series with its confidence band, on a line and on a circle.
 
-    ``band`` is :func:`seed_band`'s frame. The polar panel shows the means only (a band round
-    the whole circle hides the shape it is there to show), its radial axis fitted to them, and
-    closes each curve by repeating its first angle one turn later, since θ is circular
-    (θ = 0 is also θ = 360).
+    ``band`` is :func:`seed_band`'s frame; ``better`` ("higher" or "lower") goes on the y axis.
+    The polar panel shows the means only (a band round the whole circle hides the shape it is
+    there to show), its radial axis fitted to them, and closes each curve by repeating its first
+    angle one turn later, since θ is circular (θ = 0 is also θ = 360).
     """
     figure = Figure(figsize=(11, 4.6), layout="constrained")
     grid = figure.add_gridspec(1, 2, width_ratios=[1.75, 1])
     line_axes = figure.add_subplot(grid[0])
     polar_axes = figure.add_subplot(grid[1], projection="polar")
-    handles = _line_panel(line_axes, band, metric, "theta", "θ (degrees)")
+    handles = _line_panel(line_axes, band, metric, "theta", "θ (degrees)", better)
     for handle, (_, rows) in zip(handles, _series(band, "theta"), strict=True):
         closed = _closed_circle(rows)
         polar_axes.plot(np.deg2rad(closed["theta"]), closed["mean"], color=handle.get_color(), marker="o", markersize=3)
@@ -117,14 +117,14 @@ def interaction_figure(band: pd.DataFrame, metric: str) -> Figure:
 
 
 @_styled
-def sweep_figure(band: pd.DataFrame, metric: str, parameter: str, label: str) -> Figure:
+def sweep_figure(band: pd.DataFrame, metric: str, parameter: str, label: str, better: str | None = None) -> Figure:
     """``metric`` against the swept ``parameter``, one line per series (dataset) with its confidence band.
 
     ``band`` is :func:`seed_band`'s frame along ``parameter``; ``label`` names it on the x axis
-    (its path in the suite).
+    (its path in the suite), and ``better`` ("higher" or "lower") goes on the y axis.
     """
     figure = Figure(figsize=(7.5, 4.6), layout="constrained")
-    handles = _line_panel(figure.add_subplot(), band, metric, parameter, label)
+    handles = _line_panel(figure.add_subplot(), band, metric, parameter, label, better)
     _legend(figure, handles)
     return figure
 
@@ -233,7 +233,7 @@ def png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _line_panel(axes: Axes, band: pd.DataFrame, metric: str, x: str, x_label: str) -> list[Line2D]:
+def _line_panel(axes: Axes, band: pd.DataFrame, metric: str, x: str, x_label: str, better: str | None) -> list[Line2D]:
     """Draw each series of :func:`seed_band`'s frame against its column ``x`` with its band; return the legend handles."""
     handles = []
     for index, (label, rows) in enumerate(_series(band, x)):
@@ -246,7 +246,7 @@ def _line_panel(axes: Axes, band: pd.DataFrame, metric: str, x: str, x_label: st
     if pd.api.types.is_numeric_dtype(band[x]) and len(values) <= 16:
         axes.set_xticks(values)
     axes.set_xlabel(x_label)
-    axes.set_ylabel(metric)
+    axes.set_ylabel(f"{metric} ({better} is better)" if better else metric)
     n_seeds = _count_range(band["n_seeds"])
     axes.set_title(f"{metric}: mean over seeds, {CONFIDENCE:.0%} CI (t, n = {n_seeds} seeds)", loc="left")
     return handles

@@ -58,6 +58,7 @@ class Dice:
     """Dice 2|S ∩ M| / (|S| + |M|) of the binarised saliency map S and the mask M; NaN for an empty mask."""
 
     scope: Literal["image", "cell"] = "image"
+    higher_is_better: bool | None = True
 
     def __init__(self, params: DiceParams) -> None:
         self.params = params
@@ -152,6 +153,7 @@ class Auroc:
     """
 
     scope: Literal["image", "cell"] = "image"
+    higher_is_better: bool | None = True
 
     def __init__(self, params: Params) -> None:
         self.params = params
@@ -172,6 +174,7 @@ class MassInMask:
     """Fraction of saliency mass inside the mask, sum(S·M) / sum(S); NaN for an empty mask or map."""
 
     scope: Literal["image", "cell"] = "image"
+    higher_is_better: bool | None = True
 
     def __init__(self, params: Params) -> None:
         self.params = params
@@ -197,6 +200,7 @@ class PointingGame:
     """1 if a pixel of the map's maximum lies in the mask, else 0 (Zhang et al. 2018; Quantus's PointingGame); per image."""
 
     scope: Literal["image", "cell"] = "image"
+    higher_is_better: bool | None = True
 
     def __init__(self, params: PointingGameParams) -> None:
         self.params = params
@@ -224,6 +228,7 @@ class TopKIntersection:
     """Share of the k most salient pixels that lie in the mask (Theiner et al. 2021; Quantus's TopKIntersection); per image."""
 
     scope: Literal["image", "cell"] = "image"
+    higher_is_better: bool | None = True
 
     def __init__(self, params: TopKParams) -> None:
         self.params = params
@@ -253,6 +258,7 @@ class FinalLoss:
     """The cell's SSP loss in its last epoch; NaN when no epoch was recorded."""
 
     scope: Literal["image", "cell"] = "cell"
+    higher_is_better: bool | None = False
 
     def __init__(self, params: Params) -> None:
         self.params = params

@@ -72,6 +72,7 @@ class NormOodAuroc:
     """AUROC of a small norm as the flag for a control image against the held-out images, per cell."""
 
     scope: Literal["image", "cell"] = "cell"
+    higher_is_better: bool | None = True
 
     def __init__(self, params: NormOodParams) -> None:
         self.params = params

@@ -62,6 +62,7 @@ class RandomisationCorrelation:
     """Spearman correlation, per image, of the trained model's map and a re-initialised model's map."""
 
     scope: Literal["image", "cell"] = "image"
+    higher_is_better: bool | None = False  # a map that passes the check changes with the weights
     reads_masks = False  # compares two maps; the mask plays no part
 
     def __init__(self, params: RandomisationParams) -> None:
@@ -102,6 +103,7 @@ class DeletionAuc:
     """Area under the objective-vs-share-deleted curve, most salient pixels deleted first; per image."""
 
     scope: Literal["image", "cell"] = "image"
+    higher_is_better: bool | None = False  # a faithful map deletes the similarity first
     reads_masks = False  # the curve needs the map and the model, not the mask
 
     def __init__(self, params: DeletionParams) -> None:

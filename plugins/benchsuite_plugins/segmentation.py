@@ -135,6 +135,7 @@ class SegmentationDice:
     """Hard Dice on each held-out image after fine-tuning the encoder with a decoder on a few labelled images."""
 
     scope: Literal["image", "cell"] = "image"
+    higher_is_better: bool | None = True
     # It reads the masks (NaN for an empty one) but never the saliency maps, which may be all NaN
     # (identical views) without changing its values.
     reads_saliency = False

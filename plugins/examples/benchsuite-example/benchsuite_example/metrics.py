@@ -12,6 +12,7 @@ class PeakParams(Params):
 
 class PeakNearMask:
     scope = "image"  # one value per evaluation image
+    higher_is_better = True  # so compare and the report can say "better" rather than "larger"
 
     def __init__(self, params: PeakParams):
         self.tolerance = params.tolerance

@@ -9,8 +9,12 @@ from tests.conftest import ROOT
 
 
 def test_speed_benchmark_runs_and_prints_a_ratio_per_variant():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--repeats", "1"],
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--repeats", "1", "--models", "2"],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    ratios = [line for line in done.stdout.splitlines() if line.rstrip().endswith("x")]
-    assert len(ratios) == 5 and all(" 1.0x" in ratios[i] for i in (0, 3))  # each baseline is 1.0x of itself
+    sections = [block.splitlines() for block in done.stdout.split("\n\n")[1:]]
+    ratios = [[float(line.split()[-1].rstrip("x")) for line in block[1:]] for block in sections]
+    # SmoothGrad's 3 variants, rotation's 2, the 7 saliency methods, then each method stacked.
+    assert [len(r) for r in ratios] == [3, 2, 7, 7]
+    assert [r[0] for r in ratios[:3]] == [1.0, 1.0, 1.0]  # each baseline is 1x of itself
+    assert all(r > 0 for block in ratios for r in block)

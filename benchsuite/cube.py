@@ -59,8 +59,9 @@ CELL_KEY = "cell_key"
 METRIC, CURVE, EXAMPLE, PROVENANCE, DIAGNOSTIC, COVARIATE = "metric", "curve", "example", "provenance", "diagnostic", "covariate"
 
 BETTER = "better"
-"""A metric variable's attribute: ``"higher"`` or ``"lower"``, the direction that is better
+"""A metric variable's attribute: :data:`HIGHER` or :data:`LOWER`, the direction that is better
 (the metric's ``higher_is_better``); absent when neither is."""
+HIGHER, LOWER = "higher", "lower"
 
 
 def swept(cube: xr.Dataset) -> tuple[str, ...]:

@@ -61,7 +61,7 @@ def _var(dims: tuple[str, ...], values: Any, role: str, level: str = "cell", **a
 def shard(result: CellResult) -> xr.Dataset:
     """One cell's results as a small Dataset, with the variable names and roles of :mod:`benchsuite.cube`."""
     variables: dict[str, Any] = {}
-    better = {name: {names.BETTER: "higher" if higher else "lower"} for name, higher in result.higher_is_better.items()}
+    better = {name: {names.BETTER: names.HIGHER if higher else names.LOWER} for name, higher in result.higher_is_better.items()}
     for name, values in result.image_metrics.items():
         variables[name] = _var((names.IMAGE,), values, names.METRIC, scope="image", **better.get(name, {}))
         variables[f"{name}_nan_images"] = _var(

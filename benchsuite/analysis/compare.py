@@ -33,7 +33,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from benchsuite.cube import CELL_KEY, IMAGE, REPLICATE, better, grid_axes, metric_names, open_cube
+from benchsuite.cube import CELL_KEY, HIGHER, IMAGE, LOWER, REPLICATE, better, grid_axes, metric_names, open_cube
 from benchsuite.errors import BenchsuiteError
 
 COMPARE_NAME = "compare.csv"
@@ -150,9 +150,9 @@ def _row(metric: str, a: float, b: float, low: float, high: float, p: float, see
 def verdict(difference: float, p: float, direction: str, alpha: float) -> str:
     """B ``"better"`` or ``"worse"`` than A when the difference is significant at ``alpha`` and the metric
     has a ``direction`` ("higher" or "lower" is better); else empty."""
-    if direction not in ("higher", "lower") or not p < alpha or difference == 0:
+    if direction not in (HIGHER, LOWER) or not p < alpha or difference == 0:
         return ""
-    return "better" if (difference > 0) == (direction == "higher") else "worse"
+    return "better" if (difference > 0) == (direction == HIGHER) else "worse"
 
 
 def _records(index: pd.Index) -> list[dict[str, object]]:

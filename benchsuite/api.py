@@ -210,8 +210,13 @@ class SSPMethod(nn.Module):
         """Return the scalar loss for a batch of positive pairs."""
         raise NotImplementedError
 
-    def after_step(self) -> None:
-        """Called after each optimiser step, e.g. for a momentum-encoder update."""
+    def after_step(self, progress: float) -> None:
+        """Called after each optimiser step, e.g. for a momentum-encoder update.
+
+        ``progress`` is the share of training done before this step, ``step / total_steps``: 0
+        at the first step, below 1 at the last. A schedule over training (BYOL's moving-average
+        coefficient) reads it; the number of steps depends on the dataset, which a method never sees.
+        """
 
     def embed(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Return the embedding whose pair similarity the method optimises, [N, D]."""

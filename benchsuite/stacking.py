@@ -162,16 +162,18 @@ class _Bound(nn.Module):
         return torch.zeros(()) if out is None else out  # vmap needs a tensor back, even from a hook
 
 
-def _after_step_call(method: SSPMethod, mode: str) -> Callable[[dict[str, Tensor], dict[str, Tensor]], None]:
+def _after_step_call(method: SSPMethod, mode: str) -> Callable[[dict[str, Tensor], dict[str, Tensor], float], None]:
+    """``after_step(progress)`` on the stacked state: called once on it, or vmapped over its models."""
     wrapper = _Bound(method, "after_step")
 
-    def once(params: dict[str, Tensor], buffers: dict[str, Tensor]) -> Tensor:
-        state = {f"method.{n}": t for n, t in (*params.items(), *buffers.items())}
-        return functional_call(wrapper, state, ())
+    def call(params: dict[str, Tensor], buffers: dict[str, Tensor], progress: float) -> None:
+        def once(params: dict[str, Tensor], buffers: dict[str, Tensor]) -> Tensor:
+            state = {f"method.{n}": t for n, t in (*params.items(), *buffers.items())}
+            return functional_call(wrapper, state, (progress,))
 
-    if mode == "stacked":
-        return lambda params, buffers: (once(params, buffers), None)[1]
-    return lambda params, buffers: (vmap(once)(params, buffers), None)[1]
+        (once if mode == "stacked" else vmap(once))(params, buffers)
+
+    return call
 
 
 def _has_after_step(method: SSPMethod) -> bool:
@@ -189,13 +191,14 @@ def _probe_after_step(methods: Sequence[SSPMethod]) -> str:
                 wave = torch.arange(p.numel(), device=p.device, dtype=torch.float32).mul_(0.37 * (j + 1) + i).sin_()
                 p.add_(wave.reshape(p.shape).to(p.dtype), alpha=0.1)
     reference = [copy.deepcopy(m) for m in sample]
+    progress = 0.5  # mid-training, where a schedule is neither at its start nor its end
     for m in reference:
-        m.after_step()
+        m.after_step(progress)
     for mode in ("stacked", "vmap"):
         trial = [copy.deepcopy(m) for m in sample]
         params, buffers = _stack_into_shells(trial, channels_last=False)
         try:
-            _after_step_call(trial[0], mode)(params, buffers)
+            _after_step_call(trial[0], mode)(params, buffers, progress)
         except Exception:  # noqa: BLE001 - whatever a trial mode raises only rules that mode out; "loop" is always right
             continue
         if all(
@@ -344,7 +347,8 @@ def train_stacked(
                 order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)  # [K, N]
                 losses = []
                 for i in range(steps_per_epoch):
-                    lr = _lr_at(epoch * steps_per_epoch + i, total, p)
+                    step = epoch * steps_per_epoch + i
+                    lr = _lr_at(step, total, p)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                     with fast_kernels(device):
@@ -356,10 +360,10 @@ def train_stacked(
                     loss.sum().backward()
                     optimizer.step()
                     if hook is not None:
-                        hook(params, buffers)
+                        hook(params, buffers, step / total)
                     elif mode == "loop":
                         for m in methods:
-                            m.after_step()
+                            m.after_step(step / total)
                     losses.append(loss.detach())
                     step_lr.append(lr)
                 epoch_losses = torch.stack(losses).float().cpu().numpy()  # [steps, K]

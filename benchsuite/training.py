@@ -102,7 +102,8 @@ def pretrain(
         order = torch.randperm(n, generator=generator).to(images.device)
         losses = []
         for i in range(steps_per_epoch):
-            lr = _lr_at(epoch * steps_per_epoch + i, total, p)
+            step = epoch * steps_per_epoch + i
+            lr = _lr_at(step, total, p)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with fast_kernels(images.device):
@@ -111,7 +112,7 @@ def pretrain(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            method.after_step()
+            method.after_step(step / total)
             losses.append(loss.detach())
             step_lr.append(lr)
         # One device sync per epoch rather than per step.

@@ -9,12 +9,14 @@ the shapes apart.
 from __future__ import annotations
 
 import copy
+import itertools
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from lightly.loss import NegativeCosineSimilarity
+from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor
 
 from benchsuite.api import DataSpec, SSPMethod, TrainingParams
@@ -107,10 +109,14 @@ def test_byol_is_registered_with_training_params_and_the_papers_defaults():
     method = make_method("byol", **SMALL)
     assert isinstance(method, SSPMethod)
     defaults = component.params()
-    assert (defaults.tau, defaults.proj_hidden_dim, defaults.proj_dim, defaults.pred_hidden_dim) == (0.996, 4096, 256, 4096)
+    got = (defaults.tau_base, defaults.tau_schedule, defaults.proj_hidden_dim, defaults.proj_dim, defaults.pred_hidden_dim)
+    assert got == (0.996, "cosine", 4096, 256, 4096)
 
 
-@pytest.mark.parametrize(("field", "value"), [("tau", -0.1), ("tau", 1.5), ("proj_dim", 0), ("pred_hidden_dim", 0)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("tau_base", -0.1), ("tau_base", 1.5), ("tau_schedule", "linear"), ("proj_dim", 0), ("pred_hidden_dim", 0)],
+)
 def test_out_of_range_params_are_refused(field, value):
     with pytest.raises(ParamsError, match=field):
         default_registry().parse_params("ssp_methods", "byol", {field: value})
@@ -152,7 +158,7 @@ def test_loss_is_zero_when_predictions_point_at_the_targets_and_eight_when_oppos
 
 
 def test_target_network_gets_no_gradient_and_moves_only_by_the_moving_average():
-    method = make_method("byol", tau=0.9, **SMALL)
+    method = make_method("byol", tau_base=0.9, tau_schedule="constant", **SMALL)
     optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
     target = [*method.target_encoder.parameters(), *method.target_projector.parameters()]
     before = [p.detach().clone() for p in target]
@@ -162,23 +168,49 @@ def test_target_network_gets_no_gradient_and_moves_only_by_the_moving_average():
     assert all(p.grad is None and not p.requires_grad for p in target)
     assert all(torch.equal(p, b) for p, b in zip(target, before, strict=True))
 
-    method.after_step()
+    method.after_step(0.7)
     online = [*method.encoder.parameters(), *method.projector.parameters()]
     for t, b, o in zip(target, before, online, strict=True):
         torch.testing.assert_close(t, 0.9 * b + 0.1 * o)
     assert any(not torch.equal(p, b) for p, b in zip(target, before, strict=True))
 
 
+def test_tau_rises_from_tau_base_to_one_by_lightlys_cosine_schedule():
+    # The paper's tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 at step k of K is lightly's
+    # cosine_schedule over K + 1 steps (lightly reaches its end value one step early).
+    method = make_method("byol", tau_base=0.99, **SMALL)
+    total = 50
+    taus = [method.tau(step / total) for step in range(total)]
+    assert taus == pytest.approx([cosine_schedule(step, total + 1, 0.99, 1.0) for step in range(total)], abs=1e-12)
+    assert taus[0] == 0.99
+    assert all(a < b for a, b in itertools.pairwise(taus))
+    assert method.tau(0.5) == pytest.approx(0.995)
+    assert make_method("byol", tau_base=0.99, tau_schedule="constant", **SMALL).tau(0.5) == 0.99
+
+
+def test_after_step_moves_the_target_by_the_scheduled_tau():
+    method = make_method("byol", tau_base=0.9, **SMALL)
+    online = [*method.encoder.parameters(), *method.projector.parameters()]
+    target = [*method.target_encoder.parameters(), *method.target_projector.parameters()]
+    with torch.no_grad():
+        for p in online:
+            p.add_(1.0)
+    before = [p.detach().clone() for p in target]
+    method.after_step(0.5)  # tau = 0.95
+    for t, b, o in zip(target, before, online, strict=True):
+        torch.testing.assert_close(t, 0.95 * b + 0.05 * o)
+
+
 @pytest.mark.parametrize(("tau", "follows"), [(1.0, False), (0.0, True)])
 def test_target_starts_as_a_copy_and_tau_one_freezes_it_while_tau_zero_copies_the_online_network(tau, follows):
-    method = make_method("byol", tau=tau, **SMALL)
+    method = make_method("byol", tau_base=tau, **SMALL)
     online = [*method.encoder.parameters(), *method.projector.parameters()]
     target = [*method.target_encoder.parameters(), *method.target_projector.parameters()]
     assert all(torch.equal(t, o) for t, o in zip(target, online, strict=True))
     with torch.no_grad():
         for p in online:
             p.add_(1.0)
-    method.after_step()
+    method.after_step(0.0)
     assert all(torch.equal(t, o) == follows for t, o in zip(target, online, strict=True))
 
 

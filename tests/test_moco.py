@@ -104,7 +104,7 @@ def test_key_network_gets_no_gradient_and_moves_only_by_momentum():
     assert all(p.grad is None and not p.requires_grad for p in method.key_encoder.parameters())
     assert all(torch.equal(p, before) for p, before in zip(method.key_encoder.parameters(), key_before, strict=True))
 
-    method.after_step()
+    method.after_step(0.5)  # MoCo v2's momentum is constant: progress does not change it
     for key, before, query in zip(method.key_encoder.parameters(), key_before, method.encoder.parameters(), strict=True):
         torch.testing.assert_close(key, 0.9 * before + 0.1 * query)
     assert any(not torch.equal(p, before) for p, before in zip(method.key_encoder.parameters(), key_before, strict=True))
@@ -124,13 +124,13 @@ def test_loss_decreases_with_training():
     optimizer = torch.optim.Adam(method.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
     losses = []
-    for _ in range(40):
+    for step in range(40):
         batch = gratings(16, generator)
         loss = method(batch, batch + 0.1 * torch.randn(batch.shape, generator=generator))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        method.after_step()
+        method.after_step(step / 40)
         losses.append(loss.item())
     # From step 2 on the queue holds real keys instead of its random initial ones.
     assert sum(losses[-5:]) < 0.85 * sum(losses[2:7])

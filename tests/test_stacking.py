@@ -289,6 +289,7 @@ class Toy(SSPMethod):
         self.params, self.hook = params, params.hook
         self.lin = nn.Linear(256, 8)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("progress", torch.zeros((), dtype=torch.float64))
 
     def embed(self, x):
         return F.normalize(self.lin(x.flatten(1)), dim=1)
@@ -297,8 +298,9 @@ class Toy(SSPMethod):
         return 1 - (self.embed(view1) * self.embed(view2)).sum(dim=1).mean()
 
     @torch.no_grad()
-    def after_step(self):
+    def after_step(self, progress):
         self.steps.add_(1)
+        self.progress.add_(progress)
         if self.hook == "norm":  # not elementwise: its norm spans all K models when stacked
             self.lin.weight.div_(self.lin.weight.norm())
         elif self.hook == "item":  # .item() fails under vmap, and is global when stacked
@@ -316,6 +318,8 @@ def test_after_step_probe_picks_a_mode_that_matches_per_model_calls(hook, expect
     alone, serial, stacked = train_both(methods, images())
     assert_same_training(alone, serial, methods, stacked, loss_tol=1e-5, state_tol=1e-5)
     assert all(int(m.steps) == 6 for m in methods)
+    # The hook was told step / total at each of the 6 steps: 0, 1/6, ..., 5/6.
+    assert all(float(m.progress) == pytest.approx(2.5) for m in methods)
 
 
 def test_a_non_finite_loss_names_the_model():

@@ -2,7 +2,9 @@
 
 The online network is the encoder, a projector and a predictor; the target network is a copy of
 the encoder and projector that follows the online one by an exponential moving average of its
-parameters, ``target = tau * target + (1 - tau) * online``, updated in place in ``after_step``.
+parameters, ``target = tau * target + (1 - tau) * online``, updated in place in ``after_step``,
+with ``tau`` raised from ``tau_base`` (0.996) to 1 by a cosine over the training steps, as in the
+paper: ``tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2`` at step ``k`` of ``K``.
 Each view's prediction regresses the other view's target projection, both L2-normalised:
 ``2 - 2 cos(p, sg(z'))``, summed over the two directions as in the paper (so the loss lies in
 [0, 8]) and averaged over the batch. The target network's own buffers (BatchNorm statistics)
@@ -10,13 +12,9 @@ come from its forward passes, as MoCo's key network's do here.
 
 Choices:
 
-- **A constant tau.** The paper raises tau from tau_base = 0.996 to 1 with a cosine over the
-  training steps. The core's loop does not tell a method its step or the number of steps (that
-  depends on the dataset's size, which a method never sees), so a schedule would need a step
-  count in the suite that has to agree with the data; counting steps in a buffer alone does not
-  give the cosine's end. ``tau`` is therefore constant, at the paper's tau_base. The paper's
-  ablation finds tau_base between 0.9 and 0.999 works, while both extremes, a target that never
-  moves (1) and the online network itself (0), do much worse.
+- **The schedule can be switched off**: ``tau_schedule: constant`` keeps ``tau`` at ``tau_base``
+  throughout. The paper's ablation finds a constant tau between 0.9 and 0.999 works, while both
+  extremes, a target that never moves (1) and the online network itself (0), do much worse.
 - **embed is the online projection**, L2-normalised, as MoCo's is its query projection. The loss
   compares one view's prediction with the other view's target projection, so no one embedding's
   pair cosine is the loss; the projection is what both sides share (the target is its moving
@@ -38,6 +36,8 @@ Choices:
 from __future__ import annotations
 
 import copy
+import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,14 +51,20 @@ from benchsuite_plugins.heads import batchnorm_mlp, follow_, loss_precision
 class BYOLParams(TrainingParams):
     """Training and method parameters of ``byol``."""
 
-    tau: float = Field(
+    tau_base: float = Field(
         0.996,
         ge=0,
         le=1,
         description=(
-            "Moving-average coefficient of the target network, constant over training (1 freezes it, 0 copies "
-            "the online network). The paper's tau_base is 0.996, raised to 1 by a cosine over training, a "
-            "schedule the core's loop cannot give a method (it does not know the number of steps)."
+            "Moving-average coefficient of the target network at the first step (1 freezes the target, 0 "
+            "copies the online network). The paper's value is 0.996."
+        ),
+    )
+    tau_schedule: Literal["cosine", "constant"] = Field(
+        "cosine",
+        description=(
+            "cosine: tau rises from tau_base to 1 over training, tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 "
+            "at step k of K (the paper); constant: tau stays at tau_base."
         ),
     )
     proj_hidden_dim: int = Field(4096, ge=1, le=65_536, description="Hidden width of the projector (the paper: 4096).")
@@ -112,9 +118,16 @@ class BYOL(SSPMethod):
         # layers see one view's statistics at a time.
         return byol_loss(self._prediction(view1), self._prediction(view2), self._target(view1), self._target(view2))
 
-    def after_step(self) -> None:
+    def tau(self, progress: float) -> float:
+        """The moving-average coefficient at ``progress`` (step / total steps) through training."""
+        tau_base = self.params.tau_base
+        if self.params.tau_schedule == "constant":
+            return tau_base
+        return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+    def after_step(self, progress: float) -> None:
         """Move the target network towards the online one: target = tau * target + (1 - tau) * online."""
-        follow_((self.target_encoder, self.target_projector), (self.encoder, self.projector), 1.0 - self.params.tau)
+        follow_((self.target_encoder, self.target_projector), (self.encoder, self.projector), 1.0 - self.tau(progress))
 
 
 @hookimpl

@@ -101,8 +101,11 @@ class MoCoV2(SSPMethod):
         self.queue[(self.queue_ptr + offsets) % size] = kept.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + count) % size)
 
-    def after_step(self) -> None:
-        """Move the key network towards the query network: key = m * key + (1 - m) * query."""
+    def after_step(self, progress: float) -> None:
+        """Move the key network towards the query network: key = m * key + (1 - m) * query.
+
+        ``m`` is constant over training, as in MoCo v2 (``progress`` is not read).
+        """
         follow_((self.key_encoder, self.key_head), (self.encoder, self.head), 1.0 - self.params.encoder_momentum)
 
 

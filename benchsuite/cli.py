@@ -200,10 +200,13 @@ def plugins(kind: str | None, show_params: bool, strict: bool) -> None:
     from benchsuite.registry import installed_plugins
 
     registry = installed_plugins(strict=strict)
-    for k in [kind] if kind else KIND_NAMES:
+    kinds = [kind] if kind else KIND_NAMES
+    # One width for every kind's names, so that the columns line up down the whole listing.
+    width = max((len(name) for k in kinds for name in registry.components[k]), default=0)
+    for k in kinds:
         click.echo(f"{k}:")
         for name, comp in sorted(registry.components[k].items()):
-            click.echo(f"  {name:<20} {comp.distribution} {comp.version:<8} {comp.description}")
+            click.echo(f"  {name:<{width}}  {comp.distribution} {comp.version:<8} {comp.description}")
             if show_params:
                 for field, info in comp.params.model_fields.items():
                     default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))

@@ -80,6 +80,14 @@ def test_plugins_params_shows_required_and_factory_defaults(tmp_path):
     assert "PydanticUndefined" not in done.stdout
 
 
+def test_plugins_lines_up_the_distribution_column_across_every_kind(tmp_path):
+    done = benchsuite("plugins", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    components = [line for line in done.stdout.splitlines() if line.startswith("  ")]
+    assert any(line.split()[0] == "randomisation_correlation" for line in components)  # the longest built-in name
+    assert len({line.index(" benchsuite 0") for line in components}) == 1
+
+
 def test_validate_reports_the_grid_size_of_a_good_suite(tmp_path):
     write(tmp_path)
     done = benchsuite("validate", "tiny.yaml", cwd=tmp_path)

@@ -43,11 +43,12 @@ def test_ssl_methods_suite_plants_the_interaction_for_the_methods_it_names(tmp_p
     suite["methods"] = {k: suite["methods"][k] for k in ("moco_v2", "barlow_twins", "vicreg")}
     suite["theta"] = [45, 90]
     suite["seeds"] = [0]
-    suite["metrics"] = ["final_loss"]
+    suite["metrics"] = ["final_loss", "embedding_std"]
     path = tmp_path / "slice.yaml"
     path.write_text(yaml.safe_dump(suite))
     summary = run_cells(load_suite(path, default_registry()), default_registry(), tmp_path, progress=False)
-    loss = open_cube(summary.run_dir)["final_loss"].squeeze(["seed", "encoder"], drop=True)
+    cube = open_cube(summary.run_dir).squeeze(["seed", "encoder"], drop=True)
+    loss = cube["final_loss"]
 
     # How much lower the loss is at 90 degrees than at 45, per dataset and method: on the shapes
     # the pair becomes trivial, on the textures it does not.
@@ -56,6 +57,11 @@ def test_ssl_methods_suite_plants_the_interaction_for_the_methods_it_names(tmp_p
         # A dict, since sel's own keyword 'method' would take the dimension's name.
         shapes, textures = (float(dip.sel({"dataset": dataset, "method": method})) for dataset in ("shapes_k4", "isotropic"))
         assert shapes > 1.0 and shapes > textures + 1.0, (method, dip.values)
+
+    # As the comment says, MoCo v2's embedding collapses on the shapes where the pair is real (45
+    # degrees) and stays spread where it is trivial (90).
+    spread = cube["embedding_std"].sel({"dataset": "shapes_k4", "method": "moco_v2"})
+    assert float(spread.sel(theta=45.0)) < 0.05 < 0.5 < float(spread.sel(theta=90.0)), spread.values
 
 
 def test_augmentation_strength_suite_moves_saliency_onto_the_shapes_not_the_textures(tmp_path):

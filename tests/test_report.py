@@ -294,6 +294,38 @@ def test_the_y_axis_says_which_way_is_better_where_the_metric_says_so(report):
     assert interaction_figure(band, "dice").axes[0].get_ylabel() == "dice"
 
 
+def test_with_datasets_and_methods_a_method_keeps_its_colour_and_a_dataset_its_line_style():
+    one = synthetic_cube()
+    per_cell = [name for name, variable in one.data_vars.items() if "method" in variable.dims]
+    cube = xr.concat([one, one.assign_coords(method=["simclr"])], dim="method", data_vars=per_cell)
+    lines = interaction_figure(seed_band(cube, "dice"), "dice").legends[0].get_lines()
+    styles = {line.get_label(): (to_rgba(line.get_color()), line.get_linestyle(), line.get_marker()) for line in lines}
+    assert list(styles) == ["shapes / moco_v2", "shapes / simclr", "brain / moco_v2", "brain / simclr"]
+    for method in ("moco_v2", "simclr"):
+        assert styles[f"shapes / {method}"][0] == styles[f"brain / {method}"][0]
+    assert styles["shapes / moco_v2"][0] != styles["shapes / simclr"][0]
+    for dataset in ("shapes", "brain"):
+        assert styles[f"{dataset} / moco_v2"][1:] == styles[f"{dataset} / simclr"][1:]
+    assert styles["shapes / moco_v2"][1:] != styles["brain / moco_v2"][1:]
+
+
+def test_the_y_axis_holds_narrow_bands_whole_and_cuts_a_wide_one_with_a_note(report):
+    means = seed_band(report.cube, "dice")["mean"]
+    span = means.max() - means.min()
+    narrow = seed_band(report.cube, "dice").assign(ci_low=means - 0.2 * span, ci_high=means + 0.2 * span)
+    axes = interaction_figure(narrow, "dice").axes[0]
+    low, high = axes.get_ylim()
+    assert low < narrow["ci_low"].min() and narrow["ci_high"].max() < high
+    assert not axes.texts
+
+    # One band as wide as two seeds that disagree can make it (t(0.975, 1) = 12.7): the means keep the axis.
+    wide = narrow.assign(ci_low=narrow["ci_low"] - 50 * span)
+    axes = interaction_figure(wide, "dice").axes[0]
+    low, high = axes.get_ylim()
+    assert means.min() - span < low < means.min() and narrow["ci_high"].max() < high < means.max() + span
+    assert [text.get_text() for text in axes.texts] == ["some bands run past the axis"]
+
+
 def test_polar_curve_closes_at_360_degrees(report):
     figure = interaction_figure(seed_band(report.cube, "dice"), "dice")
     angles, values = figure.axes[1].lines[0].get_data()

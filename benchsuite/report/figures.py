@@ -49,6 +49,9 @@ STYLE = {
 DPI = 110
 CONFIDENCE = 0.95
 DATASET_COLOURS = colormaps["tab10"]
+MANY_COLOURS = colormaps["tab20"]
+LINE_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+"""Line style and marker pairs that tell apart the levels of a second series key (say, the dataset)."""
 # θ is circular, so the colour of θ must be too (0° and 330° look alike); hsv rather than
 # twilight because twilight fades to white at one end of the circle, which hides a line.
 THETA_COLOURS = colormaps["hsv"]
@@ -107,10 +110,18 @@ def interaction_figure(band: pd.DataFrame, metric: str, better: str | None = Non
     handles = _line_panel(line_axes, band, metric, "theta", "θ (degrees)", better)
     for handle, (_, rows) in zip(handles, _series(band, "theta"), strict=True):
         closed = _closed_circle(rows)
-        polar_axes.plot(np.deg2rad(closed["theta"]), closed["mean"], color=handle.get_color(), marker="o", markersize=3)
+        polar_axes.plot(
+            np.deg2rad(closed["theta"]),
+            closed["mean"],
+            color=handle.get_color(),
+            linestyle=handle.get_linestyle(),
+            marker=handle.get_marker(),
+            markersize=3,
+        )
     polar_axes.set_ylim(*_radial_limits(band["mean"]))
     polar_axes.yaxis.set_major_locator(MaxNLocator(4))
-    polar_axes.set_title(f"{metric} on the circle of θ (means)", loc="left", pad=18)
+    # The line panel names the metric; a long name here would run off the figure.
+    polar_axes.set_title("the means on the circle of θ", pad=18)
     polar_axes.tick_params(axis="y", labelsize=8)
     _legend(figure, handles)
     return figure
@@ -236,11 +247,19 @@ def png_bytes(figure: Figure) -> bytes:
 def _line_panel(axes: Axes, band: pd.DataFrame, metric: str, x: str, x_label: str, better: str | None) -> list[Line2D]:
     """Draw each series of :func:`seed_band`'s frame against its column ``x`` with its band; return the legend handles."""
     handles = []
-    for index, (label, rows) in enumerate(_series(band, x)):
-        colour = DATASET_COLOURS(index % DATASET_COLOURS.N)
-        axes.plot(rows[x], rows["mean"], marker="o", markersize=4, color=colour)
-        axes.fill_between(rows[x], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15, linewidth=0)
-        handles.append(Line2D([], [], color=colour, marker="o", markersize=4, label=label))
+    styles = _series_styles(band, x)
+    # Bands of many series pile up into one shade: each gets fainter so that the lines stay legible.
+    shade = min(0.15, 0.6 / len(styles))
+    for (label, rows), (colour, linestyle, marker) in zip(_series(band, x), styles, strict=True):
+        style = {"color": colour, "linestyle": linestyle, "marker": marker, "markersize": 4}
+        axes.plot(rows[x], rows["mean"], **style)
+        axes.fill_between(rows[x], rows["ci_low"], rows["ci_high"], color=colour, alpha=shade, linewidth=0)
+        handles.append(Line2D([], [], label=label, **style))
+    low, high, cut = _band_limits(band) if band["mean"].notna().any() else (None, None, False)
+    axes.set_ylim(low, high)
+    if cut:
+        note = "some bands run past the axis"
+        axes.text(0.99, 0.98, note, transform=axes.transAxes, ha="right", va="top", color=NOTE_INK, bbox=NOTE_BOX, fontsize=8)
     values = np.unique(band[x])
     # A categorical axis (string values) already has a tick per label.
     if pd.api.types.is_numeric_dtype(band[x]) and len(values) <= 16:
@@ -273,6 +292,46 @@ def _series(band: pd.DataFrame, x: str) -> Iterator[tuple[str, pd.DataFrame]]:
     for key, rows in band.groupby(keys, sort=False):
         levels = dict(zip(keys, key, strict=True))
         yield " / ".join(level_label(k, levels[k]) for k in varying), rows.sort_values(x) if numeric else rows
+
+
+def _series_styles(band: pd.DataFrame, x: str) -> list[tuple[object, str, str]]:
+    """(colour, line style, marker) per series of :func:`_series`, in its order.
+
+    With one varying key each series gets a colour of its own. With more (datasets and methods,
+    say), the key with the fewest levels is drawn by line style and marker and the rest by
+    colour, so that a reader follows one method across datasets, and more series than a palette
+    has colours stay apart.
+    """
+    keys = [column for column in band.columns if column not in (x, *STATISTICS)]
+    groups = [dict(zip(keys, key, strict=True)) for key, _ in band.groupby(keys, sort=False)]
+    varying = [key for key in keys if band[key].nunique() > 1]
+    styled = min(varying, key=lambda key: band[key].nunique()) if len(varying) > 1 else None
+    coloured = [tuple(levels[key] for key in varying if key != styled) for levels in groups]
+    colours = list(dict.fromkeys(coloured))
+    palette = DATASET_COLOURS if len(colours) <= DATASET_COLOURS.N else MANY_COLOURS
+    styles = list(dict.fromkeys(levels[styled] for levels in groups)) if styled else []
+    result = []
+    for levels, colour_key in zip(groups, coloured, strict=True):
+        linestyle, marker = LINE_STYLES[styles.index(levels[styled]) % len(LINE_STYLES)] if styled else LINE_STYLES[0]
+        result.append((palette(colours.index(colour_key) % palette.N), linestyle, marker))
+    return result
+
+
+def _band_limits(band: pd.DataFrame) -> tuple[float, float, bool]:
+    """y limits that hold every mean and as much of the bands as stays readable; whether a band is cut.
+
+    A band may widen the axis by at most half the means' own range on either side: with two or
+    three seeds a t interval can be many times wider than the differences the figure is there to
+    show (t(0.975, 1) is 12.7), and an axis fitted to it flattens every line.
+    """
+    low, high = float(band["mean"].min()), float(band["mean"].max())
+    span = high - low if high > low else max(abs(high), 1.0) * 0.1
+    lowest, highest = band["ci_low"].min(), band["ci_high"].max()
+    lowest = low if pd.isna(lowest) else min(float(lowest), low)
+    highest = high if pd.isna(highest) else max(float(highest), high)
+    floor, ceiling = low - span / 2, high + span / 2
+    pad = 0.05 * span
+    return max(lowest, floor) - pad, min(highest, ceiling) + pad, lowest < floor or highest > ceiling
 
 
 def _panel_selections(cube: xr.Dataset) -> Iterator[tuple[str, dict[str, object]]]:

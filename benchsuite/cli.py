@@ -157,12 +157,20 @@ def validate(suite: Path, check_data: bool, progress: bool, data_root: Path | No
 
 @cli.command()
 @click.argument("suite", type=click.Path(path_type=Path))
-@click.option("--device", help="cpu, cuda or cuda:N to time on. Default: the device the suite's executor would use.")
+@click.option(
+    "--device",
+    help="auto, cpu, cuda or cuda:N to time on, in place of the executor's device setting. Default: the device the "
+    "suite's executor would use.",
+)
 @click.option(
     "--stack", type=click.IntRange(1, 4096), help="Cells per stacked group. Default: what the suite's executor would use."
 )
 @click.option(
-    "--steps", type=click.IntRange(1, 1000), default=5, show_default=True, help="Optimisation steps timed (after one warm-up)."
+    "--steps",
+    type=click.IntRange(1, 1000),
+    default=5,
+    show_default=True,
+    help="Optimisation steps timed (after one warm-up); more than an epoch holds are rounded up to whole epochs.",
 )
 @_DATA_ROOT
 @_STRICT
@@ -174,10 +182,9 @@ def estimate(suite: Path, device: str | None, stack: int | None, steps: int, dat
     prints the projected wall time of the suite, the peak memory of a group and the stack size.
     Use it to size a cluster job, or to pick --stack for the executor.
     """
-    import torch
-
     from benchsuite.data import set_data_root
     from benchsuite.estimate import estimate as project
+    from benchsuite.estimate import sizing_executor
     from benchsuite.registry import installed_plugins
     from benchsuite.suite import load_suite
 
@@ -185,10 +192,19 @@ def estimate(suite: Path, device: str | None, stack: int | None, steps: int, dat
         set_data_root(data_root)
     registry = installed_plugins(strict=strict)
     resolved = load_suite(suite, registry)
-    config = resolved.single("executors")
-    executor = registry.get("executors", config.plugin).factory(config.params)
-    on = torch.device(device) if device else getattr(executor, "device", torch.device("cpu"))
-    click.echo(project(resolved, registry, device=on, stack=stack or getattr(executor, "stack", 1), steps=steps).describe())
+    executor, on = sizing_executor(resolved, registry, device)
+    # The executor's torch threads per worker (the local executor's ``threads``), as its cells run.
+    found = project(
+        resolved,
+        registry,
+        device=on,
+        stack=stack or getattr(executor, "stack", 1),
+        threads=getattr(executor, "threads", None),
+        # The local executor's worker slots; a cluster's size is not known here, so one at a time.
+        workers=len(getattr(executor, "slots", ())) or 1,
+        steps=steps,
+    )
+    click.echo(found.describe())
 
 
 @cli.command()

@@ -9,13 +9,16 @@ imported inside the commands that need them, so ``analyze`` and ``report`` never
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import tempfile
 import textwrap
+import threading
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -348,11 +351,31 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs, default: Callable[[sys.UnraisableHookArgs], object]) -> None:
+    # A signal handler's exception that lands in a __del__ or a weakref callback cannot propagate:
+    # Python prints "Exception ignored" and carries on, and the run would ignore Ctrl-C or SIGTERM.
+    # The signal is sent again, so its handler runs anew outside the callback: from another thread
+    # a moment later, since Python would run a handler tripped from here inside this very hook.
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        default(unraisable)
+        return
+    signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+    resend = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signum))
+    resend.daemon = True
+    resend.start()
+
+
+def install_interrupt_handlers() -> None:
+    """SIGTERM raises :class:`Terminated`, and an interrupt that a callback swallowed is sent again."""
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.unraisablehook = functools.partial(_redeliver_interrupt, default=sys.unraisablehook)
+
+
 def main() -> None:
     """Entry point: user errors become one paragraph on stderr and a non-zero exit code."""
     warnings.simplefilter("default", PluginWarning)
     warnings.showwarning = lambda message, category, *args, **kw: _say("warning", str(message))
-    signal.signal(signal.SIGTERM, _terminate)
+    install_interrupt_handlers()
     try:
         cli.main(prog_name="benchsuite", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
@@ -372,9 +395,10 @@ def main() -> None:
     except BenchsuiteError as exc:  # bad input, a plugin's PluginError included, or a failed run
         _say("error", str(exc))
         sys.exit(exc.exit_code)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug, reported as one with exit code 3
         if os.environ.get("BENCHSUITE_DEBUG"):
-            raise
+            traceback.print_exc()
+            sys.exit(3)
         with tempfile.NamedTemporaryFile("w", prefix="benchsuite-crash-", suffix=".log", delete=False) as log:
             traceback.print_exc(file=log)
         _say("internal error", f"{type(exc).__name__}: {exc}. This is a bug in benchsuite or in a plugin, not in "

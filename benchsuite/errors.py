@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class BenchsuiteError(Exception):
@@ -57,3 +58,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def make_output_folder(folder: Path) -> Path:
+    """Create ``folder`` and its parents for a command's output: a user's choice of place, so failing is a user error."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchsuiteError(
+            f"cannot create the output folder {folder} ({exc.strerror or exc}); choose another with --out."
+        ) from exc
+    return folder

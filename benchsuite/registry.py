@@ -185,7 +185,8 @@ class PluginRegistry:
                 + "); the name is unusable until that distribution registers it once."
             )
         usable = self.components[kind]
-        spellings = dict.fromkeys([*usable, *(c.qualified_name for c in usable.values())])
+        # Qualified names are offered only for a name that has a distribution prefix.
+        spellings = [c.qualified_name for c in usable.values()] if ":" in name else list(usable)
         message = f"unknown {what} '{name}'.{did_you_mean(name, spellings)}"
         message += f" Installed {kind.replace('_', ' ')}: {', '.join(sorted(usable)) or 'none'}."
         if self.broken:

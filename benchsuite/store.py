@@ -36,7 +36,7 @@ import xarray as xr
 from benchsuite import cube as names
 from benchsuite import provenance
 from benchsuite.cube import AXES, CUBE_NAME, ENGINE
-from benchsuite.errors import RunDirInUse
+from benchsuite.errors import RunDirInUse, make_output_folder
 from benchsuite.grid import Cell
 from benchsuite.pipeline import CellResult
 
@@ -131,7 +131,7 @@ class RunStore:
         holder exits or is killed, so a killed run never leaves the directory locked. (Worker
         processes are spawned, and Python opens files close-on-exec, so they do not hold it.)
         """
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_output_folder(self.run_dir)
         path = self.run_dir / "lock"
         with path.open("a+", encoding="utf-8") as handle:
             try:
@@ -201,8 +201,11 @@ class RunStore:
             return False
         if max(path.stat().st_mtime for path in stored) > self.cube_path.stat().st_mtime:
             return False
-        with xr.open_dataset(self.cube_path, engine=ENGINE) as cube:
-            return names.CELL_KEY in cube and set(cube[names.CELL_KEY].values.ravel()) == {c.key for c in cells}
+        try:
+            with xr.open_dataset(self.cube_path, engine=ENGINE) as cube:
+                return names.CELL_KEY in cube and set(cube[names.CELL_KEY].values.ravel()) == {c.key for c in cells}
+        except (OSError, ValueError):  # a damaged cube is rebuilt from the shards, which hold every result
+            return False
 
     def write_cube(self, cube: xr.Dataset) -> Path:
         _atomic_netcdf(cube, self.cube_path)

@@ -455,6 +455,9 @@ def load_suite(path: str | Path, registry: PluginRegistry, *, executor: str | No
     cluster unchanged, with the same cells, keys and run directory.
     """
     file = Path(path)
+    if file.is_dir():
+        shown = ", ".join(sorted(p.name for p in file.glob("*.yaml"))) or "none"
+        raise SuiteError(f"'{file}' is a folder, not a suite file; name a .yaml file (in it: {shown}).")
     if not file.is_file():
         hint = did_you_mean(file.name, [p.name for p in file.parent.glob("*.yaml")]) if file.parent.is_dir() else ""
         raise SuiteError(f"suite file '{file}' does not exist.{hint} Suites shipped with benchsuite live in suites/.")

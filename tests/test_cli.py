@@ -117,11 +117,25 @@ def test_bad_suite_is_one_paragraph_and_exit_code_2_without_traceback(tmp_path, 
 def test_missing_suite_file_is_a_clear_error(tmp_path):
     done = benchsuite("run", "nope.yaml", cwd=tmp_path)
     assert done.returncode == 2 and "suite file 'nope.yaml' does not exist" in flat(done.stderr)
+    (tmp_path / "suites").mkdir()
+    write(tmp_path / "suites")
+    done = benchsuite("validate", "suites", cwd=tmp_path)
+    assert done.returncode == 2 and "'suites' is a folder, not a suite file; name a .yaml file (in it: tiny.yaml)" in flat(
+        done.stderr
+    )
 
 
 def test_analyze_without_a_cube_says_what_to_do(tmp_path):
     done = benchsuite("analyze", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 2 and "run a suite first" in flat(done.stderr)
+
+
+def test_an_output_folder_that_cannot_be_made_is_bad_input_not_a_crash(tmp_path):
+    write(tmp_path)
+    (tmp_path / "afile").write_text("")
+    done = benchsuite("run", "tiny.yaml", "--out", "afile/runs", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "cannot create the output folder afile/runs/tiny (Not a directory); choose another with --out" in flat(done.stderr)
 
 
 def test_plugin_that_fails_inside_a_cell_is_named_and_stored_cells_survive(tmp_path):

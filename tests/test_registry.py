@@ -169,9 +169,11 @@ def test_a_component_name_with_a_colon_is_refused(plugin_path):
         load_plugins()
 
 
-def test_unknown_name_suggests_close_ones():
-    with pytest.raises(SuiteError, match=r"unknown dataset 'symetric_shapes'.*Did you mean 'symmetric_shapes'"):
+def test_unknown_name_suggests_close_ones_spelt_as_the_user_spelt_theirs():
+    with pytest.raises(SuiteError, match=r"unknown dataset 'symetric_shapes'. Did you mean 'symmetric_shapes'\? Installed"):
         load_plugins().get("datasets", "symetric_shapes")
+    with pytest.raises(SuiteError, match=r"Did you mean 'benchsuite:symmetric_shapes'"):
+        load_plugins().get("datasets", "benchsuite:symetric_shapes")
 
 
 def test_params_are_validated_against_the_plugin_model(plugin_path):

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from benchsuite.cube import open_cube
-from benchsuite.errors import RunDirInUse, SuiteError
+from benchsuite.errors import BenchsuiteError, RunDirInUse, SuiteError
 from benchsuite.registry import default_registry
 from benchsuite.runner import StoreWarning, run_cells
 from benchsuite.store import RunStore
@@ -73,6 +73,27 @@ def test_a_truncated_shard_is_set_aside_and_its_cell_runs_again(tmp_path):
     assert (first.run_dir / "cells" / "unreadable" / damaged.name).is_file()
     after = open_cube(first.run_dir)
     assert after["final_loss"].equals(before["final_loss"]) and after["dice"].equals(before["dice"])
+
+
+def test_a_damaged_cube_is_a_clear_error_and_rebuilt_by_a_rerun(tmp_path):
+    first = run(tmp_path)
+    before = open_cube(first.run_dir)
+    cube = first.run_dir / "results.nc"
+    cube.write_bytes(cube.read_bytes()[:100])
+    with pytest.raises(BenchsuiteError, match=r"cannot be read as a cube .* rebuilds it from the stored cells"):
+        open_cube(first.run_dir)
+    again = run(tmp_path)
+    assert (again.cells_run, again.cells_skipped) == (0, 2)
+    assert open_cube(first.run_dir)["dice"].equals(before["dice"])
+
+
+def test_a_netcdf_file_that_is_not_a_cube_is_named_as_such(tmp_path):
+    import xarray as xr
+
+    xr.Dataset({"dice": ("x", [0.5, 0.7])}).to_netcdf(tmp_path / "results.nc", engine="h5netcdf")
+    missing = "it has no dataset, theta, seed, method, encoder, cell_key"
+    with pytest.raises(BenchsuiteError, match=rf"is not a benchsuite cube: {missing}"):
+        open_cube(tmp_path)
 
 
 PLUGIN = """

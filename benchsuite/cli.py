@@ -311,11 +311,14 @@ def report(run_dir: Path, typ: str, other: Path | None) -> None:
 
     cube = open_cube(run_dir)
     tables = analyze_cube(cube, typ=int(typ))
+    notes = {}
     if other is not None:
-        from benchsuite.analysis.compare import compare_cubes
+        from benchsuite.analysis.compare import compare_cubes, display_table, header_lines, legend
 
-        tables["compare"] = compare_cubes(open_cube(other), cube, names=(str(other), str(run_dir))).table
-    click.echo(write_report(cube, tables, run_dir))
+        comparison = compare_cubes(open_cube(other), cube, names=(str(other), str(run_dir)))
+        tables["compare"] = display_table(comparison)
+        notes["compare"] = [*header_lines(comparison), legend(1 - comparison.confidence)]
+    click.echo(write_report(cube, tables, run_dir, notes=notes))
 
 
 @cli.command()

@@ -88,6 +88,40 @@ def test_runs_without_a_common_seed_get_welchs_test():
     np.testing.assert_allclose(row.p, want.pvalue, rtol=1e-9)
 
 
+def test_runs_sharing_one_seed_are_tested_on_each_runs_seeds_apart():
+    # Seed 1 alone is paired, and one difference has no spread; seeds 0, 1 and 1, 2 still do.
+    a, b = cube([0, 1]), cube([1, 2], shift=0.1)
+    row = compare_cubes(a, b).table.set_index("metric").loc["dice"]
+    want = stats.ttest_ind(per_seed(b, "dice").values, per_seed(a, "dice").values, equal_var=False)
+    assert row.test == "welch" and row.seeds == "2+2"
+    np.testing.assert_allclose(row.p, want.pvalue, rtol=1e-9)
+
+
+def test_metrics_only_one_run_has_are_named_not_dropped():
+    a, b = cube([0, 1]), cube([0, 1]).drop_vars("norm").assign(extra=lambda ds: ds["final_loss"] * 2)
+    b["extra"].attrs["role"] = METRIC
+    result = compare_cubes(a, b)
+    assert (result.metrics_only_a, result.metrics_only_b) == (["norm"], ["extra"])
+    text = format_comparison(result)
+    assert "metrics only in A (not compared): norm" in text and "metrics only in B (not compared): extra" in text
+
+
+def test_the_settings_the_runs_differ_in_are_listed_by_their_suite_path():
+    a, b = cube([0, 1]), cube([0, 1])
+    a.attrs |= {"suite_yaml": "name: s\nmethods: {moco: {params: {epochs: 3}}}\nseeds: [0, 1]\n", "device": "cpu"}
+    b.attrs |= {"suite_yaml": "name: s\nmethods: {moco: {params: {epochs: 8, lr: 0.1}}}\nseeds: [0, 1]\n", "device": "cpu"}
+    a.attrs["versions"], b.attrs["versions"] = '{"torch": "2.13.0"}', '{"torch": "2.14.1"}'
+    result = compare_cubes(a, b)
+    assert result.settings == [
+        ("methods.moco.params.epochs", "3", "8"),
+        ("version of torch", "2.13.0", "2.14.1"),
+        ("methods.moco.params.lr", "(not set)", "0.1"),
+    ]
+    lines = format_comparison(result).splitlines()
+    assert lines[:2] == ["A = A", "B = B"]
+    assert "settings that differ (3): methods.moco.params.epochs: 3 -> 8; version of torch: 2.13.0 -> 2.14.1;" in lines[3]
+
+
 def test_one_seed_gives_the_difference_without_an_interval():
     row = compare_cubes(cube([0]), cube([0], shift=0.1)).table.set_index("metric").loc["dice"]
     assert row.difference == pytest.approx(0.1, abs=0.05) and np.isnan(row.ci_low) and np.isnan(row.p)

@@ -490,5 +490,10 @@ def test_report_compare_adds_a_section_comparing_the_run_with_another(report, tm
     assert done.returncode == 0, done.stderr
     page = PageParts((Path(run_dir) / "report.html").read_text(encoding="utf-8"))
     assert "analysis-compare" in page.ids
-    rows = {cells[0]: cells for cells in page.table_headed("metric", "a")}
-    assert float(rows["dice"][3]) == pytest.approx(-0.1, abs=1e-6)  # difference, B (this run) - A (the other)
+    rows = {cells[1]: cells for cells in page.table_headed("", "metric")}
+    mark, _, _, _, _, difference, *_, verdict = rows["dice"]
+    assert float(difference) == pytest.approx(-0.1, abs=1e-6)  # B (this run) - A (the other)
+    # The same difference in every seed: significant, and worse, since a higher Dice is better.
+    assert (mark, verdict) == ("-", "worse")
+    html = (Path(run_dir) / "report.html").read_text(encoding="utf-8")
+    assert f"A = {other}" in html and f"B = {run_dir}" in html and "+/-: B larger/smaller than A" in html

@@ -8,33 +8,37 @@ alone. Per metric:
 1. each cell's value is its mean over evaluation images (a cell metric is its value);
 2. each seed's value is the mean over the matched cells of that seed (the seed is the replicate:
    one training run per cell, so images of a cell are not independent);
-3. with the same seeds in both runs the test is paired: the mean of the per-seed differences
+3. with two or more seeds in both runs the test is paired: the mean of the per-seed differences
    B - A, its Student-t confidence interval and the paired t-test (scipy's ``ttest_rel``);
-   with no seed in common it is Welch's: the difference of the per-seed means over each run's
-   cells at the shared coordinates but the seed, Welch-Satterthwaite degrees of freedom and
-   scipy's ``ttest_ind(equal_var=False)``. Fewer than two seeds give the difference without an
-   interval or a test.
+   otherwise, with two or more seeds in each run, it is Welch's: the difference of the
+   per-seed means over each run's cells at the shared coordinates but the seed,
+   Welch-Satterthwaite degrees of freedom and scipy's ``ttest_ind(equal_var=False)``. Fewer
+   seeds give the difference without an interval or a test.
 
 The printed table follows asv's ``compare``: the two values, their ratio, and a mark in the
 first column for a difference significant at the level (``+`` B larger, ``-`` B smaller). A
 metric that records which way is better (its ``higher_is_better``, the cube's ``better``
 attribute) also gets the verdict: B ``better`` or ``worse`` than A, when the difference is
-significant.
+significant. Above the table stand the cells and metrics only one run has, and the settings in
+which the runs differ (the suite's, the library versions, the device), since a comparison is
+only as good as knowing what changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+import yaml
 from scipy import stats
 
 from benchsuite.cube import CELL_KEY, HIGHER, IMAGE, LOWER, REPLICATE, better, grid_axes, metric_names, open_cube
-from benchsuite.errors import BenchsuiteError
+from benchsuite.errors import BenchsuiteError, make_output_folder
 
 COMPARE_NAME = "compare.csv"
 COLUMNS = ("metric", "a", "b", "difference", "ci_low", "ci_high", "ratio", "p", "seeds", "test", "better", "verdict")
@@ -42,7 +46,7 @@ COLUMNS = ("metric", "a", "b", "difference", "ci_low", "ci_high", "ratio", "p", 
 
 @dataclass(frozen=True)
 class Comparison:
-    """Run B against run A: one row per metric shared by both (:data:`COLUMNS`), and the unmatched cells."""
+    """Run B against run A: one row per metric shared by both (:data:`COLUMNS`), what only one has, and what differs."""
 
     a: str
     b: str
@@ -50,6 +54,10 @@ class Comparison:
     shared_cells: int
     only_a: list[dict[str, object]]
     only_b: list[dict[str, object]]
+    metrics_only_a: list[str]
+    metrics_only_b: list[str]
+    settings: list[tuple[str, str, str]]
+    """(setting, A's value, B's value) for every setting the runs differ in; see :func:`setting_differences`."""
     confidence: float
 
 
@@ -64,6 +72,8 @@ def compare_cubes(a: xr.Dataset, b: xr.Dataset, *, names: tuple[str, str] = ("A"
     cells_a, cells_b = _cells(a), _cells(b)
     shared = cells_a.index.intersection(cells_b.index)
     metrics = [m for m in metric_names(a) if m in set(metric_names(b))]
+    only_a = [m for m in metric_names(a) if m not in metrics]
+    only_b = [m for m in metric_names(b) if m not in set(metric_names(a))]
     if not metrics:
         raise BenchsuiteError(f"{names[0]} and {names[1]} have no metric in common; nothing to compare.")
     rows = []
@@ -78,8 +88,35 @@ def compare_cubes(a: xr.Dataset, b: xr.Dataset, *, names: tuple[str, str] = ("A"
         shared_cells=len(shared),
         only_a=_records(cells_a.index.difference(shared)),
         only_b=_records(cells_b.index.difference(shared)),
+        metrics_only_a=only_a,
+        metrics_only_b=only_b,
+        settings=setting_differences(a.attrs, b.attrs),
         confidence=confidence,
     )
+
+
+def setting_differences(a: Mapping[str, object], b: Mapping[str, object]) -> list[tuple[str, str, str]]:
+    """(setting, A's, B's) where two cubes' attributes differ: every value of the suite, by its path
+    (``methods.moco.params.epochs``), each library's version, and the device."""
+
+    def settings(attrs: Mapping[str, object]) -> dict[str, str]:
+        found = dict(_flat(yaml.safe_load(str(attrs.get("suite_yaml") or "{}")) or {}))
+        found |= {f"version of {k}": v for k, v in json.loads(str(attrs.get("versions") or "{}")).items()}
+        return found | {"device": str(attrs.get("device", ""))}
+
+    ours, theirs = settings(a), settings(b)
+    return [
+        (key, ours.get(key, "(not set)"), theirs.get(key, "(not set)"))
+        for key in dict.fromkeys([*ours, *theirs])
+        if ours.get(key) != theirs.get(key)
+    ]
+
+
+def _flat(value: object, path: str = "") -> list[tuple[str, str]]:
+    """(dotted path, value as YAML flow text) of every leaf of a parsed YAML document; lists are leaves."""
+    if isinstance(value, dict) and value:
+        return [pair for key, item in value.items() for pair in _flat(item, f"{path}.{key}" if path else str(key))]
+    return [(path, yaml.safe_dump(value, default_flow_style=True, width=1_000).strip().removesuffix("\n..."))]
 
 
 def _cells(cube: xr.Dataset) -> pd.DataFrame:
@@ -100,9 +137,13 @@ def _compare_metric(metric: str, a: pd.Series, b: pd.Series, shared: pd.Index, c
     both = a_cells.notna() & b_cells.notna()
     per_seed_a = a_cells[both].groupby(level=REPLICATE).mean()
     per_seed_b = b_cells[both].groupby(level=REPLICATE).mean()
-    if len(per_seed_a):
+    if len(per_seed_a) >= 2:
         return _paired(metric, per_seed_a, per_seed_b, confidence)
-    return _welch(metric, *_seed_means_where_both(a, b), confidence)
+    apart = _seed_means_where_both(a, b)
+    # One shared seed cannot give an interval; the seeds of each run apart still can.
+    if min(map(len, apart)) >= 2 or not len(per_seed_a):
+        return _welch(metric, *apart, confidence)
+    return _paired(metric, per_seed_a, per_seed_b, confidence)
 
 
 def _seed_means_where_both(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -159,43 +200,75 @@ def _records(index: pd.Index) -> list[dict[str, object]]:
     return [dict(zip(index.names, values if isinstance(values, tuple) else (values,), strict=True)) for values in index]
 
 
-def format_comparison(comparison: Comparison, *, alpha: float | None = None) -> str:
-    """The comparison as the terminal prints it: the cells, then one line per metric (asv compare's layout)."""
-    alpha = 1 - comparison.confidence if alpha is None else alpha
-    level = f"{comparison.confidence:.0%}"
+def header_lines(comparison: Comparison, *, shown: int = 5) -> list[str]:
+    """What stands above the table: the runs, the cells and metrics only one has, the settings that differ."""
     lines = [
-        f"B = {comparison.b}",
         f"A = {comparison.a}",
+        f"B = {comparison.b}",
         f"cells: {comparison.shared_cells} in both, {len(comparison.only_a)} only in A, {len(comparison.only_b)} only in B",
     ]
-    for label, cells in (("only in A", comparison.only_a), ("only in B", comparison.only_b)):
-        if cells:
-            shown = "; ".join(", ".join(f"{k}={v}" for k, v in cell.items()) for cell in cells[:5])
-            lines.append(f"  {label}: {shown}" + (f"; and {len(cells) - 5} more" if len(cells) > 5 else ""))
-    width = max(len("metric"), *(len(m) for m in comparison.table["metric"]))
-    lines.append("")
-    lines.append(
-        f"     {'metric':<{width}}  {'A':>10}  {'B':>10}  {'B/A':>6}  {'B - A':>10}  {level + ' CI':>24}  {'p':>8}  "
-        f"{'seeds':<12}  B is"
-    )
+    cells = {"cells only in A": comparison.only_a, "cells only in B": comparison.only_b}
+    for label, found in cells.items():
+        if found:
+            lines.append(f"  {label}: " + _some([", ".join(f"{k}={v}" for k, v in cell.items()) for cell in found], shown))
+    metrics = {"metrics only in A": comparison.metrics_only_a, "metrics only in B": comparison.metrics_only_b}
+    lines += [f"{label} (not compared): {', '.join(names)}" for label, names in metrics.items() if names]
+    if comparison.settings:
+        changes = [f"{key}: {a} -> {b}" for key, a, b in comparison.settings]
+        lines.append(f"settings that differ ({len(changes)}): " + _some(changes, 2 * shown))
+    return lines
+
+
+def _some(items: list[str], shown: int) -> str:
+    return "; ".join(items[:shown]) + (f"; and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def display_table(comparison: Comparison, *, alpha: float | None = None) -> pd.DataFrame:
+    """The table as it is read, one row per metric, every cell as text: the mark (``+``/``-``), the
+    metric, A, B, B/A, B - A, the interval, p, the seeds and test, and the verdict."""
+    alpha = 1 - comparison.confidence if alpha is None else alpha
+    rows = []
     for row in comparison.table.itertuples(index=False):
-        mark = " "
-        if row.p == row.p and row.p < alpha:
-            mark = "+" if row.difference > 0 else "-"
-        interval = "" if row.ci_low != row.ci_low else f"[{row.ci_low:+.4g}, {row.ci_high:+.4g}]"
-        p = "" if row.p != row.p else f"{row.p:.2g}"
-        ratio = "" if row.ratio != row.ratio else f"{row.ratio:.2f}"
-        seeds = f"{row.seeds} {row.test}"
-        lines.append(
-            f"  {mark}  {row.metric:<{width}}  {row.a:>10.4g}  {row.b:>10.4g}  {ratio:>6}  {row.difference:>+10.4g}  "
-            f"{interval:>24}  {p:>8}  {seeds:<12}  {verdict(row.difference, row.p, row.better, alpha)}".rstrip()
+        significant = row.p == row.p and row.p < alpha
+        rows.append(
+            {
+                "": ("+" if row.difference > 0 else "-") if significant else "",
+                "metric": row.metric,
+                "A": f"{row.a:.4g}",
+                "B": f"{row.b:.4g}",
+                "B/A": "" if row.ratio != row.ratio else f"{row.ratio:.2f}",
+                "B - A": f"{row.difference:+.4g}",
+                f"{comparison.confidence:.0%} CI": "" if row.ci_low != row.ci_low else f"[{row.ci_low:+.4g}, {row.ci_high:+.4g}]",
+                "p": "" if row.p != row.p else f"{row.p:.2g}",
+                "seeds": f"{row.seeds} {row.test}",
+                "B is": verdict(row.difference, row.p, row.better, alpha),
+            }
         )
-    lines.append("")
-    lines.append(
+    return pd.DataFrame(rows)
+
+
+def legend(alpha: float) -> str:
+    """What the marks and the last column of :func:`display_table` mean."""
+    return (
         f"+/-: B larger/smaller than A at p < {alpha:g}; seeds are the replicates the test runs over. "
         "B is better or worse by the metric's own direction (higher or lower is better), where it has one."
     )
-    return "\n".join(lines)
+
+
+def format_comparison(comparison: Comparison, *, alpha: float | None = None) -> str:
+    """The comparison as the terminal prints it: :func:`header_lines`, then one line per metric (asv compare's layout)."""
+    alpha = 1 - comparison.confidence if alpha is None else alpha
+    shown = display_table(comparison, alpha=alpha)
+    text_columns = ("", "metric", "seeds", "B is")  # left-aligned; the numbers are right-aligned
+    widths = {c: max(len(c), *(len(v) for v in shown[c])) for c in shown.columns}
+    widths[""] = 1
+
+    def line(cells: Mapping[str, str]) -> str:
+        parts = [f"{cells[c]:<{widths[c]}}" if c in text_columns else f"{cells[c]:>{widths[c]}}" for c in shown.columns]
+        return "  " + "  ".join(parts).rstrip()
+
+    table = [line({c: c for c in shown.columns})] + [line(row) for row in shown.to_dict("records")]
+    return "\n".join([*header_lines(comparison), "", *table, "", legend(alpha)])
 
 
 def compare_runs(run_dirs: Sequence[Path], *, out: Path, confidence: float = 0.95) -> str:
@@ -210,8 +283,7 @@ def compare_runs(run_dirs: Sequence[Path], *, out: Path, confidence: float = 0.9
         )
         texts.append(format_comparison(comparison))
         frames.append(comparison.table.assign(run_a=comparison.a, run_b=comparison.b))
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / COMPARE_NAME
+    path = make_output_folder(out) / COMPARE_NAME
     table = pd.concat(frames, ignore_index=True)
     table[["run_a", "run_b", *COLUMNS]].to_csv(path, index=False)
     return "\n\n".join(texts) + f"\n\ntable: {path}"

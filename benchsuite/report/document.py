@@ -10,7 +10,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,12 +51,12 @@ ANOVA_FORMATS = {"sum_sq": ".4g", "df": "g", "F": ".2f", "p": ".2g", "partial_et
 ANOVA_LABELS = {"sum_sq": "sum of squares", "partial_eta_sq": "partial η²"}
 
 ANALYSIS_HEADINGS = {
-    "mixed": "Mixed model: evaluation image as a random effect",
+    "mixed": "Mixed model: evaluation image and training run as random effects",
     "periodicity": "Periodicity of metric(θ)",
     "tukey": "Post hoc: which θ differ within a dataset (Tukey HSD)",
     "orientation_autocorr": "Gradient-orientation autocorrelation c(θ) per dataset",
     "covariate": "Covariate: does c(θ) predict the metric?",
-    "compare": "Comparison with another run (B: this run; A: the other; B - A across seeds)",
+    "compare": "Comparison with another run (A: the other run; B: this one; B - A across seeds)",
 }
 """Headings of the analysis tables the report knows; any other table is headed by its key."""
 
@@ -86,6 +86,7 @@ class TableSection:
     anchor: str
     heading: str
     table: Table
+    notes: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -135,13 +136,16 @@ _DRAWINGS = (
 )  # fmt: skip
 
 
-def write_report(cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: Path) -> Path:
+def write_report(
+    cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: Path, *, notes: Mapping[str, Sequence[str]] | None = None
+) -> Path:
     """Write ``out_dir/report.html`` and its figures as PNG under ``out_dir/figures/``; return the page's path.
 
     ``tables`` holds the analysis of the cube by name. ``"anova"`` is the long-form table of
     :func:`benchsuite.analysis.anova.anova_table`: it gives each metric its ANOVA table and the
     reading of each study interaction the cube varies (:func:`study_terms`). Every other table
-    is shown as it is, in the order given. A table whose analysis was skipped (see
+    is shown as it is, in the order given, below the lines ``notes`` holds for it (a
+    comparison's runs and what differs between them, say). A table whose analysis was skipped (see
     :func:`benchsuite.analysis.summary.analyze_cube`) gets no section; the summary says once why
     it was skipped. The page is self-contained (figures inline, no script, no network access).
     """
@@ -150,7 +154,11 @@ def write_report(cube: xr.Dataset, tables: Mapping[str, pd.DataFrame], out_dir: 
     anova = None if "anova" in skipped else tables.get("anova")
     terms = study_terms(cube)
     metrics = [_metric_section(cube, name, anova, terms) for name in metric_names(cube)]
-    analyses = [_table_section(key, frame, terms) for key, frame in tables.items() if key != "anova" and key not in skipped]
+    analyses = [
+        _table_section(key, frame, terms, (notes or {}).get(key, ()))
+        for key, frame in tables.items()
+        if key != "anova" and key not in skipped
+    ]
     drawn = [_figure_section(cube, drawing) for drawing in _DRAWINGS]
 
     figures_dir = out_dir / FIGURES_DIR
@@ -276,13 +284,14 @@ def _plotted_against(cube: xr.Dataset) -> str:
     return varying[0] if varying and cube.sizes["theta"] == 1 else "theta"
 
 
-def _table_section(key: str, frame: pd.DataFrame, terms: list[str]) -> TableSection:
+def _table_section(key: str, frame: pd.DataFrame, terms: list[str], notes: Sequence[str]) -> TableSection:
     """A further analysis table as it is; the rows of ``terms`` are highlighted wherever a table has terms."""
     frame = frame.reset_index() if _has_named_index(frame) else frame
     return TableSection(
         f"analysis-{_slug(key)}",
         ANALYSIS_HEADINGS.get(key, key.replace("_", " ").capitalize()),
         table(frame, highlight=lambda row: row.get("term") in terms),
+        notes,
     )
 
 

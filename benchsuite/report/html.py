@@ -204,6 +204,7 @@ the evaluation images first); the band is its t-based 95% confidence interval ov
 {% for analysis in analyses %}
 <section id="{{ analysis.anchor }}">
 <h2>{{ analysis.heading }}</h2>
+{% for note in analysis.notes %}<p class="note">{{ note }}</p>{% endfor %}
 {% if analysis.table.rows %}
 {{ render_table(analysis.table, scroll=true) }}
 {% else %}

@@ -224,10 +224,16 @@ class ResolvedSuite:
         return {axis: levels[axis] for axis in AXES} | {sweep.dim: list(sweep.values) for sweep in self.sweeps}
 
     def describe(self) -> str:
-        names = {"theta": "angles", "seed": "seeds"} | {k.cell_key: k.suite_key for k in KINDS if k.shape == "axis"}
-        names |= {sweep.dim: sweep.dim for sweep in self.sweeps}
+        """The grid's size, axis by axis: ``2 datasets x 12 angles x 2 seeds x 1 method x 1 encoder = 48 cells``.
+
+        A swept parameter is named by its path, as the report's grid line names it.
+        """
+        names = {"theta": ("angle", "angles"), "seed": ("seed", "seeds")}
+        names |= {k.cell_key: (k.cell_key, k.suite_key) for k in KINDS if k.shape == "axis"}
+        names |= {sweep.dim: (f"value of {sweep.path}", f"values of {sweep.path}") for sweep in self.sweeps}
         counts = {axis: len(values) for axis, values in self.levels().items()}
-        return " x ".join(f"{n} {names[axis]}" for axis, n in counts.items()) + f" = {int(np.prod(list(counts.values())))} cells"
+        sizes = " x ".join(f"{n} {names[axis][n != 1]}" for axis, n in counts.items())
+        return f"{sizes} = {int(np.prod(list(counts.values())))} cells"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def test_validate_reports_the_grid_size_of_a_good_suite(tmp_path):
     write(tmp_path)
     done = benchsuite("validate", "tiny.yaml", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "2 datasets x 2 angles x 2 seeds x 1 methods x 1 encoders = 8 cells" in done.stdout
+    assert "2 datasets x 2 angles x 2 seeds x 1 method x 1 encoder = 8 cells" in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -363,7 +363,7 @@ def test_reading_explains_a_metric_the_anova_has_no_interaction_for():
 
 
 def test_a_sweep_report_names_the_swept_parameter_by_its_path_in_the_grid(strength_report):
-    grid = "2 datasets × 1 angles θ × 2 seeds × 1 methods × 1 encoders × 3 values of augmentation.params.strength = 12 cells"
+    grid = "2 datasets × 1 angle θ × 2 seeds × 1 method × 1 encoder × 3 values of augmentation.params.strength = 12 cells"
     assert grid in strength_report.html
 
 

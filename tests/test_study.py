@@ -27,7 +27,7 @@ def test_one_call_runs_a_suite_end_to_end_and_returns_the_run_directory(tmp_path
         assert (result.run_dir / name).exists(), name
     assert result.report == result.run_dir / "report.html"
     assert "final_loss: balanced" in result.summary
-    assert lines[0] == "suite 'tiny': 2 datasets x 2 angles x 2 seeds x 1 methods x 1 encoders = 8 cells"
+    assert lines[0] == "suite 'tiny': 2 datasets x 2 angles x 2 seeds x 1 method x 1 encoder = 8 cells"
     assert benchsuite.open_cube(result.run_dir)["final_loss"].dims == AXES
     again = benchsuite.run(suite, out=tmp_path / "runs", progress=False, log=lines.append)
     assert (again.cells_run, again.cells_skipped) == (0, 8)

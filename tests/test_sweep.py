@@ -40,7 +40,9 @@ def load(tmp_path, sweep: str = "", text: str = BASE):
 
 def test_a_swept_parameter_is_a_grid_dimension_whose_values_reach_the_component(tmp_path):
     resolved = load(tmp_path, "sweep:\n  saliency.params.samples: [1, 3]\n  methods.moco.params.epochs: [1, 2]\n")
-    assert resolved.describe().endswith("x 2 samples x 2 epochs = 16 cells")
+    assert resolved.describe().endswith(
+        "x 1 encoder x 2 values of saliency.params.samples x 2 values of methods.moco.params.epochs = 16 cells"
+    )
     cells = expand(resolved)
     assert [list(c.swept) for c in cells[:1]] == [["samples", "epochs"]]
     for cell in cells:

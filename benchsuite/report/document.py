@@ -358,10 +358,10 @@ def _cost_table(cube: xr.Dataset) -> Table:
 
 def _grid_text(cube: xr.Dataset) -> str:
     sizes = {axis: cube.sizes.get(axis, 0) for axis in grid_axes(cube)}
-    names = {"dataset": "datasets", "theta": "angles θ", "seed": "seeds", "method": "methods", "encoder": "encoders"}
-    names |= {dim: f"values of {cube[dim].attrs['path']}" for dim in swept(cube)}
+    names = {axis: (axis, f"{axis}s") for axis in ("dataset", "seed", "method", "encoder")} | {"theta": ("angle θ", "angles θ")}
+    names |= {dim: (f"value of {cube[dim].attrs['path']}", f"values of {cube[dim].attrs['path']}") for dim in swept(cube)}
     done = int(np.isfinite(cube[WALL_TIME].values).sum()) if WALL_TIME in cube else 0
-    grid = " × ".join(f"{n} {names[a]}" for a, n in sizes.items())
+    grid = " × ".join(f"{n} {names[a][n != 1]}" for a, n in sizes.items())
     return f"{grid} = {math.prod(sizes.values())} cells, {done} finished."
 
 

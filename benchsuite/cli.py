@@ -72,7 +72,7 @@ def cli() -> None:
 
 _DATA_ROOT = click.option(
     "--data-root",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     envvar="BENCHSUITE_DATA_ROOT",
     show_envvar=True,
     help="Folder that relative dataset paths in the suite are taken from (default: the working directory).",

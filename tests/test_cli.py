@@ -125,6 +125,13 @@ def test_missing_suite_file_is_a_clear_error(tmp_path):
     )
 
 
+def test_a_data_root_that_does_not_exist_is_refused_before_anything_runs(tmp_path):
+    write(tmp_path)
+    done = benchsuite("run", "tiny.yaml", "--data-root", "nowhere", cwd=tmp_path)
+    assert done.returncode == 2 and "Directory 'nowhere' does not exist" in flat(done.stderr)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_analyze_without_a_cube_says_what_to_do(tmp_path):
     done = benchsuite("analyze", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 2 and "run a suite first" in flat(done.stderr)

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from benchsuite import api, hookspecs
 from benchsuite.api import PROJECT, Params, PluginError
-from benchsuite.errors import PluginLoadError, PluginWarning, SuiteError, did_you_mean, sentence
+from benchsuite.errors import PluginLoadError, PluginWarning, SuiteError, did_you_mean, sentence, validation_problems
 from benchsuite.kinds import BY_NAME, KINDS
 
 
@@ -189,9 +189,13 @@ class PluginRegistry:
         spellings = [c.qualified_name for c in usable.values()] if ":" in name else list(usable)
         message = f"unknown {what} '{name}'.{did_you_mean(name, spellings)}"
         message += f" Installed {kind.replace('_', ' ')}: {', '.join(sorted(usable)) or 'none'}."
-        if self.broken:
-            message += " It may belong to a plugin that failed to load: " + " ".join(b.describe() for b in self.broken)
-        raise SuiteError(message)
+        raise SuiteError(message + self.broken_note())
+
+    def broken_note(self) -> str:
+        """What an unknown name's error adds when plugins failed to load: which, and why ('' when none did)."""
+        if not self.broken:
+            return ""
+        return " It may belong to a plugin that failed to load: " + " ".join(b.describe() for b in self.broken)
 
     def parse_params(self, kind: str, name: str, raw: Mapping[str, Any]) -> Params:
         """Validate ``raw`` against the component's parameter model, and check that model's contract.
@@ -223,10 +227,10 @@ class ParamsError(SuiteError):
         self.component, self.error = component, error
         fields = component.params.model_fields
         parts = []
-        for e in error.errors():
-            key = ".".join(str(p) for p in e["loc"])
-            hint = did_you_mean(key, fields) if e["type"] == "extra_forbidden" else ""
-            parts.append((f"'{key}': " if key else "") + sentence(e["msg"]) + hint)
+        for loc, message, kind in validation_problems(error.errors()):
+            key = ".".join(str(p) for p in loc)
+            hint = did_you_mean(key, fields) if kind == "extra_forbidden" else ""
+            parts.append((f"'{key}': " if key else "") + sentence(message) + hint)
         allowed = ", ".join(fields) or "none"
         label = BY_NAME[component.kind].label
         super().__init__(f"bad params for {label} '{component.name}': " + " ".join(parts) + f" Allowed params: {allowed}.")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from benchsuite.api import Params
 from benchsuite.cube import AXES
-from benchsuite.errors import BenchsuiteError, SuiteError, did_you_mean
+from benchsuite.errors import BenchsuiteError, SuiteError, did_you_mean, validation_problems
 from benchsuite.kinds import KINDS, Kind
 from benchsuite.registry import ParamsError, PluginRegistry
 
@@ -276,22 +276,21 @@ def _line_of(root: yaml.Node | None, loc: Sequence[Any]) -> int | None:
 
 def _where(path: str, root: yaml.Node | None, loc: Sequence[Any]) -> str:
     line = _line_of(root, loc)
-    key = ".".join(str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in {"str", "function-after"})))
+    key = ".".join(str(p) for p in loc)
     return f"{path}:{line}: '{key}'" if line else f"{path}: '{key}'"
 
 
 def _schema_problems(error: ValidationError, path: str, root: yaml.Node | None) -> list[str]:
     problems = []
-    for e in error.errors():
-        loc = e["loc"]
-        if e["type"] == "extra_forbidden":
+    for loc, message, kind in validation_problems(error.errors()):
+        if kind == "extra_forbidden":
             model = _model_at(loc[:-1])
             hint = did_you_mean(str(loc[-1]), model.model_fields) if model else ""
             problems.append(f"{_where(path, root, loc)} is not a known key.{hint}")
-        elif e["type"] == "missing":
+        elif kind == "missing":
             problems.append(f"{_where(path, root, loc)} is required but missing.")
         else:
-            problems.append(f"{_where(path, root, loc)}: {e['msg']}.")
+            problems.append(f"{_where(path, root, loc)}: {message}.")
     return problems
 
 
@@ -323,16 +322,13 @@ def parse_suite(text: str, path: str = "<suite>") -> tuple[Suite, yaml.Node | No
             f"{where}: the file is not valid YAML: {problem}. Check the indentation and the ':' after each key."
         ) from None
     if not isinstance(data, dict):
-        raise SuiteError(
-            f"{path}: a suite must be a YAML mapping with keys such as name, datasets, theta, seeds; got {type(data).__name__}."
-        )
+        found = "an empty file" if data is None else "a list" if isinstance(data, list) else "a single value"
+        raise SuiteError(f"{path}: a suite must be a YAML mapping with keys such as name, datasets, theta, seeds; got {found}.")
     try:
         return Suite.model_validate(data), root
     except ValidationError as exc:
         problems = _schema_problems(exc, path, root)
-        raise SuiteError(
-            f"{path} has {len(problems)} problem(s): " + " ".join(problems) + " See docs/suites.md for every key."
-        ) from None
+        raise SuiteError(_problems_text(path, problems) + " See docs/suites.md for every key.") from None
 
 
 def resolve(
@@ -364,11 +360,19 @@ def resolve(
             named = [(kind.suite_key, given, (kind.suite_key,))]
         components[kind.name] = {label: r for label, spec, loc in named if (r := one(kind, spec, loc)) is not None}
     if problems:
-        raise SuiteError(f"{path} has {len(problems)} problem(s): " + " ".join(problems))
+        # Every unknown name would repeat which plugins failed to load and why: say it once, last.
+        note = registry.broken_note()
+        named = bool(note) and any(note in problem for problem in problems)
+        found = [problem.replace(note, "") for problem in problems] if named else problems
+        raise SuiteError(_problems_text(path, found) + (note if named else ""))
     sweeps = _sweeps(suite, registry, components, problems, lambda loc: _where(path, root, loc))
     if problems:
-        raise SuiteError(f"{path} has {len(problems)} problem(s): " + " ".join(problems))
+        raise SuiteError(_problems_text(path, problems))
     return ResolvedSuite(suite=suite, text=text, components=components, sweeps=sweeps)
+
+
+def _problems_text(path: str, problems: Sequence[str]) -> str:
+    return f"{path} has {len(problems)} problem{'s' * (len(problems) != 1)}: " + " ".join(problems)
 
 
 # Names a swept parameter's dimension must not take: the grid axes and the cube's other dimensions.

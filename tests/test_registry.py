@@ -79,6 +79,21 @@ def test_broken_plugin_warns_with_its_name_and_leaves_the_others_usable(plugin_p
         registry.get("datasets", "the_broken_dataset")
 
 
+def test_a_suite_naming_several_missing_plugins_says_once_which_failed_to_load(plugin_path, tmp_path):
+    plugin_path("bs-broken", {"bs_broken": BROKEN_IMPORT}, {"broken": "bs_broken"}, version="0.9")
+    with pytest.warns(PluginWarning):
+        registry = load_plugins()
+    path = tmp_path / "suite.yaml"
+    path.write_text(VALID.replace("metrics: [dice, final_loss]", "metrics: [dice, top_mass, pointing]"))
+    with pytest.raises(SuiteError) as err:
+        load_suite(path, registry)
+    message = str(err.value)
+    assert "has 2 problems" in message and "unknown metric 'top_mass'" in message and "unknown metric 'pointing'" in message
+    assert message.count("It may belong to a plugin that failed to load") == 1 and message.endswith(
+        "failed to load: ImportError: no module named missing_dependency."
+    )
+
+
 def test_plugin_whose_registration_hook_raises_is_isolated(plugin_path):
     plugin_path("bs-hook", {"bs_hook": BROKEN_HOOK}, {"hook": "bs_hook"})
     with pytest.warns(PluginWarning, match="registration exploded"):
@@ -182,6 +197,12 @@ def test_params_are_validated_against_the_plugin_model(plugin_path):
     assert registry.parse_params("metrics", "thirdparty_metric", {"factor": 3}).factor == 3.0
     with pytest.raises(SuiteError, match=r"'factr'.*Did you mean 'factor'"):
         registry.parse_params("metrics", "thirdparty_metric", {"factr": 3})
+
+
+def test_a_value_that_fits_no_member_of_a_union_reads_as_one_sentence():
+    with pytest.raises(SuiteError) as err:
+        load_plugins().parse_params("executors", "local", {"workers": -2})
+    assert "'workers': Input should be greater than or equal to 1 or 'auto'. Allowed params:" in str(err.value)
 
 
 def test_a_params_error_is_finished_sentences(plugin_path):

@@ -71,8 +71,23 @@ def test_misspelt_plugin_parameter_suggests_the_right_one(tmp_path):
 
 def test_every_problem_is_reported_at_once(tmp_path):
     text = VALID.replace("cnn: small_cnn", "cnn: smal_cnn").replace("[dice, final_loss]", "[dise]")
-    with pytest.raises(SuiteError, match=r"has 2 problem\(s\)"):
+    with pytest.raises(SuiteError, match=r"has 2 problems"):
         load(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("theta", "problem"),
+    [
+        # A mapping is checked as a range, so the list member's "not a list" would only mislead.
+        ("{start: 0, stop: 90, step: 0}", "'theta.step': Input should be greater than 0. See"),
+        ("[0, north]", "'theta.1': Input should be a valid number, unable to parse string as a number. See"),
+        ("north", "'theta': Input should be a valid list or a valid dictionary or instance of ThetaRange. See"),
+    ],
+)
+def test_a_value_that_fits_no_form_of_theta_gets_one_problem_named_by_its_key(tmp_path, theta, problem):
+    with pytest.raises(SuiteError, match=r"has 1 problem: ") as err:
+        load(tmp_path, VALID.replace("theta: [0, 90]", f"theta: {theta}"))
+    assert problem in str(err.value)
 
 
 def test_yaml_syntax_error_gives_line_and_column(tmp_path):
@@ -96,9 +111,12 @@ def test_missing_suite_file_suggests_a_neighbour(tmp_path):
         load_suite(tmp_path / "rotaton.yaml", default_registry())
 
 
-def test_a_suite_must_be_a_mapping():
-    with pytest.raises(SuiteError, match="must be a YAML mapping"):
-        parse_suite("- just\n- a list\n")
+@pytest.mark.parametrize(
+    ("text", "found"), [("- just\n- a list\n", "a list"), ("", "an empty file"), ("rotation\n", "a single value")]
+)
+def test_a_suite_must_be_a_mapping(text, found):
+    with pytest.raises(SuiteError, match=f"must be a YAML mapping with keys such as name, datasets, theta, seeds; got {found}"):
+        parse_suite(text)
 
 
 def test_theta_range_excludes_its_stop_like_range():

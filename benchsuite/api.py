@@ -270,6 +270,11 @@ class Saliency(Protocol):
     all K models explain, ``generators`` one per model. It returns maps [K, N, H, W] where map k
     is what ``self(objective_k, x, generators[k])`` returns, computed in K times fewer passes.
     Without it the core calls the method once per model.
+
+    It may also offer ``check(model)``, called before any cell trains with an untrained
+    :class:`SSPMethod` of each dataset, method and encoder the suite combines: raising
+    :class:`PluginError` there (a layer the encoder does not have, say) makes the suite bad input
+    rather than a run that fails after training.
     """
 
     def __call__(self, objective: Objective, x: Tensor, generator: torch.Generator) -> Tensor:

@@ -141,10 +141,12 @@ def validate(suite: Path, check_data: bool, progress: bool, data_root: Path | No
     """Check SUITE without running it: its keys, every plugin name and every plugin's params.
 
     With --data, also what `benchsuite run` checks before the first cell trains: every dataset
-    builds, has enough images for data.eval_images, and has foreground in its evaluation masks.
+    builds, has enough images for data.eval_images, and has foreground in its evaluation masks,
+    and the saliency method can explain each model (Grad-CAM's layer exists, say).
     """
     from benchsuite.data import check_datasets, format_datasets, set_data_root
     from benchsuite.grid import expand
+    from benchsuite.pipeline import check_saliency
     from benchsuite.registry import installed_plugins
     from benchsuite.suite import load_suite
 
@@ -155,7 +157,9 @@ def validate(suite: Path, check_data: bool, progress: bool, data_root: Path | No
     cells = expand(resolved)
     click.echo(f"{suite}: valid. {resolved.describe()}.")
     if check_data:
-        click.echo(f"\n{format_datasets(check_datasets(cells, registry, progress=progress))}")
+        summaries = check_datasets(cells, registry, progress=progress)
+        check_saliency(cells, registry)
+        click.echo(f"\n{format_datasets(summaries)}")
 
 
 @cli.command()

@@ -26,11 +26,13 @@ import torch.nn.functional as F
 
 from benchsuite.api import Augmentation, MetricInputs, PluginError, SSPMethod, check_metric_output
 from benchsuite.data import load_dataset, split
+from benchsuite.errors import SuiteError, sentence
 from benchsuite.grid import Cell
 from benchsuite.kinds import BY_NAME
 from benchsuite.orientation import orientation_histogram
 from benchsuite.registry import PluginRegistry
 from benchsuite.stacking import StackedNonFiniteLoss, stacked_pair_similarity, train_stacked
+from benchsuite.suite import canonical_json
 from benchsuite.training import TrainingCurves, pretrain
 from benchsuite.views import FixedPair, draw_generator, fresh_pair
 
@@ -154,6 +156,33 @@ def build_method(cell: Cell, registry: PluginRegistry, in_channels: int, device:
     torch.manual_seed(cell.seed)  # weight initialisation of the plugins' modules
     encoder = build(registry, cell, "encoders", in_channels)
     return build(registry, cell, "ssp_methods", encoder).to(device)
+
+
+def check_saliency(cells: Sequence[Cell], registry: PluginRegistry) -> None:
+    """Let the saliency method refuse a model it cannot explain (Grad-CAM's layer, say) before any cell trains.
+
+    A method that offers ``check(model)`` is shown an untrained model, on the CPU, of each
+    combination of dataset, SSP method and encoder the cells use; a :class:`PluginError` it
+    raises becomes a :class:`SuiteError`, bad input that no cell has paid for.
+    """
+    seen = set()
+    for cell in cells:
+        config = cell.config
+        key = canonical_json([config[k] for k in ("dataset", "method", "encoder", "saliency")])
+        if key in seen:
+            continue
+        seen.add(key)
+        saliency = build(registry, cell, "saliency_methods")
+        if not hasattr(saliency, "check"):
+            continue
+        channels = load_dataset(config["dataset"], config["data"]["size"], registry).images.shape[1]
+        try:
+            saliency.check(build_method(cell, registry, channels, torch.device("cpu")))
+        except PluginError as exc:
+            raise SuiteError(
+                f"saliency method '{config['saliency']['plugin']}' cannot explain the {cell.method} / {cell.encoder} "
+                f"model: {sentence(str(exc))}"
+            ) from None
 
 
 def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, progress: bool = False) -> CellResult:

@@ -19,7 +19,7 @@ from benchsuite.data import check_datasets, worker_environment
 from benchsuite.errors import BenchsuiteError, RunError, SuiteError, sentence
 from benchsuite.grid import Cell, expand, families
 from benchsuite.kinds import KINDS
-from benchsuite.pipeline import CellFailure, CellResult, GroupTask
+from benchsuite.pipeline import CellFailure, CellResult, GroupTask, check_saliency
 from benchsuite.registry import PluginRegistry
 from benchsuite.store import RunStore
 from benchsuite.suite import ResolvedSuite
@@ -213,8 +213,13 @@ def run_cells(
             )
         done = store.done_keys()
         todo = [c for c in cells if force or c.key not in done]
-        # Every dataset is built and checked before the first cell trains: bad data is bad input.
+        # Every dataset is built and checked, and the saliency method sees the models it will
+        # explain, before the first cell trains: bad data or a misfit method is bad input.
         check_datasets(todo, registry, progress=progress)
+        try:
+            check_saliency(todo, registry)
+        except CellFailure as failure:  # building a model failed: what the cell itself would have met
+            raise _explain(failure, store.run_dir, len(done)) from None
         store.write_manifest(manifest, resolved.text)
         ran = _run(resolved, registry, store, cells, todo, progress)
     return RunSummary(store.run_dir, store.cube_path, len(cells), ran, len(cells) - len(todo))

@@ -362,3 +362,16 @@ def test_the_task_sets_the_environment_in_a_worker_and_leaves_the_drivers_alone(
     task([], torch.device("cpu"))
     dataclasses.replace(task, driver="another-host:1")([], torch.device("cpu"))
     assert seen == ["/here", "/elsewhere"]
+
+
+def test_a_saliency_method_that_cannot_explain_the_model_is_bad_input_before_any_cell_trains(tmp_path):
+    text = TINY.replace(
+        "saliency: {plugin: smoothgrad, params: {samples: 2}}", "saliency: {plugin: grad_cam, params: {layer: nosuch}}"
+    )
+    with pytest.raises(
+        SuiteError, match=r"'grad_cam' cannot explain the moco / cnn model: .*no layer 'nosuch' \(its top-level modules: features"
+    ):
+        run(tmp_path, text)
+    assert not (tmp_path / "runs" / "tiny" / "cells").exists()
+    # The encoder's own layer passes the same check, and the run goes on to train every cell.
+    assert run(tmp_path, text.replace("layer: nosuch", "layer: features")).cells_run == 8

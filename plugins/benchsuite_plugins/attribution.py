@@ -150,6 +150,10 @@ class GradCam(Stackable):
     def __init__(self, params: GradCamParams) -> None:
         self.params = params
 
+    def check(self, model: nn.Module) -> None:
+        """Before any cell trains: the layer must exist in this model's encoder."""
+        self.layer(model)
+
     def layer(self, model: nn.Module) -> tuple[str, nn.Module]:
         """The hooked module's path and the module: ``layer`` (or the encoder's ``cam_layer``) inside ``model.encoder``."""
         encoder = getattr(model, "encoder", None)

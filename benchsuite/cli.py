@@ -65,8 +65,10 @@ def cli() -> None:
 
     Compare two runs with `benchsuite compare RUN_A RUN_B`.
 
-    Docs: docs/suites.md (every suite key), docs/datasets.md (data layouts, --data-root),
-    docs/saliency.md (attribution methods and metrics), docs/plugins.md (write a plugin).
+    Docs, in the repository: docs/design.md (how it fits together; read first), docs/suites.md
+    (every suite key), docs/datasets.md (data layouts, --data-root), docs/saliency.md
+    (attribution methods and metrics), docs/cluster.md (Ray, Slurm, GPUs), docs/plugins.md
+    (write a plugin).
     """
 
 
@@ -224,12 +226,14 @@ def plugins(kind: str | None, show_params: bool, strict: bool) -> None:
 
     registry = installed_plugins(strict=strict)
     kinds = [kind] if kind else KIND_NAMES
-    # One width for every kind's names, so that the columns line up down the whole listing.
-    width = max((len(name) for k in kinds for name in registry.components[k]), default=0)
+    # One width per column for every kind, so that the columns line up down the whole listing.
+    listed = [comp for k in kinds for comp in registry.components[k].values()]
+    width = max((len(comp.name) for comp in listed), default=0)
+    source = max((len(f"{comp.distribution} {comp.version}") for comp in listed), default=0)
     for k in kinds:
         click.echo(f"{k}:")
         for name, comp in sorted(registry.components[k].items()):
-            click.echo(f"  {name:<{width}}  {comp.distribution} {comp.version:<8} {comp.description}")
+            click.echo(f"  {name:<{width}}  {f'{comp.distribution} {comp.version}':<{source}}  {comp.description}")
             if show_params:
                 for field, info in comp.params.model_fields.items():
                     default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,12 +81,26 @@ def test_plugins_params_shows_required_and_factory_defaults(tmp_path):
     assert "PydanticUndefined" not in done.stdout
 
 
-def test_plugins_lines_up_the_distribution_column_across_every_kind(tmp_path):
-    done = benchsuite("plugins", cwd=tmp_path)
+DESCRIBED_METRIC = """
+from benchsuite.api import Params, hookimpl
+
+@hookimpl
+def benchsuite_register_metrics(registry):
+    registry.add("tiny", lambda params: None, params=Params, description="A metric from a long-named distribution.")
+"""
+
+
+def test_plugins_lines_up_its_columns_across_every_kind(tmp_path):
+    # A third-party distribution with a long name and version beside the built-in ones.
+    site = write_distribution(tmp_path / "site", "bs-long-named-metrics", "10.2.1", {"bs_long": DESCRIBED_METRIC},
+                              {"long": "bs_long"})  # fmt: skip
+    done = benchsuite("plugins", cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)})
     assert done.returncode == 0, done.stderr
-    components = [line for line in done.stdout.splitlines() if line.startswith("  ")]
-    assert any(line.split()[0] == "randomisation_correlation" for line in components)  # the longest built-in name
-    assert len({line.index(" benchsuite 0") for line in components}) == 1
+    starts = set()
+    for line in (line for line in done.stdout.splitlines() if line.startswith("  ")):
+        name, source, description = re.split(r"\s{2,}", line.strip(), maxsplit=2)
+        starts.add((line.index(source, 2 + len(name)), line.rindex(description)))
+    assert len(starts) == 1, starts  # every name, source and description starts in the same column
 
 
 def test_validate_reports_the_grid_size_of_a_good_suite(tmp_path):

@@ -144,31 +144,33 @@ def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress:
     """Build (or read from the cache) every dataset ``cells`` use and check that it can serve the study.
 
     Run before any cell trains, so a broken dataset is bad input (exit code 2) rather than a run
-    that fails part-way. Raises :class:`DataError` for a dataset that cannot be built or whose
-    every evaluation mask is empty, :class:`SuiteError` when ``data.eval_images`` exceeds it,
+    that fails part-way. Raises :class:`DataError` naming every dataset that cannot be built or
+    whose every evaluation mask is empty, :class:`SuiteError` when ``data.eval_images`` exceeds it,
     and warns (:class:`DataWarning`) when some evaluation masks are empty.
     """
     # One check per dataset the cells build: a label, or a label per value of a swept dataset parameter.
     built = {canonical_json([c.dataset, c.config["dataset"]]): c for c in reversed(cells)}
     firsts = [c for c in cells if built[canonical_json([c.dataset, c.config["dataset"]])] is c]
-    summaries = []
+    summaries, failures = [], []
     for cell in tqdm(firsts, desc="datasets", unit="dataset", disable=not progress):
         config = cell.config
         label = _dataset_label(cell, [c.config["dataset"]["params"] for c in firsts if c.dataset == cell.dataset])
         plugin, settings = config["dataset"]["plugin"], config["data"]
         try:
             data = load_dataset(config["dataset"], settings["size"], registry)
-        except PluginError as exc:
-            raise DataError(f"dataset '{label}' (plugin '{plugin}') cannot be built: {sentence(str(exc))}") from None
+        except PluginError as exc:  # the others are still checked, so that one run of validate finds every failure
+            failures.append(f"dataset '{label}' (plugin '{plugin}') cannot be built: {sentence(str(exc))}")
+            continue
         parts = split(data, settings["eval_images"], settings["split_seed"], label)
         empty = ~data.masks.flatten(1).any(dim=1)
         empty_eval = int((~parts.eval_masks.flatten(1).any(dim=1)).sum())
         if empty_eval == len(parts.eval_masks):
-            raise DataError(
+            failures.append(
                 f"dataset '{label}' (plugin '{plugin}'): every one of its {empty_eval} evaluation masks is empty, so no "
                 f"saliency metric could be computed. Check the masks (their folder, and the threshold that makes them "
                 f"foreground); {int(empty.sum())} of its {len(data)} masks are empty in all."
             )
+            continue
         if empty_eval:
             warnings.warn(
                 f"dataset '{label}': {empty_eval} of its {len(parts.eval_masks)} evaluation masks are empty; their "
@@ -191,6 +193,9 @@ def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress:
                 empty_eval_masks=empty_eval,
             )
         )
+    if failures:
+        count = f"{len(failures)} of the {len(firsts)} datasets cannot serve the study: " if len(failures) > 1 else ""
+        raise DataError(count + " ".join(failures))
     return summaries
 
 

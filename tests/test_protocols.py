@@ -126,5 +126,8 @@ def test_missing_data_root_stops_with_the_layout_it_expected(tmp_path, monkeypat
     path = shrink("paper-2407.05218.yaml", tmp_path, {"cnn": "small_cnn"})
     from benchsuite.errors import DataError
 
-    with pytest.raises(DataError, match="nowhere"):  # bad input, before any cell trains
+    with pytest.raises(DataError, match="nowhere") as err:  # bad input, before any cell trains
         run(path, tmp_path)
+    # Every missing dataset is named at once, not only the first.
+    assert str(err.value).startswith("3 of the 3 datasets cannot serve the study: dataset 'brats'")
+    assert "dataset 'lung' (plugin 'lung_masks') cannot be built" in str(err.value) and "Kvasir-SEG layout" in str(err.value)

@@ -446,7 +446,12 @@ def cut_groups(families: Sequence[Sequence[Any]], stack: int) -> list[list[Any]]
 
 
 class Executor(Protocol):
-    """Runs cells somewhere and streams their results back to the core, which stores them."""
+    """Runs cells somewhere and streams their results back to the core, which stores them.
+
+    It may also expose what ``benchsuite estimate`` reads to time and project a suite as it
+    would run: ``device`` (a :class:`torch.device`), ``stack`` (cells per group), ``threads``
+    (torch CPU threads per worker) and ``slots`` (one device per worker running at once).
+    """
 
     def run(self, task: CellTask, families: Sequence[Sequence[Any]]) -> Iterator[Any]:
         """Run every cell of ``families`` and yield each cell's result as soon as it is ready, in any order.

@@ -83,8 +83,16 @@ def test_estimate_times_with_the_executors_threads_and_restores_them(tmp_path, m
     assert torch.get_num_threads() == before
 
 
-def test_estimate_command_takes_the_threads_of_the_suites_executor(tmp_path):
-    write(tmp_path, TINY + "executor: {plugin: local, params: {threads: 3}}\n")
+@pytest.mark.parametrize(
+    "executor",
+    [
+        "{plugin: local, params: {threads: 3}}",
+        "{plugin: ray, params: {num_cpus: 2.5}}",  # a task reserving 2.5 CPUs runs 3 threads
+        "{plugin: slurm, params: {cpus_per_task: 3}}",
+    ],
+)
+def test_estimate_command_takes_the_threads_of_the_suites_executor(tmp_path, executor):
+    write(tmp_path, TINY + f"executor: {executor}\n")
     done = benchsuite("estimate", "tiny.yaml", "--steps", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "with 3 torch CPU threads: 1 step," in flat(done.stdout)

@@ -68,6 +68,7 @@ class RayExecutor:
 
     def __init__(self, params: RayParams):
         self.params = params
+        self.threads = math.ceil(params.num_cpus)  # torch threads per task: the CPUs it reserves
 
     def _connect(self) -> bool:
         """Connect to (or start) the cluster unless this process already is; True when this call did it."""
@@ -103,9 +104,8 @@ class RayExecutor:
                 runtime_env=p.runtime_env,
             )
             shared = ray.put(task)
-            threads = math.ceil(p.num_cpus)
             for group in cut_groups(families, stack_size(p.stack, on_gpu=gpus > 0)):
-                pending[remote.remote(shared, group, gpus > 0, threads)] = group
+                pending[remote.remote(shared, group, gpus > 0, self.threads)] = group
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 group = pending.pop(done[0])

@@ -79,6 +79,7 @@ class SlurmExecutor:
 
     def __init__(self, params: SlurmParams):
         self.params = params
+        self.threads = params.cpus_per_task  # torch threads per array task: its CPUs
 
     def _submitter(self, folder: Path) -> Any:
         import submitit
@@ -139,7 +140,7 @@ class SlurmExecutor:
         if groups:
             submitter = self._submitter(folder)
             n = len(groups)
-            jobs = submitter.map_array(run_on_worker, [task] * n, groups, [p.gpus_per_task > 0] * n, [p.cpus_per_task] * n)
+            jobs = submitter.map_array(run_on_worker, [task] * n, groups, [p.gpus_per_task > 0] * n, [self.threads] * n)
             submitted = {job: [cell.key for cell in group] for job, group in zip(jobs, groups, strict=True)}
             ledger.add({job.job_id: keys for job, keys in submitted.items()})
             in_flight |= submitted

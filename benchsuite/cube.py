@@ -116,7 +116,7 @@ def open_cube(path: Path | str) -> xr.Dataset:
         cube = xr.load_dataset(file, engine=ENGINE)
     except (OSError, ValueError) as exc:  # not HDF5 (damaged, truncated) or HDF5 but not NetCDF
         raise BenchsuiteError(f"{file} cannot be read as a cube ({exc}); {rebuild}.") from exc
-    missing = [name for name in (*AXES, CELL_KEY) if name not in cube.variables]
+    missing = [name for name in AXES if name not in cube.variables]
     if missing:
         raise BenchsuiteError(f"{file} is not a benchsuite cube: it has no {', '.join(missing)}; {rebuild}.")
     return cube

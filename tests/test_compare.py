@@ -147,6 +147,11 @@ def test_a_significant_difference_is_better_or_worse_by_the_metrics_direction(sh
         assert next(line for line in lines if f" {metric} " in line).endswith(word)
 
 
+def test_a_cube_without_cell_keys_is_refused_by_name():
+    with pytest.raises(BenchsuiteError, match=r"^B has no cell_key variable, so its cells cannot be matched"):
+        compare_cubes(cube([0, 1]), cube([0, 1]).drop_vars(CELL_KEY))
+
+
 def test_cubes_of_different_studies_are_refused():
     with pytest.raises(BenchsuiteError, match="different grid dimensions"):
         compare_cubes(cube([0, 1]), cube([0, 1], extra_dim=True))

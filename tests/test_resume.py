@@ -91,7 +91,7 @@ def test_a_netcdf_file_that_is_not_a_cube_is_named_as_such(tmp_path):
     import xarray as xr
 
     xr.Dataset({"dice": ("x", [0.5, 0.7])}).to_netcdf(tmp_path / "results.nc", engine="h5netcdf")
-    missing = "it has no dataset, theta, seed, method, encoder, cell_key"
+    missing = "it has no dataset, theta, seed, method, encoder"
     with pytest.raises(BenchsuiteError, match=rf"is not a benchsuite cube: {missing}"):
         open_cube(tmp_path)
 

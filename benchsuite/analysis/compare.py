@@ -63,6 +63,11 @@ class Comparison:
 
 def compare_cubes(a: xr.Dataset, b: xr.Dataset, *, names: tuple[str, str] = ("A", "B"), confidence: float = 0.95) -> Comparison:
     """Compare cube ``b`` with cube ``a``: per metric, B - A with a confidence interval and a test across seeds."""
+    for cube, name in zip((a, b), names, strict=True):
+        if CELL_KEY not in cube:  # the cells a run's suite holds; a cube assembled by hand may lack it
+            raise BenchsuiteError(
+                f"{name} has no {CELL_KEY} variable, so its cells cannot be matched; compare needs cubes of runs."
+            )
     axes_a, axes_b = grid_axes(a), grid_axes(b)
     if axes_a != axes_b:
         raise BenchsuiteError(

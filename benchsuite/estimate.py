@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from benchsuite.durations import readable_duration
 from benchsuite.grid import Cell, expand, families
 from benchsuite.kinds import BY_NAME
 from benchsuite.pipeline import build, build_method, evaluate, load_data, peak_memory_mb, saliency_maps
@@ -69,13 +70,9 @@ class Estimate:
                 "families unlike the timed one may differ, and workers that share a CPU run a little slower)",
                 f"on a cluster: {self.groups} tasks (one per group), about {self.total_seconds / 3600:.2f} "
                 f"{'GPU' if self.device.startswith('cuda') else 'CPU-core'}-hours in all; each task about "
-                f"{_duration(self.total_seconds / self.groups)} on this device",
+                f"{readable_duration(self.total_seconds / self.groups)} on this device",
             ]
         )
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
 def _short(cell: Cell, epochs: int) -> Cell:

@@ -22,6 +22,7 @@ from statsmodels.stats.weightstats import DescrStatsW
 from benchsuite.analysis.anova import anova_table
 from benchsuite.analysis.summary import NEEDS_REPLICATES, analyze_cube
 from benchsuite.cube import EXAMPLE_IMAGE, SALIENCY_EXAMPLE, open_cube
+from benchsuite.durations import readable_duration
 from benchsuite.report import write_report
 from benchsuite.report.document import interaction_reading
 from benchsuite.report.figures import interaction_figure, png_bytes, saliency_gallery, seed_band, sweep_figure
@@ -497,3 +498,10 @@ def test_report_compare_adds_a_section_comparing_the_run_with_another(report, tm
     assert (mark, verdict) == ("-", "worse")
     html = (Path(run_dir) / "report.html").read_text(encoding="utf-8")
     assert f"A = {other}" in html and f"B = {run_dir}" in html and "+/-: B larger/smaller than A" in html
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.04, "0.0 s"), (119.9, "119.9 s"), (120, "2.0 min"), (7199, "120.0 min"), (7200, "2.0 h")]
+)
+def test_a_duration_reads_in_the_unit_that_keeps_its_number_small(seconds, text):
+    assert readable_duration(seconds) == text

@@ -38,6 +38,7 @@ from benchsuite.cube import (
     metric_names,
     swept,
 )
+from benchsuite.durations import readable_duration
 from benchsuite.report import figures
 from benchsuite.report.html import FigureImage, Table, render_page, table
 
@@ -327,8 +328,9 @@ def _cost_text(cube: xr.Dataset) -> str:
     seconds = cube[WALL_TIME].values
     seconds = seconds[np.isfinite(seconds)]
     return (
-        f"{seconds.size} cells: {_duration(seconds.sum())} in all; per cell median {_duration(np.median(seconds))}, "
-        f"max {_duration(seconds.max())}. Peak memory up to {np.nanmax(cube['peak_memory_mb'].values):.0f} MiB."
+        f"{seconds.size} cells: {readable_duration(seconds.sum())} in all; per cell median "
+        f"{readable_duration(np.median(seconds))}, max {readable_duration(seconds.max())}. "
+        f"Peak memory up to {np.nanmax(cube['peak_memory_mb'].values):.0f} MiB."
     )
 
 
@@ -372,14 +374,6 @@ def _json_table(text: str | None, columns: tuple[str, str]) -> Table:
 
 def _image(figure: Figure, file_name: str, alt: str, caption: str) -> FigureImage:
     return FigureImage(figures.png_bytes(figure), file_name, alt, caption)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _has_named_index(frame: pd.DataFrame) -> bool:

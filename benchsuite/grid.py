@@ -104,3 +104,16 @@ def expand(resolved: ResolvedSuite) -> list[Cell]:
         swept = {dim: value for dim, value in coords.items() if dim not in base}
         cells.append(Cell(**base, config=config, key=cell_key(coords, config), swept=swept))
     return cells
+
+
+def detail_thetas(thetas: Sequence[float], count: int) -> frozenset[float]:
+    """``count`` of the suite's angles, evenly spread through its list: the cells kept in full (``record.detail_angles``).
+
+    Every curve of the grid shares the suite's angles, so one set of θ serves them all: a cell
+    is kept in full (its saliency examples in the cube, its step-by-step curves and overlays in
+    TensorBoard) when its θ is in the set. 3,600 angles and ``count`` 12 give every 30°.
+    """
+    ordered = sorted(thetas)
+    if count >= len(ordered):
+        return frozenset(ordered)
+    return frozenset(ordered[(i * len(ordered)) // count] for i in range(count))

@@ -18,7 +18,16 @@ from pydantic_core import PydanticUndefined
 from benchsuite.grid import expand
 from benchsuite.kinds import KINDS
 from benchsuite.registry import PluginRegistry, default_registry
-from benchsuite.suite import ComponentSpec, DataSettings, NamedComponentSpec, Suite, ThetaRange, load_suite
+from benchsuite.suite import (
+    AnalysisSettings,
+    ComponentSpec,
+    DataSettings,
+    NamedComponentSpec,
+    RecordSettings,
+    Suite,
+    ThetaRange,
+    load_suite,
+)
 
 _INTRO = """\
 # Suite reference
@@ -121,8 +130,9 @@ def shipped_suites(folder: Path, registry: PluginRegistry) -> str:
 def suite_reference(registry: PluginRegistry, suites: Path, distribution: str = "benchsuite") -> str:
     """The whole reference page: the schema, the suites in ``suites`` and the parameters of ``distribution``'s components."""
     parts = [_INTRO, shipped_suites(suites, registry), "## Top-level keys", model_table(Suite)]
-    for title, model in (("`data`", DataSettings), ("`theta` as a range", ThetaRange),
-                         ("A component", ComponentSpec), ("A metric", NamedComponentSpec)):  # fmt: skip
+    for title, model in (("`data`", DataSettings), ("`analysis`", AnalysisSettings), ("`record`", RecordSettings),
+                         ("`theta` as a range", ThetaRange), ("A component", ComponentSpec),
+                         ("A metric", NamedComponentSpec)):  # fmt: skip
         parts += [f"### {title}", (model.__doc__ or "").strip(), model_table(model)]
     parts.append(
         "## Built-in plugins\n\n`benchsuite plugins --params` lists these for every installed plugin, third-party ones included."

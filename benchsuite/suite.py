@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -82,12 +82,48 @@ class DataSettings(_Strict):
     )
 
 
+class AnalysisSettings(_Strict):
+    """How the analysis reads θ: as a categorical factor on a coarse grid, as a periodic curve on a dense one."""
+
+    dense_above: int = Field(
+        36,
+        ge=2,
+        description="Above this many angles θ is modelled as a periodic curve (harmonic regression) rather than a "
+        "categorical factor, and Tukey HSD compares binned angles.",
+    )
+    harmonics: int | Literal["auto"] = Field(
+        "auto",
+        description="Harmonics K of the periodic curve (sin kθ, cos kθ for k = 1..K); 'auto' chooses K by AIC.",
+    )
+
+    @field_validator("harmonics")
+    @classmethod
+    def _harmonics(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 60:
+            raise ValueError(f"harmonics must lie in 1..60 or be 'auto', got {value}")
+        return value
+
+
+class RecordSettings(_Strict):
+    """What is kept in full for a sample of each θ-curve's cells. It changes no result, so it is not in the cell keys."""
+
+    detail_angles: int = Field(
+        12,
+        ge=1,
+        le=3600,
+        description="Angles per curve, evenly spread, whose cells keep their saliency examples in the cube and their "
+        "step-by-step training curves and saliency overlays in TensorBoard; every cell keeps its metrics.",
+    )
+
+
 class _SuiteSettings(_Strict):
     """The suite's own keys; :data:`Suite` adds one key per component kind (``benchsuite.kinds``)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Names the run directory OUT/NAME/.")
     description: str = Field("", description="Free text, kept with the results.")
     data: DataSettings = Field(default_factory=DataSettings, description="Image size and split.")
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings, description="How the analysis models θ.")
+    record: RecordSettings = Field(default_factory=RecordSettings, description="What is kept in full for a sample of cells.")
     theta: list[float] | ThetaRange = Field(description="Grid axis: rotation angles in degrees, a list or {start, stop, step}.")
     seeds: list[int] = Field(min_length=1, description="Grid axis: replicate seeds (weight init, data order, saliency noise).")
     sweep: dict[str, list[Any]] = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from benchsuite.cube import AXES
-from benchsuite.grid import cell_key, expand
+from benchsuite.grid import cell_key, detail_thetas, expand
 from benchsuite.registry import default_registry
 from benchsuite.suite import load_suite
 from tests.test_suite import VALID
@@ -56,3 +56,11 @@ def test_key_is_a_pure_function_of_coordinates_and_config():
     assert cell_key(coords, config) == cell_key(dict(reversed(coords.items())), {"a": {"c": [1, 2], "b": 1}})
     assert cell_key(coords, config) != cell_key({**coords, "theta": 30.000001}, config)
     assert len(cell_key(coords, config)) == 16
+
+
+def test_detail_thetas_spread_evenly_through_the_suites_angles():
+    thetas = [round(0.1 * i, 9) for i in range(3600)]
+    sample = detail_thetas(thetas, 12)
+    assert sorted(sample) == [30.0 * i for i in range(12)]
+    assert detail_thetas([0.0, 90.0, 180.0], 12) == {0.0, 90.0, 180.0}  # fewer angles than asked: all of them
+    assert detail_thetas([270.0, 0.0, 90.0, 180.0], 2) == {0.0, 180.0}  # in angle order, whatever the suite's order

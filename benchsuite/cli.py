@@ -113,8 +113,8 @@ def run(
     run before anything trains. Cells already stored under OUT/<suite name>/cells/ are skipped,
     so a killed run continues where it stopped. A suite or plugin version that changed since
     those cells were stored is refused (use a new --out, or --force), as is a second run on a
-    directory that is in use. Writes results.nc (the cube), tensorboard/ (one run per cell: view with
-    `tensorboard --logdir OUT/<suite name>/tensorboard`), the analysis tables (anova.csv,
+    directory that is in use. Writes results.nc (the cube), tensorboard/ (one run per theta curve: view with
+    `tensorboard --logdir OUT/<suite name>/tensorboard --samples_per_plugin scalars=10000`), the analysis tables (anova.csv,
     mixed.csv, periodicity.csv, tukey.csv, orientation_autocorr.csv, covariate.csv,
     summary.json) and report.html with its figures, then prints the analysis.
     """

@@ -17,13 +17,13 @@ from benchsuite import provenance
 from benchsuite.api import LostGroup
 from benchsuite.data import check_datasets, worker_environment
 from benchsuite.errors import BenchsuiteError, RunError, SuiteError, sentence
-from benchsuite.grid import Cell, expand, families
+from benchsuite.grid import Cell, detail_thetas, expand, families
 from benchsuite.kinds import KINDS
 from benchsuite.pipeline import CellFailure, CellResult, GroupTask, check_saliency
 from benchsuite.registry import PluginRegistry
 from benchsuite.store import RunStore
 from benchsuite.suite import ResolvedSuite
-from benchsuite.tensorboard import run_name, write_cell_logs, write_experiment_config
+from benchsuite.tensorboard import RunLogs
 from benchsuite.training import NonFiniteLoss
 
 
@@ -229,8 +229,9 @@ def _run(
     resolved: ResolvedSuite, registry: PluginRegistry, store: RunStore, cells: list[Cell], todo: list[Cell], progress: bool
 ) -> int:
     """Run ``todo`` with the suite's executor, storing each result as it arrives; returns how many ran."""
-    logdir = store.run_dir / "tensorboard"
-    write_experiment_config(logdir, cells)
+    thetas = detail_thetas(resolved.suite.thetas, resolved.suite.record.detail_angles)
+    # When every cell runs (a new run, or --force), logs found in the run directory are stale.
+    logs = RunLogs(store.run_dir / "tensorboard", cells, thetas, replace=len(todo) == len(cells))
     executor_config = resolved.single("executors")
     executor = registry.get("executors", executor_config.plugin).factory(executor_config.params)
     task = GroupTask(registry, worker_environment(), str(store.run_dir), progress)
@@ -243,7 +244,7 @@ def _run(
                 lost.append(result)  # the rest of the run goes on; reported below
                 continue
             # Logs first: the shard is the done marker, so a stored cell always has its logs.
-            write_cell_logs(result, logdir, run_name(result.cell))
+            logs.add(result)
             store.write_cell(result)
             nans.add(result)
             ran += 1
@@ -251,6 +252,7 @@ def _run(
     except CellFailure as failure:
         raise _explain(failure, store.run_dir, len(store.done_keys())) from None
     finally:
+        logs.close()
         bar.close()
         nans.warn()
         if store.done_keys() and not (ran == 0 and store.cube_is_current(cells)):

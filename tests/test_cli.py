@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from benchsuite.cli import _say
 from benchsuite.cube import EPOCH_TIME, PROVENANCE, open_cube
@@ -202,7 +203,10 @@ def test_a_run_killed_three_times_resumes_to_the_cube_of_an_uninterrupted_run(tm
     run_dir = tmp_path / "runs" / "tiny"
     outputs = ["results.nc", "report.html", "anova.csv", "mixed.csv", "tukey.csv", "covariate.csv", "summary.json"]
     assert all((run_dir / name).is_file() for name in outputs)
-    assert len(list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))) >= 8
+    curves = sorted((run_dir / "tensorboard").glob("*/seed=*/moco/cnn"))  # one TensorBoard run per θ-curve
+    assert len(curves) == 4
+    for curve in curves:  # each angle once: a cell logged, then killed before it was stored, is not logged again
+        assert [point.step for point in EventAccumulator(str(curve)).Reload().Scalars("metrics/dice")] == [0, 900]
     assert "theta:dataset" in done.stdout and "report: runs/tiny/report.html" in done.stdout
 
     assert benchsuite("run", "tiny.yaml", "--no-progress", "--out", "whole", cwd=tmp_path).returncode == 0

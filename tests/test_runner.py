@@ -69,7 +69,7 @@ def test_tiny_suite_produces_a_cube_with_grid_image_and_epoch_dims(tmp_path):
     assert "name: tiny" in cube.attrs["suite_yaml"] and "torch" in cube.attrs["versions"]
     assert (summary.run_dir / "suite.yaml").read_text() == textwrap.dedent(TINY)
     event_dirs = {p.parent for p in (summary.run_dir / "tensorboard").rglob("events.out.tfevents.*")}
-    assert len(event_dirs - {summary.run_dir / "tensorboard"}) == 8  # one TensorBoard run per cell
+    assert len(event_dirs - {summary.run_dir / "tensorboard"}) == 4  # one TensorBoard run per curve over θ
 
 
 def test_rerun_skips_every_stored_cell(tmp_path):

@@ -123,7 +123,7 @@ def test_a_run_with_a_sweep_stores_it_as_a_dimension_of_the_cube(tmp_path):
     manifest = json.loads((summary.run_dir / "manifest.json").read_text())
     assert manifest["config"]["sweep"] == {"methods.moco.params.epochs": [1, 2]}
     assert {coords["epochs"] for coords in manifest["cells"].values()} == {1, 2}
-    assert (summary.run_dir / "tensorboard" / "shapes" / "theta=090.0" / "seed=0" / "moco" / "cnn" / "epochs=2").is_dir()
+    assert (summary.run_dir / "tensorboard" / "shapes" / "seed=0" / "moco" / "cnn" / "epochs=2").is_dir()  # a run per curve
     # The analysis reads the swept dimension from the cube: a factor with its interaction with the dataset.
     anova = analyze_cube(cube)["anova"]
     assert {"epochs", "dataset", "epochs:dataset"} <= set(anova[anova["metric"] == "final_loss"]["term"])

@@ -30,6 +30,7 @@ import os
 import socket
 import struct
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -206,6 +207,12 @@ def _remove_event_files(directory: Path, *, recursive: bool) -> None:
             path.rmdir()
 
 
+def _per_cell_run_name(cell: Cell) -> str:
+    """The cell's run in the layout of earlier versions, one run per cell: ``dataset/theta=030.0/seed=0/method/encoder``."""
+    dataset, rest = run_name(cell).split("/", 1)
+    return f"{dataset}/theta={_theta_text(cell.theta)}/{rest}"
+
+
 class _EventFile:
     """A new event file in ``run_dir``, written unbuffered: each :meth:`write` is one ``write`` call.
 
@@ -283,7 +290,8 @@ class RunLogs:
     Logs of an earlier run in ``logdir`` are extended: a run that gets more cells of its curve
     appends to it, and a cell whose θ the curve's run already holds is not logged again (after
     a kill, cells logged but not yet stored run again; TensorBoard keeps the first values,
-    which match the stored ones wherever training is reproducible). With ``replace`` (every cell
+    which match the stored ones wherever training is reproducible). Per-cell runs of earlier
+    versions are moved into their curves' runs, with a warning. With ``replace`` (every cell
     runs: a new run or ``--force``) the earlier event files are removed first.
     """
 
@@ -322,6 +330,13 @@ class RunLogs:
 
         _remove_event_files(self.logdir, recursive=replace)
         self._write_experiment(list(first.values()))
+        adopted = self._adopt_per_cell_runs(cells)
+        if adopted:
+            warnings.warn(
+                f"{self.logdir} held TensorBoard logs of an earlier version, one run per cell; the {adopted} runs of "
+                "this grid's cells were moved into their θ-curves' runs (their text descriptions were left out).",
+                stacklevel=2,
+            )
 
     def __enter__(self) -> RunLogs:
         return self
@@ -336,23 +351,43 @@ class RunLogs:
     def add(self, result: CellResult) -> None:
         """Log one finished cell to its curve's run, unless the run holds its θ already."""
         cell = result.cell
-        curve = self._curves[_curve_id(cell)]
+        curve, index = self._curves[_curve_id(cell)], self._index[cell.theta]
         self._load(curve)
-        index = self._index[cell.theta]
         if curve.logged[index]:
             return
-        step, now = self._steps[index], time.time()
+        now = time.time()
+        details = self._details(result, self._steps[index], now) if cell.theta in self._detail else []
+        self._log(curve, index, final_metrics(result), result.wall_time_s, result.peak_memory_mb, details, now)
+
+    def close(self) -> None:
+        """Close every open event file; what was added is in the files already."""
+        while self._open:
+            self._open.popitem()[1].close()
+
+    def _log(
+        self,
+        curve: _Curve,
+        index: int,
+        metrics: dict[str, float],
+        seconds: float,
+        peak_mb: float,
+        details: list[Event],
+        now: float,
+    ) -> None:
+        """Write one cell's events to its curve's run, in one write.
+
+        Before ``details``, the session's start if the run has none yet; after them, the per-cell
+        scalars at the cell's θ step, then the means and the session's end if the curve is complete.
+        """
         events = []
         if not curve.started:
-            start = hp.hparams_pb(curve.hparams, trial_id=curve.name, start_time_secs=now - result.wall_time_s)
+            start = hp.hparams_pb(curve.hparams, trial_id=curve.name, start_time_secs=now - seconds)
             events.append(Event(wall_time=now, step=0, summary=start))
             curve.started = True
-        if cell.theta in self._detail:
-            events += self._details(result, step, now)
-        metrics = final_metrics(result)
+        events += details
         values = [_scalar(f"metrics/{name}", value) for name, value in metrics.items()]
-        values += [_scalar("time/cell_seconds", result.wall_time_s), _scalar("memory/peak_mb", result.peak_memory_mb)]
-        events.append(Event(wall_time=now, step=step, summary=Summary(value=values)))
+        values += [_scalar("time/cell_seconds", seconds), _scalar("memory/peak_mb", peak_mb)]
+        events.append(Event(wall_time=now, step=self._steps[index], summary=Summary(value=values)))
         curve.add(index, metrics)
         if curve.complete:
             means = [_scalar(f"theta_mean/{name}", mean) for name, mean in curve.means().items()]
@@ -362,11 +397,6 @@ class RunLogs:
             events.append(Event(wall_time=now, step=0, summary=Summary(value=means)))
             events.append(Event(wall_time=now, step=0, summary=_hparams_summary(metadata.SESSION_END_INFO_TAG, end)))
         self._file(curve.name).write(events)
-
-    def close(self) -> None:
-        """Close every open event file; what was added is in the files already."""
-        while self._open:
-            self._open.popitem()[1].close()
 
     def _details(self, result: CellResult, step: int, now: float) -> list[Event]:
         """The training curves, saliency overlays and description of a detailed cell, tagged with its θ."""
@@ -405,6 +435,55 @@ class RunLogs:
                 if "time/cell_seconds" in tags and index is not None and not curve.logged[index]:
                     metrics = {tag[len("metrics/") :]: v.simple_value for tag, v in tags.items() if tag.startswith("metrics/")}
                     curve.add(index, metrics)
+
+    def _adopt_per_cell_runs(self, cells: Sequence[Cell]) -> int:
+        """Log the per-cell runs of earlier versions into their curves' runs and remove them; returns how many.
+
+        A run directory resumed by this version would otherwise show its stored cells in one
+        run each and the new ones in curves that never complete. Each old run gives its cell's
+        metrics, time and peak memory; a detailed cell also its training curves and overlays.
+        """
+        old_runs = {path.parent for path in self.logdir.glob(f"*/theta=*/**/{EVENT_FILE_PREFIX}*")}
+        if not old_runs:
+            return 0
+        cell_of = {self.logdir / _per_cell_run_name(cell): cell for cell in cells}
+        adopted = 0
+        for run_dir in sorted(old_runs & cell_of.keys()):  # runs of cells outside this grid stay as they are
+            cell = cell_of[run_dir]
+            curve, index = self._curves[_curve_id(cell)], self._index[cell.theta]
+            self._load(curve)
+            if not curve.logged[index]:
+                self._log(curve, index, *self._read_per_cell_run(run_dir, cell), time.time())
+            _remove_event_files(run_dir, recursive=False)
+            adopted += 1
+        for path in sorted(self.logdir.glob("*/theta=*/**/"), reverse=True):  # the emptied directories
+            if not any(path.iterdir()):
+                path.rmdir()
+        return adopted
+
+    def _read_per_cell_run(self, run_dir: Path, cell: Cell) -> tuple[dict[str, float], float, float, list[Event]]:
+        """An earlier version's per-cell run as :meth:`_log` takes it: metrics, seconds, peak MiB and detail events."""
+        metrics, seconds, peak_mb, details = {}, float("nan"), float("nan"), []
+        angle, step = f"theta={_theta_text(cell.theta)}", self._steps[self._index[cell.theta]]
+        for path in sorted(run_dir.glob(f"{EVENT_FILE_PREFIX}*")):
+            for event in _read_events(path):
+                kept = []
+                for value in event.summary.value:
+                    kind = value.WhichOneof("value")
+                    if value.tag.startswith("metrics/"):
+                        metrics[value.tag[len("metrics/") :]] = value.simple_value
+                    elif value.tag == "time/cell_seconds":
+                        seconds = value.simple_value
+                    elif value.tag == "memory/peak_mb":
+                        peak_mb = value.simple_value
+                    elif cell.theta in self._detail and kind in ("simple_value", "image"):
+                        kept.append(Summary.Value(tag=f"{value.tag}/{angle}", **{kind: getattr(value, kind)}))
+                if kept:  # training curves keep their step; overlays move to the cell's θ step, as new ones
+                    image = kept[0].WhichOneof("value") == "image"
+                    details.append(
+                        Event(wall_time=event.wall_time, step=step if image else event.step, summary=Summary(value=kept))
+                    )
+        return metrics, seconds, peak_mb, details
 
     def _file(self, name: str) -> _EventFile:
         """The run's open event file, opening a new one (and closing the least recently used) if need be."""

@@ -23,6 +23,7 @@ from tensorboard.context import RequestContext
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups, metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+from torch.utils.tensorboard import SummaryWriter
 
 import benchsuite.tensorboard as tensorboard_module
 from benchsuite.grid import Cell, detail_thetas, expand
@@ -328,6 +329,38 @@ def test_replacing_removes_earlier_event_files_and_runs_of_another_layout(cells,
     assert event_dirs(tmp_path) == {".", CURVES[0]} and not (tmp_path / "shapes" / "theta=090.0").exists()
     assert (tmp_path / "notes.txt").read_text() == "kept"
     assert scalars(read_run(tmp_path / CURVES[0]), "metrics/dice")[0] == [0]
+
+
+def write_per_cell_run(logdir: Path, result: CellResult, shift: float) -> None:
+    """The cell's run as earlier versions wrote it, one run per cell, with its metrics shifted by ``shift``."""
+    cell = result.cell
+    final = len(result.curves.step_loss)
+    with SummaryWriter(str(logdir / "shapes" / f"theta={cell.theta:05.1f}" / f"seed={cell.seed}" / "moco" / "cnn")) as writer:
+        for step, loss in enumerate(result.curves.step_loss):
+            writer.add_scalar("ssp/loss_step", loss, step)
+        for name, value in final_metrics(result).items():
+            writer.add_scalar(f"metrics/{name}", value + shift, final)
+        writer.add_scalar("time/cell_seconds", result.wall_time_s, final)
+        writer.add_scalar("memory/peak_mb", result.peak_memory_mb, final)
+        writer.add_image("saliency/example_0", np.ones((3, 128, 128)), final, dataformats="CHW")
+        writer.add_text("cell", cell.describe(), final)
+
+
+def test_per_cell_runs_of_an_earlier_version_move_into_their_curves(cells, detail, results, tmp_path):
+    seed1 = [r for r in results if r.cell.seed == 1]
+    for r in seed1:
+        write_per_cell_run(tmp_path, r, shift=100)
+    with pytest.warns(UserWarning, match="one run per cell; the 3 runs of this grid's cells were moved"):
+        add_all(tmp_path, cells, detail, results)
+    assert event_dirs(tmp_path) == {".", *CURVES} and not (tmp_path / "shapes" / "theta=090.0").exists()
+    events = read_run(tmp_path / CURVES[1])
+    steps, dice = scalars(events, "metrics/dice")
+    assert steps == STEPS
+    np.testing.assert_allclose(dice, [final_metrics(r)["dice"] + 100 for r in seed1], rtol=1e-6)  # the old runs' values
+    assert scalars(events, "ssp/loss_step/theta=090.0")[0] == list(range(len(results[0].curves.step_loss)))
+    assert [image.step for image in events.Images("saliency/example_0/theta=090.0")] == [900]
+    assert "ssp/loss_step/theta=187.5" not in events.Tags()["scalars"]  # not a detailed angle
+    assert hparams_data(events, metadata.SESSION_END_INFO_TAG).session_end_info.status == api_pb2.STATUS_SUCCESS
 
 
 def test_a_record_cut_short_by_a_crash_is_skipped_and_the_cell_logged_again(cells, detail, results, tmp_path):

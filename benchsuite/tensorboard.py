@@ -161,7 +161,8 @@ def _png(overlay: np.ndarray, tag: str) -> Summary.Value:
     """An RGB overlay [3, H, W] in [0, 1] as a PNG image summary."""
     pixels = np.round(overlay.transpose(1, 2, 0) * 255).astype(np.uint8)
     encoded = io.BytesIO()
-    Image.fromarray(pixels).save(encoded, format="PNG")
+    # zlib's fastest level: a third of the default's time on overlays, and files a few percent larger.
+    Image.fromarray(pixels).save(encoded, format="PNG", compress_level=1)
     height, width = pixels.shape[:2]
     image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encoded.getvalue())
     return Summary.Value(tag=tag, image=image)

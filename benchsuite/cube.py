@@ -43,7 +43,11 @@ SSP_LOSS = "ssp_loss"  # [epoch] mean SSP loss per epoch
 SSP_LOSS_STEP = "ssp_loss_step"  # [step]
 LR = "lr"  # [step]
 EPOCH_TIME = "epoch_time_s"  # [epoch]
-SALIENCY_EXAMPLE = "saliency_example"  # [example, y, x]
+SALIENCY_EXAMPLE = "saliency_example"  # [example, y, x], over EXAMPLE_THETA in place of theta
+EXAMPLE_THETA = "example_theta"
+"""The dimension that stands for θ in :data:`SALIENCY_EXAMPLE`: the suite's detailed angles
+(``record.detail_angles``), the only cells whose example maps are kept. A cube written before
+this was kept has ``theta`` there."""
 EXAMPLE_IMAGE = "example_image"  # per dataset, [example, channel, y, x]
 EXAMPLE_MASK = "example_mask"  # per dataset, [example, y, x]
 ORIENTATION_HIST = "orientation_hist"  # per dataset, [orientation]
@@ -101,8 +105,17 @@ def better(cube: xr.Dataset, metric: str) -> str | None:
     return cube[metric].attrs.get(BETTER)
 
 
+LOAD_WHOLE_BYTES = 512 * 2**20
+"""A cube file up to this size is read into memory whole; a larger one is opened lazily."""
+
+
 def open_cube(path: Path | str) -> xr.Dataset:
-    """Load the cube of a run directory, or a cube file itself; a clear error when there is none."""
+    """The cube of a run directory, or a cube file itself; a clear error when there is none.
+
+    A cube up to :data:`LOAD_WHOLE_BYTES` is read whole and its file closed. A larger one is
+    opened lazily: its variables are dask arrays over the file's chunks, so a cube larger than
+    memory can be analysed a variable (or a slice) at a time.
+    """
     path = Path(path)
     file = path / CUBE_NAME if path.is_dir() else path
     if not file.is_file():
@@ -113,7 +126,10 @@ def open_cube(path: Path | str) -> xr.Dataset:
 
     rebuild = "if it is a run's, rerunning its suite there (benchsuite run SUITE) rebuilds it from the stored cells"
     try:
-        cube = xr.load_dataset(file, engine=ENGINE)
+        if file.stat().st_size <= LOAD_WHOLE_BYTES:
+            cube = xr.load_dataset(file, engine=ENGINE)
+        else:
+            cube = xr.open_dataset(file, engine=ENGINE, chunks={})
     except (OSError, ValueError) as exc:  # not HDF5 (damaged, truncated) or HDF5 but not NetCDF
         raise BenchsuiteError(f"{file} cannot be read as a cube ({exc}); {rebuild}.") from exc
     missing = [name for name in AXES if name not in cube.variables]

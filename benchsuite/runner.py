@@ -21,7 +21,7 @@ from benchsuite.grid import Cell, detail_thetas, expand, families
 from benchsuite.kinds import KINDS
 from benchsuite.pipeline import CellFailure, CellResult, GroupTask, check_saliency
 from benchsuite.registry import PluginRegistry
-from benchsuite.store import RunStore
+from benchsuite.store import PartWriter, RunStore
 from benchsuite.suite import ResolvedSuite
 from benchsuite.tensorboard import RunLogs
 from benchsuite.training import NonFiniteLoss
@@ -32,7 +32,7 @@ class MetricWarning(UserWarning):
 
 
 class StoreWarning(UserWarning):
-    """A stored cell could not be read back; it runs again."""
+    """About the stored results: a damaged part set aside (its cells run again), or an earlier layout converted."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def check_resume(store: RunStore, manifest: dict[str, Any], force: bool) -> None
     raise SuiteError(
         f"{store.run_dir} holds results of a different version of suite '{manifest['suite']}' "
         f"({'; '.join(found) or 'the cell keys differ'}). Resuming would mix results of two configurations in one cube. "
-        f"{advice} (the shards of the old cells stay in cells/, untouched; the cube holds the new cells only)."
+        f"{advice} (the old cells stay in parts/, untouched; the cube holds the new cells only)."
     )
 
 
@@ -196,20 +196,33 @@ def run_cells(
     """Run every cell of ``resolved`` not yet stored under ``out_dir/<suite name>/`` and build the cube.
 
     The run holds the run directory's lock throughout (:class:`RunDirInUse` if another run does),
-    sets damaged shards aside so their cells run again, and builds and checks every dataset of
-    the cells to run before the first one trains. Each result is logged to TensorBoard and then
-    stored as its shard, as it arrives; the cube is rebuilt from the shards on the way out, also
-    when a cell fails or the run is interrupted. Cells build their components from ``registry``,
-    the one that resolved the suite.
+    converts the per-cell shards of an earlier version, sets damaged parts aside so their cells
+    run again, and builds and checks every dataset of the cells to run before the first one
+    trains. Each result is logged to TensorBoard as it arrives and stored with the others that
+    arrive with it (:class:`PartWriter`); the cube is assembled from the parts on the
+    way out, also when a cell fails or the run is interrupted. Cells build their components from
+    ``registry``, the one that resolved the suite.
     """
     store = RunStore(Path(out_dir) / resolved.name)
     cells = expand(resolved)
     manifest = _manifest(resolved, cells)
     with store.locked():
         check_resume(store, manifest, force)
+        detail = detail_thetas(resolved.suite.thetas, resolved.suite.record.detail_angles)
+        converted = store.convert_shards(detail)
+        if converted:
+            warnings.warn(
+                f"{store.run_dir} was written by an earlier version of benchsuite, one file per cell in cells/; its "
+                f"{converted} stored cells were converted to parts/ (the layout this version reads), and cells/ removed.",
+                StoreWarning,
+                stacklevel=2,
+            )
         for path, error in store.set_aside_unreadable():
             warnings.warn(
-                f"a stored cell could not be read ({error}); moved to {path}, it runs again.", StoreWarning, stacklevel=2
+                f"a part of the stored results could not be read ({' '.join(error.split())}); moved to {path}, "
+                "its cells run again.",
+                StoreWarning,
+                stacklevel=2,
             )
         done = store.done_keys()
         todo = [c for c in cells if force or c.key not in done]
@@ -221,17 +234,25 @@ def run_cells(
         except CellFailure as failure:  # building a model failed: what the cell itself would have met
             raise _explain(failure, store.run_dir, len(done)) from None
         store.write_manifest(manifest, resolved.text)
-        ran = _run(resolved, registry, store, cells, todo, progress)
+        ran = _run(resolved, registry, store, cells, todo, detail, progress)
     return RunSummary(store.run_dir, store.cube_path, len(cells), ran, len(cells) - len(todo))
 
 
 def _run(
-    resolved: ResolvedSuite, registry: PluginRegistry, store: RunStore, cells: list[Cell], todo: list[Cell], progress: bool
+    resolved: ResolvedSuite,
+    registry: PluginRegistry,
+    store: RunStore,
+    cells: list[Cell],
+    todo: list[Cell],
+    detail: frozenset[float],
+    progress: bool,
 ) -> int:
-    """Run ``todo`` with the suite's executor, storing each result as it arrives; returns how many ran."""
-    thetas = detail_thetas(resolved.suite.thetas, resolved.suite.record.detail_angles)
+    """Run ``todo`` with the suite's executor, storing each result as it arrives; returns how many ran.
+
+    ``detail`` holds the suite's detailed angles, whose cells are kept in full in the cube and the logs.
+    """
     # When every cell runs (a new run, or --force), logs found in the run directory are stale.
-    logs = RunLogs(store.run_dir / "tensorboard", cells, thetas, replace=len(todo) == len(cells))
+    logs = RunLogs(store.run_dir / "tensorboard", cells, detail, replace=len(todo) == len(cells))
     executor_config = resolved.single("executors")
     executor = registry.get("executors", executor_config.plugin).factory(executor_config.params)
     task = GroupTask(registry, worker_environment(), str(store.run_dir), progress)
@@ -239,16 +260,17 @@ def _run(
     ran, nans, lost = 0, _NanTally(), []
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=resolved.name, unit="cell", disable=not progress)
     try:
-        for result in executor.run(task, families(todo)):
-            if isinstance(result, LostGroup):
-                lost.append(result)  # the rest of the run goes on; reported below
-                continue
-            # Logs first: the shard is the done marker, so a stored cell always has its logs.
-            logs.add(result)
-            store.write_cell(result)
-            nans.add(result)
-            ran += 1
-            bar.update()
+        with PartWriter(store, detail) as parts:
+            for result in executor.run(task, families(todo)):
+                if isinstance(result, LostGroup):
+                    lost.append(result)  # the rest of the run goes on; reported below
+                    continue
+                # Logs first: a stored cell is done, so a stored cell always has its logs.
+                logs.add(result)
+                parts.add(result)
+                nans.add(result)
+                ran += 1
+                bar.update()
     except CellFailure as failure:
         raise _explain(failure, store.run_dir, len(store.done_keys())) from None
     finally:
@@ -275,4 +297,5 @@ def _cube_attrs(resolved: ResolvedSuite) -> dict[str, str]:
         "device": provenance.device_description(),
         "git_revision": provenance.git_revision(),
         "created": provenance.now(),
+        "analysis": json.dumps(resolved.suite.analysis.model_dump(mode="json")),
     }

@@ -1,21 +1,30 @@
-"""The run directory on disk: one NetCDF shard per finished cell, and the consolidated cube.
+"""The run directory on disk: finished cells in Parquet parts, and the cube built from them.
 
-Why NetCDF (through h5netcdf) rather than Zarr: a run's results are small (kilobytes per cell),
-a single ``results.nc`` file is easy to copy off a cluster or attach to a paper, and every
-language reads it. Durability comes from the shards, not from the format: each cell is written
-to a temporary file and renamed into ``cells/<key>.nc``, an atomic step on POSIX file systems,
-so the presence of a shard is the cell's done marker and a killed run loses only the cells in
-flight. The cube is rebuilt from the shards, again written atomically.
+The driver stores results in **parts**: one Parquet file holds every cell that finished since
+the last part was written (:class:`PartWriter` flushes at least once a second), so the store's
+cost is a few file operations per batch of cells rather than per cell. Each part is written to a
+temporary file and renamed into ``parts/``, an atomic step on POSIX file systems, so a part is
+either whole or absent; the cells in a part are the done markers, and a killed run loses only
+the cells in flight and those that finished in its last second. Parquet (through pyarrow)
+because a batch of cells is a table (a row per cell, a column per variable), columns can be read
+alone (the resume reads only the keys), pages carry checksums, and every language reads it.
+
+The cube ``results.nc`` is assembled from the parts (:func:`benchsuite.parts.assemble`) and
+written as chunked NetCDF, so :func:`benchsuite.cube.open_cube` opens it lazily, a chunk at a
+time. ``docs/design.md`` gives the measurements behind these choices.
 
 Layout of a run directory::
 
     DIR/<suite name>/
       suite.yaml          the suite text as given
       manifest.json       resolved configuration and the key of every cell
-      cells/<key>.nc      one shard per finished cell
-      cells/unreadable/   shards found damaged on a resume (cut short, say), kept for inspection
+      parts/NNNNNNNN.parquet  finished cells, a row each, numbered in the order they were written
+      parts/unreadable/   parts found damaged on a resume (cut short, say), kept for inspection
       results.nc          the cube: every variable over (dataset, theta, seed, method, encoder, ...)
       lock                held by the run in progress (an OS file lock, released when it exits or dies)
+
+A run directory of an earlier version, with one NetCDF shard per cell in ``cells/``, is
+converted to a part on its first resume (:meth:`RunStore.convert_shards`).
 """
 
 from __future__ import annotations
@@ -23,93 +32,42 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
+import shutil
 import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import xarray as xr
 
 from benchsuite import cube as names
 from benchsuite import provenance
-from benchsuite.cube import AXES, CUBE_NAME, ENGINE
+from benchsuite.cube import CUBE_NAME, ENGINE
 from benchsuite.errors import RunDirInUse, make_output_folder
 from benchsuite.grid import Cell
+from benchsuite.parts import KEY, VARIABLES, Variable, assemble, cell_variables, table
 from benchsuite.pipeline import CellResult
 
+PARTS = "parts"
+CHUNK_BYTES = 8 * 2**20
+"""Target size of one chunk of a cube variable on disk: what a lazy reader loads at a time."""
 
-def _atomic_netcdf(ds: xr.Dataset, path: Path) -> None:
+
+def _atomic(write: Callable[[Path], None], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    ds.to_netcdf(tmp, engine=ENGINE)
+    write(tmp)
     os.replace(tmp, path)
 
 
 def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _var(dims: tuple[str, ...], values: Any, role: str, level: str = "cell", **attrs: str) -> tuple[Any, ...]:
-    # ``level`` says whether a variable varies per cell or only per dataset; the cube drops it.
-    return dims, values, {"level": level, "role": role, **attrs}
-
-
-def shard(result: CellResult) -> xr.Dataset:
-    """One cell's results as a small Dataset, with the variable names and roles of :mod:`benchsuite.cube`."""
-    variables: dict[str, Any] = {}
-    better = {name: {names.BETTER: names.HIGHER if higher else names.LOWER} for name, higher in result.higher_is_better.items()}
-    for name, values in result.image_metrics.items():
-        variables[name] = _var((names.IMAGE,), values, names.METRIC, scope="image", **better.get(name, {}))
-        variables[f"{name}_nan_images"] = _var(
-            (), int(np.isnan(values).sum()), names.DIAGNOSTIC, description=f"evaluation images where {name} is undefined (NaN)"
-        )
-    for name, value in result.cell_metrics.items():
-        variables[name] = _var((), value, names.METRIC, scope="cell", **better.get(name, {}))
-    curves = result.curves
-    variables |= {
-        names.SSP_LOSS: _var(("epoch",), curves.epoch_loss, names.CURVE, description="mean SSP loss per epoch"),
-        names.SSP_LOSS_STEP: _var(("step",), curves.step_loss, names.CURVE, description="SSP loss per step"),
-        names.LR: _var(("step",), curves.step_lr, names.CURVE, description="learning rate per step"),
-        names.EPOCH_TIME: _var(("epoch",), curves.epoch_seconds, names.CURVE, units="s", description="wall time per epoch"),
-        names.SALIENCY_EXAMPLE: _var(("example", "y", "x"), result.example_saliency, names.EXAMPLE),
-        names.WALL_TIME: _var((), result.wall_time_s, names.PROVENANCE, units="s"),
-        names.PEAK_MEMORY: _var(
-            (),
-            result.peak_memory_mb,
-            names.PROVENANCE,
-            units="MiB",
-            description="CUDA peak allocation, or the process's peak RSS on a CPU",
-        ),
-        names.DEVICE: _var((), result.device, names.PROVENANCE),
-        names.TORCH_THREADS: _var(
-            (), result.threads, names.PROVENANCE, description="CPU threads torch used; bit-exact results need the same count"
-        ),
-        names.STACK_SIZE: _var(
-            (), result.stack_size, names.PROVENANCE, description="cells trained together as one stacked model, this one included"
-        ),
-        names.IDENTICAL_VIEWS: _var(
-            (),
-            int(result.identical_views),
-            names.DIAGNOSTIC,
-            description="1 where the pair's two views were identical, so the cell has no saliency (NaN maps)",
-        ),
-        names.EXAMPLE_IMAGE: _var(("example", "channel", "y", "x"), result.example_images, names.EXAMPLE, level="dataset"),
-        names.EXAMPLE_MASK: _var(("example", "y", "x"), result.example_masks.astype(np.float32), names.EXAMPLE, level="dataset"),
-        names.ORIENTATION_HIST: _var(
-            ("orientation",),
-            result.orientation_hist,
-            names.COVARIATE,
-            level="dataset",
-            description="magnitude-weighted gradient-orientation histogram, sums to 1",
-        ),
-    }
-    cell = result.cell
-    attrs = dict(cell.coords.items()) | {"key": cell.key, "config": json.dumps(cell.config)}
-    return xr.Dataset(variables, attrs=attrs)
+    _atomic(lambda tmp: tmp.write_text(text, encoding="utf-8"), path)
 
 
 class RunStore:
@@ -117,7 +75,7 @@ class RunStore:
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.cells_dir = self.run_dir / "cells"
+        self.parts_dir = self.run_dir / PARTS
 
     @property
     def cube_path(self) -> Path:
@@ -148,31 +106,80 @@ class RunStore:
             handle.flush()
             yield
 
-    def set_aside_unreadable(self) -> list[tuple[Path, str]]:
-        """Move shards that cannot be read (cut short by a full disk or a copy) to ``cells/unreadable/``.
+    def part_paths(self) -> list[Path]:
+        """The stored parts, in the order they were written."""
+        return sorted(self.parts_dir.glob("*.parquet")) if self.parts_dir.is_dir() else []
 
-        Returns each moved shard with its error. The shard is the cell's done marker, so a damaged
-        one would otherwise stop every later resume; moved aside, its cell simply runs again. Read
-        through h5py (the shards' HDF5 layer): a few milliseconds a shard, where xarray takes 0.2 s.
+    def set_aside_unreadable(self) -> list[tuple[Path, str]]:
+        """Move parts that cannot be read whole to ``parts/unreadable/``; returns each with its error.
+
+        Every page is read and its checksum verified, which finds a part cut short by a full disk
+        or a copy, or with a zeroed tail; its cells then simply run again. Temporary files of a
+        write that a kill interrupted are removed.
         """
         moved = []
-        for path in sorted(self.cells_dir.glob("*.nc")) if self.cells_dir.is_dir() else []:
+        for tmp in self.parts_dir.glob(".*.tmp*") if self.parts_dir.is_dir() else []:
+            tmp.unlink()
+        for path in self.part_paths():
             try:
-                with h5py.File(path, "r") as shard_file:
-                    shard_file.visititems(_read_through)
-            except (OSError, RuntimeError, KeyError, ValueError) as exc:
-                aside = self.cells_dir / "unreadable" / path.name
+                _read_part(path)
+            except (OSError, pa.ArrowException, ValueError, KeyError) as exc:
+                aside = self.parts_dir / "unreadable" / path.name
                 aside.parent.mkdir(exist_ok=True)
                 os.replace(path, aside)
                 moved.append((aside, str(exc)))
         return moved
 
     def done_keys(self) -> set[str]:
-        return {p.stem for p in self.cells_dir.glob("*.nc")} if self.cells_dir.is_dir() else set()
+        """The keys of every stored cell (only the key column of each part is read)."""
+        return {key for path in self.part_paths() for key in pq.read_table(path, columns=[KEY]).column(KEY).to_pylist()}
 
-    def write_cell(self, result: CellResult) -> None:
-        self.cells_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_netcdf(shard(result), self.cells_dir / f"{result.cell.key}.nc")
+    def write_part(self, rows: Sequence[tuple[Cell, Mapping[str, Variable]]]) -> Path:
+        """Store ``rows`` (cells and their variables) as the next part, atomically; returns its path."""
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        written = self.part_paths()
+        number = int(written[-1].stem) + 1 if written else 0
+        part = table([cell for cell, _ in rows], [variables for _, variables in rows])
+        path = self.parts_dir / f"{number:08d}.parquet"
+        _atomic(lambda tmp: pq.write_table(part, tmp, compression="zstd", write_page_checksum=True), path)
+        return path
+
+    def read_parts(self) -> pa.Table:
+        """Every stored part as one table, in the order written, its schema metadata describing every variable."""
+        parts = [_read_part(path) for path in self.part_paths()]
+        if not parts:
+            return pa.table({KEY: pa.array([], pa.string())})
+        described: dict[str, Any] = {}
+        for part in parts:
+            described |= json.loads(part.schema.metadata[VARIABLES])
+        merged = pa.concat_tables([part.replace_schema_metadata(None) for part in parts], promote_options="permissive")
+        return merged.replace_schema_metadata({VARIABLES: json.dumps(described).encode()})
+
+    def convert_shards(self, detail: Collection[float]) -> int:
+        """Turn the per-cell NetCDF shards of an earlier version (``cells/<key>.nc``) into one part; returns how many.
+
+        The part is written before ``cells/`` is removed, so an interrupted conversion loses
+        nothing (the next resume converts again, and a key's last row wins). The cells at the
+        angles in ``detail`` keep their saliency examples, as new results do. A shard that cannot
+        be read goes to ``parts/unreadable/`` and its cell runs again.
+        """
+        shards_dir = self.run_dir / "cells"
+        if not shards_dir.is_dir():
+            return 0
+        rows: list[tuple[Cell, dict[str, Variable]]] = []
+        for path in sorted(shards_dir.glob("*.nc")):
+            try:
+                shard = xr.load_dataset(path, engine=ENGINE)
+            except (OSError, ValueError):
+                (self.parts_dir / "unreadable").mkdir(parents=True, exist_ok=True)
+                os.replace(path, self.parts_dir / "unreadable" / path.name)
+                continue
+            first = all(cell.dataset != shard.attrs["dataset"] for cell, _ in rows)
+            rows.append(_shard_row(shard, detail, first))
+        if rows:
+            self.write_part(rows)
+        shutil.rmtree(shards_dir)
+        return len(rows)
 
     def read_manifest(self) -> dict[str, Any] | None:
         path = self.run_dir / "manifest.json"
@@ -181,100 +188,149 @@ class RunStore:
     def write_manifest(self, manifest: dict[str, Any], suite_text: str) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _atomic_text(suite_text, self.run_dir / "suite.yaml")
-        _atomic_text(json.dumps(manifest, indent=2, sort_keys=True), self.run_dir / "manifest.json")
+        _atomic_text(json.dumps(manifest, sort_keys=True), self.run_dir / "manifest.json")
 
     def build_cube(self, cells: Sequence[Cell], attrs: dict[str, str], sweep_paths: Mapping[str, str]) -> xr.Dataset:
-        """The cube over the grid of ``cells``, from the shards present; cells not run are NaN."""
-        done = self.done_keys()
-        shards = [xr.load_dataset(self.cells_dir / f"{c.key}.nc", engine=ENGINE) for c in cells if c.key in done]
-        return assemble(cells, shards, attrs, sweep_paths)
+        """The cube over the grid of ``cells``, from the parts present; cells not run are NaN."""
+        return assemble(cells, self.read_parts(), attrs, sweep_paths)
 
     def cube_is_current(self, cells: Sequence[Cell]) -> bool:
-        """Whether ``results.nc`` is the cube of the grid of ``cells`` and no stored shard is newer.
+        """Whether ``results.nc`` is the cube of the grid of ``cells`` and no stored part is newer.
 
-        Rebuilding reads every shard (about 0.2 s each through h5netcdf), which a rerun that
-        ran nothing new should not pay.
+        A rerun that ran nothing new then keeps the cube rather than assembling it again.
         """
-        done = self.done_keys()
-        stored = [self.cells_dir / f"{c.key}.nc" for c in cells if c.key in done]
-        if not self.cube_path.is_file() or not stored:
+        parts = self.part_paths()
+        if not self.cube_path.is_file() or not parts:
             return False
-        if max(path.stat().st_mtime for path in stored) > self.cube_path.stat().st_mtime:
+        if max(path.stat().st_mtime for path in parts) > self.cube_path.stat().st_mtime:
             return False
         try:
             with xr.open_dataset(self.cube_path, engine=ENGINE) as cube:
                 return names.CELL_KEY in cube and set(cube[names.CELL_KEY].values.ravel()) == {c.key for c in cells}
-        except (OSError, ValueError):  # a damaged cube is rebuilt from the shards, which hold every result
+        except (OSError, ValueError):  # a damaged cube is rebuilt from the parts, which hold every result
             return False
 
     def write_cube(self, cube: xr.Dataset) -> Path:
-        _atomic_netcdf(cube, self.cube_path)
+        """Write ``cube`` atomically as chunked NetCDF (chunks of about :data:`CHUNK_BYTES`), for lazy reading."""
+        encoding = {
+            name: {"chunksizes": _chunks(var.shape, var.dtype.itemsize)}
+            for name, var in cube.data_vars.items()
+            if var.ndim and var.dtype.kind == "f"
+        }
+        _atomic(lambda tmp: cube.to_netcdf(tmp, engine=ENGINE, encoding=encoding), self.cube_path)
         return self.cube_path
 
 
-def _read_through(_: str, node: h5py.Group | h5py.Dataset) -> None:
-    # Returns None, which keeps ``visititems`` going through every variable.
-    if isinstance(node, h5py.Dataset):
-        node[()]
+class PartWriter:
+    """Collects finished cells and writes them as parts, each batch as soon as results stop arriving.
 
-
-def _ordered(values: Iterable[Any]) -> list[Any]:
-    return list(dict.fromkeys(values))
-
-
-def assemble(
-    cells: Sequence[Cell], shards: Sequence[xr.Dataset], attrs: dict[str, str], sweep_paths: Mapping[str, str]
-) -> xr.Dataset:
-    """Place each shard's variables at its cell's coordinates, padding ragged dims with NaN.
-
-    The grid is :data:`AXES` and then the swept parameters (``sweep_paths``: dimension -> the
-    parameter's path in the suite), whose coordinates are marked with ``role="sweep"``. Built
-    with numpy indexing rather than ``xr.combine_by_coords``: the grid is known up front, cells
-    may be missing, and the image count differs between datasets.
+    A background thread writes the waiting cells once no result has arrived for ``quiet``
+    seconds (the executor has gone back to computing: a group's results arrive together), or
+    once the first of them has waited ``max_delay`` seconds while results keep streaming in, or
+    when ``max_cells`` wait. So a run killed outright loses the cells in flight and at most the
+    results of its last ``max_delay`` seconds, while a stream of fast cells is stored in large
+    parts; closing writes whatever waits (a run stopped by Ctrl-C or SIGTERM loses nothing that
+    had finished). The cells at the angles in ``detail`` (the suite's ``record.detail_angles``)
+    keep their saliency examples.
     """
-    grid = (*AXES, *sweep_paths)
-    coords = {axis: _ordered(c.coords[axis] for c in cells) for axis in grid}
-    index = {axis: {v: i for i, v in enumerate(values)} for axis, values in coords.items()}
-    templates: dict[str, xr.DataArray] = {}
-    extents: dict[str, int] = {}
-    for ds in shards:
-        for name, var in ds.data_vars.items():
-            templates.setdefault(name, var)
-            for dim, n in var.sizes.items():
-                extents[dim] = max(extents.get(dim, 0), n)
 
-    cube_vars = {}
-    for name, template in templates.items():
-        lead = grid if template.attrs["level"] == "cell" else ("dataset",)
-        dims = lead + template.dims
-        shape = tuple(len(coords[a]) for a in lead) + tuple(extents[d] for d in template.dims)
-        is_text = template.dtype.kind in "OUS"
-        data = np.full(shape, "" if is_text else np.nan, dtype=object if is_text else np.float64)
-        for ds in shards:
-            if name not in ds:
-                continue
-            at = tuple(index[a][ds.attrs[a]] for a in lead)
-            values = ds[name].values
-            data[at + tuple(slice(0, n) for n in values.shape)] = values
-        attrs_out = {k: v for k, v in template.attrs.items() if k != "level"}
-        cube_vars[name] = (dims, data.astype(str) if is_text else data, attrs_out)
+    def __init__(
+        self,
+        store: RunStore,
+        detail: Collection[float],
+        *,
+        max_cells: int = 4096,
+        max_delay: float = 1.0,
+        quiet: float = 0.1,
+    ):
+        self.store, self.detail = store, frozenset(detail)
+        self.max_cells, self.max_delay, self.quiet = max_cells, max_delay, quiet
+        self._waiting: list[tuple[Cell, dict[str, Variable]]] = []
+        self._first = self._last = 0.0  # when the oldest and the newest waiting result arrived
+        self._datasets_stored: set[str] = set()
+        self._lock, self._write_lock = threading.Lock(), threading.Lock()
+        self._closed = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._flush_when_due, name="benchsuite-part-writer", daemon=True)
 
-    key = np.full(tuple(len(coords[a]) for a in grid), "", dtype=object)
-    for c in cells:
-        key[tuple(index[a][c.coords[a]] for a in grid)] = c.key
-    cube_vars[names.CELL_KEY] = (
-        grid,
-        key.astype(str),
-        {"role": names.PROVENANCE, "description": "content hash of the cell; its shard is cells/<key>.nc"},
-    )
-    coord_values = {axis: np.asarray(values) for axis, values in coords.items()}
-    coord_values |= {dim: np.arange(extents[dim]) for dim in extents if dim not in coord_values}
-    cube = xr.Dataset(cube_vars, coords=coord_values, attrs=attrs)
-    cube["theta"].attrs["units"] = "degree"
-    for dim, path in sweep_paths.items():
-        cube[dim].attrs.update(role=names.SWEEP, path=path)
-    if "orientation" in cube.dims:
-        bins = cube.sizes["orientation"]
-        cube = cube.assign_coords(orientation=(np.arange(bins) + 0.5) * 360.0 / bins)
-        cube["orientation"].attrs.update(units="degree", description="bin centre, counter-clockwise from +x as displayed")
-    return cube
+    def __enter__(self) -> PartWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed.set()
+        self._thread.join()
+        self.flush()
+
+    def add(self, result: CellResult) -> None:
+        if self._failure is not None:
+            raise self._failure
+        cell = result.cell
+        with self._lock:
+            # A dataset's shared variables (example images, orientation histogram) ride on its
+            # detailed cells and on the first of its cells this run stores.
+            detailed = cell.theta in self.detail
+            shared = detailed or cell.dataset not in self._datasets_stored
+            self._datasets_stored.add(cell.dataset)
+            row = cell_variables(result, detailed=detailed, dataset_level=shared)
+            self._last = time.monotonic()
+            if not self._waiting:
+                self._first = self._last
+            self._waiting.append((cell, row))
+            full = len(self._waiting) >= self.max_cells
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every waiting cell as one part now."""
+        with self._write_lock:
+            with self._lock:
+                batch, self._waiting = self._waiting, []
+            if batch:
+                self.store.write_part(batch)
+
+    def _flush_when_due(self) -> None:
+        while not self._closed.wait(self.quiet / 4):
+            with self._lock:
+                now = time.monotonic()
+                due = bool(self._waiting) and (now - self._last >= self.quiet or now - self._first >= self.max_delay)
+            if due:
+                try:
+                    self.flush()
+                except Exception as exc:  # noqa: BLE001 - raised in the driver's thread at its next add
+                    self._failure = exc
+                    return
+
+
+def _read_part(path: Path) -> pa.Table:
+    return pq.read_table(path, page_checksum_verification=True)
+
+
+def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Chunk sizes of about :data:`CHUNK_BYTES`: whole trailing dimensions, then as much of the next one as fits."""
+    budget = max(1, CHUNK_BYTES // itemsize)
+    chunks = list(shape)
+    for axis in range(len(shape)):
+        rest = math.prod(shape[axis + 1 :])
+        if rest * shape[axis] <= budget:
+            break
+        chunks[axis] = budget // rest if rest < budget else 1
+    return tuple(max(1, c) for c in chunks)
+
+
+def _shard_row(shard: xr.Dataset, detail: Collection[float], first: bool) -> tuple[Cell, dict[str, Variable]]:
+    """A shard of the earlier per-cell layout as a part's row: its cell (coordinates and key) and variables."""
+    attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in shard.attrs.items()}
+    coords = {axis: attrs[axis] for axis in names.AXES}
+    swept = {k: v for k, v in attrs.items() if k not in {*names.AXES, "key", "config"}}
+    cell = Cell(**coords, config=json.loads(attrs["config"]), key=attrs["key"], swept=swept)
+    keep = cell.theta in detail
+    variables = {}
+    for name, var in shard.data_vars.items():
+        level = "detail" if name == names.SALIENCY_EXAMPLE else var.attrs.get("level", "cell")
+        if (level == "detail" and not keep) or (level == "dataset" and not (keep or first)):
+            continue
+        values = var.values.item() if var.ndim == 0 else var.values
+        attrs_out = {k: str(v) for k, v in var.attrs.items() if k != "level"}
+        variables[str(name)] = Variable(tuple(str(d) for d in var.dims), values, attrs_out, level)
+    return cell, variables

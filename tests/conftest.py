@@ -75,3 +75,10 @@ def metric_inputs(**fields) -> MetricInputs:
     defaults["train_images"] = fields.get("images")
     defaults["train_masks"] = fields.get("masks")
     return MetricInputs(**(defaults | fields))
+
+
+def stored_keys(run_dir: Path) -> set[str]:
+    """The keys of the cells a run directory holds (reading only the parts' key columns, as the runner does)."""
+    from benchsuite.store import RunStore  # the store imports the engine; tests of the results layer need it not
+
+    return RunStore(run_dir).done_keys()

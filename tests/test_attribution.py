@@ -268,7 +268,7 @@ def run_suite(tmp_path, saliency: str, stack: int):
 @pytest.mark.parametrize("saliency", ["guided_backprop", "grad_cam", "occlusion"])
 def test_every_attribution_method_runs_in_a_suite_with_the_sanity_metrics(tmp_path, saliency):
     cube = run_suite(tmp_path, saliency, 1)
-    maps = cube["saliency_example"].sel(theta=45.0).values
+    maps = cube["saliency_example"].sel(example_theta=45.0).values
     assert np.isfinite(maps).all() and (maps >= 0).all() and maps.sum() > 0
     turned = cube.sel(theta=45.0)
     for name in ("pointing_game", "top_k_intersection", "relevance_rank_accuracy", "deletion_auc"):

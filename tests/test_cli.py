@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from benchsuite.cli import _say
 from benchsuite.cube import EPOCH_TIME, PROVENANCE, open_cube
-from tests.conftest import write_distribution
+from tests.conftest import stored_keys, write_distribution
 from tests.test_runner import TINY
 
 EXPLODING_METRIC = """
@@ -174,33 +174,38 @@ def test_plugin_that_fails_inside_a_cell_is_named_and_stored_cells_survive(tmp_p
     assert "ZeroDivisionError" in (tmp_path / "runs" / "tiny" / "error.log").read_text()
 
 
+SLOWER = TINY.replace("epochs: 2,", "epochs: 12,")
+"""TINY with cells long enough (about half a second each) that a kill lands between two stored cells:
+the store writes a part once results pause, and TINY's cells follow each other without a pause."""
+
+
 def start_run(tmp_path: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "benchsuite", "run", "tiny.yaml", "--no-progress", *extra], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
-def wait_for_shards(cells: Path, count: int, proc: subprocess.Popen) -> int:
-    """Wait until ``cells`` holds at least ``count`` shards (or the run ended); returns how many it holds."""
+def wait_for_stored(run_dir: Path, count: int, proc: subprocess.Popen) -> int:
+    """Wait until ``run_dir`` holds more than ``count`` stored cells (or the run ended); returns how many it holds."""
     deadline = time.monotonic() + 300
-    while len(list(cells.glob("*.nc"))) < count and proc.poll() is None and time.monotonic() < deadline:
+    while len(stored_keys(run_dir)) <= count and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    return len(list(cells.glob("*.nc")))
+    return len(stored_keys(run_dir))
 
 
 def test_a_run_killed_three_times_resumes_to_the_cube_of_an_uninterrupted_run(tmp_path):
-    write(tmp_path)
-    cells = tmp_path / "runs" / "tiny" / "cells"
-    for count in (1, 3, 5):
+    write(tmp_path, SLOWER)
+    run_dir = tmp_path / "runs" / "tiny"
+    survivors = 0
+    for _ in range(3):  # each run is killed once it has stored cells of its own
         proc = start_run(tmp_path)
-        wait_for_shards(cells, count, proc)
+        survivors = wait_for_stored(run_dir, survivors, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    survivors = len(list(cells.glob("*.nc")))
-    assert 5 <= survivors < 8, "every kill should have come part-way"
+    survivors = len(stored_keys(run_dir))
+    assert 3 <= survivors < 8, "every kill should have come part-way"
     done = benchsuite("run", "tiny.yaml", "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"{8 - survivors} cells run, {survivors} already stored" in flat(done.stderr)
-    run_dir = tmp_path / "runs" / "tiny"
     outputs = ["results.nc", "report.html", "anova.csv", "mixed.csv", "tukey.csv", "covariate.csv", "summary.json"]
     assert all((run_dir / name).is_file() for name in outputs)
     curves = sorted((run_dir / "tensorboard").glob("*/seed=*/moco/cnn"))  # one TensorBoard run per θ-curve
@@ -218,13 +223,12 @@ def test_a_run_killed_three_times_resumes_to_the_cube_of_an_uninterrupted_run(tm
 
 
 def test_sigterm_stops_a_run_like_ctrl_c_and_it_resumes(tmp_path):
-    write(tmp_path)
-    cells = tmp_path / "runs" / "tiny" / "cells"
+    write(tmp_path, SLOWER)
     proc = start_run(tmp_path)
-    wait_for_shards(cells, 1, proc)
+    wait_for_stored(tmp_path / "runs" / "tiny", 0, proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    stored = len(list(cells.glob("*.nc")))
+    stored = len(stored_keys(tmp_path / "runs" / "tiny"))
     assert proc.returncode == 143, stderr
     assert "terminated: stopped by SIGTERM; finished cells are stored" in flat(stderr) and "Traceback" not in stderr
     assert 1 <= stored < 8 and (tmp_path / "runs" / "tiny" / "results.nc").is_file()

@@ -19,6 +19,7 @@ from benchsuite.grid import expand
 from benchsuite.registry import default_registry
 from benchsuite.suite import load_suite
 from benchsuite.testing import check_dataset
+from tests.conftest import stored_keys
 from tests.test_cli import benchsuite, flat
 
 SUITE = """\
@@ -99,7 +100,7 @@ def test_run_refuses_too_many_evaluation_images_with_exit_2_before_training(tmp_
     assert done.returncode == 2, done.stderr
     assert "data.eval_images = 13, but dataset 'second' has 14 images" in message
     assert "bug" not in message and "Finished cells" not in message and "Traceback" not in done.stderr
-    assert not list(tmp_path.glob("runs/checks/cells/*.nc"))
+    assert not stored_keys(tmp_path / "runs" / "checks")
 
 
 def test_a_missing_data_folder_exits_2_naming_it_and_nothing_trains(tmp_path):
@@ -110,7 +111,7 @@ def test_a_missing_data_folder_exits_2_naming_it_and_nothing_trains(tmp_path):
     assert "dataset 'second' (plugin 'image_mask_folder') cannot be built" in message
     assert f"{tmp_path / 'scans' / 'images'} does not exist" in message, "a path is never broken across lines"
     assert "stored" not in message and "Traceback" not in done.stderr
-    assert not list(tmp_path.glob("runs/checks/cells/*.nc"))
+    assert not stored_keys(tmp_path / "runs" / "checks")
 
 
 def test_validate_data_prints_each_dataset_without_training(tmp_path):

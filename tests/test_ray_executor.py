@@ -21,6 +21,7 @@ from benchsuite.cube import open_cube
 from benchsuite.errors import RunError, SuiteError
 from benchsuite.registry import default_registry
 from benchsuite.suite import load_suite
+from tests.conftest import stored_keys
 from tests.test_runner import TINY, run
 
 ray = pytest.importorskip("ray", reason="the ray extra is part of the test install")
@@ -137,7 +138,7 @@ def test_cells_whose_worker_keeps_dying_are_reported_and_a_rerun_runs_only_them(
     with pytest.raises(RunError, match=r"4 cells could not be run: the 'ray' executor lost them \(\w+Error"):
         run(tmp_path, text)
     run_dir = tmp_path / "runs" / "tiny"
-    assert len(list((run_dir / "cells").glob("*.nc"))) == 4  # the other encoder's cells are stored
+    assert len(stored_keys(run_dir)) == 4  # the other encoder's cells are stored
     assert (run_dir / "error.log").read_text().count("encoder=flaky") == 4
     marker.write_text("allowed")
     again = run(tmp_path, text)
@@ -153,16 +154,16 @@ def test_ctrl_c_stops_its_own_cluster_and_leaves_a_resumable_run(tmp_path):
     executor = "{plugin: ray, params: {local_cpus: 1}}"
     command = [sys.executable, "-m", "benchsuite", "run", str(suite), "--out", str(tmp_path / "runs"), "--executor", executor]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    cells = tmp_path / "runs" / "tiny" / "cells"
+    run_dir = tmp_path / "runs" / "tiny"
     deadline = time.monotonic() + 120
-    while not list(cells.glob("*.nc")) and time.monotonic() < deadline and process.poll() is None:
+    while not stored_keys(run_dir) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
     assert process.poll() is None, process.communicate()
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "finished cells are stored; rerun the same command to resume" in stderr
-    stored = len(list(cells.glob("*.nc")))
+    stored = len(stored_keys(run_dir))
     assert 1 <= stored < 8
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -9,7 +10,9 @@ import subprocess
 import sys
 import textwrap
 
+import pyarrow.parquet as pq
 import pytest
+import xarray as xr
 
 from benchsuite.cube import open_cube
 from benchsuite.errors import BenchsuiteError, RunDirInUse, SuiteError
@@ -41,7 +44,7 @@ def test_a_second_run_in_the_same_directory_is_refused_naming_the_first(tmp_path
     store = RunStore(tmp_path / "runs" / "small")
     with store.locked(), pytest.raises(RunDirInUse, match=rf"in use by another benchsuite run \(pid {os.getpid()} on "):
         run(tmp_path)
-    assert not (store.run_dir / "cells").exists()
+    assert not (store.run_dir / "parts").exists()
     assert run(tmp_path).cells_run == 2, "the lock is released when its holder is done"
 
 
@@ -62,17 +65,58 @@ def test_a_killed_run_does_not_leave_its_directory_locked(tmp_path):
     assert run(tmp_path).cells_run == 2
 
 
-def test_a_truncated_shard_is_set_aside_and_its_cell_runs_again(tmp_path):
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda data: data[: len(data) // 2], id="cut short"),
+        pytest.param(lambda data: data[: len(data) // 2] + bytes(len(data) - len(data) // 2), id="zeroed tail"),
+        pytest.param(lambda data: data[:4] + bytes(64) + data[68:], id="zeroed page"),
+    ],
+)
+def test_a_damaged_part_is_set_aside_and_its_cells_run_again(tmp_path, damage):
     first = run(tmp_path)
-    before = open_cube(first.run_dir)
-    damaged = sorted((first.run_dir / "cells").glob("*.nc"))[0]
-    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a copy cut short
-    with pytest.warns(StoreWarning, match=r"a stored cell could not be read .*; moved to .*unreadable"):
+    before = open_cube(first.run_dir).load()
+    damaged = sorted((first.run_dir / "parts").glob("*.parquet"))[-1]
+    lost = len(pq.read_table(damaged, columns=["cell_key"]))
+    damaged.write_bytes(damage(damaged.read_bytes()))
+    with pytest.warns(StoreWarning, match=r"stored results could not be read .*; moved to .*unreadable.*cells run again"):
         again = run(tmp_path)
-    assert (again.cells_run, again.cells_skipped) == (1, 1)
-    assert (first.run_dir / "cells" / "unreadable" / damaged.name).is_file()
+    assert (again.cells_run, again.cells_skipped) == (lost, 2 - lost)
+    assert (first.run_dir / "parts" / "unreadable" / damaged.name).is_file()
     after = open_cube(first.run_dir)
     assert after["final_loss"].equals(before["final_loss"]) and after["dice"].equals(before["dice"])
+
+
+def _earlier_layout(cube, run_dir):
+    """Write ``cube`` as the per-cell NetCDF shards of the earlier layout (cells/<key>.nc), as that version wrote them."""
+    (run_dir / "cells").mkdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for key, coords in manifest["cells"].items():
+        at = cube.sel(coords)
+        shard = xr.Dataset(attrs=coords | {"key": key, "config": "{}"})
+        for name, var in at.data_vars.items():
+            if name == "cell_key":
+                continue
+            if "example_theta" in var.dims:  # the earlier layout kept every cell's example maps
+                var = var.sel(example_theta=coords["theta"])
+            level = "cell" if "theta" in cube[name].dims or "example_theta" in cube[name].dims else "dataset"
+            shard[name] = (var.dims, var.values, var.attrs | {"level": level})
+        shard.to_netcdf(run_dir / "cells" / f"{key}.nc", engine="h5netcdf")
+
+
+def test_a_run_directory_of_the_earlier_per_cell_layout_is_converted_once(tmp_path):
+    first = run(tmp_path)
+    before = open_cube(first.run_dir).load()
+    _earlier_layout(before, first.run_dir)
+    shutil.rmtree(first.run_dir / "parts")
+    (first.run_dir / "results.nc").unlink()
+    with pytest.warns(StoreWarning, match=r"written by an earlier version .* its 2 stored cells were converted to parts/"):
+        again = run(tmp_path)
+    assert (again.cells_run, again.cells_skipped) == (0, 2)
+    assert not (first.run_dir / "cells").exists()
+    after = open_cube(first.run_dir)
+    for name in ("final_loss", "dice", "ssp_loss_step", "saliency_example", "example_image", "orientation_hist"):
+        assert after[name].equals(before[name]), name
 
 
 def test_a_damaged_cube_is_a_clear_error_and_rebuilt_by_a_rerun(tmp_path):
@@ -88,7 +132,6 @@ def test_a_damaged_cube_is_a_clear_error_and_rebuilt_by_a_rerun(tmp_path):
 
 
 def test_a_netcdf_file_that_is_not_a_cube_is_named_as_such(tmp_path):
-    import xarray as xr
 
     xr.Dataset({"dice": ("x", [0.5, 0.7])}).to_netcdf(tmp_path / "results.nc", engine="h5netcdf")
     missing = "it has no dataset, theta, seed, method, encoder"

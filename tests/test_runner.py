@@ -7,6 +7,7 @@ import os
 import textwrap
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from benchsuite.pipeline import StackingWarning
 from benchsuite.registry import default_registry
 from benchsuite.runner import run_cells
 from benchsuite.suite import load_suite
+from tests.conftest import stored_keys
 
 TINY = """\
 name: tiny
@@ -93,15 +95,15 @@ def test_interrupted_run_loses_nothing_and_resume_redoes_nothing(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path)
     run_dir = tmp_path / "runs" / "tiny"
-    stored = {p.stem: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.nc")}
-    assert set(stored) == set(calls)
+    assert stored_keys(run_dir) == set(calls)  # Ctrl-C stores every cell that had finished
+    parts = {p.name: p.stat().st_mtime_ns for p in (run_dir / "parts").glob("*.parquet")}
     partial = open_cube(run_dir)  # the cube is written on the way out, with the unfinished cells NaN
     assert int(np.isfinite(partial["final_loss"].values).sum()) == 3
 
     monkeypatch.setattr(pipeline_module, "run_group", real)
     resumed = run(tmp_path)
     assert (resumed.cells_run, resumed.cells_skipped) == (5, 3)
-    assert {p.stem: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.nc") if p.stem in stored} == stored
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "parts").glob("*.parquet") if p.name in parts} == parts
     assert np.isfinite(open_cube(run_dir)["final_loss"].values).all()
 
 
@@ -111,12 +113,12 @@ def test_resuming_with_a_changed_suite_is_refused_and_explained(tmp_path):
         run(tmp_path, TINY.replace("epochs: 2", "epochs: 3"))
 
 
-def test_force_reruns_a_changed_suite_and_keeps_the_old_shards(tmp_path):
+def test_force_reruns_a_changed_suite_and_keeps_the_old_cells(tmp_path):
     first = run(tmp_path)
-    old = {p.name for p in (first.run_dir / "cells").glob("*.nc")}
+    old = stored_keys(first.run_dir)
     forced = run(tmp_path, TINY.replace("epochs: 2", "epochs: 3"), force=True)
     assert forced.cells_run == 8
-    assert old < {p.name for p in (first.run_dir / "cells").glob("*.nc")}
+    assert old < stored_keys(first.run_dir) and len(stored_keys(first.run_dir)) == 16
     assert open_cube(first.run_dir).sizes["epoch"] == 3
 
 
@@ -154,7 +156,7 @@ def test_nan_loss_stops_the_run_with_advice_and_keeps_nothing_half_written(tmp_p
     text = with_method("diverges")
     with pytest.raises(RunError, match=r"SSP loss became nan in epoch 2.*Lower the learning rate \(methods.moco.params.lr\)"):
         run(tmp_path, text)
-    assert not list((tmp_path / "runs" / "tiny" / "cells").glob("*.nc"))
+    assert not stored_keys(tmp_path / "runs" / "tiny")
 
 
 def test_each_cell_records_whether_its_views_were_identical(tmp_path):
@@ -197,7 +199,7 @@ def test_a_dataset_outside_the_unit_range_is_bad_input_before_any_cell_trains(tm
     with pytest.raises(DataError, match=expected) as error:
         run(tmp_path, text)
     assert error.value.exit_code == 2
-    assert not list((tmp_path / "runs" / "tiny").glob("cells/*.nc"))
+    assert not stored_keys(tmp_path / "runs" / "tiny")
 
 
 def test_a_metric_that_breaks_the_output_contract_is_named(tmp_path, plugin_path, fresh_registry):
@@ -239,13 +241,14 @@ def benchsuite_register_datasets(registry):
 """
 
 
-def test_a_rerun_that_runs_nothing_keeps_the_cube_and_a_new_shard_rebuilds_it(tmp_path):
+def test_a_rerun_that_runs_nothing_keeps_the_cube_and_a_new_part_rebuilds_it(tmp_path):
     cube_path = run(tmp_path).cube_path
     built = cube_path.stat().st_mtime_ns
     assert run(tmp_path).cells_run == 0 and cube_path.stat().st_mtime_ns == built
-    shard = next((cube_path.parent / "cells").glob("*.nc"))
-    shard.unlink()
-    assert run(tmp_path).cells_run == 1 and cube_path.stat().st_mtime_ns > built
+    part = sorted((cube_path.parent / "parts").glob("*.parquet"))[-1]
+    lost = len(pq.read_table(part, columns=["cell_key"]))
+    part.unlink()
+    assert run(tmp_path).cells_run == lost and cube_path.stat().st_mtime_ns > built
     assert np.isfinite(open_cube(cube_path.parent)["final_loss"].values).all()
 
 
@@ -350,7 +353,7 @@ def test_a_saliency_method_without_stacked_scores_a_stack_one_model_at_a_time(tm
     text = TINY.replace("saliency: {plugin: smoothgrad, params: {samples: 2}}", "saliency: {plugin: input_gradient}")
     alone, stacked = cube_at_stack(tmp_path, text, 1), cube_at_stack(tmp_path, text, 4)
     assert (stacked["stack_size"] == 4).all()
-    assert np.isfinite(stacked["saliency_example"].sel(theta=90.0).values).all()
+    assert np.isfinite(stacked["saliency_example"].sel(example_theta=90.0).values).all()
     np.testing.assert_allclose(stacked["saliency_example"].values, alone["saliency_example"].values, rtol=1e-3, atol=1e-4)
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from benchsuite.cube import open_cube
 from benchsuite.errors import RunError, SuiteError
+from tests.conftest import stored_keys
 from tests.test_ray_executor import FLAKY_ENCODERS, assert_same_cells, with_flaky_encoder
 from tests.test_runner import TINY, run
 
@@ -49,7 +50,7 @@ def test_a_job_that_dies_is_reported_lost_and_a_rerun_submits_only_its_cells(tmp
     with pytest.raises(RunError, match=r"4 cells could not be run: the 'slurm' executor lost them .*job \d+"):
         run(tmp_path, text)
     run_dir = tmp_path / "runs" / "tiny"
-    assert len(list((run_dir / "cells").glob("*.nc"))) == 4
+    assert len(stored_keys(run_dir)) == 4
     first = json.loads((run_dir / "slurm" / "jobs.json").read_text())
     marker.write_text("allowed")
     again = run(tmp_path, text)
@@ -71,13 +72,13 @@ def test_an_interrupted_run_collects_finished_jobs_and_submits_only_the_rest(tmp
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "runs" / "tiny"
     deadline = time.monotonic() + 180
-    while not list((run_dir / "cells").glob("*.nc")) and time.monotonic() < deadline and process.poll() is None:
+    while not stored_keys(run_dir) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
     assert process.poll() is None, process.communicate()
     process.send_signal(signal.SIGINT)  # the 4 gated cells' jobs are still waiting: they cannot have finished
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    stored = len(list((run_dir / "cells").glob("*.nc")))
+    stored = len(stored_keys(run_dir))
     assert 1 <= stored <= 4
     first = json.loads((run_dir / "slurm" / "jobs.json").read_text())
     cells = json.loads((run_dir / "manifest.json").read_text())["cells"]

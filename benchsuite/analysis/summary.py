@@ -56,6 +56,10 @@ they describe or regress the cell means themselves."""
 SKIPPED = "skipped"
 """The key of ``DataFrame.attrs`` that holds why a table's analysis was not run; absent when it ran."""
 
+WARNINGS = "warnings"
+"""The key of ``DataFrame.attrs`` that holds the warnings its analysis raised (a metric or series left
+out, or the whole analysis); absent when there were none."""
+
 ABOUT_THETA = {"periodicity": "periodicity", "tukey": "Tukey HSD", "covariate": "orientation covariate"}
 """The analyses of how a metric changes with θ, by table name and label: a cube with one θ has nothing for them."""
 
@@ -120,8 +124,9 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
     - ``dominant_periods``: the dominant period of each metric(θ) series, with its series keys;
     - ``covariate``: the covariate regression.
 
-    ``anova_type`` is the type of sums of squares (``null`` when the ANOVA was skipped) and
-    ``skipped`` maps each analysis that was not run to the reason. NaN becomes ``null``.
+    ``anova_type`` is the type of sums of squares (``null`` when the ANOVA was skipped),
+    ``skipped`` maps each analysis that was not run to the reason, and ``warnings`` each table
+    whose analysis warned to its warnings. NaN becomes ``null``.
     """
     per_metric: dict[str, dict[str, Any]] = {}
     for metric in _metrics(tables):
@@ -158,6 +163,7 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
         },
         "anova_type": tables["anova"].attrs.get(SS_TYPE),
         "skipped": skipped_analyses(tables),
+        "warnings": {name: table.attrs[WARNINGS] for name, table in tables.items() if WARNINGS in table.attrs},
         "metrics": per_metric,
         "tables": {name: _records(table) for name, table in tables.items()},
     }
@@ -241,12 +247,23 @@ def _skipped(name: str, reason: str) -> pd.DataFrame:
 
 
 def _section(name: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """``compute()``, or, when the cube cannot support that analysis, a warning and an empty table."""
-    try:
-        return compute()
-    except BenchsuiteError as error:
-        warnings.warn(f"{name} analysis skipped: {error}", stacklevel=3)
-        return pd.DataFrame(columns=_EMPTY_COLUMNS[name])
+    """``compute()``, or, when the cube cannot support that analysis, a warning and an empty table.
+
+    The warnings raised meanwhile are emitted as usual and also kept in the table's
+    ``attrs[WARNINGS]``, so that the report can say why a table is empty or lacks a metric.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            table = compute()
+        except BenchsuiteError as error:
+            warnings.warn(f"{name} analysis skipped: {error}", stacklevel=3)
+            table = pd.DataFrame(columns=_EMPTY_COLUMNS[name])
+    for warning in caught:  # where they came from, so that the caller's filters and output are as without recording
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if caught:
+        table.attrs[WARNINGS] = [str(warning.message) for warning in caught]
+    return table
 
 
 def _rows(table: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -296,3 +313,33 @@ def _record(rows: pd.DataFrame, columns: list[str]) -> dict[str, Any] | None:
 
 def _period(period: float) -> str:
     return "none (flat)" if math.isnan(period) else f"{period:g}°"
+
+
+def read_tables(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """The tables :func:`write_tables` wrote into ``run_dir``, keyed by :data:`TABLE_NAMES`, as it was given them.
+
+    ``summary.json`` gives back what the CSV files cannot hold: each table's ``attrs[SKIPPED]``
+    and ``attrs[WARNINGS]``, the ANOVA's type of sums of squares, and which columns are labels
+    (grid dimensions whose levels are strings, ``metric``, ``term``, and ``n_per_cell``, which
+    reads "2" or "2–3"), so that a dataset called ``001`` or ``NA`` stays that string. Only an
+    empty cell reads as NaN (an empty note, too). Raises :class:`BenchsuiteError` naming the
+    first missing file.
+    """
+    run_dir = Path(run_dir)
+    paths = [run_dir / SUMMARY_NAME, *(run_dir / f"{name}.csv" for name in TABLE_NAMES)]
+    if missing := [path for path in paths if not path.is_file()]:
+        raise BenchsuiteError(f"{missing[0]} is missing; write the tables with benchsuite analyze {run_dir}.")
+    document = json.loads(paths[0].read_text(encoding="utf-8"))
+    labels = {"metric", "term", "n_per_cell"} | {
+        dim for dim, levels in document["design"]["grid"].items() if any(isinstance(level, str) for level in levels)
+    }
+    tables = {}
+    for name in TABLE_NAMES:
+        table = pd.read_csv(run_dir / f"{name}.csv", dtype=dict.fromkeys(labels, str), keep_default_na=False, na_values=[""])
+        for key in (SKIPPED, WARNINGS):
+            if name in document.get(key, {}):
+                table.attrs[key] = document[key][name]
+        tables[name] = table
+    if document["anova_type"] is not None:
+        tables["anova"].attrs[SS_TYPE] = document["anova_type"]
+    return tables

@@ -19,13 +19,21 @@ from matplotlib.colors import to_rgb, to_rgba
 from PIL import Image
 from statsmodels.stats.weightstats import DescrStatsW
 
+from benchmarks.report_scale import dense_cube as make_dense_cube
 from benchsuite.analysis.anova import anova_table
 from benchsuite.analysis.summary import NEEDS_REPLICATES, analyze_cube
-from benchsuite.cube import EXAMPLE_IMAGE, SALIENCY_EXAMPLE, open_cube
+from benchsuite.cube import EXAMPLE_IMAGE, IDENTICAL_VIEWS, SALIENCY_EXAMPLE, WALL_TIME, open_cube
 from benchsuite.durations import readable_duration
 from benchsuite.report import write_report
 from benchsuite.report.document import interaction_reading
-from benchsuite.report.figures import interaction_figure, png_bytes, saliency_gallery, seed_band, sweep_figure
+from benchsuite.report.figures import (
+    interaction_figure,
+    png_bytes,
+    saliency_gallery,
+    seed_band,
+    similarity_matrices,
+    sweep_figure,
+)
 from tests.test_anova import STRENGTHS, SWEEP
 from tests.test_runner import TINY, run
 from tests.test_summary import _cube as synthetic_cube
@@ -131,6 +139,12 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
 
 
 @pytest.fixture(scope="module")
+def dense_cube() -> xr.Dataset:
+    """A dense curve as a run stores it: 2 datasets x 360 angles x 2 seeds, saliency examples every 30° only."""
+    return make_dense_cube(n_theta=360, n_datasets=2, n_images=4, size=16)
+
+
+@pytest.fixture(scope="module")
 def strength_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     """The report of an augmentation-strength study: strength swept at a single θ, with every analysis of it."""
     cube = _sweep_cube().isel(theta=[0])
@@ -207,7 +221,7 @@ def test_a_cube_without_replicates_gets_a_report_that_says_once_what_was_skipped
         html = write_report(cube, tables, tmp_path).read_text(encoding="utf-8")
     parts = PageParts(html)
 
-    assert html.count("Skipped: ANOVA, mixed model, Tukey HSD; each needs replicates") == 1
+    assert html.count("; each needs replicates") == 1 and "Skipped: ANOVA, mixed model, Tukey HSD" in html
     assert not {f"analysis-{name}" for name in NEEDS_REPLICATES} & parts.ids
     assert {"analysis-periodicity", "analysis-covariate"} <= parts.ids
     assert not parts.readings and "sums of squares" not in html and "No ANOVA table was given" not in html
@@ -228,6 +242,7 @@ def test_the_not_run_label_stays_readable_on_a_black_and_white_image(report):
     cube = report.cube.copy(deep=True)
     cube[EXAMPLE_IMAGE][:] = np.indices((cube.sizes["y"], cube.sizes["x"])).sum(axis=0) % 2  # a checkerboard
     cube[SALIENCY_EXAMPLE][:] = np.nan
+    cube[WALL_TIME][:] = np.nan
     figure = saliency_gallery(cube)
     png_bytes(figure)  # draws it, as the report does
 
@@ -327,25 +342,58 @@ def test_the_y_axis_holds_narrow_bands_whole_and_cuts_a_wide_one_with_a_note(rep
     assert [text.get_text() for text in axes.texts] == ["some bands run past the axis"]
 
 
-def test_polar_curve_closes_at_360_degrees(report):
-    figure = interaction_figure(seed_band(report.cube, "dice"), "dice")
+def test_polar_curve_closes_at_360_degrees_when_its_angles_cover_the_circle_evenly():
+    cube = synthetic_cube()  # θ = 0, 90, 180, 270
+    figure = interaction_figure(seed_band(cube, "dice"), "dice")
     angles, values = figure.axes[1].lines[0].get_data()
-    thetas = list(report.cube["theta"].values)
-    assert list(np.rad2deg(angles)) == pytest.approx([*thetas, thetas[0] + 360])
+    assert list(np.rad2deg(angles)) == pytest.approx([0, 90, 180, 270, 360])
     assert values[-1] == values[0]
 
 
-def test_gallery_spreads_at_most_six_angles_over_the_range(report):
-    tiny = report.cube.isel(theta=[0])
-    wide = xr.concat(
-        [tiny.assign_coords(theta=[t]) for t in range(0, 360, 30)],
-        "theta",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-    )
-    titles = [ax.get_title() for ax in saliency_gallery(wide).axes[:7]]
-    assert titles == ["image, mask", *(f"θ = {t}°" for t in (0, 60, 120, 210, 270, 330))]
+@pytest.mark.parametrize("thetas", [[0, 1, 2], [1, 2, 3]], ids=["0-90-180", "90-180-270"])
+def test_polar_curve_is_not_closed_across_the_part_of_the_circle_without_angles(thetas):
+    cube = synthetic_cube().isel(theta=thetas)
+    for line in interaction_figure(seed_band(cube, "dice"), "dice").axes[1].lines:
+        angles, _ = line.get_data()
+        assert list(np.rad2deg(angles)) == pytest.approx(cube["theta"].values)
+
+
+def test_a_dense_curve_is_a_line_without_a_marker_or_tick_per_angle(dense_cube):
+    figure = interaction_figure(seed_band(dense_cube, "dice"), "dice")
+    line_axes, polar_axes = figure.axes
+    assert {line.get_marker() for line in line_axes.lines + polar_axes.lines} <= {"", "None"}
+    assert list(line_axes.get_xticks()) == [0, 45, 90, 135, 180, 225, 270, 315]
+    assert [len(line.get_xdata()) for line in line_axes.lines] == [360] * dense_cube.sizes["dataset"]
+    # 360 angles 1° apart cover the circle: the polar curve closes at 360°.
+    assert [len(line.get_xdata()) for line in polar_axes.lines] == [361] * dense_cube.sizes["dataset"]
+
+
+def test_the_gallery_says_a_cell_with_identical_views_ran_and_has_no_map_because_it_is_undefined(report):
+    cube = report.cube.copy(deep=True)
+    cube[IDENTICAL_VIEWS].loc[{"theta": 45}] = 1
+    cube[SALIENCY_EXAMPLE].loc[{"example_theta": 45}] = np.nan
+    cube[SALIENCY_EXAMPLE].loc[{"example_theta": 90, "dataset": cube["dataset"].values[0]}] = np.nan  # ran, kept no map
+    figure = saliency_gallery(cube)
+    panels = figure.axes[: cube.sizes["dataset"] * (cube.sizes["theta"] + 1)]
+    by_panel = [[text.get_text() for text in ax.texts] for ax in panels]
+    # Row by row: the image alone, θ = 45 (identical views), θ = 90 (no example in the first dataset only).
+    assert by_panel == [[], ["identical views:\nmap undefined"], ["no map stored"], [], ["identical views:\nmap undefined"], []]
+
+
+def _maps_over_every_theta(cube: xr.Dataset) -> xr.Dataset:
+    """``cube`` as a store wrote it before only the detailed angles kept maps: over θ, NaN at every other angle."""
+    maps = cube[SALIENCY_EXAMPLE].rename(example_theta="theta").reindex(theta=cube["theta"])
+    return cube.drop_vars([SALIENCY_EXAMPLE, "example_theta"]).assign({SALIENCY_EXAMPLE: maps})
+
+
+@pytest.mark.parametrize("layout", ["example_theta", "theta"])
+def test_the_gallery_spreads_at_most_six_of_the_angles_that_kept_examples(dense_cube, layout):
+    cube = dense_cube if layout == "example_theta" else _maps_over_every_theta(dense_cube)
+    figure = saliency_gallery(cube)
+    # Examples at every 30° of 360 angles; θ = 0 has identical views, so it has no map but is shown with its reason.
+    assert [ax.get_title() for ax in figure.axes[:7]] == ["image, mask", *(f"θ = {t}°" for t in (0, 60, 120, 210, 270, 330))]
+    notes = [text.get_text() for ax in figure.axes for text in ax.texts]
+    assert notes == ["identical views:\nmap undefined"] * cube.sizes["dataset"]
 
 
 def test_reading_says_not_significant_at_and_above_alpha():
@@ -505,3 +553,25 @@ def test_report_compare_adds_a_section_comparing_the_run_with_another(report, tm
 )
 def test_a_duration_reads_in_the_unit_that_keeps_its_number_small(seconds, text):
     assert readable_duration(seconds) == text
+
+
+SIMILARITY = pd.DataFrame(
+    {
+        "metric": ["dice"] * 3 + ["auroc"],
+        "curve_a": ["shapes/moco_v2", "shapes/moco_v2", "brain/moco_v2", "shapes/moco_v2"],
+        "curve_b": ["brain/moco_v2", "noise/moco_v2", "noise/moco_v2", "brain/moco_v2"],
+        "cosine": [0.9, -0.2, 0.1, 0.5],
+        "l2": [0.1, 0.8, 0.7, 0.3],
+    }
+)
+
+
+def test_the_signature_similarity_figure_is_a_symmetric_heat_map_of_cosines_per_metric():
+    figure = similarity_matrices(SIMILARITY)
+    panels = [ax for ax in figure.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == ["dice", "auroc"]
+    dice = panels[0].images[0].get_array()
+    assert np.asarray(dice) == pytest.approx(np.array([[1.0, 0.9, -0.2], [0.9, 1.0, 0.1], [-0.2, 0.1, 1.0]]))
+    assert [label.get_text() for label in panels[0].get_xticklabels()] == ["shapes/moco_v2", "brain/moco_v2", "noise/moco_v2"]
+    assert sorted(text.get_text() for text in panels[0].texts) == sorted(["1.00"] * 3 + ["0.90", "-0.20", "0.10"] * 2)
+    assert np.asarray(panels[1].images[0].get_array()) == pytest.approx(np.array([[1.0, 0.5], [0.5, 1.0]]))

@@ -125,8 +125,11 @@ class _Drawing:
 _DRAWINGS = (
     _Drawing("saliency", "Saliency gallery", (SALIENCY_EXAMPLE, EXAMPLE_IMAGE, EXAMPLE_MASK),
              figures.saliency_gallery, "saliency_gallery.png", "saliency maps per dataset and θ",
-             "Rows: datasets; columns: θ. Grey: the first stored evaluation image; colour: its saliency map for "
-             "the first seed, scaled to its own range; cyan line: the foreground mask (contour at 0.5)."),
+             "Rows: datasets; columns: θ, spread over the angles whose cells kept example maps. Grey: the first "
+             "stored evaluation image; colour: its saliency map for the first seed that has one, scaled to its own "
+             "range; cyan line: the foreground mask (contour at 0.5). A panel without a map says why: the cell's "
+             "two views were identical, so its map is undefined (θ = 0 for a rotation), it was not run, or it kept "
+             "no example."),
     _Drawing("orientation", "Gradient orientations", (ORIENTATION_HIST,), figures.orientation_roses,
              "orientation_roses.png", "gradient-orientation rose per dataset",
              "Magnitude-weighted gradient-orientation histogram per dataset, counter-clockwise from +x as "
@@ -363,8 +366,8 @@ def _grid_text(cube: xr.Dataset) -> str:
     names = {axis: (axis, f"{axis}s") for axis in ("dataset", "seed", "method", "encoder")} | {"theta": ("angle θ", "angles θ")}
     names |= {dim: (f"value of {cube[dim].attrs['path']}", f"values of {cube[dim].attrs['path']}") for dim in swept(cube)}
     done = int(np.isfinite(cube[WALL_TIME].values).sum()) if WALL_TIME in cube else 0
-    grid = " × ".join(f"{n} {names[a][n != 1]}" for a, n in sizes.items())
-    return f"{grid} = {math.prod(sizes.values())} cells, {done} finished."
+    grid = " × ".join(f"{n:,} {names[a][n != 1]}" for a, n in sizes.items())
+    return f"{grid} = {math.prod(sizes.values()):,} cells, {done:,} finished."
 
 
 def _json_table(text: str | None, columns: tuple[str, str]) -> Table:

@@ -22,15 +22,26 @@ import xarray as xr
 from matplotlib import colormaps, rc_context
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
+from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 from benchsuite.analysis.anova import cell_means
-from benchsuite.analysis.periodicity import level_label, series_keys
-from benchsuite.cube import EXAMPLE_IMAGE, EXAMPLE_MASK, ORIENTATION_HIST, SALIENCY_EXAMPLE, SSP_LOSS
+from benchsuite.analysis.periodicity import PeriodicityError, circle_step, level_label, series_keys
+from benchsuite.cube import (
+    EXAMPLE_IMAGE,
+    EXAMPLE_MASK,
+    EXAMPLE_THETA,
+    IDENTICAL_VIEWS,
+    ORIENTATION_HIST,
+    SALIENCY_EXAMPLE,
+    SSP_LOSS,
+    WALL_TIME,
+)
 
 STATISTICS = ["mean", "ci_low", "ci_high", "n_seeds"]
 """The columns of :func:`seed_band` after the series keys and the x axis."""
@@ -52,10 +63,19 @@ DATASET_COLOURS = colormaps["tab10"]
 MANY_COLOURS = colormaps["tab20"]
 LINE_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
 """Line style and marker pairs that tell apart the levels of a second series key (say, the dataset)."""
+MARKED_POINTS = 40
+"""A line of more points than this is drawn without markers: on a dense θ grid they merge into a thick smear."""
+THETA_TICKS = 45
+"""The step of the θ axis's ticks when the grid has too many angles for a tick each."""
 # θ is circular, so the colour of θ must be too (0° and 330° look alike); hsv rather than
 # twilight because twilight fades to white at one end of the circle, which hides a line.
 THETA_COLOURS = colormaps["hsv"]
 SALIENCY_COLOURS = colormaps["inferno"]
+SIMILARITY_COLOURS = colormaps["viridis"]
+LABELLED_CURVES = 40
+"""A similarity matrix names at most this many curves on an axis (every k-th beyond that)."""
+ANNOTATED_CURVES = 12
+"""A similarity matrix of at most this many curves has each cell's value written in it."""
 NOTE_INK = "0.1"
 NOTE_BOX = {"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": "0.4", "linewidth": 0.6, "alpha": 0.85}
 """Dark text on a nearly opaque light box: a note drawn over an image, readable whatever the image is."""
@@ -100,8 +120,10 @@ def interaction_figure(band: pd.DataFrame, metric: str, better: str | None = Non
 
     ``band`` is :func:`seed_band`'s frame; ``better`` ("higher" or "lower") goes on the y axis.
     The polar panel shows the means only (a band round the whole circle hides the shape it is
-    there to show), its radial axis fitted to them, and closes each curve by repeating its first
-    angle one turn later, since θ is circular (θ = 0 is also θ = 360).
+    there to show), its radial axis fitted to them. A curve whose angles cover the circle evenly
+    is closed by repeating its first angle one turn later, since θ is circular (θ = 0 is also
+    θ = 360); any other is left open rather than joined across the part of the circle that has no
+    angle.
     """
     figure = Figure(figsize=(11, 4.6), layout="constrained")
     grid = figure.add_gridspec(1, 2, width_ratios=[1.75, 1])
@@ -117,6 +139,7 @@ def interaction_figure(band: pd.DataFrame, metric: str, better: str | None = Non
             linestyle=handle.get_linestyle(),
             marker=handle.get_marker(),
             markersize=3,
+            linewidth=1.0 if len(closed) > MARKED_POINTS else 1.5,
         )
     polar_axes.set_ylim(*_radial_limits(band["mean"]))
     polar_axes.yaxis.set_major_locator(MaxNLocator(4))
@@ -144,13 +167,16 @@ def sweep_figure(band: pd.DataFrame, metric: str, parameter: str, label: str, be
 def saliency_gallery(cube: xr.Dataset, max_angles: int = 6) -> Figure:
     """Example saliency maps: one row per dataset, one column per θ (at most ``max_angles``, spread out).
 
-    Each panel shows the first stored example image of the dataset in grey, the saliency map
-    of the first seed on top (each map scaled to its own range), and the foreground mask's
-    outline (contour at 0.5). The first column shows the image and mask alone.
+    The columns are spread over the angles that kept example maps (:func:`gallery_angles`).
+    Each panel shows the first stored example image of the dataset in
+    grey, the saliency map of the first seed that has one on top (each map scaled to its own
+    range), and the foreground mask's outline (contour at 0.5); a panel without a map says why
+    (:func:`_missing_map`). The first column shows the image and mask alone.
     """
-    thetas = _spread(cube["theta"].values, max_angles)
+    thetas = _spread(gallery_angles(cube), max_angles)
     rows = list(_panel_selections(cube))
-    saliency = cube[SALIENCY_EXAMPLE].isel(seed=0, example=0)
+    saliency = cube[SALIENCY_EXAMPLE].isel(example=0)
+    angle = _map_angle(saliency)
     figure = Figure(figsize=(1.75 * (len(thetas) + 1) + 1.0, 1.75 * len(rows) + 0.6), layout="constrained")
     axes = figure.subplots(len(rows), len(thetas) + 1, squeeze=False)
     for row_axes, (label, selection) in zip(axes, rows, strict=True):
@@ -159,13 +185,39 @@ def saliency_gallery(cube: xr.Dataset, max_angles: int = 6) -> Figure:
         _show_example(row_axes[0], image, mask, None)
         row_axes[0].set_ylabel(label, fontsize=10)
         for ax, theta in zip(row_axes[1:], thetas, strict=True):
-            _show_example(ax, image, mask, saliency.sel(selection).sel(theta=theta).values)
+            maps = saliency.sel(selection).sel({angle: theta}).transpose("seed", ...).values
+            found = [m for m in maps if np.isfinite(m).any()]
+            _show_example(ax, image, mask, found[0] if found else _missing_map(cube, {**selection, "theta": theta}))
     axes[0, 0].set_title("image, mask", fontsize=10)
     for ax, theta in zip(axes[0, 1:], thetas, strict=True):
         ax.set_title(f"θ = {theta:g}°", fontsize=10)
     colourbar = figure.colorbar(ScalarMappable(Normalize(0, 1), SALIENCY_COLOURS), ax=axes, shrink=0.6, pad=0.01)
     colourbar.set_label("saliency (scaled per map)")
     return figure
+
+
+def gallery_angles(cube: xr.Dataset) -> np.ndarray:
+    """The angles the saliency gallery may show: those of the maps' angle dimension (:func:`_map_angle`)
+    where some cell has a map or had identical views; all of them when none has either, so that the
+    gallery still says why it is empty.
+
+    A cube written before only the detailed angles kept maps stores them over every θ, NaN where
+    none was kept; this picks the detailed ones out of those too. Reduced one variable at a time,
+    without loading more than the first example's maps.
+    """
+    saliency = cube[SALIENCY_EXAMPLE].isel(example=0)
+    angle = _map_angle(saliency)
+    thetas = saliency[angle].values
+    shown = saliency.notnull().any([dim for dim in saliency.dims if dim != angle]).values
+    if IDENTICAL_VIEWS in cube:
+        identical = (cube[IDENTICAL_VIEWS] == 1).any([dim for dim in cube[IDENTICAL_VIEWS].dims if dim != "theta"])
+        shown |= identical.reindex(theta=thetas, fill_value=False).values
+    return thetas[shown] if shown.any() else thetas
+
+
+def _map_angle(saliency: xr.DataArray) -> str:
+    """The dimension that holds θ in the example maps: ``example_theta``, or ``theta`` in a cube written before it."""
+    return EXAMPLE_THETA if EXAMPLE_THETA in saliency.dims else "theta"
 
 
 @_styled
@@ -216,14 +268,17 @@ def training_curves(cube: xr.Dataset) -> Figure:
     axes = figure.subplots(n_rows, columns, squeeze=False, sharex=True)
     norm = Normalize(0, 360)
     epochs = cube["epoch"].values + 1
+    thetas = cube["theta"].values
+    colours = THETA_COLOURS(norm(thetas % 360))
+    # One collection per panel, not one line per θ: a dense grid has thousands of angles.
+    width = 1.2 if len(thetas) <= MARKED_POINTS else 0.4
     for ax, (label, selection) in zip(axes.ravel(), panels, strict=False):
-        for theta in cube["theta"].values:
-            ax.plot(
-                epochs,
-                loss.sel(selection).sel(theta=theta).values,
-                color=THETA_COLOURS(norm(theta % 360)),
-                linewidth=1.2,
-            )
+        curves = loss.sel(selection).transpose("theta", "epoch").values
+        segments = np.stack(np.broadcast_arrays(epochs, curves), axis=-1)  # [theta, epoch, (x, y)]
+        ax.add_collection(LineCollection(segments, colors=colours, linewidths=width))
+        if np.isfinite(curves).any():
+            ax.set_ylim(*_padded(np.nanmin(curves), np.nanmax(curves)))
+        ax.set_xlim(epochs.min(), max(epochs.max(), epochs.min() + 1))
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
@@ -233,6 +288,41 @@ def training_curves(cube: xr.Dataset) -> Figure:
     colourbar = figure.colorbar(ScalarMappable(norm, THETA_COLOURS), ax=axes, shrink=0.8, pad=0.01)
     colourbar.set_label("θ (degrees)")
     colourbar.set_ticks(np.arange(0, 361, 90))
+    return figure
+
+
+@_styled
+def similarity_matrices(similarity: pd.DataFrame) -> Figure:
+    """Per metric, a heat map of the cosine similarity between its θ-curves (signatures).
+
+    ``similarity`` has the columns ``metric, curve_a, curve_b, cosine, l2`` (the analysis's
+    ``signature_similarity`` table). A pair given once fills both of its cells, and a curve's
+    similarity with itself is 1. Each panel has a colour scale of its own, fitted to its values:
+    curves of a metric that is positive everywhere are all close to 1, and a scale from -1 would
+    show them as one colour. Cells carry their value while the matrix is small enough to read it.
+    """
+    metrics = list(dict.fromkeys(similarity["metric"]))
+    matrices = [_similarity_matrix(similarity[similarity["metric"] == metric]) for metric in metrics]
+    side = min(8.0, 3.0 + 0.18 * max(len(matrix) for matrix in matrices))
+    # Room for the curve names beside and below each matrix, about 0.07 in a character at 8 pt.
+    names = 0.07 * max(len(str(name)) for matrix in matrices for name in matrix.index) + 0.3
+    columns = min(len(metrics), 2)
+    n_rows = -(-len(metrics) // columns)
+    figure = Figure(figsize=((side * 1.25 + names) * columns, (side + names) * n_rows), layout="constrained")
+    axes = figure.subplots(n_rows, columns, squeeze=False)
+    for ax, metric, matrix in zip(axes.ravel(), metrics, matrices, strict=False):
+        image = ax.imshow(matrix.to_numpy(), cmap=SIMILARITY_COLOURS, interpolation="nearest")
+        figure.colorbar(image, ax=ax, shrink=0.8, label="cosine similarity")
+        every = max(1, -(-len(matrix) // LABELLED_CURVES))
+        ticks = np.arange(0, len(matrix), every)
+        ax.set_xticks(ticks, [matrix.columns[i] for i in ticks], rotation=90, fontsize=8)
+        ax.set_yticks(ticks, [matrix.index[i] for i in ticks], fontsize=8)
+        ax.grid(False)
+        ax.set_title(metric)
+        if len(matrix) <= ANNOTATED_CURVES:
+            _annotate(ax, image, matrix.to_numpy())
+    for ax in axes.ravel()[len(metrics) :]:
+        ax.set_visible(False)
     return figure
 
 
@@ -250,8 +340,9 @@ def _line_panel(axes: Axes, band: pd.DataFrame, metric: str, x: str, x_label: st
     styles = _series_styles(band, x)
     # Bands of many series pile up into one shade: each gets fainter so that the lines stay legible.
     shade = min(0.15, 0.6 / len(styles))
+    dense = band.groupby([c for c in band.columns if c not in (x, *STATISTICS)], sort=False).size().max() > MARKED_POINTS
     for (label, rows), (colour, linestyle, marker) in zip(_series(band, x), styles, strict=True):
-        style = {"color": colour, "linestyle": linestyle, "marker": marker, "markersize": 4}
+        style = {"color": colour, "linestyle": linestyle, "marker": "" if dense else marker, "markersize": 4}
         axes.plot(rows[x], rows["mean"], **style)
         axes.fill_between(rows[x], rows["ci_low"], rows["ci_high"], color=colour, alpha=shade, linewidth=0)
         handles.append(Line2D([], [], label=label, **style))
@@ -264,6 +355,8 @@ def _line_panel(axes: Axes, band: pd.DataFrame, metric: str, x: str, x_label: st
     # A categorical axis (string values) already has a tick per label.
     if pd.api.types.is_numeric_dtype(band[x]) and len(values) <= 16:
         axes.set_xticks(values)
+    elif x == "theta":
+        axes.set_xticks(np.arange(np.ceil(values[0] / THETA_TICKS), np.floor(values[-1] / THETA_TICKS) + 1) * THETA_TICKS)
     axes.set_xlabel(x_label)
     axes.set_ylabel(f"{metric} ({better} is better)" if better else metric)
     n_seeds = _count_range(band["n_seeds"])
@@ -349,17 +442,25 @@ def _panel_selections(cube: xr.Dataset) -> Iterator[tuple[str, dict[str, object]
 
 def _radial_limits(means: pd.Series) -> tuple[float, float]:
     """Radial limits around the means: from their minimum, not from 0, or differences between θ vanish."""
-    low, high = float(means.min()), float(means.max())
+    return _padded(float(means.min()), float(means.max()))
+
+
+def _padded(low: float, high: float) -> tuple[float, float]:
+    """Axis limits around [low, high] with room on either side, also when the two are equal."""
     pad = 0.15 * (high - low) if high > low else max(abs(high), 1.0) * 0.05
     return low - pad, high + pad
 
 
 def _closed_circle(rows: pd.DataFrame) -> pd.DataFrame:
-    """``rows`` with its first angle repeated one turn later, unless the grid already reaches it."""
-    first = rows["theta"].iloc[0]
-    if rows["theta"].iloc[-1] >= first + 360:
+    """``rows`` (sorted by θ) with its first angle repeated one turn later when its angles cover the
+    circle evenly (:func:`~benchsuite.analysis.periodicity.circle_step`, θ taken modulo 360°); as
+    they are otherwise, so that no segment is drawn across the part of the circle that has no angle.
+    """
+    try:
+        circle_step(np.mod(rows["theta"].to_numpy(), 360))
+    except PeriodicityError:
         return rows
-    return pd.concat([rows, rows.iloc[[0]].assign(theta=first + 360)], ignore_index=True)
+    return pd.concat([rows, rows.iloc[[0]].assign(theta=rows["theta"].iloc[0] + 360)], ignore_index=True)
 
 
 def _spread(values: np.ndarray, count: int) -> list[float]:
@@ -378,21 +479,63 @@ def _display_image(image: xr.DataArray) -> np.ndarray:
     return _unit_range(values)
 
 
-def _show_example(ax, image: np.ndarray, mask: np.ndarray, saliency: np.ndarray | None) -> None:
+def _missing_map(cube: xr.Dataset, cell: dict[str, object]) -> str:
+    """Why the gallery's ``cell`` (its selection and θ, every seed) has no saliency map, in the words its panel shows."""
+    if IDENTICAL_VIEWS in cube and bool((cube[IDENTICAL_VIEWS].sel(cell) == 1).any()):
+        # The pipeline leaves these maps NaN on purpose: with identical views the objective is constant.
+        return "identical views:\nmap undefined"
+    if WALL_TIME in cube and not bool(cube[WALL_TIME].sel(cell).notnull().any()):
+        return "not run"
+    return "no map stored"
+
+
+def _show_example(ax, image: np.ndarray, mask: np.ndarray, saliency: np.ndarray | str | None) -> None:
+    """An example image with its mask's outline and, over it, ``saliency``: a map, or a note saying why there is none."""
     ax.imshow(image, cmap="gray", interpolation="nearest")
-    if saliency is not None:
-        if np.isfinite(saliency).any():
-            ax.imshow(_unit_range(saliency), cmap=SALIENCY_COLOURS, alpha=0.6, interpolation="nearest", vmin=0, vmax=1)
-        else:
-            # The label lies on the example image, which can be anything from black to white (a
-            # checkerboard is both), so it brings its own light box to stay readable on any of them.
-            ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center", color=NOTE_INK, bbox=NOTE_BOX)
+    if isinstance(saliency, str):
+        # The note lies on the example image, which can be anything from black to white (a
+        # checkerboard is both), so it brings its own light box to stay readable on any of them.
+        ax.text(0.5, 0.5, saliency, transform=ax.transAxes, ha="center", va="center", color=NOTE_INK, bbox=NOTE_BOX, fontsize=8)
+    elif saliency is not None:
+        ax.imshow(_unit_range(saliency), cmap=SALIENCY_COLOURS, alpha=0.6, interpolation="nearest", vmin=0, vmax=1)
     # A contour of a mask that is all foreground or all background has no level to draw.
     if np.nanmin(mask) < 0.5 < np.nanmax(mask):
         ax.contour(mask, levels=[0.5], colors="#00e5ff", linewidths=1.0)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
+
+
+def _similarity_matrix(rows: pd.DataFrame) -> pd.DataFrame:
+    """The symmetric curve × curve matrix of ``rows``' cosines, curves in order of first appearance, 1 on the diagonal.
+
+    Curves are named by :func:`_distinct_words` of their labels.
+    """
+    curves = pd.Index(list(dict.fromkeys([*rows["curve_a"], *rows["curve_b"]])))
+    values = np.full((len(curves), len(curves)), np.nan)
+    a, b = curves.get_indexer(rows["curve_a"]), curves.get_indexer(rows["curve_b"])
+    values[b, a] = rows["cosine"].to_numpy()
+    values[a, b] = rows["cosine"].to_numpy()
+    diagonal = np.diag_indices(len(curves))
+    values[diagonal] = np.where(np.isnan(values[diagonal]), 1.0, values[diagonal])
+    names = _distinct_words([str(curve) for curve in curves])
+    return pd.DataFrame(values, index=names, columns=names)
+
+
+def _distinct_words(labels: list[str]) -> list[str]:
+    """``labels`` without the words (space-separated) that every one of them has: ``dataset=brain encoder=small_cnn``
+    and ``dataset=shapes encoder=small_cnn`` become ``dataset=brain`` and ``dataset=shapes``, as a legend names only the
+    keys that vary. A label that would be left empty is kept whole."""
+    common = set.intersection(*(set(label.split()) for label in labels)) if labels else set()
+    return [" ".join(word for word in label.split() if word not in common) or label for label in labels]
+
+
+def _annotate(ax: Axes, image: AxesImage, values: np.ndarray) -> None:
+    """Each cell's value in ink that stands out from its colour: dark on the light end of the map, light on the dark."""
+    for (row, column), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            light = np.mean(image.cmap(image.norm(value))[:3]) > 0.5
+            ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="0.1" if light else "white")
 
 
 def _unit_range(values: np.ndarray) -> np.ndarray:

@@ -311,14 +311,15 @@ def report(run_dir: Path, typ: str, other: Path | None) -> None:
 
     Interaction plots (line and polar) per metric, the ANOVA with the theta x dataset reading,
     a saliency gallery, gradient-orientation rose plots, training curves and provenance. The
-    figures are also saved as PNG under RUN_DIR/figures/.
+    figures are also saved as PNG under RUN_DIR/figures/. The tables are those `benchsuite
+    analyze` wrote into RUN_DIR; when they are missing or older than the cube, the analysis is
+    run and they are written first.
     """
-    from benchsuite.analysis.summary import analyze_cube
     from benchsuite.cube import open_cube
-    from benchsuite.report import write_report
+    from benchsuite.report import analysis_tables, write_report
 
     cube = open_cube(run_dir)
-    tables = analyze_cube(cube, typ=int(typ))
+    tables = analysis_tables(run_dir, cube, typ=int(typ))
     notes = {}
     if other is not None:
         from benchsuite.analysis.compare import compare_cubes, display_table, header_lines, legend

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -20,12 +21,23 @@ from PIL import Image
 from statsmodels.stats.weightstats import DescrStatsW
 
 from benchmarks.report_scale import dense_cube as make_dense_cube
-from benchsuite.analysis.anova import anova_table
-from benchsuite.analysis.summary import NEEDS_REPLICATES, analyze_cube
-from benchsuite.cube import EXAMPLE_IMAGE, IDENTICAL_VIEWS, SALIENCY_EXAMPLE, WALL_TIME, open_cube
+from benchmarks.report_scale import write_run
+from benchsuite.analysis.anova import SS_TYPE, anova_table
+from benchsuite.analysis.summary import (
+    NEEDS_REPLICATES,
+    SKIPPED,
+    SUMMARY_NAME,
+    TABLE_NAMES,
+    WARNINGS,
+    analyze_cube,
+    read_tables,
+    write_tables,
+)
+from benchsuite.cube import CUBE_NAME, ENGINE, EXAMPLE_IMAGE, IDENTICAL_VIEWS, SALIENCY_EXAMPLE, WALL_TIME, open_cube
 from benchsuite.durations import readable_duration
-from benchsuite.report import write_report
-from benchsuite.report.document import interaction_reading
+from benchsuite.errors import BenchsuiteError
+from benchsuite.report import analysis_tables, write_report
+from benchsuite.report.document import SHOWN_ROWS, interaction_reading
 from benchsuite.report.figures import (
     interaction_figure,
     png_bytes,
@@ -142,6 +154,16 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
 def dense_cube() -> xr.Dataset:
     """A dense curve as a run stores it: 2 datasets x 360 angles x 2 seeds, saliency examples every 30° only."""
     return make_dense_cube(n_theta=360, n_datasets=2, n_images=4, size=16)
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory: pytest.TempPathFactory, dense_cube: xr.Dataset) -> Path:
+    """A run directory of :func:`dense_cube` with its tables, reported by ``benchsuite report``."""
+    run_dir = tmp_path_factory.mktemp("dense")
+    write_run(run_dir, dense_cube)
+    done = subprocess.run(["benchsuite", "report", str(run_dir)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -555,6 +577,105 @@ def test_a_duration_reads_in_the_unit_that_keeps_its_number_small(seconds, text)
     assert readable_duration(seconds) == text
 
 
+def _uneven_cube() -> xr.Dataset:
+    """:func:`synthetic_cube` at θ = 0, 90, 270: periodicity cannot run on it and says why in a warning."""
+    return synthetic_cube().isel(theta=[0, 1, 3])
+
+
+def test_read_tables_gives_back_what_write_tables_wrote_with_the_reasons_tables_are_empty(tmp_path):
+    cube = _uneven_cube().assign_coords(dataset=["001", "NA"])  # labels that a CSV reader would take for numbers or NaN
+    with pytest.warns(UserWarning, match="do not cover the circle evenly"):
+        tables = analyze_cube(cube.isel(seed=[0]))  # one seed: the ANOVA, mixed model and Tukey are skipped
+    write_tables(cube, tables, tmp_path)
+    back = read_tables(tmp_path)
+
+    assert list(back) == list(TABLE_NAMES)
+    for name, table in tables.items():
+        assert back[name].attrs == table.attrs, name
+        assert list(back[name].columns) == list(table.columns), name
+        if len(table):
+            pd.testing.assert_frame_equal(back[name], table.reset_index(drop=True), check_dtype=False)
+    assert set(back["orientation_autocorr"]["dataset"]) == {"001", "NA"}
+    assert back["anova"].attrs[SKIPPED].startswith("needs replicates")
+    assert "do not cover the circle evenly" in back["periodicity"].attrs[WARNINGS][0]
+
+
+def test_read_tables_restores_the_type_of_sums_of_squares_and_names_a_missing_file(tmp_path):
+    cube = synthetic_cube()
+    write_tables(cube, analyze_cube(cube, typ=3), tmp_path)
+    assert read_tables(tmp_path)["anova"].attrs[SS_TYPE] == 3
+    (tmp_path / "tukey.csv").unlink()
+    with pytest.raises(BenchsuiteError, match=r"tukey\.csv is missing; write the tables with benchsuite analyze"):
+        read_tables(tmp_path)
+
+
+@pytest.fixture
+def analysed_run(tmp_path: Path) -> Path:
+    """A run directory whose tables `benchsuite analyze` wrote, with the ANOVA's first F changed to a mark."""
+    synthetic_cube().to_netcdf(tmp_path / CUBE_NAME, engine=ENGINE)
+    done = subprocess.run(["benchsuite", "analyze", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    anova = pd.read_csv(tmp_path / "anova.csv")
+    anova.loc[0, "F"] = 12345.0  # a value no analysis of this cube gives, so it shows whether the files were read
+    anova.to_csv(tmp_path / "anova.csv", index=False)
+    return tmp_path
+
+
+def test_the_report_reads_the_tables_analyze_wrote_instead_of_analysing_again(analysed_run):
+    assert analysis_tables(analysed_run, open_cube(analysed_run))["anova"].loc[0, "F"] == 12345.0
+    done = subprocess.run(["benchsuite", "report", str(analysed_run)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "12345" in (analysed_run / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("change", ["cube rewritten", "table missing", "other type"])
+def test_the_report_analyses_again_and_writes_the_tables_when_they_do_not_match_the_cube(analysed_run, change):
+    typ = 3 if change == "other type" else 2
+    if change == "cube rewritten":
+        open_cube(analysed_run).to_netcdf(analysed_run / CUBE_NAME, engine=ENGINE)  # now newer than the tables
+    elif change == "table missing":
+        (analysed_run / "covariate.csv").unlink()
+    tables = analysis_tables(analysed_run, open_cube(analysed_run), typ=typ)
+    assert tables["anova"].loc[0, "F"] != 12345.0 and tables["anova"].attrs[SS_TYPE] == typ
+    # Written once: the next report reads them.
+    assert read_tables(analysed_run)["anova"].loc[0, "F"] == tables["anova"].loc[0, "F"]
+    assert json.loads((analysed_run / SUMMARY_NAME).read_text())["anova_type"] == typ
+
+
+def test_an_empty_table_says_on_the_page_why_its_analysis_did_not_run(tmp_path):
+    _uneven_cube().to_netcdf(tmp_path / CUBE_NAME, engine=ENGINE)
+    analyzed = subprocess.run(["benchsuite", "analyze", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert analyzed.returncode == 0 and "do not cover the circle evenly" in analyzed.stderr
+    reported = subprocess.run(["benchsuite", "report", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert reported.returncode == 0, reported.stderr
+    assert "do not cover the circle evenly" not in reported.stderr  # read from the files, not analysed again
+
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    section = re.search(r'<section id="analysis-periodicity">(.*?)</section>', html, re.S)[1]
+    assert "The table is empty. The analysis warned:" in section
+    assert "periodicity analysis skipped: the 3 θ values (0, 90, 270) do not cover the circle evenly" in section
+
+
+def test_a_metric_the_analysis_left_out_is_explained_under_its_table(tmp_path):
+    cube = synthetic_cube()
+    cube["final_loss"][:] = np.nan
+    with pytest.warns(UserWarning, match="final_loss"):
+        tables = analyze_cube(cube)
+    html = write_report(cube, tables, tmp_path).read_text(encoding="utf-8")
+    section = re.search(r'<section id="analysis-periodicity">(.*?)</section>', html, re.S)[1]
+    assert "<table>" in section and "The table is empty" not in section
+    assert "periodicity of metric &#39;final_loss&#39; skipped: every cell is NaN." in section
+
+
+def test_a_long_table_shows_its_first_rows_and_says_where_the_rest_are(tmp_path):
+    cube = synthetic_cube()
+    autocorr = pd.DataFrame({"dataset": "shapes", "theta": np.arange(1000) * 0.36, "autocorr": 0.5})
+    html = write_report(cube, {"orientation_autocorr": autocorr}, tmp_path).read_text(encoding="utf-8")
+    (table,) = PageParts(html).tables[:1]
+    assert len(table) == 1 + SHOWN_ROWS
+    assert f"The first {SHOWN_ROWS} of 1,000 rows; orientation_autocorr.csv in the run directory has them all." in html
+
+
 SIMILARITY = pd.DataFrame(
     {
         "metric": ["dice"] * 3 + ["auroc"],
@@ -575,3 +696,29 @@ def test_the_signature_similarity_figure_is_a_symmetric_heat_map_of_cosines_per_
     assert [label.get_text() for label in panels[0].get_xticklabels()] == ["shapes/moco_v2", "brain/moco_v2", "noise/moco_v2"]
     assert sorted(text.get_text() for text in panels[0].texts) == sorted(["1.00"] * 3 + ["0.90", "-0.20", "0.10"] * 2)
     assert np.asarray(panels[1].images[0].get_array()) == pytest.approx(np.array([[1.0, 0.5], [0.5, 1.0]]))
+
+
+def test_the_report_draws_the_signature_similarity_when_the_analysis_has_it(tmp_path):
+    cube = synthetic_cube()
+    html = write_report(cube, {"signature_similarity": SIMILARITY}, tmp_path / "with").read_text(encoding="utf-8")
+    assert 'id="signatures"' in html and "cosine similarity between θ-curves, per metric" in html
+    assert (tmp_path / "with" / "figures" / "signature_similarity.png").is_file()
+    empty = write_report(cube, {"signature_similarity": SIMILARITY.head(0)}, tmp_path / "empty").read_text(encoding="utf-8")
+    assert 'id="signatures"' not in empty and 'id="analysis-signature_similarity"' in empty
+    assert 'id="signatures"' not in write_report(cube, {}, tmp_path / "without").read_text(encoding="utf-8")
+
+
+def test_the_report_of_a_3600_angle_curve_in_its_shape_stays_small(dense_run):
+    html = (dense_run / "report.html").read_text(encoding="utf-8")
+    assert len(html.encode()) < 2_000_000  # 360 angles here; the benchmark's 3,600 give 2.2 MB
+    assert "2 datasets × 360 angles θ × 2 seeds × 1 method × 1 encoder = 1,440 cells, 1,440 finished." in html
+    assert f"The first {SHOWN_ROWS} of 720 rows" in html  # the orientation autocorrelation: 360 angles per dataset
+
+
+@pytest.mark.chromium
+def test_chromium_renders_the_dense_report_with_every_image(dense_run, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    html = (dense_run / "report.html").read_text(encoding="utf-8")
+    figures = {p.name for p in (dense_run / "figures").iterdir()}
+    assert _rendered_images(html, tmp_path) == f"images={len(figures)} broken=0"

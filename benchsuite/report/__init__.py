@@ -1,9 +1,10 @@
 """The self-contained HTML report of a run: figures, the ANOVA and its reading, provenance.
 
 ``write_report(cube, tables, out_dir)`` is the entry point; the report reads only the cube and
-the analysis tables computed from it.
+the analysis tables computed from it, which ``analysis_tables(run_dir, cube)`` reads from the
+run directory (or computes and writes there once).
 """
 
-from benchsuite.report.document import write_report
+from benchsuite.report.document import analysis_tables, write_report
 
-__all__ = ["write_report"]
+__all__ = ["analysis_tables", "write_report"]

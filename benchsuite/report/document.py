@@ -2,6 +2,8 @@
 
 :func:`write_report` reads the cube and the analysis tables, draws the figures, saves each as
 PNG under ``figures/``, and writes ``report.html`` with the same PNGs inline.
+:func:`analysis_tables` gives it the tables ``benchsuite analyze`` wrote, or runs the analysis
+(and writes them) when there are none that match the cube.
 """
 
 from __future__ import annotations
@@ -13,15 +15,26 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
-from benchsuite.analysis.anova import anova_heading
-from benchsuite.analysis.summary import skipped_analyses, skipped_note
+from benchsuite.analysis.anova import SS_TYPE, anova_heading
+from benchsuite.analysis.summary import (
+    SUMMARY_NAME,
+    TABLE_NAMES,
+    WARNINGS,
+    analyze_cube,
+    read_tables,
+    skipped_analyses,
+    skipped_note,
+    write_tables,
+)
 from benchsuite.cube import (
+    CUBE_NAME,
     DEVICE,
     EXAMPLE_IMAGE,
     EXAMPLE_MASK,
@@ -45,6 +58,11 @@ from benchsuite.report.html import FigureImage, Table, render_page, table
 REPORT_NAME = "report.html"
 FIGURES_DIR = "figures"
 ALPHA = 0.05
+SHOWN_ROWS = 200
+"""A table shows at most this many rows on the page, so that the page stays small on a dense grid
+(the orientation autocorrelation of 3,600 angles has 3,600 rows per dataset); its CSV file has them all."""
+SIGNATURES = "signature_similarity"
+"""The analysis table the signature similarity figure is drawn from: metric, curve_a, curve_b, cosine, l2."""
 
 ANOVA_FORMATS = {"sum_sq": ".4g", "df": "g", "F": ".2f", "p": ".2g", "partial_eta_sq": ".3f"}
 """How the ANOVA table prints its numbers; the readings print F, p and partial η² the same way."""
@@ -57,6 +75,7 @@ ANALYSIS_HEADINGS = {
     "tukey": "Post hoc: which θ differ within a dataset (Tukey HSD)",
     "orientation_autocorr": "Gradient-orientation autocorrelation c(θ) per dataset",
     "covariate": "Covariate: does c(θ) predict the metric?",
+    SIGNATURES: "Signature similarity: pairwise cosine and L2 between θ-curves",
     "compare": "Comparison with another run (A: the other run; B: this one; B - A across seeds)",
 }
 """Headings of the analysis tables the report knows; any other table is headed by its key."""
@@ -84,10 +103,15 @@ class MetricSection:
 
 @dataclass(frozen=True)
 class TableSection:
+    """A further analysis table: notes above it, the warnings its analysis raised, and how many rows it has in all."""
+
     anchor: str
     heading: str
     table: Table
     notes: Sequence[str] = ()
+    warnings: Sequence[str] = ()
+    rows_in_all: int = 0
+    file_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,7 +175,10 @@ def write_report(
     is shown as it is, in the order given, below the lines ``notes`` holds for it (a
     comparison's runs and what differs between them, say). A table whose analysis was skipped (see
     :func:`benchsuite.analysis.summary.analyze_cube`) gets no section; the summary says once why
-    it was skipped. The page is self-contained (figures inline, no script, no network access).
+    it was skipped. A table shows the warnings its analysis raised (``attrs[WARNINGS]``: why it
+    is empty, or lacks a metric) and at most :data:`SHOWN_ROWS` rows. The ``signature_similarity``
+    table, when it has rows, is also drawn as a heat map per metric. The page is self-contained
+    (figures inline, no script, no network access).
     """
     out_dir = Path(out_dir)
     skipped = skipped_analyses(tables)
@@ -163,7 +190,9 @@ def write_report(
         for key, frame in tables.items()
         if key != "anova" and key not in skipped
     ]
-    drawn = [_figure_section(cube, drawing) for drawing in _DRAWINGS]
+    signatures = tables.get(SIGNATURES)
+    drawn = [_signature_section(signatures)] if signatures is not None and len(signatures) else []
+    drawn += [_figure_section(cube, drawing) for drawing in _DRAWINGS]
 
     figures_dir = out_dir / FIGURES_DIR
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +229,24 @@ def write_report(
     partial.write_text(page, encoding="utf-8")
     os.replace(partial, path)
     return path
+
+
+def analysis_tables(run_dir: Path, cube: xr.Dataset, *, typ: Literal[2, 3] = 2) -> dict[str, pd.DataFrame]:
+    """The analysis of ``run_dir``'s ``cube``: the tables ``benchsuite analyze`` wrote there, when every one of
+    them is there, none is older than the cube and the ANOVA has type ``typ``; otherwise the
+    analysis is run and its tables written, so that it runs once and not for every report.
+    """
+    run_dir = Path(run_dir)
+    files = [run_dir / SUMMARY_NAME, *(run_dir / f"{name}.csv" for name in TABLE_NAMES)]
+    if all(file.is_file() for file in files):
+        written = min(file.stat().st_mtime_ns for file in files)
+        if written >= _modified_ns(run_dir / CUBE_NAME):
+            tables = read_tables(run_dir)
+            if tables["anova"].attrs.get(SS_TYPE, typ) == typ:
+                return tables
+    tables = analyze_cube(cube, typ=typ)
+    write_tables(cube, tables, run_dir)
+    return tables
 
 
 def study_terms(cube: xr.Dataset) -> list[str]:
@@ -289,13 +336,32 @@ def _plotted_against(cube: xr.Dataset) -> str:
 
 
 def _table_section(key: str, frame: pd.DataFrame, terms: list[str], notes: Sequence[str]) -> TableSection:
-    """A further analysis table as it is; the rows of ``terms`` are highlighted wherever a table has terms."""
+    """A further analysis table as it is, its first :data:`SHOWN_ROWS` rows; the rows of ``terms`` are highlighted
+    wherever a table has terms."""
     frame = frame.reset_index() if _has_named_index(frame) else frame
     return TableSection(
         f"analysis-{_slug(key)}",
         ANALYSIS_HEADINGS.get(key, key.replace("_", " ").capitalize()),
-        table(frame, highlight=lambda row: row.get("term") in terms),
+        table(frame.head(SHOWN_ROWS), highlight=lambda row: row.get("term") in terms),
         notes,
+        frame.attrs.get(WARNINGS, ()),
+        len(frame),
+        f"{key}.csv" if key in TABLE_NAMES else "",
+    )
+
+
+def _signature_section(similarity: pd.DataFrame) -> FigureSection:
+    return FigureSection(
+        "signatures",
+        "Signature similarity",
+        _image(
+            figures.similarity_matrices(similarity),
+            "signature_similarity.png",
+            "cosine similarity between θ-curves, per metric",
+            "Per metric, the cosine similarity between the θ-curves (signatures) of each pair of curves; "
+            "each metric has a colour scale of its own.",
+        ),
+        "",
     )
 
 
@@ -377,6 +443,14 @@ def _json_table(text: str | None, columns: tuple[str, str]) -> Table:
 
 def _image(figure: Figure, file_name: str, alt: str, caption: str) -> FigureImage:
     return FigureImage(figures.png_bytes(figure), file_name, alt, caption)
+
+
+def _modified_ns(path: Path) -> int:
+    """When ``path`` last changed: a file's modification time, or the latest of a folder's files (a
+    chunked store); 0 when it does not exist."""
+    if not path.exists():
+        return 0
+    return max(entry.stat().st_mtime_ns for entry in [path, *(path.rglob("*") if path.is_dir() else ())])
 
 
 def _has_named_index(frame: pd.DataFrame) -> bool:

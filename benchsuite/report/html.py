@@ -117,6 +117,8 @@ pre { background: #f6f8fa; border: 1px solid var(--rule); padding: 10px 12px; ov
       font-size: 0.85em; line-height: 1.4; }
 .columns { display: flex; flex-wrap: wrap; gap: 8px 40px; align-items: flex-start; }
 .note { color: var(--muted); font-size: 0.9em; }
+.warnings { border-left: 4px solid #d4a017; background: #fffbea; padding: 0.3em 0.8em; margin: 0.5em 0; font-size: 0.9em; }
+.warnings p, .warnings ul { margin: 0.2em 0; }
 """
 
 _PAGE = (
@@ -207,7 +209,15 @@ the evaluation images first); the band is its t-based 95% confidence interval ov
 {% for note in analysis.notes %}<p class="note">{{ note }}</p>{% endfor %}
 {% if analysis.table.rows %}
 {{ render_table(analysis.table, scroll=true) }}
-{% else %}
+{% if analysis.rows_in_all > analysis.table.rows | length %}
+<p class="note">The first {{ "{:,}".format(analysis.table.rows | length) }} of {{ "{:,}".format(analysis.rows_in_all) }} rows
+{%- if analysis.file_name %}; {{ analysis.file_name }} in the run directory has them all{% endif %}.</p>
+{% endif %}
+{% endif %}
+{% if analysis.warnings %}
+<div class="warnings"><p>{{ "The table is empty. " if not analysis.table.rows }}The analysis warned:</p>
+<ul>{% for warning in analysis.warnings %}<li>{{ warning }}</li>{% endfor %}</ul></div>
+{% elif not analysis.table.rows %}
 <p class="note">The table is empty.</p>
 {% endif %}
 </section>

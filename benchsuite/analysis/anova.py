@@ -24,11 +24,14 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 import xarray as xr
 from statsmodels.stats.anova import anova_lm
 
+from benchsuite.analysis.guard import check_memory, design_bytes
+from benchsuite.analysis.settings import HARMONIC_TERM, HARMONICS_CHOSEN
 from benchsuite.cube import IMAGE, METRIC, grid_axes, metric_names
 from benchsuite.cube import factors as cube_factors
 from benchsuite.errors import BenchsuiteError, did_you_mean
@@ -140,7 +143,8 @@ def anova_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, typ: Lit
     everywhere in a combination, ...) is skipped with a warning that names the reason. A cube
     with a single seed cannot be analysed at all, and a metric name that is unknown or not a
     well-formed metric variable is a mistake rather than missing data: both raise
-    :class:`AnovaError`.
+    :class:`AnovaError`. A design too large for memory raises
+    :class:`~benchsuite.analysis.guard.AnalysisTooLarge` before any fit.
     """
     names = metric_names(cube) if metrics is None else list(metrics)
     for name in names:
@@ -152,6 +156,10 @@ def anova_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, typ: Lit
             "better 3 or more)."
         )
 
+    levels = [cube.sizes[f] for f in cube_factors(cube) if cube.sizes[f] > 1]
+    rows = int(np.prod([cube.sizes[d] for d in grid_axes(cube)]))
+    columns = int(np.prod(levels))  # the full factorial: one column per combination of levels
+    check_memory("ANOVA", f"its design of {rows:,} cells × {columns:,} columns", design_bytes(rows, columns))
     blocks = []
     for name in names:
         try:
@@ -169,8 +177,11 @@ def anova_heading(table: pd.DataFrame) -> str:
     """What kind of ANOVA ``table`` holds: ``"ANOVA (Type II sums of squares, sum contrasts)"``.
 
     The type comes from ``table.attrs[SS_TYPE]``; a table without it (read back from a CSV file)
-    names the contrasts alone, which are always sum-to-zero.
+    names the contrasts alone, which are always sum-to-zero. A harmonic regression's table
+    (:mod:`benchsuite.analysis.harmonic`, terms ``harmonics...``) is named as one.
     """
+    if table["term"].astype(str).str.startswith(HARMONIC_TERM).any():
+        return "Harmonic regression of θ (sin kθ, cos kθ; nested F-tests)"
     typ = table.attrs.get(SS_TYPE)
     sums = f"Type {_ROMAN[typ]} sums of squares, " if typ in _ROMAN else ""
     return f"ANOVA ({sums}sum contrasts)"
@@ -211,6 +222,8 @@ def format_anova(table: pd.DataFrame) -> str:
             for line in lines
         ]
         title = f"{metric}: {balance}, {first['n_per_cell']} observations per cell"
+        if (k := table.attrs.get(HARMONICS_CHOSEN, {}).get(metric)) is not None:
+            title += f", K = {k} harmonic{'s' if k > 1 else ''}"
         blocks.append("\n".join([title, *("  " + line for line in body)]))
     return "\n\n".join([heading, *blocks])
 
@@ -250,12 +263,19 @@ def _metric_anova(cube: xr.Dataset, metric: str, typ: Literal[2, 3]) -> pd.DataF
         raise AnovaError("every cell is NaN.")
     factors = varying_factors(frame, cube_factors(cube))
     result = anova(frame, factors, typ=typ).reset_index()
-    counts = _replicate_counts(frame, factors)
-    low, high = int(counts.min()), int(counts.max())
     result.insert(0, "metric", metric)
-    result["balanced"] = low == high
-    result["n_per_cell"] = str(low) if low == high else f"{low}-{high}"
+    result["balanced"], result["n_per_cell"] = design_summary(frame, factors)
     return result
+
+
+def design_summary(frame: pd.DataFrame, factors: Sequence[str]) -> tuple[bool, str]:
+    """Whether every combination of ``factors`` has as many observations as every other, and how many.
+
+    The count is a string, so the column has one type: ``"3"`` when balanced, else ``"2-3"``.
+    """
+    counts = _replicate_counts(frame, list(factors))
+    low, high = int(counts.min()), int(counts.max())
+    return low == high, str(low) if low == high else f"{low}-{high}"
 
 
 def _replicate_counts(data: pd.DataFrame, factors: list[str]) -> pd.Series:

@@ -29,13 +29,19 @@ as known, though, so with few seeds its p-value is smaller than the ANOVA's F-te
 the same statistic (statsmodels offers no Kenward-Roger or Satterthwaite degrees of freedom).
 What the mixed model adds is the split of the variance into image, run and residual parts,
 and a per-image fit that stays valid when images are missing from some cells.
+
+On a dense θ grid (:mod:`benchsuite.analysis.harmonic`) θ enters as its K harmonics instead,
+one term of 2K columns (``harmonics``, ``harmonics:dataset``, ...), with the K the harmonic
+regression of the cell means chose. The model holds one random effect per run and per image in
+dense matrices, so its size is estimated before fitting (:mod:`benchsuite.analysis.guard`):
+a cube too large for it is skipped with the size in the reason.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -45,6 +51,9 @@ import xarray as xr
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from benchsuite.analysis.anova import factorial_formula, placeholders, readable_term, varying_factors
+from benchsuite.analysis.guard import AnalysisTooLarge, check_memory, design_bytes
+from benchsuite.analysis.harmonic import harmonic_basis
+from benchsuite.analysis.settings import HARMONIC_TERM
 from benchsuite.cube import IMAGE, METRIC, grid_axes
 from benchsuite.cube import factors as cube_factors
 from benchsuite.errors import BenchsuiteError
@@ -59,6 +68,13 @@ MIXED_COLUMNS = [
 # metrics here live in [0, 1] and their variances are routinely below that, so the flag says
 # nothing about the fit; the estimated variances are reported instead.
 _BOUNDARY_WARNING = "The MLE may be on the boundary of the parameter space."
+
+
+MAX_RANDOM_COLUMNS = 300
+"""The most random effects (images and runs) per dataset the model is fitted with. A fit's time
+grows with their cube: on the 2-core development machine one metric took 20 s at 152 of them
+(72 angles × 2 seeds, 8 images), so about 2.5 minutes at 300; every shipped suite stays below
+(``fingerprint``, 72 angles × 2 seeds and 64 images, has 208)."""
 
 
 class MixedModelError(BenchsuiteError, ValueError):
@@ -92,10 +108,11 @@ def image_values(cube: xr.Dataset, metric: str) -> pd.DataFrame:
     return frame[frame["value"].notna()].reset_index(drop=True)
 
 
-def fit_mixed(frame: pd.DataFrame, factors: Sequence[str]) -> MixedFit:
+def fit_mixed(frame: pd.DataFrame, factors: Sequence[str], harmonics: int | None = None) -> MixedFit:
     """Fit the mixed model to per-image values (the columns of :func:`image_values`).
 
-    ``factors`` are the fixed effects, crossed in full with sum contrasts. Every column but
+    ``factors`` are the fixed effects, crossed in full with sum contrasts; with ``harmonics`` K,
+    θ enters as sin kθ, cos kθ (k = 1..K), one term named ``harmonics``. Every column but
     ``image`` and ``value`` is a grid dimension, and a run is one combination of their levels. Raises
     :class:`MixedModelError` when a factor has a single level or a combination of factor
     levels has no observation. A fit that does not converge is returned with
@@ -105,16 +122,23 @@ def fit_mixed(frame: pd.DataFrame, factors: Sequence[str]) -> MixedFit:
     _check_design(frame, factors)
     grid = [column for column in frame.columns if column not in (IMAGE, "value")]
     names = placeholders(factors)
+    formula, labels = factorial_formula(names), dict(names)
+    if harmonics is not None and "theta" in factors:
+        theta = next(p for p, f in names.items() if f == "theta")
+        # One patsy term of 2K columns, so that Wald tests it and its interactions as wholes.
+        formula = formula.replace(f"C({theta}, Sum)", f"{HARMONIC_TERM}({theta})")
+        labels[f"{HARMONIC_TERM}({theta})"] = HARMONIC_TERM
     data = frame.assign(**{p: frame[f] for p, f in names.items()})
     # Image numbers restart in every dataset and runs are nested in datasets, so within a
     # dataset group these codes identify the random effects.
     data["run"] = data.groupby([d for d in grid if d != "dataset"], sort=False).ngroup()
     model = smf.mixedlm(
-        factorial_formula(names),
+        formula,
         data,
         groups="dataset",
         re_formula="0",
         vc_formula={"image": f"0 + C({IMAGE})", "run": "0 + C(run)"},
+        eval_env={HARMONIC_TERM: lambda theta: harmonic_basis(theta, harmonics or 0)},
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -129,7 +153,7 @@ def fit_mixed(frame: pd.DataFrame, factors: Sequence[str]) -> MixedFit:
             "df": wald["df constraint"].astype(int).to_numpy(),
             "p": wald["P>chi2"].astype(float).to_numpy(),
         },
-        index=pd.Index([readable_term(term, names) for term in wald.index], name="term"),
+        index=pd.Index([readable_term(term, labels) for term in wald.index], name="term"),
     )
     variances = dict(zip(model.exog_vc.names, np.atleast_1d(result.vcomp), strict=True))
     return MixedFit(
@@ -145,31 +169,40 @@ def fit_mixed(frame: pd.DataFrame, factors: Sequence[str]) -> MixedFit:
     )
 
 
-def mixed_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+def mixed_table(
+    cube: xr.Dataset, metrics: Sequence[str] | None = None, harmonics: Mapping[str, int] | None = None
+) -> pd.DataFrame:
     """The mixed model of every per-image metric in ``cube``, in long form.
 
     ``metrics`` defaults to every metric with an ``image`` dimension; cell-scope metrics such as
     ``final_loss`` have one value per run and nothing for an image effect to explain. The fixed
     factors are the cube's (:func:`benchsuite.cube.factors`: θ, any swept parameter, the dataset,
     the method, the encoder) with more than one level, so every study interaction the cube
-    varies (``theta:dataset``, ``<swept>:dataset``) is a term.
+    varies (``theta:dataset``, ``<swept>:dataset``) is a term. ``harmonics`` maps each metric to
+    the K of its θ curve (:func:`benchsuite.analysis.harmonic.harmonic_table`'s choice) when θ is
+    dense; a metric without one is skipped with a warning.
 
     Columns: ``metric, term, chi2, df, p`` (the Wald test of the term), then per metric the
     variances ``image_var, run_var, residual_var``, the counts ``n_obs, n_images, n_runs``,
     ``converged`` and ``note`` (optimiser warnings, empty when there were none). A metric that
     cannot be fitted is skipped with a warning naming it and the reason; a name that is not a
-    per-image metric is a mistake and raises :class:`MixedModelError`.
+    per-image metric is a mistake and raises :class:`MixedModelError`. A cube whose model would
+    not fit in memory raises :class:`~benchsuite.analysis.guard.AnalysisTooLarge` before any fit.
     """
     names = _image_metrics(cube) if metrics is None else list(metrics)
     for name in names:
         _image_variable(cube, name)
+    _check_size(cube, max(harmonics.values(), default=1) if harmonics is not None else None)
     blocks = []
     for name in names:
         try:
+            if harmonics is not None and name not in harmonics:
+                raise MixedModelError("the harmonic regression of its cell means did not run, so its θ curve has no K.")
             frame = image_values(cube, name)
             if frame.empty:
                 raise MixedModelError("every image value is NaN.")
-            fit = fit_mixed(frame, varying_factors(frame, cube_factors(cube)))
+            k = None if harmonics is None else harmonics[name]
+            fit = fit_mixed(frame, varying_factors(frame, cube_factors(cube)), harmonics=k)
         # AnovaError and statsmodels' ValueError for degenerate fits are both ValueErrors.
         except (MixedModelError, np.linalg.LinAlgError, ValueError) as error:
             warnings.warn(f"mixed model of metric {name!r} skipped: {error}", stacklevel=2)
@@ -183,6 +216,35 @@ def mixed_table(cube: xr.Dataset, metrics: Sequence[str] | None = None) -> pd.Da
     if not blocks:
         return pd.DataFrame(columns=MIXED_COLUMNS)
     return pd.concat(blocks, ignore_index=True)[MIXED_COLUMNS]
+
+
+def _check_size(cube: xr.Dataset, harmonics: int | None) -> None:
+    """Refuse a cube whose per-image model would not fit in memory or in reasonable time, before its frame is made.
+
+    Per dataset, statsmodels holds dense random-effect columns, one per image and one per run,
+    for every row of that dataset; the fixed effects are one column per combination of levels
+    (θ counting 2K + 1 with harmonics). Each of the optimiser's hundreds of steps solves a
+    system of the random-effect columns per dataset, so past :data:`MAX_RANDOM_COLUMNS` the fit
+    would take hours even where it fits in memory.
+    """
+    grid = grid_axes(cube)
+    rows = int(np.prod([cube.sizes[d] for d in grid])) * cube.sizes.get(IMAGE, 1)
+    levels = {f: cube.sizes[f] for f in cube_factors(cube) if cube.sizes[f] > 1}
+    if harmonics is not None and "theta" in levels:
+        levels["theta"] = 2 * harmonics + 1
+    fixed = int(np.prod(list(levels.values())))
+    runs_per_dataset = int(np.prod([cube.sizes[d] for d in grid if d != "dataset"]))
+    random = cube.sizes.get(IMAGE, 1) + runs_per_dataset
+    check_memory(
+        "mixed model", f"its design of {rows:,} per-image rows × {fixed + random:,} columns", design_bytes(rows, fixed + random)
+    )
+    if random > MAX_RANDOM_COLUMNS:
+        raise AnalysisTooLarge(
+            "mixed model",
+            f"would solve systems of {random:,} random effects per dataset (one per image and per run) at each of "
+            f"hundreds of optimiser steps, more than the {MAX_RANDOM_COLUMNS:,} it fits in minutes; the ANOVA "
+            "on cell means tests the same terms",
+        )
 
 
 def _image_metrics(cube: xr.Dataset) -> list[str]:

@@ -6,6 +6,10 @@ pairs of one dataset. The observations are cell means, one per seed, so the seed
 replicates, as in the ANOVA. The test is statsmodels' ``pairwise_tukeyhsd``, run per dataset
 (and per method, encoder and swept parameter value, whatever the suite varies) with its own
 pooled within-θ variance.
+
+A dense θ grid (more than :data:`MAX_THETAS` angles) has too many pairs to compare; given
+``bins``, the angles are grouped into that many equal arcs first, each seed's cell means
+averaged within an arc, and the arcs compared, each named by the angle it starts at.
 """
 
 from __future__ import annotations
@@ -13,18 +17,24 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
 from benchsuite.analysis.anova import cell_means
-from benchsuite.analysis.periodicity import SERIES_KEYS, series_keys
-from benchsuite.cube import metric_names
+from benchsuite.analysis.periodicity import SERIES_KEYS, PeriodicityError, circle_step, series_keys
+from benchsuite.cube import REPLICATE, metric_names
 from benchsuite.errors import BenchsuiteError
 
 MAX_THETAS = 36
 """More angles than this are a sweep, not a set of conditions to compare pairwise; each of the
 n(n-1)/2 adjusted p-values is a numerical integral of the studentized range distribution."""
+
+DENSE_BINS = 12
+"""The arcs a dense θ grid is binned into for Tukey HSD (30°, the default suite's grid), or the
+suite's ``dense_above`` when that is fewer: each family's p-values are numerical integrals, about
+1.8 s for 36 arcs' 630 pairs and 0.5 s for 12 arcs' 66 on the development machine."""
 
 PAIR_COLUMNS = ["theta_a", "theta_b", "meandiff", "p_adj", "lower", "upper", "reject"]
 TUKEY_COLUMNS = ["metric", *SERIES_KEYS, *PAIR_COLUMNS]
@@ -59,8 +69,30 @@ def tukey_hsd(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     return pairs[PAIR_COLUMNS]
 
 
+def angle_bins(thetas: np.ndarray, n_bins: int) -> np.ndarray:
+    """The start of the arc each of ``thetas`` (degrees) falls in, of ``n_bins`` equal arcs.
+
+    The arcs cover the circle from 0° when the angles sample it evenly, else the angles' range
+    (its last step included, so that an even grid fills every arc alike).
+    """
+    angles = np.asarray(thetas, dtype=float)
+    distinct = np.unique(angles)
+    try:
+        circle_step(distinct)
+        start, span = 0.0, 360.0
+    except PeriodicityError:
+        start, span = distinct[0], (distinct[-1] - distinct[0]) * len(distinct) / max(len(distinct) - 1, 1)
+    width = span / n_bins
+    index = np.clip(np.floor((angles - start) / width + 1e-9), 0, n_bins - 1)
+    return start + index * width
+
+
 def tukey_table(
-    cube: xr.Dataset, metrics: Sequence[str] | None = None, alpha: float = 0.05, max_thetas: int = MAX_THETAS
+    cube: xr.Dataset,
+    metrics: Sequence[str] | None = None,
+    alpha: float = 0.05,
+    max_thetas: int = MAX_THETAS,
+    bins: int | None = None,
 ) -> pd.DataFrame:
     """Tukey HSD between the angles of every metric, within each family: a metric(θ) series.
 
@@ -70,13 +102,17 @@ def tukey_table(
     per swept parameter, then ``theta_a, theta_b, meandiff, p_adj, lower, upper, reject`` (see
     :func:`tukey_hsd`). A family that cannot be tested (a single seed, angles missing) is skipped
     with a warning naming the metric, the family and the reason. A cube with a single angle, or
-    with more than ``max_thetas``, raises :class:`PosthocError`.
+    with more than ``max_thetas`` and no ``bins`` (at most ``max_thetas``) to group them into,
+    raises :class:`PosthocError`.
     """
     n_thetas = cube.sizes["theta"]
     if n_thetas < 2:
         # Said once here, rather than once per family: a sweep of another parameter at one θ has many.
         raise PosthocError(f"the cube has {n_thetas} θ value(s); pairwise comparisons need two or more.")
-    if n_thetas > max_thetas:
+    binned = bins is not None and n_thetas > max_thetas
+    if binned and not 2 <= bins <= max_thetas:
+        raise PosthocError(f"{bins} bins of θ; Tukey HSD compares between 2 and {max_thetas}.")
+    if n_thetas > max_thetas and not binned:
         raise PosthocError(
             f"{n_thetas} θ values make {n_thetas * (n_thetas - 1) // 2} pairs per dataset, more than "
             f"pairwise comparisons can usefully show (limit {max_thetas} angles); read the "
@@ -86,7 +122,11 @@ def tukey_table(
     keys = series_keys(cube)
     blocks = []
     for name in names:
-        for key, family in cell_means(cube, name).groupby(keys, sort=False):
+        frame = cell_means(cube, name)
+        if binned:
+            frame = frame.assign(theta=angle_bins(frame["theta"].to_numpy(), bins))
+            frame = frame.groupby([*keys, REPLICATE, "theta"], sort=False, as_index=False)["value"].mean()
+        for key, family in frame.groupby(keys, sort=False):
             labels = dict(zip(keys, key, strict=True))
             try:
                 pairs = tukey_hsd(family, alpha=alpha)

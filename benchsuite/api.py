@@ -218,6 +218,26 @@ class SSPMethod(nn.Module):
         coefficient) reads it; the number of steps depends on the dataset, which a method never sees.
         """
 
+    def before_training(self, pairs: Iterator[tuple[Tensor, Tensor]]) -> None:
+        """Called once before the first step, in training mode and without gradient; the default reads nothing.
+
+        ``pairs`` yields the training pairs ``(view1, view2)`` as training steps see them (shuffled
+        batches of the training images at the training batch size, views drawn as for training),
+        pass after pass without end, from streams of their own: the steps that follow draw the same
+        batches whether or not a method reads any. A method whose state is built from data reads
+        what it needs here; MoCo v2 fills its queue of negatives with real keys when asked to.
+        """
+
+    def placeholder_negatives(self) -> float | None:
+        """The share of the method's stored negatives that were not keys of training images when training ended.
+
+        None (the default) for a method that stores no negatives. MoCo's queue starts as random
+        unit vectors, easy negatives that lower its loss until real keys replace them, and how many
+        are replaced by the last epoch depends on the dataset's size: the core stores the share per
+        cell and warns once per run when a cell ends above 0.
+        """
+        return None
+
     def embed(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Return the embedding whose pair similarity the method optimises, [N, D]."""
         raise NotImplementedError

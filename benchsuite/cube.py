@@ -52,6 +52,7 @@ EXAMPLE_IMAGE = "example_image"  # per dataset, [example, channel, y, x]
 EXAMPLE_MASK = "example_mask"  # per dataset, [example, y, x]
 ORIENTATION_HIST = "orientation_hist"  # per dataset, [orientation]
 IDENTICAL_VIEWS = "identical_views"  # 1 where the pair's views were identical, so saliency is undefined
+PLACEHOLDER_NEGATIVES = "placeholder_negatives"  # share of the method's negatives not yet real keys when training ended
 WALL_TIME = "wall_time_s"
 PEAK_MEMORY = "peak_memory_mb"
 DEVICE = "device"

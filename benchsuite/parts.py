@@ -97,6 +97,14 @@ def cell_variables(result: CellResult, *, detailed: bool, dataset_level: bool) -
             description="1 where the pair's two views were identical, so the cell has no saliency (NaN maps)",
         ),
     }
+    if result.placeholder_negatives is not None:  # only for a method that stores negatives; NaN in the cube elsewhere
+        variables[names.PLACEHOLDER_NEGATIVES] = _var(
+            (),
+            result.placeholder_negatives,
+            names.DIAGNOSTIC,
+            description="share of the method's stored negatives (MoCo's queue) that were still placeholders, not keys "
+            "of training images, when training ended; its training loss is lower where this is above 0",
+        )
     if detailed:
         variables[names.SALIENCY_EXAMPLE] = _var(("example", "y", "x"), result.example_saliency, names.EXAMPLE, level="detail")
     if dataset_level:

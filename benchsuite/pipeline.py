@@ -33,7 +33,7 @@ from benchsuite.orientation import orientation_histogram
 from benchsuite.registry import PluginRegistry
 from benchsuite.stacking import StackedNonFiniteLoss, stacked_pair_similarity, train_stacked
 from benchsuite.suite import canonical_json
-from benchsuite.training import TrainingCurves, pretrain
+from benchsuite.training import TrainingCurves, before_training, pretrain
 from benchsuite.views import FixedPair, draw_generator, fresh_pair
 
 
@@ -56,6 +56,7 @@ class CellResult:
     device: str
     threads: int
     stack_size: int  # cells trained together as one stacked model, this one included
+    placeholder_negatives: float | None = None  # SSPMethod.placeholder_negatives() after training; None: it stores none
 
 
 class CellFailure(Exception):
@@ -194,6 +195,7 @@ def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, prog
     method = build_method(cell, registry, data.train.shape[1], device)
     augment = build(registry, cell, "augmentations")
     with _stage(cell, f"pre-training with '{cell.config['method']['plugin']}'"):
+        before_training(method, augment, cell.theta, data.train, cell.seed)
         order = torch.Generator().manual_seed(cell.seed)
         views = draw_generator(cell.seed, "training", device)
         curves = pretrain(method, augment, cell.theta, data.train, order, views=views, progress=progress, label=cell.describe())
@@ -251,6 +253,9 @@ def run_group(
     methods = [build_method(cell, registry, data.train.shape[1], device) for cell in cells]
     augment = build(registry, first, "augmentations")
     stage = f"pre-training with '{first.config['method']['plugin']}'"
+    for cell, method in zip(cells, methods, strict=True):  # each model alone, as it would be trained alone
+        with _stage(cell, stage):
+            before_training(method, augment, cell.theta, data.train, cell.seed)
     try:
         curves = train_stacked(
             methods,
@@ -443,4 +448,5 @@ def evaluate(
         device=str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
         threads=torch.get_num_threads(),
         stack_size=stack_size,
+        placeholder_negatives=method.placeholder_negatives(),
     )

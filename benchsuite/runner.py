@@ -31,6 +31,10 @@ class MetricWarning(UserWarning):
     """Some evaluation images gave NaN for a metric (e.g. an empty mask)."""
 
 
+class NegativesWarning(UserWarning):
+    """Cells ended training with some of their method's negatives still placeholders (MoCo's queue not yet full of real keys)."""
+
+
 class StoreWarning(UserWarning):
     """About the stored results: a damaged part set aside (its cells run again), or an earlier layout converted."""
 
@@ -190,6 +194,36 @@ class _NanTally:
             )
 
 
+class _PlaceholderTally:
+    """Each method's cells that ended training with placeholder negatives, to warn once per run rather than once per cell."""
+
+    def __init__(self) -> None:
+        self.shares: dict[str, list[float]] = {}  # method label -> the share of each of its cells that stores negatives
+
+    def add(self, result: CellResult) -> None:
+        if result.placeholder_negatives is not None:
+            self.shares.setdefault(result.cell.method, []).append(result.placeholder_negatives)
+
+    def warn(self) -> None:
+        found = []
+        for method, shares in self.shares.items():
+            unfilled = [share for share in shares if share > 0]
+            if unfilled:
+                spread = f"{min(unfilled):.0%} to {max(unfilled):.0%} of their negatives"
+                found.append(f"{method}: {len(unfilled)} of {len(shares)} cells, {spread}")
+        if not found:
+            return
+        warnings.warn(
+            f"cells ended training with part of their negatives still placeholders, not keys of training images "
+            f"({'; '.join(found)}; placeholder_negatives in the cube). Placeholders are easy negatives, so those cells' "
+            "training loss (final_loss) is lower than with real keys, and the more so the fewer images x epochs a dataset "
+            "gives: compare datasets on heldout_infonce, or have the method fill its negatives before the first step "
+            "(moco_v2: queue_init: keys).",
+            NegativesWarning,
+            stacklevel=2,
+        )
+
+
 def run_cells(
     resolved: ResolvedSuite, registry: PluginRegistry, out_dir: Path, *, force: bool = False, progress: bool = True
 ) -> RunSummary:
@@ -257,7 +291,7 @@ def _run(
     executor = registry.get("executors", executor_config.plugin).factory(executor_config.params)
     task = GroupTask(registry, worker_environment(), str(store.run_dir), progress)
 
-    ran, nans, lost = 0, _NanTally(), []
+    ran, nans, placeholders, lost = 0, _NanTally(), _PlaceholderTally(), []
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=resolved.name, unit="cell", disable=not progress)
     try:
         with PartWriter(store, detail) as parts:
@@ -269,6 +303,7 @@ def _run(
                 logs.add(result)
                 parts.add(result)
                 nans.add(result)
+                placeholders.add(result)
                 ran += 1
                 bar.update()
     except CellFailure as failure:
@@ -277,6 +312,7 @@ def _run(
         logs.close()
         bar.close()
         nans.warn()
+        placeholders.warn()
         if store.done_keys() and not (ran == 0 and store.cube_is_current(cells)):
             sweep_paths = {sweep.dim: sweep.path for sweep in resolved.sweeps}
             store.write_cube(store.build_cube(cells, _cube_attrs(resolved), sweep_paths))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from benchsuite.api import Augmentation, SSPMethod, TrainingParams
-from benchsuite.views import fresh_pair
+from benchsuite.views import draw_generator, fresh_pair
 
 
 class NonFiniteLoss(Exception):
@@ -67,6 +68,40 @@ def fast_kernels(device: torch.device) -> contextlib.AbstractContextManager[None
     return contextlib.nullcontext()
 
 
+def training_pairs(
+    augment: Augmentation, theta: float, images: Tensor, batch_size: int, order: torch.Generator, views: torch.Generator | None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Pairs of views of ``images`` in training batches, pass after pass without end.
+
+    ``order`` (CPU) shuffles each pass, which is cut into batches of ``batch_size`` (at most the
+    image count), a last partial batch dropped; a random augmentation draws from ``views`` (on
+    the images' device). Nothing is drawn before a pair is asked for.
+    """
+    n = images.shape[0]
+    batch = min(batch_size, n)
+    while True:
+        shuffled = torch.randperm(n, generator=order).to(images.device)
+        for i in range(n // batch):
+            yield fresh_pair(augment, images[shuffled[i * batch : (i + 1) * batch]], theta, views)
+
+
+def before_training(method: SSPMethod, augment: Augmentation, theta: float, images: Tensor, seed: int) -> None:
+    """Show ``method`` its training pairs before the first step (:meth:`SSPMethod.before_training`).
+
+    The pairs come from the cell's own ``before training`` streams, so the batches and views the
+    training steps draw are the same whether or not the method reads any, and a method that fills
+    state here (MoCo's queue) does so identically alone and in a stack. Training mode and
+    :func:`fast_kernels` arithmetic, as the first step would run it; no gradient.
+    """
+    device = images.device
+    order = draw_generator(seed, "before training order", torch.device("cpu"))
+    views = draw_generator(seed, "before training", device)
+    pairs = training_pairs(augment, theta, images, method.params.batch_size, order, views)
+    method.train()
+    with torch.no_grad(), fast_kernels(device):
+        method.before_training(pairs)
+
+
 def pretrain(
     method: SSPMethod,
     augment: Augmentation,
@@ -89,17 +124,15 @@ def pretrain(
     if images.is_cuda:
         method.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    n = images.shape[0]
-    batch = min(p.batch_size, n)
-    steps_per_epoch = n // batch
+    steps_per_epoch = images.shape[0] // min(p.batch_size, images.shape[0])
     total = p.epochs * steps_per_epoch
+    pairs = training_pairs(augment, theta, images, p.batch_size, generator, views)
     optimizer = _optimizer(method, p)
     method.train()
     step_loss, step_lr, epoch_seconds = [], [], []
     bar = tqdm(range(p.epochs), desc=label, unit="epoch", leave=False, disable=not progress)
     for epoch in bar:
         started = time.perf_counter()
-        order = torch.randperm(n, generator=generator).to(images.device)
         losses = []
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
@@ -107,7 +140,7 @@ def pretrain(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with fast_kernels(images.device):
-                view1, view2 = fresh_pair(augment, images[order[i * batch : (i + 1) * batch]], theta, views)
+                view1, view2 = next(pairs)
                 loss = method(view1, view2)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

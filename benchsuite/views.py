@@ -21,8 +21,8 @@ from torch import Tensor
 
 from benchsuite.api import Augmentation, Draw
 
-Use = Literal["training", "saliency", "metrics"]
-_USES: dict[str, int] = {"training": 1, "saliency": 2, "metrics": 3}
+Use = Literal["training", "saliency", "metrics", "before training", "before training order"]
+_USES: dict[str, int] = {"training": 1, "saliency": 2, "metrics": 3, "before training": 4, "before training order": 5}
 
 
 def is_random(augment: Augmentation) -> bool:

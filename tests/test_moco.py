@@ -165,3 +165,44 @@ def test_symmetric_loss_enqueues_the_keys_of_both_views():
     method = make_moco(queue_size=16, symmetric=True)
     method(images(4, seed=0), images(4, seed=1))
     assert method.queue_ptr.item() == 8
+
+
+def test_placeholder_negatives_is_the_share_of_the_queue_no_real_key_has_replaced_yet():
+    method = make_moco(queue_size=10)
+    assert method.placeholder_negatives() == 1.0
+    shares = []
+    for s in range(3):
+        method(images(4, seed=s), images(4, seed=s + 10))
+        shares.append(method.placeholder_negatives())
+    # The pointer wraps after 10 keys; the count of keys does not, so a full queue stays full.
+    assert shares == [0.6, 0.2, 0.0]
+    assert (method.queue_ptr.item(), method.keys_seen.item()) == (2, 12)
+
+
+def test_the_default_random_queue_reads_no_training_pair_before_the_first_step():
+    method = make_moco(queue_size=8)
+    queue = method.queue.clone()
+    method.before_training(iter(()))  # an empty iterator: reading it would raise StopIteration
+    assert torch.equal(method.queue, queue)
+    assert method.placeholder_negatives() == 1.0
+
+
+def test_queue_init_keys_fills_the_queue_with_the_key_networks_keys_of_training_pairs_and_reads_no_more():
+    method = make_moco(queue_size=10, queue_init="keys")
+    batches = [(images(4, seed=s), images(4, seed=s + 10)) for s in range(5)]
+    pairs = iter(batches)
+    method.before_training(pairs)
+    assert next(pairs) is batches[3]  # three batches of 4 keys fill 10 slots; the fourth was not read
+    with torch.no_grad():
+        keys = torch.cat([F.normalize(method.key_head(method.key_encoder(view2)), dim=1) for _, view2 in batches[:3]])
+    # Written as training writes them, around the ring: keys 10 and 11 overwrite keys 0 and 1.
+    torch.testing.assert_close(method.queue, keys[[10, 11, 2, 3, 4, 5, 6, 7, 8, 9]])
+    assert method.placeholder_negatives() == 0.0
+
+
+def test_a_symmetric_queue_is_filled_with_the_keys_of_both_views():
+    method = make_moco(queue_size=16, queue_init="keys", symmetric=True)
+    pairs = iter([(images(4, seed=s), images(4, seed=s + 10)) for s in range(3)])
+    method.before_training(pairs)
+    assert len(list(pairs)) == 1  # two batches give 16 keys
+    assert method.placeholder_negatives() == 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import textwrap
+import warnings
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -16,7 +17,7 @@ from benchsuite.cube import AXES, open_cube
 from benchsuite.errors import DataError, RunError, SuiteError
 from benchsuite.pipeline import StackingWarning
 from benchsuite.registry import default_registry
-from benchsuite.runner import run_cells
+from benchsuite.runner import NegativesWarning, run_cells
 from benchsuite.suite import load_suite
 from tests.conftest import stored_keys
 
@@ -166,6 +167,34 @@ def test_each_cell_records_whether_its_views_were_identical(tmp_path):
     assert np.isnan(cube["dice"].sel(theta=0.0)).all() and np.isfinite(cube["dice"].sel(theta=90.0)).any()
 
 
+# TINY's queue of 16 is full after 2 epochs; one of 64 is not: the shapes' 16 training images give
+# 2 steps of 8 keys an epoch (32 keys: half the queue), the textures' 10 give 1 step (16 keys: a quarter).
+UNFILLED_QUEUE = TINY.replace("queue_size: 16", "queue_size: 64")
+
+
+def test_each_moco_cell_records_its_share_of_random_negatives_and_the_run_warns_once(tmp_path):
+    with pytest.warns(NegativesWarning) as caught:
+        cube = open_cube(run(tmp_path, UNFILLED_QUEUE).run_dir)
+    (warning,) = [w for w in caught if w.category is NegativesWarning]
+    assert "moco: 8 of 8 cells, 50% to 75% of their negatives" in str(warning.message)
+    assert "heldout_infonce" in str(warning.message) and "queue_init: keys" in str(warning.message)
+    shares = cube["placeholder_negatives"]
+    assert shares.attrs["role"] == "diagnostic" and shares.dims == AXES
+    assert (shares.sel(dataset="shapes") == 0.5).all() and (shares.sel(dataset="iso") == 0.75).all()
+
+
+def test_a_queue_filled_with_keys_before_training_leaves_no_placeholder_and_no_warning(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cube = open_cube(run(tmp_path, UNFILLED_QUEUE.replace("queue_size: 64", "queue_size: 64, queue_init: keys")).run_dir)
+    assert not [w for w in caught if w.category is NegativesWarning]
+    assert (cube["placeholder_negatives"] == 0).all()
+
+
+def test_a_method_without_stored_negatives_has_no_placeholder_variable(tmp_path):
+    assert "placeholder_negatives" not in open_cube(run(tmp_path, with_method("simclr")).run_dir)
+
+
 BAD_PLUGINS = """
 import torch
 from benchsuite.api import ImageMaskSet, Params, hookimpl
@@ -263,6 +292,16 @@ def test_stacked_cells_give_the_numbers_of_cells_trained_alone(tmp_path):
     for name in ("auroc", "mass_in_mask", "saliency_example"):
         np.testing.assert_allclose(stacked[name].values, alone[name].values, rtol=1e-3, atol=1e-4)
     np.testing.assert_array_equal(np.isnan(stacked["dice"].values), np.isnan(alone["dice"].values))
+
+
+@pytest.mark.filterwarnings("ignore::benchsuite.runner.NegativesWarning")
+@pytest.mark.parametrize("queue_init", ["random", "keys"])
+def test_a_stacked_moco_counts_and_fills_its_queue_as_each_cell_alone(tmp_path, queue_init):
+    text = UNFILLED_QUEUE.replace("queue_size: 64", f"queue_size: 64, queue_init: {queue_init}")
+    alone, stacked = cube_at_stack(tmp_path, text, 1), cube_at_stack(tmp_path, text, 4)
+    assert (stacked["stack_size"] == 4).all()
+    np.testing.assert_array_equal(stacked["placeholder_negatives"].values, alone["placeholder_negatives"].values)
+    np.testing.assert_allclose(stacked["ssp_loss_step"].values, alone["ssp_loss_step"].values, rtol=1e-5, atol=1e-6)
 
 
 UNSTACKABLE_METHOD = """

@@ -10,6 +10,8 @@ passes, as in the reference implementation.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,17 @@ class MoCoV2Params(TrainingParams):
     temperature: float = Field(0.2, gt=0, le=10, description="Softmax temperature of the InfoNCE loss.")
     proj_hidden_dim: int = Field(128, ge=1, le=65_536, description="Hidden width of the 2-layer projection head.")
     proj_dim: int = Field(64, ge=1, le=65_536, description="Output size of the projection head: the embedding the loss sees.")
+    queue_init: Literal["random", "keys"] = Field(
+        "random",
+        description=(
+            "What the queue holds before the first step. 'random': random unit vectors, as in the reference code; "
+            "real keys replace them batch by batch, so until (training images x epochs) keys have gone in, part of "
+            "the negatives are random, easy ones and the loss is lower, the more so the smaller the dataset. "
+            "'keys': the key network's keys of training pairs (batches and views drawn as training draws them), the "
+            "queue as it stands after one pass over a dataset at least as large as the queue; a smaller dataset is "
+            "passed over until the queue is full, so it holds several keys of each image, as it would in training."
+        ),
+    )
     symmetric: bool = Field(
         False,
         description=(
@@ -55,6 +68,8 @@ class MoCoV2(SSPMethod):
         # Random unit keys stand in for negatives until real keys arrive, as in the reference code.
         self.register_buffer("queue", F.normalize(torch.randn(params.queue_size, params.proj_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        # Keys enqueued so far: the pointer wraps around, and whether the random ones are gone is in the count.
+        self.register_buffer("keys_seen", torch.zeros((), dtype=torch.long))
 
     def embed(self, x: Tensor) -> Tensor:
         """Return the L2-normalised query projection [N, proj_dim]."""
@@ -92,6 +107,24 @@ class MoCoV2(SSPMethod):
         return loss
 
     @torch.no_grad()
+    def before_training(self, pairs: Iterator[tuple[Tensor, Tensor]]) -> None:
+        """With ``queue_init: keys``, enqueue the keys of training pairs until no random key is left.
+
+        The keys are those a training step would enqueue (of view2, and of view1 when symmetric).
+        """
+        if self.params.queue_init == "random":
+            return
+        while self.keys_seen < self.params.queue_size:
+            view1, view2 = next(pairs)
+            keys = self._keys(view2)
+            self._enqueue(torch.cat([keys, self._keys(view1)]) if self.params.symmetric else keys)
+
+    def placeholder_negatives(self) -> float:
+        """The share of the queue still holding the random unit vectors it started with."""
+        size = self.params.queue_size
+        return max(size - int(self.keys_seen), 0) / size
+
+    @torch.no_grad()
     def _enqueue(self, keys: Tensor) -> None:
         # Written as if the keys went in one by one, wrapping around the ring: only the last
         # queue_size of them survive, and the pointer advances by the full count.
@@ -100,6 +133,7 @@ class MoCoV2(SSPMethod):
         offsets = torch.arange(count - len(kept), count, device=keys.device)
         self.queue[(self.queue_ptr + offsets) % size] = kept.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + count) % size)
+        self.keys_seen.add_(count)
 
     def after_step(self, progress: float) -> None:
         """Move the key network towards the query network: key = m * key + (1 - m) * query.

@@ -63,6 +63,10 @@ CELL_KEY = "cell_key"
 # The ``role`` attribute of every variable says what kind of quantity it is.
 METRIC, CURVE, EXAMPLE, PROVENANCE, DIAGNOSTIC, COVARIATE = "metric", "curve", "example", "provenance", "diagnostic", "covariate"
 
+OUTCOME = "outcome"
+"""The cube attribute naming the metric the suite declared its outcome (the suite's ``outcome``), the one
+that answers the study's question; the other metrics are diagnostics. Empty when the suite names none."""
+
 BETTER = "better"
 """A metric variable's attribute: :data:`HIGHER` or :data:`LOWER`, the direction that is better
 (the metric's ``higher_is_better``); absent when neither is."""
@@ -104,6 +108,11 @@ def better(cube: xr.Dataset, metric: str) -> str | None:
     None also for a cube written before the direction was recorded.
     """
     return cube[metric].attrs.get(BETTER)
+
+
+def outcome(cube: xr.Dataset) -> str | None:
+    """The metric ``cube``'s suite named as its outcome; None when it named none (or predates ``outcome``)."""
+    return cube.attrs.get(OUTCOME) or None
 
 
 LOAD_WHOLE_BYTES = 512 * 2**20

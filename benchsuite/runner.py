@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import benchsuite
+from benchsuite import cube as names
 from benchsuite import provenance
 from benchsuite.api import LostGroup
 from benchsuite.data import check_datasets, worker_environment
@@ -334,4 +335,5 @@ def _cube_attrs(resolved: ResolvedSuite) -> dict[str, str]:
         "git_revision": provenance.git_revision(),
         "created": provenance.now(),
         "analysis": json.dumps(resolved.suite.analysis.model_dump(mode="json")),
+        names.OUTCOME: resolved.suite.outcome or "",
     }

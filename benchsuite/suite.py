@@ -126,6 +126,12 @@ class _SuiteSettings(_Strict):
     record: RecordSettings = Field(default_factory=RecordSettings, description="What is kept in full for a sample of cells.")
     theta: list[float] | ThetaRange = Field(description="Grid axis: rotation angles in degrees, a list or {start, stop, step}.")
     seeds: list[int] = Field(min_length=1, description="Grid axis: replicate seeds (weight init, data order, saliency noise).")
+    outcome: str | None = Field(
+        None,
+        description="The metric, by its name under metrics, that answers the study's question; the report names it "
+        "the outcome and reads the others as diagnostics. Where datasets or methods are compared, heldout_infonce "
+        "scores every cell by one protocol, which final_loss (each method's own training loss) does not.",
+    )
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="Grid axes over any component parameter: PATH -> values, PATH being KEY.params.FIELD for the "
@@ -402,6 +408,12 @@ def resolve(
         found = [problem.replace(note, "") for problem in problems] if named else problems
         raise SuiteError(_problems_text(path, found) + (note if named else ""))
     sweeps = _sweeps(suite, registry, components, problems, lambda loc: _where(path, root, loc))
+    labels = [spec.label for spec in suite.metrics]
+    if suite.outcome is not None and suite.outcome not in labels:
+        problems.append(
+            f"{_where(path, root, ('outcome',))}: '{suite.outcome}' is not one of the suite's metrics."
+            f"{did_you_mean(suite.outcome, labels)} Its metrics: {', '.join(labels)}."
+        )
     if problems:
         raise SuiteError(_problems_text(path, problems))
     return ResolvedSuite(suite=suite, text=text, components=components, sweeps=sweeps)

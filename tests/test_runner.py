@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import benchsuite.pipeline as pipeline_module
-from benchsuite.cube import AXES, open_cube
+from benchsuite.cube import AXES, open_cube, outcome
 from benchsuite.errors import DataError, RunError, SuiteError
 from benchsuite.pipeline import StackingWarning
 from benchsuite.registry import default_registry
@@ -165,6 +165,12 @@ def test_each_cell_records_whether_its_views_were_identical(tmp_path):
     assert (cube["identical_views"].sel(theta=0.0) == 1).all()
     assert (cube["identical_views"].sel(theta=90.0) == 0).all()
     assert np.isnan(cube["dice"].sel(theta=0.0)).all() and np.isfinite(cube["dice"].sel(theta=90.0)).any()
+
+
+def test_the_cube_names_the_metric_the_suite_declared_its_outcome(tmp_path):
+    named = open_cube(run(tmp_path, TINY + "outcome: final_loss\n", out="named").run_dir)
+    assert named.attrs["outcome"] == "final_loss" and outcome(named) == "final_loss"
+    assert outcome(open_cube(run(tmp_path, out="unnamed").run_dir)) is None
 
 
 # TINY's queue of 16 is full after 2 epochs; one of 64 is not: the shapes' 16 training images give

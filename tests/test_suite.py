@@ -90,6 +90,22 @@ def test_a_value_that_fits_no_form_of_theta_gets_one_problem_named_by_its_key(tm
     assert problem in str(err.value)
 
 
+def test_the_outcome_is_one_of_the_suites_metrics_by_its_name(tmp_path):
+    assert load(tmp_path, VALID + "outcome: final_loss\n").suite.outcome == "final_loss"
+    assert load(tmp_path, VALID).suite.outcome is None
+    named = VALID.replace("[dice, final_loss]", "[dice, {plugin: final_loss, name: loss}]") + "outcome: loss\n"
+    assert load(tmp_path, named).suite.outcome == "loss"
+
+
+def test_an_outcome_that_is_not_a_metric_of_the_suite_is_refused_with_its_line_and_the_metrics(tmp_path):
+    with pytest.raises(
+        SuiteError,
+        match=r"suite.yaml:11: 'outcome': 'final_los' is not one of the suite's metrics. Did you mean 'final_loss'.*"
+        r"Its metrics: dice, final_loss.",
+    ):
+        load(tmp_path, VALID + "outcome: final_los\n")
+
+
 def test_yaml_syntax_error_gives_line_and_column(tmp_path):
     with pytest.raises(SuiteError, match=r"suite.yaml:\d+:\d+: the file is not valid YAML"):
         load(tmp_path, VALID.replace("seeds: [0, 1]", "seeds: [0, 1"))

@@ -279,21 +279,34 @@ def cache(clear: bool, strict: bool) -> None:
         )
 
 
+def _harmonics(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise click.BadParameter(f"{value!r} is neither 'auto' nor a whole number of at least 1.")
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_TYPE
-def analyze(run_dir: Path, typ: str) -> None:
+@click.option("--harmonics", type=_harmonics, metavar="K|auto",
+              help="Harmonics of theta's curve on a dense grid (more than the suite's analysis.dense_above angles); "
+              "overrides the suite's analysis.harmonics. 'auto' chooses K by AIC.")  # fmt: skip
+def analyze(run_dir: Path, typ: str, harmonics: int | str | None) -> None:
     """Analyse the cube in RUN_DIR and write the tables beside it. Reads only results.nc.
 
-    Writes anova.csv (two-way ANOVA per metric on per-cell means), mixed.csv (per-image mixed
-    model), periodicity.csv (Fourier power of metric(theta) per dataset), tukey.csv (post hoc
-    theta comparisons), orientation_autocorr.csv and covariate.csv (the gradient-orientation
-    shortcut test) and summary.json, and prints the headline numbers. A results.nc copied from
+    Writes anova.csv (ANOVA per metric on per-cell means; on a dense theta grid the harmonic
+    regression's F-tests), mixed.csv (per-image mixed model), periodicity.csv (Fourier power of
+    metric(theta) per dataset), tukey.csv (post hoc theta comparisons), orientation_autocorr.csv
+    and covariate.csv (the gradient-orientation shortcut test), curve_test.csv (do the datasets'
+    whole curves differ), signature_similarity.csv and signature_prediction.csv (the curve
+    signatures) and summary.json, and prints the headline numbers. A results.nc copied from
     another machine gives the same tables.
     """
     from benchsuite.analysis.summary import analyze_run
 
-    click.echo(analyze_run(run_dir, typ=int(typ)))
+    click.echo(analyze_run(run_dir, typ=int(typ), harmonics=harmonics))
 
 
 @cli.command()

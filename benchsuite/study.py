@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from benchsuite.analysis.settings import analysis_options, study_terms
 from benchsuite.analysis.summary import analyze_cube, format_summary, write_tables
-from benchsuite.cube import interactions, open_cube
+from benchsuite.cube import open_cube
 from benchsuite.data import set_data_root
 from benchsuite.registry import installed_plugins
 from benchsuite.report import write_report
@@ -82,5 +83,5 @@ def run(
     tables = analyze_cube(cube, typ=anova_type)
     write_tables(cube, tables, ran.run_dir)
     report = write_report(cube, tables, ran.run_dir)
-    summary = format_summary(tables, interactions(cube))
+    summary = format_summary(tables, study_terms(cube, analysis_options(cube)))
     return RunResult(ran.run_dir, ran.cells_total, ran.cells_run, ran.cells_skipped, summary, report)

@@ -10,15 +10,18 @@ import pytest
 import xarray as xr
 from scipy import signal
 
+from benchsuite.analysis.anova import cell_means
 from benchsuite.analysis.periodicity import (
     PERIODICITY_COLUMNS,
     PeriodicityError,
     circle_step,
+    fill_circle,
     gapped_harmonic_powers,
     harmonic_powers,
     periodicity,
     periodicity_table,
 )
+from benchsuite.synthetic import synthetic_cube
 from tests.test_anova import STRENGTHS, SWEEP
 
 GRID = ("dataset", "theta", "seed", "method", "encoder")
@@ -171,3 +174,23 @@ def test_a_series_missing_theta_0_still_finds_its_period() -> None:
     row = periodicity(series, n_grid=12)
     # Leakage through the gap spreads some power, but four-fold variation still dominates.
     assert row["n_theta"] == 11 and row["dominant_period"] == 90.0 and row["power_90"] > 0.7
+
+
+def test_a_gap_in_a_dense_grid_is_filled_around_the_circle() -> None:
+    thetas = np.arange(3600) * 0.1
+    known = pd.Series(np.cos(np.deg2rad(thetas)), index=thetas).iloc[1:-1]  # 0° and 359.9° missing
+    filled = fill_circle(known, thetas)
+    assert list(filled.index) == list(thetas)
+    # 0° and 359.9° lie between 359.8° and 0.1°, across the wrap: two thirds and one third of the way.
+    before, after = known.iloc[-1], known.iloc[0]
+    np.testing.assert_allclose(filled.iloc[[0, -1]], [before + (after - before) * 2 / 3, before + (after - before) / 3])
+    np.testing.assert_array_equal(filled.iloc[1:-1], known)
+
+
+def test_a_dense_curve_with_a_missing_angle_gets_the_fft_of_the_filled_curve() -> None:
+    cube = synthetic_cube(datasets=2, thetas=3600, seeds=1, images=2)  # saliency metrics miss θ = 0
+    table = periodicity_table(cube, metrics=["auroc"], dense_above=36).set_index("dataset")
+    assert table.at["set0", "n_theta"] == 3600 and table.at["set0", "dominant_period"] == 90.0  # cos 4θ
+    series = cell_means(cube, "auroc").query("dataset == 'set0'").set_index("theta")["value"]
+    expected = harmonic_powers(fill_circle(series, cube["theta"].values).to_numpy())
+    assert table.at["set0", "power_90"] == pytest.approx(expected[4])

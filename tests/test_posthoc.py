@@ -8,7 +8,8 @@ import xarray as xr
 from scipy import stats
 
 from benchsuite.analysis.anova import cell_means
-from benchsuite.analysis.posthoc import TUKEY_COLUMNS, PosthocError, tukey_hsd, tukey_table
+from benchsuite.analysis.posthoc import TUKEY_COLUMNS, PosthocError, angle_bins, tukey_hsd, tukey_table
+from benchsuite.synthetic import synthetic_cube
 from tests.test_anova import STRENGTHS, SWEEP
 
 GRID = ("dataset", "theta", "seed", "method", "encoder")
@@ -124,3 +125,27 @@ def test_tukey_table_of_a_sweep_at_one_angle_says_once_that_there_is_nothing_to_
 def test_tukey_table_refuses_a_sweep_with_too_many_angles() -> None:
     with pytest.raises(PosthocError, match="6 pairs per dataset"):
         tukey_table(_cube(), max_thetas=3)
+
+
+def test_a_dense_grid_falls_into_equal_arcs_of_the_circle() -> None:
+    thetas = np.arange(3600) * 0.1
+    starts = angle_bins(thetas[1:], 12, thetas)  # the grid, not the values, sets the arcs
+    assert set(starts) == set(np.arange(0.0, 360.0, 30.0))
+    assert np.all((starts <= thetas[1:]) & (thetas[1:] < starts + 30))
+    assert list(angle_bins(np.array([10.0, 19.0, 20.0, 40.0]), 2, np.array([10.0, 20.0, 30.0, 40.0]))) == [10.0, 10.0, 10.0, 30.0]
+
+
+def test_tukey_of_a_dense_grid_compares_arcs_of_seed_means() -> None:
+    cube = synthetic_cube(datasets=1, thetas=72, seeds=3, images=2)
+    table = tukey_table(cube, metrics=["final_loss"], bins=12)
+    assert len(table) == 12 * 11 // 2
+    arcs = cell_means(cube, "final_loss").assign(arc=lambda f: (f["theta"] // 30) * 30)
+    means = arcs.groupby(["seed", "arc"])["value"].mean().groupby("arc").mean()
+    first = table.iloc[0]
+    assert (first["theta_a"], first["theta_b"]) == (0.0, 30.0)
+    assert first["meandiff"] == pytest.approx(means[30.0] - means[0.0], rel=1e-5)  # float32 cell means
+
+
+def test_a_dense_grid_without_bins_is_still_refused() -> None:
+    with pytest.raises(PosthocError, match="72 θ values"):
+        tukey_table(synthetic_cube(datasets=1, thetas=72, seeds=2, images=2))

@@ -15,6 +15,7 @@ import xarray as xr
 from click.testing import CliRunner
 
 from benchsuite.analysis.summary import (
+    ABOUT_THETA,
     NEEDS_REPLICATES,
     NO_REPLICATES,
     SKIPPED,
@@ -149,19 +150,23 @@ def test_summary_json_holds_the_design_and_each_metrics_interaction_and_dominant
     assert summary["metrics"]["final_loss"]["mixed_interaction"] is None
 
 
-def test_summary_json_holds_every_table_as_records(run_dir: Path) -> None:
+def test_summary_json_holds_every_table_as_records_but_the_signature_pairs(run_dir: Path) -> None:
     tables = json.loads((run_dir / SUMMARY_NAME).read_text())["tables"]
-    assert list(tables) == list(TABLE_NAMES)
-    for name in TABLE_NAMES:
+    held = [name for name in TABLE_NAMES if name != "signature_similarity"]  # pairs grow as the square of the curves
+    assert list(tables) == held
+    for name in held:
         csv = pd.read_csv(run_dir / f"{name}.csv")
         assert len(tables[name]) == len(csv), name
-        assert list(tables[name][0]) == list(csv.columns), name
+        if len(csv):  # the prediction is skipped: this cube has one encoder-method combination
+            assert list(tables[name][0]) == list(csv.columns), name
 
 
 def test_terminal_text_is_the_anova_then_a_block_per_metric(run_dir: Path) -> None:
     text = (run_dir / "terminal.txt").read_text()
     heading = "ANOVA (Type II sums of squares, sum contrasts) on per-cell means"
-    assert text.startswith(f"{heading}\n\ndice: balanced, 2 observations per cell")
+    # One encoder and one method: the signature prediction has nothing to train on, and says so first.
+    assert text.startswith("Skipped: signature prediction; each needs the curves of two or more encoder-method")
+    assert f"\n\n{heading}\n\ndice: balanced, 2 observations per cell" in text
     dice_block = text.split("\n\ndice:\n")[1].split("\n\n")[0]
     assert "mixed model, theta:dataset: χ²(3)" in dice_block
     assert "shapes 180° (100%)" in dice_block.split("dominant period: ")[1]
@@ -172,6 +177,8 @@ def test_terminal_text_is_the_anova_then_a_block_per_metric(run_dir: Path) -> No
 def test_analyze_cube_returns_every_table_by_name() -> None:
     tables = analyze_cube(_cube())
     assert list(tables) == list(TABLE_NAMES)
+    prediction = tables.pop("signature_prediction")  # one encoder-method combination: nothing to train on
+    assert prediction.empty and "encoder-method combinations" in prediction.attrs[SKIPPED]
     assert all(isinstance(table, pd.DataFrame) and len(table) for table in tables.values())
 
 
@@ -201,7 +208,7 @@ def test_the_printed_anova_names_its_type_of_sums_of_squares(run_dir: Path, tmp_
     result = CliRunner().invoke(cli, ["analyze", str(tmp_path), "--type", typ])
     assert result.exit_code == 0, result.output
     roman = {"2": "II", "3": "III"}[typ]
-    assert result.output.startswith(f"ANOVA (Type {roman} sums of squares, sum contrasts) on per-cell means\n")
+    assert f"\n\nANOVA (Type {roman} sums of squares, sum contrasts) on per-cell means\n" in result.output
     assert json.loads((tmp_path / SUMMARY_NAME).read_text())["anova_type"] == int(typ)
 
 
@@ -224,7 +231,7 @@ def test_without_replicates_the_analyses_that_need_them_are_skipped_quietly_and_
         tables = analyze_cube(cube, typ=3)
         text = format_summary(tables)
 
-    assert text.startswith("Skipped: ANOVA, mixed model, Tukey HSD; each needs replicates")
+    assert text.startswith("Skipped: ANOVA, mixed model, Tukey HSD, curve test; each needs replicates")
     assert text.count("needs replicates") == 1
     assert not re.search(r"\bnan\b", text, re.IGNORECASE) and "No metric" not in text and "sums of squares" not in text
     for name in NEEDS_REPLICATES:
@@ -241,11 +248,13 @@ def test_without_replicates_the_skipped_tables_are_written_as_headers_and_summar
         analyze_run(tmp_path)
 
     summary = json.loads((tmp_path / SUMMARY_NAME).read_text())
-    assert summary["skipped"] == dict.fromkeys(NEEDS_REPLICATES, NO_REPLICATES)
+    skipped = summary["skipped"]
+    assert skipped.pop("signature_prediction").startswith("needs the curves of two or more encoder-method")
+    assert skipped == dict.fromkeys(NEEDS_REPLICATES, NO_REPLICATES)
     assert summary["anova_type"] is None and summary["design"]["n_per_cell"] is None
     for name in TABLE_NAMES:
         table = pd.read_csv(tmp_path / f"{name}.csv")
-        assert table.empty == (name in NEEDS_REPLICATES), name
+        assert table.empty == (name in [*NEEDS_REPLICATES, "signature_prediction"]), name
     assert list(pd.read_csv(tmp_path / "anova.csv").columns)[:2] == ["metric", "term"]
 
 
@@ -290,9 +299,13 @@ def test_a_sweep_at_a_single_angle_skips_the_analyses_of_theta_quietly_says_so_o
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tables = analyze_cube(_sweep_cube().isel(theta=[0]))
-    assert set(skipped_analyses(tables)) == {"periodicity", "tukey", "covariate"}
+    assert set(skipped_analyses(tables)) == set(ABOUT_THETA)
     note = skipped_note(tables)
-    assert note.count("Skipped:") == 1 and "periodicity, Tukey HSD, orientation covariate; each is about how" in note
+    assert note.count("Skipped:") == 1
+    assert (
+        "periodicity, Tukey HSD, orientation covariate, curve test, signature similarity, signature prediction; "
+        "each is about how" in note
+    )
     assert format_summary(tables, ("strength:dataset",)).count("Skipped:") == 1
     assert list(tables["anova"].query("metric == 'dice'")["term"]) == ["strength", "dataset", "strength:dataset", "Residual"]
     assert "strength:dataset" in set(tables["mixed"]["term"])

@@ -31,12 +31,13 @@ class AnalysisTooLarge(BenchsuiteError, MemoryError):
         self.reason = reason
 
 
-def check_memory(analysis: str, what: str, n_bytes: float, budget: int = MEMORY_BUDGET) -> None:
-    """Raise :class:`AnalysisTooLarge` when ``n_bytes`` for ``what`` exceed ``budget``.
+def check_memory(analysis: str, what: str, n_bytes: float, budget: int | None = None) -> None:
+    """Raise :class:`AnalysisTooLarge` when ``n_bytes`` for ``what`` exceed ``budget`` (default :data:`MEMORY_BUDGET`).
 
     ``analysis`` names the analysis as a user reads it (``"mixed model"``), ``what`` the
     allocation (``"a design of 921,600 rows × 7,236 columns"``).
     """
+    budget = MEMORY_BUDGET if budget is None else budget
     if n_bytes > budget:
         raise AnalysisTooLarge(
             analysis,

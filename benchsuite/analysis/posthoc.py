@@ -69,14 +69,15 @@ def tukey_hsd(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     return pairs[PAIR_COLUMNS]
 
 
-def angle_bins(thetas: np.ndarray, n_bins: int) -> np.ndarray:
-    """The start of the arc each of ``thetas`` (degrees) falls in, of ``n_bins`` equal arcs.
+def angle_bins(thetas: np.ndarray, n_bins: int, grid: np.ndarray) -> np.ndarray:
+    """The start of the arc each of ``thetas`` (degrees) falls in, of ``n_bins`` equal arcs over ``grid``.
 
-    The arcs cover the circle from 0° when the angles sample it evenly, else the angles' range
-    (its last step included, so that an even grid fills every arc alike).
+    ``grid`` is the cube's θ values, so that a metric without a value at some angle (saliency at
+    0°) gets the same arcs. The arcs cover the circle from 0° when the grid samples it evenly,
+    else the grid's range (its last step included, so that an even grid fills every arc alike).
     """
     angles = np.asarray(thetas, dtype=float)
-    distinct = np.unique(angles)
+    distinct = np.unique(np.asarray(grid, dtype=float))
     try:
         circle_step(distinct)
         start, span = 0.0, 360.0
@@ -124,7 +125,7 @@ def tukey_table(
     for name in names:
         frame = cell_means(cube, name)
         if binned:
-            frame = frame.assign(theta=angle_bins(frame["theta"].to_numpy(), bins))
+            frame = frame.assign(theta=angle_bins(frame["theta"].to_numpy(), bins, cube["theta"].values))
             frame = frame.groupby([*keys, REPLICATE, "theta"], sort=False, as_index=False)["value"].mean()
         for key, family in frame.groupby(keys, sort=False):
             labels = dict(zip(keys, key, strict=True))

@@ -28,14 +28,28 @@ import xarray as xr
 
 from benchsuite.analysis.anova import SS_TYPE, TABLE_COLUMNS, anova_table, cell_means, format_anova
 from benchsuite.analysis.covariate import AUTOCORR_COLUMNS, COVARIATE_COLUMNS, autocorrelation_table, covariate_table
+from benchsuite.analysis.functional import CURVE_TEST_COLUMNS, curve_test_table
+from benchsuite.analysis.guard import AnalysisTooLarge
+from benchsuite.analysis.harmonic import harmonic_table
 from benchsuite.analysis.mixed import MIXED_COLUMNS, mixed_table
 from benchsuite.analysis.periodicity import PERIODICITY_COLUMNS, level_label, periodicity_table, series_columns
-from benchsuite.analysis.posthoc import TUKEY_COLUMNS, tukey_table
-from benchsuite.cube import INTERACTION, REPLICATE, grid_axes, interactions, metric_names, open_cube, swept
+from benchsuite.analysis.posthoc import DENSE_BINS, TUKEY_COLUMNS, tukey_table
+from benchsuite.analysis.settings import HARMONICS_CHOSEN, analysis_options, study_terms
+from benchsuite.analysis.signatures import (
+    PREDICTION_COLUMNS,
+    SIMILARITY_COLUMNS,
+    prediction_table,
+    prediction_unsupported,
+    similarity_table,
+)
+from benchsuite.cube import INTERACTION, REPLICATE, grid_axes, metric_names, open_cube, swept
 from benchsuite.errors import BenchsuiteError
 
 SUMMARY_NAME = "summary.json"
-TABLE_NAMES = ("anova", "mixed", "periodicity", "tukey", "orientation_autocorr", "covariate")
+TABLE_NAMES = (
+    "anova", "mixed", "periodicity", "tukey", "orientation_autocorr", "covariate",
+    "curve_test", "signature_similarity", "signature_prediction",
+)  # fmt: skip
 """The tables of :func:`analyze_cube`; each is written to ``<name>.csv``."""
 
 _EMPTY_COLUMNS = {
@@ -45,9 +59,12 @@ _EMPTY_COLUMNS = {
     "tukey": TUKEY_COLUMNS,
     "orientation_autocorr": AUTOCORR_COLUMNS,
     "covariate": COVARIATE_COLUMNS,
+    "curve_test": CURVE_TEST_COLUMNS,
+    "signature_similarity": SIMILARITY_COLUMNS,
+    "signature_prediction": PREDICTION_COLUMNS,
 }
 
-NEEDS_REPLICATES = {"anova": "ANOVA", "mixed": "mixed model", "tukey": "Tukey HSD"}
+NEEDS_REPLICATES = {"anova": "ANOVA", "mixed": "mixed model", "tukey": "Tukey HSD", "curve_test": "curve test"}
 """The analyses that test against the variation between seeds of a cell, by table name and label.
 
 Periodicity, the orientation autocorrelation and the covariate regression need no replicates:
@@ -60,7 +77,10 @@ WARNINGS = "warnings"
 """The key of ``DataFrame.attrs`` that holds the warnings its analysis raised (a metric or series left
 out, or the whole analysis); absent when there were none."""
 
-ABOUT_THETA = {"periodicity": "periodicity", "tukey": "Tukey HSD", "covariate": "orientation covariate"}
+ABOUT_THETA = {
+    "periodicity": "periodicity", "tukey": "Tukey HSD", "covariate": "orientation covariate", "curve_test": "curve test",
+    "signature_similarity": "signature similarity", "signature_prediction": "signature prediction",
+}  # fmt: skip
 """The analyses of how a metric changes with θ, by table name and label: a cube with one θ has nothing for them."""
 
 SINGLE_THETA = "is about how a metric changes with θ, and this cube has a single θ (a sweep of another parameter)"
@@ -72,38 +92,55 @@ NO_REPLICATES = (
 )
 
 
-def analyze_cube(cube: xr.Dataset, *, typ: Literal[2, 3] = 2) -> dict[str, pd.DataFrame]:
+def analyze_cube(
+    cube: xr.Dataset, *, typ: Literal[2, 3] = 2, harmonics: int | Literal["auto"] | None = None
+) -> dict[str, pd.DataFrame]:
     """Every analysis of ``cube``, keyed by :data:`TABLE_NAMES`.
 
     ``anova`` (Type ``typ`` sums of squares), ``mixed`` (per-image mixed model), ``periodicity``
     (Fourier power of metric(θ)), ``tukey`` (pairwise θ comparisons), ``orientation_autocorr``
-    (c(θ) per dataset) and ``covariate`` (does c(θ) predict the metric). Without replicates the
-    analyses of :data:`NEEDS_REPLICATES`, and with a single θ those of :data:`ABOUT_THETA`, are
-    not run: their tables are empty, with the reason in ``attrs[SKIPPED]``. Any other analysis
-    the cube cannot support is warned about and left as an empty table with its usual columns.
+    (c(θ) per dataset), ``covariate`` (does c(θ) predict the metric), ``curve_test`` (do the
+    datasets' whole curves differ), ``signature_similarity`` and ``signature_prediction`` (the
+    follow-up's curve signatures). On a dense θ grid (the suite's ``analysis.dense_above``,
+    :mod:`benchsuite.analysis.settings`) ``anova`` is the harmonic regression of
+    :mod:`benchsuite.analysis.harmonic` with ``harmonics`` (default: the suite's) and the mixed
+    model takes its harmonics; Tukey compares binned angles.
+
+    Without replicates the analyses of :data:`NEEDS_REPLICATES`, with a single θ those of
+    :data:`ABOUT_THETA`, and an analysis too large for memory
+    (:class:`~benchsuite.analysis.guard.AnalysisTooLarge`) are not run: their tables are empty,
+    with the reason in ``attrs[SKIPPED]``. Any other analysis the cube cannot support is warned
+    about and left as an empty table with its usual columns.
     """
+    options = analysis_options(cube, harmonics)
+    dense = options.dense(cube)
+    tables: dict[str, pd.DataFrame] = {}
     computations: dict[str, Callable[[], pd.DataFrame]] = {
-        "anova": lambda: anova_table(cube, typ=typ),
-        "mixed": lambda: mixed_table(cube),
-        "periodicity": lambda: periodicity_table(cube),
-        "tukey": lambda: tukey_table(cube),
+        "anova": (lambda: harmonic_table(cube, options.harmonics)) if dense else (lambda: anova_table(cube, typ=typ)),
+        "mixed": lambda: mixed_table(cube, harmonics=tables["anova"].attrs.get(HARMONICS_CHOSEN, {}) if dense else None),
+        "periodicity": lambda: periodicity_table(cube, dense_above=options.dense_above),
+        "tukey": lambda: tukey_table(cube, bins=min(DENSE_BINS, options.dense_above) if dense else None),
         "orientation_autocorr": lambda: autocorrelation_table(cube),
+        "covariate": lambda: covariate_table(cube, autocorr=tables["orientation_autocorr"]),
+        "curve_test": lambda: curve_test_table(cube),
+        "signature_similarity": lambda: similarity_table(cube),
+        "signature_prediction": lambda: prediction_table(cube),
     }
     # Analyses the design cannot support are skipped quietly, with the reason said once by the summary.
     reasons = {} if _has_replicates(cube) else dict.fromkeys(NEEDS_REPLICATES, NO_REPLICATES)
     if cube.sizes["theta"] < 2:
         reasons = dict.fromkeys(ABOUT_THETA, SINGLE_THETA) | reasons
-    tables = {}
+    elif (unsupported := prediction_unsupported(cube)) is not None:
+        reasons["signature_prediction"] = unsupported
     # A loop, not a comprehension, so that _section's warnings point at analyze_cube's caller.
     for name, compute in computations.items():
-        tables[name] = _skipped(name, reasons[name]) if name in reasons else _section(name, compute)
-    autocorr = tables["orientation_autocorr"]
-    if "covariate" in reasons:
-        tables["covariate"] = _skipped("covariate", reasons["covariate"])
-    elif len(autocorr):
-        tables["covariate"] = _section("covariate", lambda: covariate_table(cube, autocorr=autocorr))
-    else:  # without the autocorrelation the covariate has nothing to test, and the reason was given
-        tables["covariate"] = pd.DataFrame(columns=COVARIATE_COLUMNS)
+        if name in reasons:
+            tables[name] = _skipped(name, reasons[name])
+        elif name == "covariate" and tables["orientation_autocorr"].empty:
+            # Without the autocorrelation the covariate has nothing to test, and the reason was given.
+            tables[name] = pd.DataFrame(columns=COVARIATE_COLUMNS)
+        else:
+            tables[name] = _section(name, _guarded(name, compute))
     return tables
 
 
@@ -115,19 +152,31 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
     metric's design is balanced and the observations per cell. ``metrics`` holds per metric:
 
     - ``balanced`` and ``n_per_cell``;
-    - ``interactions``: per study interaction (:func:`benchsuite.cube.interactions`:
-      ``"theta:dataset"``, then ``"<swept>:dataset"`` for each swept parameter), ``{"anova":
+    - ``interactions``: per study interaction (:func:`benchsuite.analysis.settings.study_terms`:
+      ``"theta:dataset"``, or ``"harmonics:dataset"`` when θ is dense, then
+      ``"<swept>:dataset"`` for each swept parameter), ``{"anova":
       {F, p, partial_eta_sq}, "mixed": {chi2, df, p, converged}}``, each ``null`` when that
       analysis has no such term (a factor with a single level, a cell-scope metric's mixed model);
     - ``interaction`` and ``mixed_interaction``: the θ × dataset entries of ``interactions``
-      again (``...["theta:dataset"]["anova"]`` and ``["mixed"]``), as the first format had them;
+      again (``...["theta:dataset"]["anova"]`` and ``["mixed"]``, or ``"harmonics:dataset"``),
+      as the first format had them;
+    - ``harmonics``: the K of its θ curve when θ is dense;
     - ``dominant_periods``: the dominant period of each metric(θ) series, with its series keys;
-    - ``covariate``: the covariate regression.
+    - ``covariate``: the covariate regression;
+    - ``curve_test``: the permutation test of the datasets' curves, per combination of the
+      other factors (``F, p`` with those factors' levels);
+    - ``signature_prediction``: ``{accuracy, chance, folds}``, the mean accuracy over the folds.
 
-    ``anova_type`` is the type of sums of squares (``null`` when the ANOVA was skipped),
+    ``theta`` says how θ was analysed: ``{"model": "categorical" or "harmonics", "dense_above"}``.
+    ``anova_type`` is the type of sums of squares (``null`` when the ANOVA was skipped or θ is dense),
     ``skipped`` maps each analysis that was not run to the reason, and ``warnings`` each table
-    whose analysis warned to its warnings. NaN becomes ``null``.
+    whose analysis warned to its warnings. ``tables`` holds every table as records but
+    ``signature_similarity``, whose pairs grow as the square of the curves (its CSV file has them).
+    NaN becomes ``null``.
     """
+    options = analysis_options(cube)
+    terms = study_terms(cube, options)
+    chosen = tables["anova"].attrs.get(HARMONICS_CHOSEN, {})
     per_metric: dict[str, dict[str, Any]] = {}
     for metric in _metrics(tables):
         entry: dict[str, Any] = {}
@@ -141,15 +190,20 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
                 "anova": _record(anova[anova["term"] == term], ["F", "p", "partial_eta_sq"]),
                 "mixed": _record(mixed[mixed["term"] == term], ["chi2", "df", "p", "converged"]),
             }
-            for term in interactions(cube)
+            for term in terms
         }
-        entry["interaction"] = tests[INTERACTION]["anova"]
-        entry["mixed_interaction"] = tests[INTERACTION]["mixed"]
+        entry["interaction"] = tests[terms[0]]["anova"]
+        entry["mixed_interaction"] = tests[terms[0]]["mixed"]
         entry["interactions"] = tests
+        if metric in chosen:
+            entry["harmonics"] = chosen[metric]
         periods = _rows(tables["periodicity"], metric)
         entry["dominant_periods"] = _records(periods[[*series_columns(periods), "dominant_period", "dominant_power"]])
         covariate = _rows(tables["covariate"], metric)
         entry["covariate"] = _record(covariate, [c for c in COVARIATE_COLUMNS if c != "metric"])
+        curves = _rows(tables["curve_test"], metric)
+        entry["curve_test"] = _records(curves[[c for c in curves.columns if c not in ("metric", "n_permutations")]])
+        entry["signature_prediction"] = _prediction(_rows(tables["signature_prediction"], metric))
         per_metric[metric] = entry
     balance = [entry["balanced"] for entry in per_metric.values() if "balanced" in entry]
     counts = sorted({entry["n_per_cell"] for entry in per_metric.values() if "n_per_cell" in entry})
@@ -161,22 +215,23 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
             "balanced": all(balance) if balance else None,
             "n_per_cell": ", ".join(counts) or None,
         },
+        "theta": {"model": "harmonics" if options.dense(cube) else "categorical", "dense_above": options.dense_above},
         "anova_type": tables["anova"].attrs.get(SS_TYPE),
         "skipped": skipped_analyses(tables),
         "warnings": {name: table.attrs[WARNINGS] for name, table in tables.items() if WARNINGS in table.attrs},
         "metrics": per_metric,
-        "tables": {name: _records(table) for name, table in tables.items()},
+        "tables": {name: _records(table) for name, table in tables.items() if name != "signature_similarity"},
     }
 
 
 def format_summary(tables: dict[str, pd.DataFrame], terms: Sequence[str] = (INTERACTION,)) -> str:
     """The terminal text: which analyses were skipped and why (once, when any was), the ANOVA
     unless it was skipped, then per metric the mixed model's test of each of ``terms``, the
-    dominant period of each series and the orientation-covariate regression. Lines of analyses
-    that did not run for a metric are left out.
+    dominant period of each series, the orientation-covariate regression, the curve test and the
+    signature prediction. Lines of analyses that did not run for a metric are left out.
 
-    ``terms`` are the study's interactions, :func:`benchsuite.cube.interactions` of the cube
-    analysed; the default, θ × dataset alone, is right for a cube without a sweep."""
+    ``terms`` are the study's interactions, :func:`benchsuite.analysis.settings.study_terms` of
+    the cube analysed; the default, θ × dataset alone, is right for a coarse cube without a sweep."""
     periods = tables["periodicity"]
     # Label a series by the keys that tell series apart; usually the dataset alone.
     labels = [key for key in series_columns(periods) if periods[key].nunique() > 1] or ["dataset"]
@@ -190,6 +245,13 @@ def format_summary(tables: dict[str, pd.DataFrame], terms: Sequence[str] = (INTE
         if len(series):
             lines.append(_periods_line(series, labels))
         lines += [_covariate_line(row) for _, row in _rows(tables["covariate"], metric).iterrows()]
+        if len(curves := _rows(tables["curve_test"], metric)):
+            lines.append(_curve_test_line(curves))
+        if (prediction := _prediction(_rows(tables["signature_prediction"], metric))) is not None:
+            lines.append(
+                f"  signature predicts the dataset: accuracy {prediction['accuracy']:.2f} "
+                f"(chance {prediction['chance']:.2f}, mean of {prediction['folds']} folds)"
+            )
         if lines:
             blocks.append("\n".join([f"{metric}:", *lines]))
     return "\n\n".join(blocks)
@@ -207,17 +269,17 @@ def write_tables(cube: xr.Dataset, tables: dict[str, pd.DataFrame], run_dir: Pat
     (Path(run_dir) / SUMMARY_NAME).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
-def analyze_run(run_dir: Path, *, typ: Literal[2, 3] = 2) -> str:
+def analyze_run(run_dir: Path, *, typ: Literal[2, 3] = 2, harmonics: int | Literal["auto"] | None = None) -> str:
     """Analyse ``run_dir``'s cube, write the tables and ``summary.json`` beside it, return the terminal text.
 
-    Writes ``anova.csv, mixed.csv, periodicity.csv, tukey.csv, orientation_autocorr.csv,
-    covariate.csv`` and ``summary.json``. Reads nothing but the cube, so a copy of
-    ``results.nc`` alone in another directory gives the same files.
+    Writes ``<name>.csv`` for each of :data:`TABLE_NAMES` and ``summary.json``. ``harmonics``
+    overrides the suite's. Reads nothing but the cube, so a copy of ``results.nc`` alone in
+    another directory gives the same files.
     """
     cube = open_cube(run_dir)
-    tables = analyze_cube(cube, typ=typ)
+    tables = analyze_cube(cube, typ=typ, harmonics=harmonics)
     write_tables(cube, tables, run_dir)
-    return format_summary(tables, interactions(cube))
+    return format_summary(tables, study_terms(cube, analysis_options(cube)))
 
 
 def skipped_analyses(tables: Mapping[str, pd.DataFrame]) -> dict[str, str]:
@@ -244,6 +306,18 @@ def _skipped(name: str, reason: str) -> pd.DataFrame:
     table = pd.DataFrame(columns=_EMPTY_COLUMNS[name])
     table.attrs[SKIPPED] = reason
     return table
+
+
+def _guarded(name: str, compute: Callable[[], pd.DataFrame]) -> Callable[[], pd.DataFrame]:
+    """``compute``, turning an analysis too large for memory into its skipped table, with the size as the reason."""
+
+    def run() -> pd.DataFrame:
+        try:
+            return compute()
+        except AnalysisTooLarge as error:
+            return _skipped(name, error.reason)
+
+    return run
 
 
 def _section(name: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
@@ -287,6 +361,17 @@ def _periods_line(series: pd.DataFrame, labels: list[str]) -> str:
     return "  dominant period: " + ", ".join(shown)
 
 
+def _curve_test_line(rows: pd.DataFrame) -> str:
+    if len(rows) == 1:
+        row = rows.iloc[0]
+        return (
+            f"  curve test (datasets' whole curves, permutation): F = {row['F']:.2f}, p = {row['p']:.2g} "
+            f"({row['n_curves']} curves, {row['n_theta']} angles)"
+        )
+    different = int((rows["p"] < 0.05).sum())
+    return f"  curve test (datasets' whole curves, permutation): p < 0.05 in {different} of {len(rows)} combinations"
+
+
 def _covariate_line(row: pd.Series) -> str:
     return (
         f"  orientation autocorr: coef {row['coef']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}], "
@@ -304,6 +389,13 @@ def _metrics(tables: dict[str, pd.DataFrame]) -> list[str]:
 def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
     """``table`` as JSON-ready records, NaN as None (pandas' JSON writer does the type mapping)."""
     return json.loads(table.to_json(orient="records", double_precision=15))
+
+
+def _prediction(folds: pd.DataFrame) -> dict[str, Any] | None:
+    """The signature prediction's folds of one metric as its mean accuracy, chance level and fold count."""
+    if folds.empty:
+        return None
+    return {"accuracy": float(folds["accuracy"].mean()), "chance": float(folds["chance"].iloc[0]), "folds": len(folds)}
 
 
 def _record(rows: pd.DataFrame, columns: list[str]) -> dict[str, Any] | None:

@@ -9,9 +9,10 @@ images and ``final_loss``, 5 epochs of 16 steps, 4 saliency examples of 32 px, a
 cos(kθ) curve per dataset. Every stage runs in a process of its own, so its peak memory (the
 process's peak resident set, imports included) is its own:
 
-- ``store``: the results through :class:`benchsuite.store.PartWriter` as the runner stores
-  them, then the cube assembled from the parts and written (``consolidate``). Only the store's
-  calls are timed, not the making of the synthetic results.
+- ``store``: the grid's cells made (``expand``), then the results through
+  :class:`benchsuite.store.PartWriter` as the runner stores them; only the store's calls are
+  timed, not the making of the synthetic results. Then, in a process of its own, the cube
+  assembled from the parts and written (``consolidate``).
 - ``logs``: the same results through the TensorBoard logs (:class:`benchsuite.tensorboard.RunLogs`).
 - ``resume``: what a resume reads before it runs anything: every part checked, the stored keys.
 - ``analyze`` and ``report``: ``benchsuite analyze RUN_DIR`` and ``benchsuite report RUN_DIR``.
@@ -43,6 +44,7 @@ GRIDS = {  # name: (datasets, angles, seeds, methods, encoders)
     "curve": (1, 3600, 1, 1, 1),
     "curves": (4, 3600, 2, 1, 1),
     "36k": (10, 3600, 1, 1, 1),
+    "100k": (28, 3600, 1, 1, 1),
     "follow-up": (16, 3600, 1, 2, 8),
 }
 STAGES = ("store", "logs", "resume", "analyze", "report", "baseline")
@@ -51,16 +53,18 @@ MAX_LOGGED_CELLS = 36_000
 
 
 def suite_text(grid: str) -> str:
-    datasets, angles, seeds, methods, encoders = GRIDS[grid]
-    step = 360 / angles
+    n_datasets, angles, seeds, n_methods, n_encoders = GRIDS[grid]
+    datasets = ", ".join(f"d{i}: {{plugin: symmetric_shapes, params: {{k: {2 + i % 11}, seed: {i}}}}}" for i in range(n_datasets))
+    methods = ", ".join(f"m{i}: {{plugin: moco_v2, params: {{lr: {0.01 * (i + 1)}}}}}" for i in range(n_methods))
+    encoders = ", ".join(f"e{i}: {{plugin: small_cnn, params: {{width: {8 * (i + 1)}}}}}" for i in range(n_encoders))
     return textwrap.dedent(f"""\
         name: scale-{grid}
         data: {{size: 32, eval_images: 64, examples: 4}}
-        datasets: {{{", ".join(f"d{i}: {{plugin: symmetric_shapes, params: {{k: {i + 2}}}}}" for i in range(datasets))}}}
-        theta: {{start: 0, stop: 360, step: {step!r}}}
+        datasets: {{{datasets}}}
+        theta: {{start: 0, stop: 360, step: {360 / angles!r}}}
         seeds: {list(range(seeds))}
-        methods: {{{", ".join(f"m{i}: {{plugin: moco_v2, params: {{lr: {0.01 * (i + 1)}}}}}" for i in range(methods))}}}
-        encoders: {{{", ".join(f"e{i}: {{plugin: small_cnn, params: {{width: {8 * (i + 1)}}}}}" for i in range(encoders))}}}
+        methods: {{{methods}}}
+        encoders: {{{encoders}}}
         metrics: [auroc, mass_in_mask, pointing_game, final_loss]
     """)
 
@@ -103,7 +107,6 @@ def synthetic_results(cells, images: int) -> Iterator:
 
 def stage_store(run_dir: Path, grid: str, images: int) -> dict[str, float]:
     from benchsuite.grid import detail_thetas, expand
-    from benchsuite.runner import _cube_attrs
     from benchsuite.store import PartWriter, RunStore
 
     resolved = resolved_grid(grid, run_dir.parent)
@@ -119,17 +122,21 @@ def stage_store(run_dir: Path, grid: str, images: int) -> dict[str, float]:
             adding += time.perf_counter() - start
         start = time.perf_counter()
     adding += time.perf_counter() - start  # the last part, written on the way out
+    (run_dir / "suite.yaml").write_text(resolved.text)
+    return {"cells": len(cells), "expand_s": expanded, "add_s": adding, "parts": len(store.part_paths())}
+
+
+def stage_cube(run_dir: Path, grid: str) -> dict[str, float]:
+    from benchsuite.grid import expand
+    from benchsuite.runner import _cube_attrs
+    from benchsuite.store import RunStore
+
+    resolved = resolved_grid(grid, run_dir.parent)
+    cells = expand(resolved)
+    store = RunStore(run_dir)
     start = time.perf_counter()
     store.write_cube(store.build_cube(cells, _cube_attrs(resolved), {}))
-    consolidating = time.perf_counter() - start
-    (run_dir / "suite.yaml").write_text(resolved.text)
-    return {
-        "cells": len(cells),
-        "expand_s": expanded,
-        "add_s": adding,
-        "consolidate_s": consolidating,
-        "parts": len(store.part_paths()),
-    }
+    return {"cells": len(cells), "consolidate_s": time.perf_counter() - start}
 
 
 def stage_logs(run_dir: Path, grid: str, images: int) -> dict[str, float]:
@@ -219,6 +226,7 @@ def main() -> None:
     if args.stage:  # a child process: one stage, its numbers as the last line
         stages = {
             "store": lambda: stage_store(args.dir, args.grid, args.images),
+            "cube": lambda: stage_cube(args.dir, args.grid),
             "logs": lambda: stage_logs(args.dir, args.grid, args.images),
             "resume": lambda: stage_resume(args.dir),
             "baseline": lambda: stage_baseline(args.dir, args.grid, args.images, args.baseline_cells),
@@ -240,8 +248,9 @@ def main() -> None:
             found, _, peak = run_stage([*me, "--stage", "store", "--grid", grid, "--dir", str(run_dir)])
             show(grid, "expand", found["expand_s"], cells, peak, "the grid's cells and keys (not the store)")
             show(grid, "store", found["add_s"], cells, peak, f"{found['parts']} parts")
-            show(grid, "consolidate", found["consolidate_s"], cells, peak, "cube assembled and written")
-            store_ms = 1e3 * (found["add_s"] + found["consolidate_s"]) / cells
+            cube, _, peak = run_stage([*me, "--stage", "cube", "--grid", grid, "--dir", str(run_dir)])
+            show(grid, "consolidate", cube["consolidate_s"], cells, peak, "cube assembled and written")
+            store_ms = 1e3 * (found["add_s"] + cube["consolidate_s"]) / cells
             print(f"{'':<10} {'':>8}  store and consolidation together: {store_ms:.3f} ms a cell")
         if "logs" in wanted:
             found, _, peak = run_stage([*me, "--stage", "logs", "--grid", grid, "--dir", str(run_dir)])

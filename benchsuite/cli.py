@@ -110,7 +110,7 @@ def run(
     """Run SUITE, resuming where an earlier run stopped, then analyse it and write the report.
 
     Every dataset is built and checked first (as `validate --data` does), so bad data stops the
-    run before anything trains. Cells already stored under OUT/<suite name>/cells/ are skipped,
+    run before anything trains. Cells already stored under OUT/<suite name>/parts/ are skipped,
     so a killed run continues where it stopped. A suite or plugin version that changed since
     those cells were stored is refused (use a new --out, or --force), as is a second run on a
     directory that is in use. Writes results.nc (the cube), tensorboard/ (one run per theta curve: view with

@@ -19,7 +19,7 @@ from benchsuite.kinds import BY_NAME, KINDS
 from benchsuite.suite import ResolvedSuite, canonical_json
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cell:
     """One (dataset, theta, seed, method, encoder[, swept parameters]) combination with everything needed to run it.
 
@@ -49,7 +49,13 @@ class Cell:
 
 def cell_key(coords: dict[str, Any], config: dict[str, Any]) -> str:
     """A 16-hex-digit content hash of a cell's coordinates, config and benchsuite version."""
-    payload = canonical_json({"coords": coords, "config": config, "benchsuite": benchsuite.__version__})
+    return _hashed(canonical_json(coords), canonical_json(config))
+
+
+def _hashed(coords_json: str, config_json: str) -> str:
+    # canonical_json({"benchsuite": ..., "config": ..., "coords": ...}) written out in its sorted
+    # key order, so that expand serialises a family's shared config once rather than per cell.
+    payload = f'{{"benchsuite":{canonical_json(benchsuite.__version__)},"config":{config_json},"coords":{coords_json}}}'
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -93,16 +99,26 @@ def families(cells: Sequence[Cell]) -> list[list[Cell]]:
 
 
 def expand(resolved: ResolvedSuite) -> list[Cell]:
-    """Every cell of the suite's Cartesian grid, in axis order."""
+    """Every cell of the suite's Cartesian grid, in axis order.
+
+    The cells of a family (the same coordinates but θ and seed) share one config object, built
+    and serialised once: a 921,600-cell grid would otherwise hold 921,600 copies of it. A cell's
+    config is never changed after this, so sharing it is safe.
+    """
     levels = resolved.levels()
+    configs: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
     cells = []
     for values in itertools.product(*levels.values()):
         coords = dict(zip(levels, values, strict=True))
         coords["theta"], coords["seed"] = float(coords["theta"]), int(coords["seed"])
-        config = cell_config(resolved, coords)
+        family = tuple(value for axis, value in coords.items() if axis not in ("theta", "seed"))
+        if family not in configs:
+            config = cell_config(resolved, coords)
+            configs[family] = (config, canonical_json(config))
+        config, config_json = configs[family]
         base = {axis: coords[axis] for axis in AXES}
         swept = {dim: value for dim, value in coords.items() if dim not in base}
-        cells.append(Cell(**base, config=config, key=cell_key(coords, config), swept=swept))
+        cells.append(Cell(**base, config=config, key=_hashed(canonical_json(coords), config_json), swept=swept))
     return cells
 
 

@@ -61,7 +61,7 @@ def run(
     """Run (or resume) the suite file ``suite`` end to end, then analyse it and write the report.
 
     Cells already stored under ``out/<suite name>/`` are skipped unless ``force``. Each cell's
-    TensorBoard logs and shard are written as it finishes; then the cube ``results.nc``, the
+    TensorBoard logs are written as it finishes, and it is stored within a second; then the cube ``results.nc``, the
     analysis tables (ANOVA of Type ``anova_type``, mixed model, periodicity, ...) and
     ``report.html``. ``data_root`` is where relative dataset folders are found (default:
     ``$BENCHSUITE_DATA_ROOT``, else the working directory). With ``strict``, a plugin that fails to

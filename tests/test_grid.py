@@ -64,3 +64,12 @@ def test_detail_thetas_spread_evenly_through_the_suites_angles():
     assert sorted(sample) == [30.0 * i for i in range(12)]
     assert detail_thetas([0.0, 90.0, 180.0], 12) == {0.0, 90.0, 180.0}  # fewer angles than asked: all of them
     assert detail_thetas([270.0, 0.0, 90.0, 180.0], 2) == {0.0, 180.0}  # in angle order, whatever the suite's order
+
+
+def test_expand_keys_every_cell_as_cell_key_does_and_shares_a_familys_config(tmp_path):
+    cells = cells_of(tmp_path, VALID)
+    assert all(cell.key == cell_key(cell.coords, cell.config) for cell in cells)
+    by_family = {}
+    for cell in cells:
+        by_family.setdefault((cell.dataset, cell.method, cell.encoder), []).append(cell)
+    assert all(len({id(c.config) for c in family}) == 1 for family in by_family.values())

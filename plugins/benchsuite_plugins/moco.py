@@ -35,12 +35,15 @@ class MoCoV2Params(TrainingParams):
     queue_init: Literal["random", "keys"] = Field(
         "random",
         description=(
-            "What the queue holds before the first step. 'random': random unit vectors, as in the reference code; "
-            "real keys replace them batch by batch, so until (training images x epochs) keys have gone in, part of "
-            "the negatives are random, easy ones and the loss is lower, the more so the smaller the dataset. "
-            "'keys': the key network's keys of training pairs (batches and views drawn as training draws them), the "
-            "queue as it stands after one pass over a dataset at least as large as the queue; a smaller dataset is "
-            "passed over until the queue is full, so it holds several keys of each image, as it would in training."
+            "What the queue holds before the first step. 'random': random unit vectors, as in the reference code. "
+            "Real keys replace them a batch a step, so a cell that enqueues fewer than queue_size keys in all "
+            "(about training images x epochs) ends with part of its negatives random and easy and its loss lower, "
+            "the more so the smaller its dataset. 'keys': the key network's keys of training pairs (batches and "
+            "views drawn as training draws them), the queue as it stands after one pass over a dataset at least as "
+            "large as the queue; a smaller dataset is passed over until the queue is full, so the queue holds "
+            "several keys of each image, an anchor's own among its negatives, as training would reach later, and "
+            "the loss is then higher the smaller the dataset. Neither makes final_loss compare datasets of "
+            "different sizes; heldout_infonce does."
         ),
     )
     symmetric: bool = Field(

@@ -30,6 +30,7 @@ from benchsuite.analysis.summary import (
 from benchsuite.cli import cli
 from benchsuite.cube import CUBE_NAME, ENGINE
 from benchsuite.errors import BenchsuiteError
+from benchsuite.synthetic import synthetic_cube
 from tests.test_anova import STRENGTHS, SWEEP
 
 GRID = ("dataset", "theta", "seed", "method", "encoder")
@@ -321,3 +322,12 @@ def test_a_swept_parameter_at_a_single_level_changes_no_analysis() -> None:
 def test_analyze_run_without_a_cube_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(BenchsuiteError, match=r"has no results\.nc; run a suite first"):
         analyze_run(tmp_path)
+
+
+def test_the_dominant_periods_of_many_series_are_counted_rather_than_listed() -> None:
+    cube = synthetic_cube(datasets=4, thetas=36, seeds=1, encoders=4, images=2)  # 16 series per metric
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = format_summary(analyze_cube(cube))
+    line = next(line for line in text.splitlines() if "dominant period" in line)
+    assert line.startswith("  dominant period of 16 series: 90° in 4, 180° in 4, 360° in 4")  # set0 cos 4θ, set2 2θ, set3 θ

@@ -352,7 +352,16 @@ def _mixed_line(row: pd.Series) -> str:
     )
 
 
+MAX_SERIES_SHOWN = 12
+"""Past this many series the printed dominant periods are counted rather than listed (the follow-up has 256)."""
+
+
 def _periods_line(series: pd.DataFrame, labels: list[str]) -> str:
+    if len(series) > MAX_SERIES_SHOWN:
+        counts = series["dominant_period"].map(_period).value_counts()
+        shown = ", ".join(f"{period} in {count}" for period, count in counts.head(5).items())
+        rest = int(counts.iloc[5:].sum())
+        return f"  dominant period of {len(series)} series: {shown}" + (f", other periods in {rest}" if rest else "")
     shown = [
         f"{'/'.join(level_label(key, row[key]) for key in labels)} {_period(row['dominant_period'])}"
         + ("" if math.isnan(row["dominant_power"]) else f" ({row['dominant_power']:.0%})")

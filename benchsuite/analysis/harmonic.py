@@ -149,8 +149,7 @@ def harmonic_anova(frame: pd.DataFrame, factors: Sequence[str], harmonics: int |
     thetas, theta_codes = np.unique(data["theta"].to_numpy(dtype=float), return_inverse=True)
     series_codes = data.groupby(factors, sort=True).ngroup().to_numpy() if factors else np.zeros(len(data), dtype=int)
     n_series = int(series_codes.max()) + 1
-    most = MAX_AUTO_HARMONICS if harmonics == "auto" else harmonics
-    most = min(most, (len(thetas) - 1) // 2) if harmonics == "auto" else most
+    most = min(MAX_AUTO_HARMONICS, (len(thetas) - 1) // 2) if harmonics == "auto" else harmonics
     if most < 1 or 2 * most + 1 > len(thetas):
         raise AnovaError(f"{len(thetas)} angles cannot fit {most} harmonic(s): K harmonics need at least 2K + 1 angles.")
     moments = series_moments(series_codes, theta_codes, data["value"].to_numpy(dtype=float), thetas, most)

@@ -39,6 +39,7 @@ a cube too large for it is skipped with the size in the reason.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -138,7 +139,7 @@ def fit_mixed(frame: pd.DataFrame, factors: Sequence[str], harmonics: int | None
         groups="dataset",
         re_formula="0",
         vc_formula={"image": f"0 + C({IMAGE})", "run": "0 + C(run)"},
-        eval_env={HARMONIC_TERM: lambda theta: harmonic_basis(theta, harmonics or 0)},
+        eval_env={} if harmonics is None else {HARMONIC_TERM: functools.partial(harmonic_basis, k=harmonics)},
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)

@@ -15,7 +15,7 @@ a file per cell.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -157,14 +157,19 @@ def _list_column(arrays: Sequence[Any]) -> pa.Array:
     return pa.LargeListArray.from_arrays(offsets, pa.array(flat), mask=mask)
 
 
-def assemble(cells: Sequence[Cell], parts: pa.Table, attrs: dict[str, str], sweep_paths: Mapping[str, str]) -> xr.Dataset:
-    """The cube over the grid of ``cells`` from the rows of ``parts``; cells without a row are NaN.
+def assemble(
+    cells: Sequence[Cell], parts: Iterable[pa.Table], attrs: dict[str, str], sweep_paths: Mapping[str, str]
+) -> xr.Dataset:
+    """The cube over the grid of ``cells`` from the rows of ``parts``, read one part at a time; cells without a row are NaN.
 
     The grid is :data:`~benchsuite.cube.AXES` and then the swept parameters (``sweep_paths``:
     dimension -> the parameter's path in the suite), whose coordinates are marked with
     ``role="sweep"``. A key that appears in several rows takes its last row (a rerun with
     ``--force`` appends); rows of cells outside the grid are left out. Arrays are padded with
-    NaN to the longest row (the image count differs between datasets).
+    NaN to the longest row (the image count differs between datasets). Each cell-level variable
+    is filled in place as the parts go by, so memory holds the cube and one part; the few rows of
+    the detailed cells and of each dataset are kept until the end, when the angles that kept
+    example maps are known.
     """
     grid = (*names.AXES, *sweep_paths)
     coords = {axis: list(dict.fromkeys(c.coords[axis] for c in cells)) for axis in grid}
@@ -172,30 +177,52 @@ def assemble(cells: Sequence[Cell], parts: pa.Table, attrs: dict[str, str], swee
     shape = tuple(len(coords[a]) for a in grid)
     cell_index = np.array([[index[a][c.coords[a]] for a in grid] for c in cells], dtype=np.int64).reshape(len(cells), len(grid))
     position = dict(zip((c.key for c in cells), np.ravel_multi_index(tuple(cell_index.T), shape).tolist(), strict=True))
-    flat, rows = _positions(parts.column(KEY).to_pylist() if parts.num_rows else [], position)
-    described = json.loads(parts.schema.metadata[VARIABLES]) if parts.num_rows else {}
 
-    dense: dict[str, tuple[tuple[str, ...], tuple[str, ...], np.ndarray, dict[str, str]]] = {}
-    detail_coords: dict[str, Any] = {}
-    for name, about in described.items():
-        kept = rows if about["level"] == "cell" else _rows_with(parts, name, rows)
-        at = flat[np.isin(rows, kept)]
-        if about["level"] == "cell":
-            lead, lead_shape = grid, shape
-        elif about["level"] == "dataset":  # shared by a dataset's cells: placed by the row's dataset, the first grid axis
+    described: dict[str, dict[str, Any]] = {}
+    filled: dict[str, np.ndarray] = {}  # cell-level variables over the flattened grid
+    few: dict[str, list[tuple[pa.Array, pa.Array | None, np.ndarray]]] = {}  # detail and dataset rows, until the end
+    for part in parts:
+        keys = part.column(KEY).to_pylist()
+        rows = [row for row, key in enumerate(keys) if key in position]
+        at = np.array([position[keys[row]] for row in rows], dtype=np.int64)
+        for name, about in json.loads(part.schema.metadata[VARIABLES]).items():
+            described.setdefault(name, about)
+            ndim = len(about["dims"])
+            column = part.column(name).take(pa.array(rows, pa.int64())).combine_chunks()
+            valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            taken = pa.array(np.flatnonzero(valid))
+            values = column.take(taken)
+            shapes = (
+                part.column(f"{name}/shape").take(pa.array(rows, pa.int64())).combine_chunks().take(taken) if ndim > 1 else None
+            )
+            if about["level"] == "cell":
+                filled[name] = _place(filled.get(name), int(np.prod(shape)), ndim, values, shapes, at[valid])
+            else:
+                few.setdefault(name, []).append((values, shapes, at[valid]))
+
+    detail_coords: dict[str, list[Any]] = {}
+    dense: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
+        name: (grid, data.reshape(shape + data.shape[1:])) for name, data in filled.items()
+    }
+    for name, pieces in few.items():
+        values = pa.concat_arrays([v for v, _, _ in pieces])
+        shapes = pa.concat_arrays([s for _, s, _ in pieces]) if pieces[0][1] is not None else None
+        at = np.concatenate([a for _, _, a in pieces])
+        if described[name]["level"] == "dataset":  # shared by a dataset's cells: placed by its dataset, the first grid axis
             lead, lead_shape, at = ("dataset",), shape[:1], np.unravel_index(at, shape)[0]
         else:  # kept at the detailed angles only: θ gives way to the angles that kept it
             lead, lead_shape, at, detail_coords[names.EXAMPLE_THETA] = _at_detailed_angles(at, shape, grid, coords["theta"])
-        data = _dense(parts, name, len(about["dims"]), kept, at, int(np.prod(lead_shape)))
-        dense[name] = (lead, tuple(about["dims"]), data.reshape(lead_shape + data.shape[1:]), about["attrs"])
+        data = _place(None, int(np.prod(lead_shape)), len(described[name]["dims"]), values, shapes, at)
+        dense[name] = (lead, data.reshape(lead_shape + data.shape[1:]))
+
     extents: dict[str, int] = {}
-    for lead, dims, data, _ in dense.values():
-        for dim, n in zip(dims, data.shape[len(lead) :], strict=True):
+    for name, (lead, data) in dense.items():
+        for dim, n in zip(described[name]["dims"], data.shape[len(lead) :], strict=True):
             extents[dim] = max(extents.get(dim, 0), n)
-    cube_vars: dict[str, Any] = {
-        name: (lead + dims, _padded(data, len(lead), [extents[d] for d in dims]), attrs)
-        for name, (lead, dims, data, attrs) in dense.items()
-    }
+    cube_vars: dict[str, Any] = {}
+    for name, (lead, data) in dense.items():
+        dims = tuple(described[name]["dims"])
+        cube_vars[name] = (lead + dims, _padded(data, len(lead), [extents[d] for d in dims]), described[name]["attrs"])
 
     key = np.full(int(np.prod(shape)), "", dtype=object)
     key[list(position.values())] = list(position)
@@ -219,22 +246,6 @@ def assemble(cells: Sequence[Cell], parts: pa.Table, attrs: dict[str, str], swee
     return cube
 
 
-def _positions(keys: list[str], position: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Each kept row's grid position, and which rows are kept: the last row of each key in the grid."""
-    last: dict[str, int] = {}
-    for row, key in enumerate(keys):
-        if key in position:
-            last[key] = row
-    rows = np.fromiter(last.values(), dtype=np.int64, count=len(last))
-    flat = np.fromiter((position[k] for k in last), dtype=np.int64, count=len(last))
-    return flat, rows
-
-
-def _rows_with(parts: pa.Table, name: str, rows: np.ndarray) -> np.ndarray:
-    """The rows among ``rows`` where ``name`` is not null."""
-    return rows[np.asarray(parts.column(name).take(pa.array(rows)).is_valid().to_numpy(zero_copy_only=False), dtype=bool)]
-
-
 def _at_detailed_angles(
     at: np.ndarray, shape: tuple[int, ...], grid: tuple[str, ...], thetas: Sequence[float]
 ) -> tuple[tuple[str, ...], tuple[int, ...], np.ndarray, list[float]]:
@@ -249,33 +260,42 @@ def _at_detailed_angles(
     return lead, lead_shape, np.ravel_multi_index(tuple(index), lead_shape), angles
 
 
-def _dense(parts: pa.Table, name: str, ndim: int, rows: np.ndarray, at: np.ndarray, size: int) -> np.ndarray:
-    """Variable ``name`` as an array [size, *extents], with each kept row's value at its position ``at``."""
-    column = parts.column(name).take(pa.array(rows)).combine_chunks()
-    valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+def _place(
+    data: np.ndarray | None, size: int, ndim: int, values: pa.Array, shapes: pa.Array | None, at: np.ndarray
+) -> np.ndarray:
+    """``data`` ([size, *extents], made on first use) with each of ``values`` written at its position ``at``.
+
+    An array is grown, padded with NaN, when a value is longer than any before it. Rows of one
+    length are written together, so the temporaries are the size of one part.
+    """
     if not ndim:
-        values = column.to_numpy(zero_copy_only=False)
-        if values.dtype.kind in "OUS":  # text (the device): empty where no cell ran
-            out = np.full(size, "", dtype=object)
-            out[at[valid]] = values[valid]
-            return out.astype(str)
-        out = np.full(size, np.nan)
-        out[at[valid]] = values[valid].astype(np.float64)
-        return out
-    offsets = column.offsets.to_numpy()
-    flat = column.values.to_numpy()
+        found = values.to_numpy(zero_copy_only=False)
+        if data is None:
+            text = found.dtype.kind in "OUS"  # the device: empty where no cell ran
+            data = np.full(size, "" if text else np.nan, dtype=object if text else np.float64)
+        data[at] = found
+        return data
+    offsets = values.offsets.to_numpy()
+    flat = values.values.to_numpy()
     if ndim == 1:
         lengths = np.diff(offsets)
-        out = np.full((size, int(lengths.max(initial=0))), np.nan, dtype=np.float32)
-        row = np.repeat(np.arange(len(lengths)), lengths)
-        out[at[row], np.arange(len(flat)) - offsets[row]] = flat
-        return out
-    shapes = parts.column(f"{name}/shape").take(pa.array(rows)).to_pylist()
-    extents = np.max([s for s in shapes if s is not None], axis=0) if valid.any() else np.zeros(ndim, dtype=int)
-    out = np.full((size, *extents), np.nan, dtype=np.float32)
-    for i in np.flatnonzero(valid):  # only the detailed and dataset rows hold arrays of several dimensions
-        out[(at[i], *(slice(0, n) for n in shapes[i]))] = flat[offsets[i] : offsets[i + 1]].reshape(shapes[i])
-    return out
+        data = _grown(data, size, (int(lengths.max(initial=0)),))
+        for length in np.unique(lengths):
+            same = lengths == length
+            data[at[same], :length] = flat[offsets[:-1][same, None] + np.arange(length)]
+        return data
+    row_shapes = shapes.to_pylist()
+    data = _grown(data, size, tuple(np.max(row_shapes, axis=0)) if row_shapes else (0,) * ndim)
+    for i, row_shape in enumerate(row_shapes):  # only the detailed and dataset rows hold arrays of several dimensions
+        data[(at[i], *(slice(0, n) for n in row_shape))] = flat[offsets[i] : offsets[i + 1]].reshape(row_shape)
+    return data
+
+
+def _grown(data: np.ndarray | None, size: int, extents: tuple[int, ...]) -> np.ndarray:
+    """``data``, or a NaN array [size, *extents] when None, padded with NaN to at least ``extents``."""
+    if data is None:
+        return np.full((size, *extents), np.nan, dtype=np.float32)
+    return _padded(data, 1, [max(n, have) for n, have in zip(extents, data.shape[1:], strict=True)])
 
 
 def _padded(data: np.ndarray, lead: int, extents: Sequence[int]) -> np.ndarray:

@@ -52,7 +52,7 @@ from benchsuite import provenance
 from benchsuite.cube import CUBE_NAME, ENGINE
 from benchsuite.errors import RunDirInUse, make_output_folder
 from benchsuite.grid import Cell
-from benchsuite.parts import KEY, VARIABLES, Variable, assemble, cell_variables, table
+from benchsuite.parts import KEY, Variable, assemble, cell_variables, table
 from benchsuite.pipeline import CellResult
 
 PARTS = "parts"
@@ -144,17 +144,6 @@ class RunStore:
         _atomic(lambda tmp: pq.write_table(part, tmp, compression="zstd", write_page_checksum=True), path)
         return path
 
-    def read_parts(self) -> pa.Table:
-        """Every stored part as one table, in the order written, its schema metadata describing every variable."""
-        parts = [_read_part(path) for path in self.part_paths()]
-        if not parts:
-            return pa.table({KEY: pa.array([], pa.string())})
-        described: dict[str, Any] = {}
-        for part in parts:
-            described |= json.loads(part.schema.metadata[VARIABLES])
-        merged = pa.concat_tables([part.replace_schema_metadata(None) for part in parts], promote_options="permissive")
-        return merged.replace_schema_metadata({VARIABLES: json.dumps(described).encode()})
-
     def convert_shards(self, detail: Collection[float]) -> int:
         """Turn the per-cell NetCDF shards of an earlier version (``cells/<key>.nc``) into one part; returns how many.
 
@@ -192,7 +181,7 @@ class RunStore:
 
     def build_cube(self, cells: Sequence[Cell], attrs: dict[str, str], sweep_paths: Mapping[str, str]) -> xr.Dataset:
         """The cube over the grid of ``cells``, from the parts present; cells not run are NaN."""
-        return assemble(cells, self.read_parts(), attrs, sweep_paths)
+        return assemble(cells, (_read_part(path) for path in self.part_paths()), attrs, sweep_paths)
 
     def cube_is_current(self, cells: Sequence[Cell]) -> bool:
         """Whether ``results.nc`` is the cube of the grid of ``cells`` and no stored part is newer.

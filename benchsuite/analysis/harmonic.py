@@ -156,24 +156,15 @@ def harmonic_anova(frame: pd.DataFrame, factors: Sequence[str], harmonics: int |
     k = most if harmonics != "auto" else _aic_choice(moments, n_series, most)
     moments = moments.truncated(k)
 
-    full = np.arange(n_series)
-    rss_full, curve_full = grouped_fit(moments, full)
+    rss_full, curve_full = grouped_fit(moments, np.arange(n_series))
     df_residual = moments.n - n_series - curve_full
     if df_residual < 1:
         raise AnovaError(
             f"{moments.n} cell means for {n_series} series of {2 * k + 1} parameters leave no residual degrees of "
             "freedom: add seeds to the suite (at least 2, better 3 or more)."
         )
-    nested = {HARMONIC_TERM: (None, np.zeros(n_series, dtype=int))}
-    for factor in factors:
-        others = [f for f in factors if f != factor]
-        shared = data.groupby(others, sort=True).ngroup() if others else pd.Series(0, index=data.index)
-        # The group of each series: the series code and its others' code come from the same rows.
-        groups = np.zeros(n_series, dtype=int)
-        groups[series_codes] = shared.to_numpy()
-        nested[f"{HARMONIC_TERM}:{factor}"] = (groups, full)
     rows = {}
-    for term, (smaller, larger) in nested.items():
+    for term, (smaller, larger) in _nested_models(data, factors, series_codes).items():
         rss_small, params_small = grouped_fit(moments, smaller)
         rss_large, params_large = grouped_fit(moments, larger)
         rows[term] = _f_row(rss_small - rss_large, params_large - params_small, rss_full, df_residual)
@@ -210,6 +201,27 @@ def harmonic_table(
     table = pd.concat(blocks, ignore_index=True)[TABLE_COLUMNS] if blocks else pd.DataFrame(columns=TABLE_COLUMNS)
     table.attrs[HARMONICS_CHOSEN] = chosen
     return table
+
+
+def _nested_models(
+    data: pd.DataFrame, factors: list[str], series_codes: np.ndarray
+) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+    """Each term's pair of nested models, as :func:`grouped_fit` groupings of the series (smaller, larger).
+
+    ``harmonics``: flat series against one shared curve; ``harmonics:<factor>``: one curve per
+    combination of the other factors against one per series.
+    """
+    n_series = int(series_codes.max()) + 1
+    per_series = np.arange(n_series)
+    nested = {HARMONIC_TERM: (None, np.zeros(n_series, dtype=int))}
+    for factor in factors:
+        others = [f for f in factors if f != factor]
+        shared = data.groupby(others, sort=True).ngroup() if others else pd.Series(0, index=data.index)
+        # The group of each series: the series code and its others' code come from the same rows.
+        groups = np.zeros(n_series, dtype=int)
+        groups[series_codes] = shared.to_numpy()
+        nested[f"{HARMONIC_TERM}:{factor}"] = (groups, per_series)
+    return nested
 
 
 def _aic_choice(moments: Moments, n_series: int, most: int) -> int:

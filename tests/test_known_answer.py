@@ -70,7 +70,7 @@ def test_ssl_methods_suite_plants_the_interaction_for_the_methods_it_names(tmp_p
     suite["methods"] = {k: suite["methods"][k] for k in ("moco_v2", "barlow_twins", "vicreg")}
     suite["theta"] = [45, 90]
     suite["seeds"] = [0]
-    suite["metrics"] = ["final_loss", "embedding_std"]
+    suite["metrics"] = ["heldout_infonce", "final_loss", "embedding_std"]
     path = tmp_path / "slice.yaml"
     path.write_text(yaml.safe_dump(suite))
     summary = run_cells(load_suite(path, default_registry()), default_registry(), tmp_path, progress=False)

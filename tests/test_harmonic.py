@@ -14,12 +14,14 @@ from click.testing import CliRunner
 from scipy import stats
 from statsmodels.stats.anova import anova_lm
 
-from benchsuite.analysis.anova import anova_heading, anova_table, format_anova
+from benchsuite.analysis.anova import anova_heading, anova_table, format_anova, varying_factors
 from benchsuite.analysis.harmonic import harmonic_anova, harmonic_basis, harmonic_table
+from benchsuite.analysis.mixed import balanced_harmonic_fit, fit_mixed, image_values, mixed_table
 from benchsuite.analysis.settings import DENSE_ABOVE, HARMONICS, HARMONICS_CHOSEN, AnalysisOptions, analysis_options, study_terms
 from benchsuite.analysis.summary import SUMMARY_NAME, analyze_cube
 from benchsuite.cli import cli
 from benchsuite.cube import CUBE_NAME, ENGINE
+from benchsuite.cube import factors as cube_factors
 from benchsuite.errors import BenchsuiteError
 from benchsuite.suite import AnalysisSettings
 from benchsuite.synthetic import synthetic_cube
@@ -170,7 +172,7 @@ def test_above_dense_above_the_anova_is_the_harmonic_regression_and_the_mixed_mo
     anova = tables["anova"][tables["anova"]["metric"] == "auroc"].set_index("term")
     assert list(anova.index) == ["harmonics", "harmonics:dataset", "Residual"]
     mixed = tables["mixed"][tables["mixed"]["metric"] == "auroc"].set_index("term")
-    assert set(mixed.index) == {"dataset", "harmonics", "harmonics:dataset"}
+    assert list(mixed.index) == ["harmonics", "harmonics:dataset"]
     assert mixed.at["harmonics:dataset", "df"] == 8  # 2K columns times (datasets - 1)
     assert mixed.at["harmonics:dataset", "p"] < 0.01
     # On a balanced design the run effect makes the Wald χ²/df the F of the cell means, as with categorical θ.
@@ -208,3 +210,26 @@ def test_analyze_harmonics_overrides_the_suites(tmp_path: Path) -> None:
 def test_analyze_refuses_a_harmonics_that_is_neither_auto_nor_a_count(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["analyze", str(_dense_run(tmp_path)), "--harmonics", "0"])
     assert result.exit_code == 2 and "neither 'auto' nor a whole number of at least 1" in result.output
+
+
+@pytest.mark.parametrize("image_sd", [0.05, 0.0])
+def test_the_balanced_mixed_model_in_closed_form_is_statsmodels_reml_fit(image_sd: float) -> None:
+    cube = synthetic_cube(datasets=2, thetas=12, seeds=3, images=5, run_sd=0.05, image_sd=image_sd)
+    fast = balanced_harmonic_fit(cube, "auroc", 4)
+    frame = image_values(cube, "auroc")
+    slow = fit_mixed(frame, varying_factors(frame, cube_factors(cube)), harmonics=4)
+    terms = ["harmonics", "harmonics:dataset"]
+    np.testing.assert_allclose(fast.terms.loc[terms, "chi2"], slow.terms.loc[terms, "chi2"], rtol=1e-4)
+    assert list(fast.terms["df"]) == list(slow.terms.loc[terms, "df"]) == [8, 8]
+    for variance in ("run_var", "residual_var"):
+        assert getattr(fast, variance) == pytest.approx(getattr(slow, variance), rel=1e-3), variance
+    assert fast.image_var == pytest.approx(slow.image_var, rel=1e-3, abs=1e-5)
+    assert (fast.n_obs, fast.n_images, fast.n_runs) == (slow.n_obs, slow.n_images, slow.n_runs)
+
+
+def test_an_image_missing_from_one_run_is_not_balanced_and_goes_to_statsmodels() -> None:
+    cube = synthetic_cube(datasets=2, thetas=12, seeds=3, images=5)
+    cube["auroc"][0, 3, 0, 0, 0, 4] = np.nan
+    assert balanced_harmonic_fit(cube, "auroc", 4) is None
+    table = mixed_table(cube, metrics=["auroc"], harmonics={"auroc": 4}).set_index("term")
+    assert "dataset" in table.index and table.at["harmonics:dataset", "note"] != "closed form (balanced design)"

@@ -4,7 +4,7 @@
     python benchmarks/scale.py --grids follow-up          # the follow-up's 921,600 cells (long)
 
 Each grid is a real suite (``expand``, real cells and keys) whose cells get synthetic results
-shaped as ``suites/curve-3600.yaml``'s: three per-image metrics over ``--images`` evaluation
+shaped as ``suites/curve-3600.yaml``'s: three per-image metrics over ``--images`` (32) evaluation
 images and ``final_loss``, 5 epochs of 16 steps, 4 saliency examples of 32 px, a planted
 cos(kθ) curve per dataset. Every stage runs in a process of its own, so its peak memory (the
 process's peak resident set, imports included) is its own:
@@ -79,29 +79,37 @@ def resolved_grid(grid: str, directory: Path):
 
 
 def synthetic_results(cells, images: int) -> Iterator:
-    """A result per cell, its metrics following cos(kθ) for its dataset's k, from a pool of noise (cheap to make)."""
+    """A result per cell, shaped as a real one.
+
+    Each dataset's metrics follow 0.5 + 0.1 cos(kθ) (k from 0, flat, to 4), plus a fixed effect per
+    evaluation image, a random effect per training run and noise per image, so the mixed model
+    meets the structure it models; each dataset has its own k-fold orientation histogram.
+    """
     from benchsuite.pipeline import CellResult
     from benchsuite.training import TrainingCurves
 
     rng = np.random.default_rng(0)
-    pool = rng.normal(0, 0.05, (64, images)).astype(np.float32)
+    datasets = list(dict.fromkeys(c.dataset for c in cells))
+    harmonic = {name: k % 5 for k, name in enumerate(datasets)}
+    image_effect = {name: rng.normal(0, 0.05, images).astype(np.float32) for name in datasets}
+    bins = np.deg2rad(np.arange(36) * 10 + 5)
+    hist = {name: (lambda h: h / h.sum())(1.1 + np.cos((2 + k % 4) * bins)) for k, name in enumerate(datasets)}
     steps = np.linspace(5, 3, 80).astype(np.float32)
     curves = TrainingCurves(np.linspace(5, 3, 5), np.full(5, 0.1), steps, np.full(80, 0.03))
     examples = rng.random((4, 32, 32), np.float32)
     pictures = rng.random((4, 1, 32, 32), np.float32)
     masks = rng.random((4, 32, 32)) > 0.5
-    hist = np.full(36, 1 / 36)
-    harmonic = {name: k % 5 for k, name in enumerate(dict.fromkeys(c.dataset for c in cells), start=1)}
-    for i, cell in enumerate(cells):
-        level = 0.5 + 0.1 * np.cos(harmonic[cell.dataset] * np.deg2rad(cell.theta))
+    for cell in cells:
+        level = 0.5 + 0.1 * np.cos(harmonic[cell.dataset] * np.deg2rad(cell.theta)) + rng.normal(0, 0.02)
+        noise = rng.normal(0, 0.05, (3, images)).astype(np.float32)
         identical = cell.theta == 0  # as for rotation: no saliency, so its metrics are NaN
         per_image = {
-            metric: np.full(images, np.nan, np.float32) if identical else level + pool[(i + j) % 64]
+            metric: np.full(images, np.nan, np.float32) if identical else level + image_effect[cell.dataset] + noise[j]
             for j, metric in enumerate(("auroc", "mass_in_mask", "pointing_game"))
         }
         yield CellResult(
             cell, per_image, {"final_loss": float(3 + level)}, {"auroc": True, "final_loss": False}, curves, identical,
-            examples, pictures, masks, hist, 0.15, 512.0, "cpu", 1, 1,
+            examples, pictures, masks, hist[cell.dataset], 0.15, 512.0, "cpu", 1, 1,
         )  # fmt: skip
 
 
@@ -216,7 +224,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grids", default="default,curve,curves,36k", help=f"comma-separated, of {', '.join(GRIDS)}")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
-    parser.add_argument("--images", type=int, default=64, help="evaluation images per cell")
+    parser.add_argument("--images", type=int, default=32, help="evaluation images per cell (the default suite has 32)")
     parser.add_argument("--baseline-cells", type=int, default=360, help="cells the earlier store is timed on")
     parser.add_argument("--keep", type=Path, help="keep the run directories here (default: a temporary folder)")
     parser.add_argument("--stage", help=argparse.SUPPRESS)

@@ -13,6 +13,7 @@ from lightly.loss import NTXentLoss
 
 from benchsuite.api import MetricInputs, PluginError, check_metric_output
 from benchsuite.testing import check_metric
+from benchsuite_plugins import heldout
 from benchsuite_plugins.heldout import NEGATIVE_DRAW_SEED, heldout_infonce, negative_views
 from tests.conftest import component, metric_inputs
 
@@ -117,6 +118,13 @@ def test_it_is_the_same_in_batches_of_any_size_and_uses_no_head_or_training_data
     whole = metric()(inputs(x, encode))
     assert metric(batch_size=3)(inputs(x, encode)).item() == pytest.approx(whole.item(), rel=1e-12)
     check_metric_output(metric(), whole, len(x))
+
+
+def test_anchors_scored_in_chunks_give_the_value_of_one_chunk(monkeypatch):
+    x, encode = images(16, seed=2), linear_encoder()
+    whole = metric()(inputs(x, encode))
+    monkeypatch.setattr(heldout, "_LOGIT_ELEMENTS", 64)  # 2 anchors of 32 views a chunk
+    assert metric()(inputs(x, encode)).item() == pytest.approx(whole.item(), rel=1e-12)
 
 
 def test_too_many_negatives_for_the_held_out_images_is_an_error_that_says_what_to_change():

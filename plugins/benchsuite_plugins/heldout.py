@@ -3,8 +3,8 @@
 ``final_loss`` is each method's own training loss in its last epoch, and its value depends on
 more than the representation. MoCo's queue starts as random unit vectors, easy negatives that
 real keys replace at a rate of batch size per step, so after a fixed number of epochs a small
-dataset has pushed fewer real keys and reports a lower loss (two datasets of one generator, 48
-and 216 images, differ with F = 1,462). SimCLR's negatives are the rest of the batch, which a
+dataset has pushed fewer real keys and reports a lower loss (``suites/dataset-size.yaml``: two
+datasets of one generator, 48 and 216 images, differ with F = 622). SimCLR's negatives are the rest of the batch, which a
 small dataset may not fill; the other methods' losses are on scales of their own. None of that
 is a property of what the encoder learnt.
 

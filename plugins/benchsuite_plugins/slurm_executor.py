@@ -2,17 +2,23 @@
 
 ``benchsuite run`` on the login node submits every group as one task of a job array and waits,
 collecting each task's results as it finishes; the driver alone writes the run directory, so
-the shards and TensorBoard logs on the shared filesystem have one writer. Each task's results
+the parts and TensorBoard logs on the shared filesystem have one writer. Each task's results
 are written atomically by submitit (a temporary file, then a rename) under ``RUN_DIR/slurm/``,
 and this executor records which cells each job holds in ``RUN_DIR/slurm/jobs.json``. If the
 driver stops (Ctrl-C, a lost login session), the jobs go on; rerunning the same command
 collects what they finished, waits for the ones still queued or running, and submits only the
 cells that have no job left.
 
+Before submitting, the executor reads the partition's nodes and time limit (``sinfo``), fills
+in the GPUs, CPUs and time it was not given, and refuses (a ``PluginError``, exit 2) a request
+that no node could ever run, rather than leave it PENDING for ever. It follows its jobs with
+``squeue`` and the result files alone, never ``sacct``, so clusters without accounting work
+too: a job that has left the queue without a result is lost, and a job pending for a reason
+that cannot clear (``PartitionConfig``, ...) is cancelled and lost. A lost job comes back as an
+``api.LostGroup`` naming Slurm's reason; the run goes on and a rerun submits those cells again.
+
 ``backend: local`` runs the same code path through submitit's ``LocalExecutor``: each job is a
-subprocess of this machine, so the executor is tested, and a setup tried, without a cluster.
-A job that fails (a plugin's error, the time limit, a node failure) comes back as an
-``api.LostGroup`` naming the cause; the run goes on and a rerun submits those cells again.
+subprocess of this machine, so a setup is tried without a cluster.
 """
 
 from __future__ import annotations
@@ -20,25 +26,58 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
 import os
+import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pydantic import Field, model_validator
 
-from benchsuite.api import CellTask, ExecutorParams, LostGroup, cut_groups, hookimpl, run_on_worker, stack_size
+from benchsuite.api import (
+    CellTask,
+    ExecutorParams,
+    LostGroup,
+    PluginError,
+    cut_groups,
+    hookimpl,
+    run_on_worker,
+    stack_size,
+)
 
-# Slurm states in which a job will still produce its result.
-_ALIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
+# Reasons for which a pending job can never start: the request exceeds what the partition allows.
+_NEVER = {"PartitionConfig", "PartitionTimeLimit", "PartitionNodeLimit", "BadConstraints", "InvalidQOS", "InvalidAccount"}
+# How long squeue may keep failing (a controller restarting) before the run gives up waiting.
+_QUEUE_PATIENCE_S = 300.0
 
 
 class SlurmParams(ExecutorParams):
     partition: str | None = Field(None, description="Slurm partition (sbatch --partition); None: the cluster's default.")
-    time_min: int = Field(60, ge=1, le=60 * 24 * 30, description="Time limit of each array task, in minutes.")
-    gpus_per_task: int = Field(1, ge=0, le=16, description="GPUs of each array task; 0 runs the groups on CPUs.")
-    cpus_per_task: int = Field(4, ge=1, le=1024, description="CPUs of each array task; torch uses as many threads.")
+    time_min: float | None = Field(
+        None,
+        gt=0,
+        le=60 * 24 * 30,
+        description="Time limit of each array task, in minutes (0.5 is 30 s); None: 60, or the partition's limit if lower.",
+    )
+    gpus_per_task: int | None = Field(
+        None,
+        ge=0,
+        le=16,
+        description="GPUs of each array task; 0 runs the groups on CPUs. None: 1 if the partition has GPUs, else 0.",
+    )
+    cpus_per_task: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPUs of each array task; torch uses as many threads. None: a node's CPUs per GPU on GPUs, else 4 "
+        "(or the node's CPUs if fewer).",
+    )
     mem_gb: float | None = Field(
         None, gt=0, le=4096, description="Memory of each array task in GB; None: the partition's default."
     )
@@ -60,6 +99,149 @@ class SlurmParams(ExecutorParams):
         return self
 
 
+@dataclass(frozen=True)
+class Node:
+    cpus: int
+    memory_mb: int
+    gpus: int
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    nodes: list[Node]
+    time_limit_min: float | None  # None: no limit
+
+
+@dataclass(frozen=True)
+class Request:
+    """What each array task asks Slurm for, every default filled in."""
+
+    gpus: int
+    cpus: int
+    time_min: float
+    mem_gb: float | None
+
+
+def slurm_command(*args: str) -> str:
+    """The output of a Slurm client command; a ``PluginError`` with its message when it fails."""
+    if shutil.which(args[0]) is None:
+        raise PluginError(f"`{args[0]}` is not on the PATH: the slurm executor runs where Slurm's commands do (a login node)")
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise PluginError(f"`{' '.join(args)}` failed: {done.stderr.strip() or f'exit status {done.returncode}'}")
+    return done.stdout
+
+
+def slurm_minutes(text: str) -> float | None:
+    """Slurm's time format (``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``) in minutes; None for no limit."""
+    if text.strip().lower() in {"infinite", "unlimited", "n/a", "none"}:
+        return None
+    days, _, clock = text.strip().rpartition("-")
+    parts = [int(part) for part in clock.split(":")]
+    if days:  # after days the clock starts with hours: D-H, D-H:M, D-H:M:S
+        parts += [0] * (3 - len(parts))
+    elif len(parts) < 3:  # M or M:S
+        parts = [0, *parts] + [0] * (2 - len(parts))
+    hours, minutes, seconds = parts
+    return int(days or 0) * 1440 + hours * 60 + minutes + seconds / 60
+
+
+def gres_gpus(gres: str) -> int:
+    """The GPUs in a node's gres (``gpu:4``, ``gpu:a100:2(S:0-1),gpu:v100:2``, ``(null)``)."""
+    return sum(int(count) for count in re.findall(r"\bgpu(?::[^:,()]+)?:(\d+)", gres))
+
+
+def read_partition(name: str | None) -> Partition:
+    """The nodes and time limit of partition ``name`` (None: the cluster's default), from ``sinfo``."""
+    if name is None:
+        listed = slurm_command("sinfo", "--noheader", "--format=%P").split()
+        default = [partition.rstrip("*") for partition in listed if partition.endswith("*")]
+        if not default:
+            raise PluginError(f"the cluster has no default partition: set the executor's partition (one of {', '.join(listed)})")
+        name = default[0]
+    rows = slurm_command("sinfo", "--noheader", "--Node", f"--partition={name}", "--format=%c|%m|%G|%l").splitlines()
+    if not rows:
+        listed = slurm_command("sinfo", "--noheader", "--format=%P").split()
+        raise PluginError(f"partition '{name}' does not exist; the cluster has {', '.join(p.rstrip('*') for p in listed)}")
+    fields = [row.split("|") for row in rows]
+    nodes = [Node(int(cpus), int(memory), gres_gpus(gres)) for cpus, memory, gres, _ in fields]
+    return Partition(name, nodes, slurm_minutes(fields[0][3]))
+
+
+def fit(params: SlurmParams, partition: Partition) -> Request:
+    """``params`` with every unset request chosen from the partition; a ``PluginError`` for one no node could run."""
+    where = f"partition '{partition.name}'"
+    most = Node(*(max(getattr(node, field) for node in partition.nodes) for field in ("cpus", "memory_mb", "gpus")))
+    gpus = params.gpus_per_task if params.gpus_per_task is not None else min(1, most.gpus)
+    if gpus > most.gpus and not most.gpus:
+        raise PluginError(f"gpus_per_task: {gpus}, but {where} has no GPUs (gres): set gpus_per_task: 0 or another partition")
+    if gpus > most.gpus:
+        raise PluginError(f"gpus_per_task: {gpus}, but no node of {where} has more than {most.gpus} GPUs; at most {most.gpus}")
+    cpus = params.cpus_per_task
+    if cpus is None:
+        # On GPUs, a node's CPUs shared among its GPUs, so that every GPU gets a task; on CPUs, 4.
+        gpu_nodes = [node for node in partition.nodes if node.gpus >= max(gpus, 1)]
+        cpus = min(node.cpus // node.gpus * gpus for node in gpu_nodes) if gpus else min(4, most.cpus)
+    if cpus > most.cpus:
+        raise PluginError(f"cpus_per_task: {cpus}, but no node of {where} has more than {most.cpus} CPUs; at most {most.cpus}")
+    if params.mem_gb is not None and params.mem_gb * 1024 > most.memory_mb:
+        raise PluginError(f"mem_gb: {params.mem_gb:g}, but no node of {where} has more than {most.memory_mb / 1024:.1f} GB")
+    memory_mb = (params.mem_gb or 0) * 1024
+    if not any(node.gpus >= gpus and node.cpus >= cpus and node.memory_mb >= memory_mb for node in partition.nodes):
+        memory = f" and {params.mem_gb:g} GB" if params.mem_gb else ""
+        raise PluginError(f"no single node of {where} has {gpus} GPUs and {cpus} CPUs{memory}: ask for fewer")
+    limit = partition.time_limit_min
+    time_min = params.time_min if params.time_min is not None else min(60, limit or 60)
+    if limit is not None and time_min > limit:
+        raise PluginError(f"time_min: {time_min:g}, but {where} allows at most {limit:g} minutes per job")
+    return Request(gpus, cpus, time_min, params.mem_gb)
+
+
+def local_request(params: SlurmParams) -> Request:
+    """``params`` with every unset request chosen for this machine (``backend: local``)."""
+    gpus = params.gpus_per_task if params.gpus_per_task is not None else int(torch.cuda.is_available())
+    cpus = params.cpus_per_task if params.cpus_per_task is not None else min(4, os.cpu_count() or 1)
+    return Request(gpus, cpus, params.time_min or 60, params.mem_gb)
+
+
+def queue() -> dict[str, tuple[str, str]]:
+    """This user's jobs in Slurm's queue, each array task apart: job id -> (state, reason)."""
+    rows = slurm_command("squeue", "--noheader", "--me", "--array", "--format=%i|%T|%r").splitlines()
+    return {job_id: (state, reason) for job_id, state, reason in (row.split("|", 2) for row in rows)}
+
+
+def ending(job: Any) -> str:
+    """Why job ``job`` left the queue without a result: Slurm's state and reason while slurmctld still
+    remembers it (``MinJobAge``, 300 s by default), else the last line of its log."""
+    done = subprocess.run(["scontrol", "--oneliner", "show", "job", job.job_id], capture_output=True, text=True, check=False)
+    found = dict(re.findall(r"\b(JobState|Reason)=(\S+)", done.stdout))
+    if "JobState" in found:
+        reason = found.get("Reason", "None")
+        return f"{found['JobState']}{f' ({reason})' if reason != 'None' else ''}"
+    log = job.paths.stderr.read_text(errors="replace").strip().splitlines() if job.paths.stderr.exists() else []
+    if log:
+        return f"left the queue without a result; its log ends: {log[-1]}"
+    return "left the queue without a result or a record (as an array task cancelled before it started does)"
+
+
+def failure(message: str, time_min: float) -> str:
+    """Why a job failed, from submitit's message: the time limit, or the last line of the job's traceback."""
+    if "timed-out and not checkpointable" in message:  # submitit's answer to Slurm's warning before the limit
+        return f"reached its time limit ({time_min:g} min: time_min) and was stopped"
+    lines = [line for line in message.splitlines() if line.strip()]
+    # submitit puts the traceback between two rules of dashes, then the paths of the logs
+    rules = [i for i, line in enumerate(lines) if set(line.strip()) == {"-"}]
+    end = rules[-1] if len(rules) >= 2 else len(lines)
+    return f"failed: {lines[end - 1].strip() if end else message}"
+
+
+def time_text(minutes: float) -> str:
+    """``minutes`` as sbatch --time's ``M:SS``, to the second (at least 1 s)."""
+    seconds = max(1, round(minutes * 60))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
 class _Ledger:
     """``jobs.json``: job id -> the keys of the cells it runs, written atomically after each submission."""
 
@@ -79,38 +261,79 @@ class SlurmExecutor:
 
     def __init__(self, params: SlurmParams):
         self.params = params
-        self.threads = params.cpus_per_task  # torch threads per array task: its CPUs
+        # torch threads per array task: its CPUs; unset until the partition is read (estimate keeps its own)
+        self.threads = params.cpus_per_task
 
-    def _submitter(self, folder: Path) -> Any:
+    def _request(self) -> Request:
+        p = self.params
+        return local_request(p) if p.backend == "local" else fit(p, read_partition(p.partition))
+
+    def _submitter(self, folder: Path, request: Request) -> Any:
         import submitit
 
         p = self.params
         if p.backend == "local":
             submitter = submitit.LocalExecutor(folder)
-            submitter.update_parameters(timeout_min=p.time_min, gpus_per_node=p.gpus_per_task, cpus_per_task=p.cpus_per_task)
+            submitter.update_parameters(
+                timeout_min=math.ceil(request.time_min), gpus_per_node=request.gpus, cpus_per_task=request.cpus
+            )
             return submitter
         submitter = submitit.SlurmExecutor(folder)
+        seconds = request.time_min * 60
         submitter.update_parameters(
-            time=p.time_min,
-            gpus_per_node=p.gpus_per_task,
-            cpus_per_task=p.cpus_per_task,
+            time=math.ceil(request.time_min),  # submitit's own arithmetic wants whole minutes
+            gpus_per_node=request.gpus,
+            cpus_per_task=request.cpus,
             ntasks_per_node=1,
             array_parallelism=p.array_parallelism,
+            # submitit's warning signal (USR2, then a "timed-out" result) comes at most a tenth of
+            # the limit early: its default, 90 s, would end a job of a minute or two at once.
+            signal_delay_s=int(min(90, seconds / 10)),
+            # the exact limit, to the second (sbatch --time=M:SS)
+            additional_parameters={"time": time_text(request.time_min), **p.additional},
             **({"partition": p.partition} if p.partition else {}),
-            **({"mem": f"{int(p.mem_gb * 1024)}M"} if p.mem_gb else {}),
-            **({"additional_parameters": dict(p.additional)} if p.additional else {}),
+            **({"mem": f"{int(request.mem_gb * 1024)}M"} if request.mem_gb else {}),
         )
         return submitter
+
+    def _submit(self, folder: Path, request: Request, task: CellTask, groups: list[list[Any]]) -> dict[Any, list[str]]:
+        """Submit ``groups`` as one array: job -> the keys of its cells. sbatch's refusal is the user's to fix (exit 2)."""
+        from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+        n = len(groups)
+        try:
+            jobs = self._submitter(folder, request).map_array(
+                run_on_worker, [task] * n, groups, [request.gpus > 0] * n, [request.cpus] * n
+            )
+        except (FailedJobError, FailedSubmissionError) as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()]
+            raise PluginError(f"sbatch refused the job array: {lines[-1] if lines else str(exc).strip()}") from None
+        return {job: [cell.key for cell in group] for job, group in zip(jobs, groups, strict=True)}
+
+    @staticmethod
+    def _never(job_id: str, reason: str, in_flight: dict[Any, list[str]], queued: dict[str, tuple[str, str]]) -> PluginError:
+        """Cancel every job that waits for a reason that cannot clear (sbatch ``additional`` options beyond the
+        partition, say); the error that says so. Running jobs go on: a rerun collects them."""
+        for job in in_flight:
+            if queued.get(job.job_id, ("", ""))[1] in _NEVER:
+                job.cancel(check=False)
+        return PluginError(
+            f"job {job_id} can never start: Slurm keeps it PENDING with reason {reason} (the request exceeds what "
+            "the partition allows: `scontrol show partition`); the jobs waiting for that reason are cancelled"
+        )
 
     def run(self, task: CellTask, families: Sequence[Sequence[Any]]) -> Iterator[Any]:
         import submitit
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
         p = self.params
+        request = self._request()
+        self.threads = request.cpus
+        on_slurm = p.backend == "slurm"
         folder = Path(task.run_dir) / "slurm"
         folder.mkdir(parents=True, exist_ok=True)
         ledger = _Ledger(folder / "jobs.json")
-        job_class = submitit.LocalJob if p.backend == "local" else submitit.SlurmJob
+        job_class = submitit.SlurmJob if on_slurm else submitit.LocalJob
         cells = {cell.key: cell for family in families for cell in family}
         todo = set(cells)  # keys whose results have not been yielded yet
         in_flight: dict[Any, list[str]] = {}  # job -> the keys of its cells, in the order of its results
@@ -122,8 +345,12 @@ class SlurmExecutor:
             todo.difference_update(keys)
             return wanted
 
+        def lost(job: Any, keys: list[str], cause: str) -> LostGroup:
+            return LostGroup([cells[key] for key in keys if key in todo], f"job {job.job_id} {cause}")
+
         # Jobs of earlier runs that hold pending cells: collect the finished, wait for those Slurm
         # still runs, and submit again the cells of any other (failed, cancelled, never started).
+        queued = queue() if on_slurm else {}
         for job_id, keys in ledger.jobs.items():
             if todo.isdisjoint(keys):
                 continue
@@ -131,38 +358,55 @@ class SlurmExecutor:
             if job.paths.result_pickle.exists():
                 with contextlib.suppress(FailedJobError, UncompletedJobError):
                     yield from collect(job, keys)
-            elif p.backend == "slurm" and job.state.split()[0] in _ALIVE:
+            elif job_id in queued:
                 in_flight[job] = keys
 
         busy = {key for keys in in_flight.values() for key in keys}
         unassigned = [[cell for cell in family if cell.key in todo and cell.key not in busy] for family in families]
-        groups = cut_groups([family for family in unassigned if family], stack_size(p.stack, on_gpu=p.gpus_per_task > 0))
+        groups = cut_groups([family for family in unassigned if family], stack_size(p.stack, on_gpu=request.gpus > 0))
         if groups:
-            submitter = self._submitter(folder)
-            n = len(groups)
-            jobs = submitter.map_array(run_on_worker, [task] * n, groups, [p.gpus_per_task > 0] * n, [self.threads] * n)
-            submitted = {job: [cell.key for cell in group] for job, group in zip(jobs, groups, strict=True)}
+            submitted = self._submit(folder, request, task, groups)
             ledger.add({job.job_id: keys for job, keys in submitted.items()})
             in_flight |= submitted
 
         finished = False
+        missing: set[Any] = set()  # jobs absent from the queue without a result at the last look
+        answered = time.monotonic()  # when squeue last answered
         try:
             while in_flight:
-                for job in [job for job in in_flight if job.done()]:
-                    keys = in_flight.pop(job)
+                if on_slurm:
                     try:
-                        results = collect(job, keys)
-                    except (FailedJobError, UncompletedJobError) as exc:
-                        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-                        lost = [cells[key] for key in keys if key in todo]
-                        yield LostGroup(lost, f"job {job.job_id} ({job.state}): {lines[-1] if lines else type(exc).__name__}")
+                        queued, answered = queue(), time.monotonic()
+                    except PluginError:
+                        if time.monotonic() - answered > _QUEUE_PATIENCE_S:
+                            raise
+                        queued = None  # a controller restarting: look again at the next poll
+                for job in list(in_flight):
+                    if job.paths.result_pickle.exists() or (not on_slurm and job.done()):
+                        keys = in_flight.pop(job)
+                        try:
+                            results = collect(job, keys)
+                        except (FailedJobError, UncompletedJobError) as exc:
+                            yield lost(job, keys, failure(str(exc), request.time_min))
+                            continue
+                        yield from results
+                    elif not on_slurm or queued is None:
                         continue
-                    yield from results
+                    elif job.job_id in queued:
+                        missing.discard(job)
+                        state, reason = queued[job.job_id]
+                        if state == "PENDING" and reason in _NEVER:
+                            raise self._never(job.job_id, reason, in_flight, queued)
+                    elif job in missing:  # gone from the queue twice, and still no result: it will never come
+                        yield lost(job, in_flight.pop(job), ending(job))
+                    else:
+                        # Its result may still be on the way over a shared filesystem: one more look.
+                        missing.add(job)
                 if in_flight:
                     time.sleep(p.poll_s)
             finished = True
         finally:
-            if not finished and p.backend == "local":
+            if not finished and not on_slurm:
                 # Local jobs are this machine's subprocesses: stop them with the driver. Slurm
                 # jobs go on, and a rerun collects them.
                 for job in in_flight:

@@ -1,18 +1,26 @@
-"""The ``ray`` executor on a real local Ray cluster: the numbers of ``local``, retries, lost cells, Ctrl-C.
+"""The ``ray`` executor on a real local Ray cluster: the numbers of ``local``, retries, lost cells, Ctrl-C,
+and a worker node that dies in the middle of a run.
 
-The cluster is started once per test session (2 CPUs). Test plugins reach its workers through
-the executor's ``runtime_env`` (PYTHONPATH), as a user's plugin reaches a cluster's nodes.
+The cluster is started once per test session (2 CPUs); the node test starts its own two-node
+cluster with ``ray start``. Test plugins reach the workers through the executor's
+``runtime_env`` (PYTHONPATH), as a user's plugin reaches a cluster's nodes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +50,7 @@ class FragileParams(Params):
 
 class GatedParams(Params):
     gate: str
+    arrived: str | None = Field(None, description="a folder where each process that waits leaves a file named by its PID")
 
 class Tiny(torch.nn.Module):
     def __init__(self, in_channels):
@@ -64,6 +73,8 @@ def fragile(params, in_channels):
 
 def gated(params, in_channels):
     # Holds its cells until the gate file exists, so a test can stop the driver while they wait.
+    if params.arrived:
+        Path(params.arrived, str(os.getpid())).touch()
     while not Path(params.gate).exists():
         time.sleep(0.1)
     return Tiny(in_channels)
@@ -186,3 +197,112 @@ def test_a_suite_naming_ray_without_it_installed_says_which_extra_to_install(tmp
     monkeypatch.setitem(sys.modules, "ray", None)  # find_spec (and import) now see no Ray
     with pytest.raises(SuiteError, match=r'pip install -e "\.\[ray\]"'):
         run(tmp_path, ray_suite())
+
+
+# The GCS checks each node every 0.5 s and declares it dead after 4 missed checks (the defaults
+# take 30 s), so the tasks of a killed node are retried within seconds.
+FAST_NODE_DEATH = {
+    "RAY_health_check_initial_delay_ms": "0",
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_failure_threshold": "4",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def node_processes(leader: int) -> set[int]:
+    """The processes of the Ray node whose ``ray start --block`` is ``leader``: its process group (raylet,
+    agents), and their children, the Ray workers, which lead process groups of their own."""
+    parents: dict[int, tuple[int, int]] = {}  # pid -> (parent pid, process group)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            parents[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    found = {pid for pid, (_, group) in parents.items() if group == leader}
+    while more := {pid for pid, (parent, _) in parents.items() if parent in found} - found:
+        found |= more
+    return found
+
+
+def kill_node(node: subprocess.Popen) -> None:
+    """SIGKILL every process of a node, as when its machine is lost."""
+    for pid in node_processes(node.pid):
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+            os.kill(pid, signal.SIGKILL)
+    node.wait(timeout=30)
+
+
+@pytest.fixture
+def two_nodes() -> Iterator[tuple[str, subprocess.Popen]]:
+    """A head node (1 CPU) and a worker node (2 CPUs) started by ``ray start`` on this machine: (address, worker).
+
+    Each node is a ``ray start --block`` in a session of its own, stopped by its PID whatever the
+    test does. The private temporary folder keeps this cluster out of /tmp/ray, where
+    ``ray.init()`` elsewhere on the machine would find it; it is short because Ray's socket paths
+    must fit in 107 characters.
+    """
+    ray_command = str(Path(sys.executable).parent / "ray")
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    port = free_port()
+    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", "--object-store-memory=100000000", "--block"]
+    env = os.environ | FAST_NODE_DEATH
+    nodes: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        log = (temp / f"node{len(nodes)}.log").open("w")
+        node = subprocess.Popen(
+            [ray_command, "start", *args, f"--dashboard-agent-listen-port={free_port()}", *common],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        nodes.append(node)
+        return node
+
+    try:
+        head = start("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                     f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}")  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not (temp / "ray_current_cluster").exists():  # written once the head is up
+            assert head.poll() is None and time.monotonic() < deadline, (temp / "node0.log").read_text()
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}", start(f"--address=127.0.0.1:{port}", "--num-cpus=2")
+    finally:
+        for node in reversed(nodes):
+            kill_node(node)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_worker_node_that_dies_mid_run_leaves_the_cube_of_an_uninterrupted_run(
+    tmp_path, two_nodes, plugin_path, fresh_registry, monkeypatch
+):
+    address, worker = two_nodes
+    root = plugin_path("bs-flaky", {"bs_flaky": FLAKY_ENCODERS}, {"flaky": "bs_flaky"})
+    monkeypatch.setenv("PYTHONPATH", str(root))  # for the driver, a subprocess
+    gate, arrived = tmp_path / "gate", tmp_path / "arrived"
+    arrived.mkdir()
+    text = with_flaky_encoder("gated", f"{{gate: '{gate}', arrived: '{arrived}'}}")
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(text)
+    executor = f"{{plugin: ray, params: {{address: '{address}', runtime_env: {{env_vars: {{PYTHONPATH: '{root}'}}}}}}}}"
+    command = [sys.executable, "-m", "benchsuite", "run", str(suite), "--out", str(tmp_path / "runs"), "--executor", executor]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    # Wait until a gated cell is held on the worker node, then lose that node with everything on it.
+    while not {int(path.name) for path in arrived.iterdir()} & node_processes(worker.pid):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    kill_node(worker)
+    gate.write_text("open")
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr  # the lost node's tasks ran again on the head
+    reference = run(tmp_path, text + "executor: {plugin: local}\n", out="reference")  # 1 thread, 1 cell a group, as ray's
+    assert_same_cells(open_cube(tmp_path / "runs" / "tiny"), open_cube(reference.run_dir))

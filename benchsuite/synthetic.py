@@ -18,7 +18,25 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
-from benchsuite.cube import AXES, IMAGE, METRIC, ORIENTATION_HIST
+from benchsuite.cube import (
+    AXES,
+    CURVE,
+    DEVICE,
+    DIAGNOSTIC,
+    EXAMPLE,
+    EXAMPLE_IMAGE,
+    EXAMPLE_MASK,
+    EXAMPLE_THETA,
+    IDENTICAL_VIEWS,
+    IMAGE,
+    METRIC,
+    ORIENTATION_HIST,
+    PEAK_MEMORY,
+    PROVENANCE,
+    SALIENCY_EXAMPLE,
+    SSP_LOSS,
+    WALL_TIME,
+)
 
 PLANTED_HARMONICS = (4, 0, 2, 1)
 """The harmonic k of dataset i's planted curve cos(k θ) is ``PLANTED_HARMONICS[i % 4]``; 0 is a flat curve."""
@@ -47,11 +65,17 @@ def synthetic_cube(
     image_sd: float = 0.05,
     noise_sd: float = 0.05,
     random_seed: int = 0,
+    detail: int = 0,
+    size: int = 16,
 ) -> xr.Dataset:
     """A cube over ``datasets × thetas × seeds × methods × encoders`` with :data:`IMAGE_METRICS` per image.
 
     ``thetas`` is a count of evenly spaced angles around the circle or the angles themselves.
     Memory: 4 bytes per cell and image for each of the three per-image metrics, made one at a time.
+    With ``detail``, the cube also holds what a report draws, as the store writes it: saliency
+    examples (4 maps of ``size`` pixels) at ``detail`` evenly spread angles over
+    :data:`~benchsuite.cube.EXAMPLE_THETA` (NaN at θ = 0, where the views are identical), each
+    dataset's example images and masks, the SSP loss per epoch and the cells' provenance.
     """
     angles = np.arange(thetas) * 360.0 / thetas if isinstance(thetas, int) else np.asarray(thetas, dtype=float)
     rng = np.random.default_rng(random_seed)
@@ -74,7 +98,7 @@ def synthetic_cube(
     histograms = np.stack([1 + 0.5 * np.cos(PLANTED_HARMONICS[d % 4] * centres) for d in range(datasets)])
     histograms /= histograms.sum(axis=1, keepdims=True)
     variables[ORIENTATION_HIST] = (("dataset", "orientation"), histograms, {"role": "covariate"})
-    return xr.Dataset(
+    cube = xr.Dataset(
         variables,
         coords={
             "dataset": [f"set{d}" for d in range(datasets)],
@@ -87,3 +111,35 @@ def synthetic_cube(
         },
         attrs={"suite_name": "synthetic"},
     )
+    if not detail:
+        return cube
+    kept = np.linspace(0, len(angles), detail, endpoint=False).round().astype(int)
+    drawn = _drawn(rng, shape, identical, kept, size)
+    return cube.assign(drawn).assign_coords({EXAMPLE_THETA: angles[kept], "epoch": np.arange(10)})
+
+
+def _drawn(
+    rng: np.random.Generator, shape: tuple[int, ...], identical: np.ndarray, kept: np.ndarray, size: int
+) -> dict[str, tuple]:
+    """What a report draws besides the metrics: example maps at the angles ``kept`` (indices), images, curves, provenance."""
+    lead = (shape[0], len(kept), *shape[2:])
+    maps = rng.random((*lead, 4, size, size), dtype=np.float32)
+    maps[:, identical[kept]] = np.nan
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 3) ** 2 < (size / 4) ** 2).astype(np.float32)
+    epochs = 10
+    loss = 3 - np.linspace(0, 1, epochs, dtype=np.float32) + rng.standard_normal((*shape, epochs), dtype=np.float32) * 0.02
+    return {
+        SALIENCY_EXAMPLE: (("dataset", EXAMPLE_THETA, *AXES[2:], "example", "y", "x"), maps, {"role": EXAMPLE}),
+        EXAMPLE_IMAGE: (("dataset", "example", "channel", "y", "x"), rng.random((shape[0], 4, 1, size, size)), {"role": EXAMPLE}),
+        EXAMPLE_MASK: (("dataset", "example", "y", "x"), np.broadcast_to(disc, (shape[0], 4, size, size)), {"role": EXAMPLE}),
+        SSP_LOSS: ((*AXES, "epoch"), loss, {"role": CURVE}),
+        IDENTICAL_VIEWS: (
+            AXES,
+            np.broadcast_to(identical[None, :, None, None, None], shape).astype(np.int64),
+            {"role": DIAGNOSTIC},
+        ),
+        WALL_TIME: (AXES, rng.uniform(0.1, 0.2, shape), {"role": PROVENANCE, "units": "s"}),
+        PEAK_MEMORY: (AXES, rng.uniform(300, 400, shape), {"role": PROVENANCE, "units": "MiB"}),
+        DEVICE: (AXES, np.full(shape, "cuda:0", dtype=object), {"role": PROVENANCE}),
+    }

@@ -20,8 +20,7 @@ from matplotlib.colors import to_rgb, to_rgba
 from PIL import Image
 from statsmodels.stats.weightstats import DescrStatsW
 
-from benchmarks.report_scale import dense_cube as make_dense_cube
-from benchmarks.report_scale import write_run
+from benchsuite import synthetic
 from benchsuite.analysis.anova import SS_TYPE, anova_table
 from benchsuite.analysis.summary import (
     NEEDS_REPLICATES,
@@ -153,14 +152,15 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
 @pytest.fixture(scope="module")
 def dense_cube() -> xr.Dataset:
     """A dense curve as a run stores it: 2 datasets x 360 angles x 2 seeds, saliency examples every 30° only."""
-    return make_dense_cube(n_theta=360, n_datasets=2, n_images=4, size=16)
+    return synthetic.synthetic_cube(datasets=2, thetas=360, seeds=2, images=4, detail=12)
 
 
 @pytest.fixture(scope="module")
 def dense_run(tmp_path_factory: pytest.TempPathFactory, dense_cube: xr.Dataset) -> Path:
     """A run directory of :func:`dense_cube` with its tables, reported by ``benchsuite report``."""
     run_dir = tmp_path_factory.mktemp("dense")
-    write_run(run_dir, dense_cube)
+    dense_cube.to_netcdf(run_dir / CUBE_NAME, engine=ENGINE)
+    write_tables(dense_cube, analyze_cube(dense_cube), run_dir)
     done = subprocess.run(["benchsuite", "report", str(run_dir)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     return run_dir
@@ -381,7 +381,7 @@ def test_polar_curve_is_not_closed_across_the_part_of_the_circle_without_angles(
 
 
 def test_a_dense_curve_is_a_line_without_a_marker_or_tick_per_angle(dense_cube):
-    figure = interaction_figure(seed_band(dense_cube, "dice"), "dice")
+    figure = interaction_figure(seed_band(dense_cube, "final_loss"), "final_loss")
     line_axes, polar_axes = figure.axes
     assert {line.get_marker() for line in line_axes.lines + polar_axes.lines} <= {"", "None"}
     assert list(line_axes.get_xticks()) == [0, 45, 90, 135, 180, 225, 270, 315]

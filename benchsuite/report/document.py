@@ -23,6 +23,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from benchsuite.analysis.anova import SS_TYPE, anova_heading
+from benchsuite.analysis.settings import HARMONIC_TERM, analysis_options, study_terms
 from benchsuite.analysis.summary import (
     SUMMARY_NAME,
     TABLE_NAMES,
@@ -47,7 +48,6 @@ from benchsuite.cube import (
     WALL_TIME,
     better,
     grid_axes,
-    interactions,
     metric_names,
     swept,
 )
@@ -171,7 +171,7 @@ def write_report(
 
     ``tables`` holds the analysis of the cube by name. ``"anova"`` is the long-form table of
     :func:`benchsuite.analysis.anova.anova_table`: it gives each metric its ANOVA table and the
-    reading of each study interaction the cube varies (:func:`study_terms`). Every other table
+    reading of each study interaction the cube varies (:func:`varying_terms`). Every other table
     is shown as it is, in the order given, below the lines ``notes`` holds for it (a
     comparison's runs and what differs between them, say). A table whose analysis was skipped (see
     :func:`benchsuite.analysis.summary.analyze_cube`) gets no section; the summary says once why
@@ -183,7 +183,7 @@ def write_report(
     out_dir = Path(out_dir)
     skipped = skipped_analyses(tables)
     anova = None if "anova" in skipped else tables.get("anova")
-    terms = study_terms(cube)
+    terms = varying_terms(cube)
     metrics = [_metric_section(cube, name, anova, terms) for name in metric_names(cube)]
     analyses = [
         _table_section(key, frame, terms, (notes or {}).get(key, ()))
@@ -249,16 +249,24 @@ def analysis_tables(run_dir: Path, cube: xr.Dataset, *, typ: Literal[2, 3] = 2) 
     return tables
 
 
-def study_terms(cube: xr.Dataset) -> list[str]:
-    """The interactions the report reads: those of :func:`benchsuite.cube.interactions` whose factor
-    (θ, a swept parameter) varies in ``cube``, or θ × dataset when none does, so that its reading
-    says why the ANOVA has no such term."""
-    return [term for term in interactions(cube) if cube.sizes[term.split(":")[0]] > 1] or [INTERACTION]
+def varying_terms(cube: xr.Dataset) -> list[str]:
+    """The interactions the report reads: the analysis' study terms (:func:`benchsuite.analysis.settings.study_terms`,
+    ``harmonics:dataset`` for θ on a dense grid) whose factor (θ, a swept parameter) varies in
+    ``cube``, or θ's when none does, so that its reading says why the ANOVA has no such term."""
+    terms = study_terms(cube, analysis_options(cube))
+    varying = [term for term in terms if cube.sizes[_FACTOR.get(term.split(":")[0], term.split(":")[0])] > 1]
+    return varying or [terms[0]]
+
+
+_FACTOR = {HARMONIC_TERM: "theta"}
+"""The cube dimension of a term's first factor, where the term names it otherwise."""
 
 
 def term_label(term: str) -> str:
-    """A term as the report writes it: ``theta:dataset`` is ``θ × dataset``, ``strength:dataset`` is ``strength × dataset``."""
-    return " × ".join("θ" if factor == "theta" else factor for factor in term.split(":"))
+    """A term as the report writes it: ``theta:dataset`` is ``θ × dataset``, ``harmonics:dataset`` is
+    ``θ's harmonics × dataset``, ``strength:dataset`` is ``strength × dataset``."""
+    spelt = {"theta": "θ", HARMONIC_TERM: "θ's harmonics"}
+    return " × ".join(spelt.get(factor, factor) for factor in term.split(":"))
 
 
 def interaction_reading(anova: pd.DataFrame, metric: str, term: str = INTERACTION) -> Reading:

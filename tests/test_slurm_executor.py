@@ -63,12 +63,15 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture
-def cluster(slurm_cluster) -> Iterator[None]:
-    """The cluster, with no job of this test left in its queue afterwards (cancelled, and gone)."""
+def cluster(slurm_cluster, tmp_path) -> Iterator[None]:
+    """The cluster, with no job of this test left in its queue afterwards (cancelled, and gone); other jobs
+    (on a cluster that ``SLURM_CONF`` names) are left alone."""
     yield
-    subprocess.run(["scancel", "--me"], check=False)
+    arrays = sorted({job.split("_")[0] for ledger in tmp_path.rglob("jobs.json") for job in json.loads(ledger.read_text())})
+    if arrays:
+        subprocess.run(["scancel", *arrays], check=False)
     deadline = time.monotonic() + 30
-    while queued() and time.monotonic() < deadline:
+    while set(arrays) & {job.split("_")[0] for job in queued()} and time.monotonic() < deadline:
         time.sleep(0.2)
 
 
@@ -76,8 +79,11 @@ def slurm_suite(text: str = TINY, params: str = "") -> str:
     return text + f"executor: {{plugin: slurm, params: {{poll_s: 0.3{params}}}}}\n"
 
 
-def queued() -> list[str]:
-    return subprocess.run(["squeue", "--noheader", "--me"], capture_output=True, text=True, check=True).stdout.split()
+def queued() -> dict[str, str]:
+    """This user's jobs in the queue, each array task apart: job id -> state."""
+    squeue = ["squeue", "--noheader", "--me", "--array", "--format=%i %T"]
+    done = subprocess.run(squeue, capture_output=True, text=True, check=True)
+    return dict(line.split() for line in done.stdout.splitlines())
 
 
 @pytest.fixture
@@ -141,7 +147,7 @@ def test_a_suite_through_slurm_with_the_defaults_equals_the_local_cube(tmp_path,
 def test_a_request_no_node_can_run_is_refused_before_any_job_waits(tmp_path, cluster, params, message):
     with pytest.raises(PluginError, match=message):
         run(tmp_path, slurm_suite(params=f", {params}"))
-    assert not queued() and not jobs(tmp_path / "runs" / "tiny")
+    assert not list((tmp_path / "runs" / "tiny" / "slurm").glob("*_submission.sh")), "nothing was submitted"
 
 
 def test_the_command_exits_2_naming_the_parameter_to_change(tmp_path, cluster):
@@ -157,7 +163,8 @@ def test_a_job_pending_for_a_reason_that_cannot_clear_is_cancelled_with_exit_2(t
     # submission) and the job would wait for ever with reason PartitionConfig.
     with pytest.raises(PluginError, match=r"can never start: Slurm keeps it PENDING with reason PartitionConfig"):
         run(tmp_path, slurm_suite(params=", cpus_per_task: 1, additional: {cpus_per_task: '3'}"))
-    assert not queued()
+    submitted = jobs(tmp_path / "runs" / "tiny")
+    assert submitted and not set(submitted) & set(queued())  # cancelled
 
 
 def test_a_cancelled_array_task_is_lost_with_slurm_s_reason_and_a_rerun_submits_only_its_cells(tmp_path, cluster, flaky):
@@ -167,7 +174,7 @@ def test_a_cancelled_array_task_is_lost_with_slurm_s_reason_and_a_rerun_submits_
     process = subprocess.Popen(command(tmp_path, text, executor), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "runs" / "tiny"
     job = gated_job(run_dir, time.monotonic() + 120)
-    while f"{job}|RUNNING" not in squeue_states():  # (a task cancelled before it started leaves no record at all)
+    while queued().get(job) != "RUNNING":  # (a task cancelled before it started leaves no record at all)
         time.sleep(0.1)
     subprocess.run(["scancel", job], check=True)
     _, stderr = process.communicate(timeout=120)
@@ -207,7 +214,7 @@ def test_an_interrupted_driver_collects_finished_jobs_and_waits_for_running_ones
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     first = jobs(run_dir)
-    assert gated_job(run_dir, 0) + "|RUNNING" in squeue_states()
+    assert queued().get(gated_job(run_dir, 0)) == "RUNNING"
 
     rerun = subprocess.Popen(command(tmp_path, text, executor), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1)
@@ -217,11 +224,6 @@ def test_an_interrupted_driver_collects_finished_jobs_and_waits_for_running_ones
     assert "4 cells run, 4 already stored" in out + err
     assert jobs(run_dir) == first, "no job was submitted again"
     assert np.isfinite(open_cube(run_dir)["final_loss"].values).all()
-
-
-def squeue_states() -> list[str]:
-    done = subprocess.run(["squeue", "--noheader", "--me", "--array", "--format=%i|%T"], capture_output=True, text=True)
-    return done.stdout.split()
 
 
 def test_partition_limits_fill_in_the_request_and_refuse_what_no_node_has():

@@ -182,7 +182,7 @@ def fit(params: SlurmParams, partition: Partition) -> Request:
     if cpus is None:
         # On GPUs, a node's CPUs shared among its GPUs, so that every GPU gets a task; on CPUs, 4.
         gpu_nodes = [node for node in partition.nodes if node.gpus >= max(gpus, 1)]
-        cpus = min(node.cpus // node.gpus * gpus for node in gpu_nodes) if gpus else min(4, most.cpus)
+        cpus = max(1, min(node.cpus // node.gpus * gpus for node in gpu_nodes)) if gpus else min(4, most.cpus)
     if cpus > most.cpus:
         raise PluginError(f"cpus_per_task: {cpus}, but no node of {where} has more than {most.cpus} CPUs; at most {most.cpus}")
     if params.mem_gb is not None and params.mem_gb * 1024 > most.memory_mb:

@@ -310,21 +310,8 @@ class SlurmExecutor:
             raise PluginError(f"sbatch refused the job array: {lines[-1] if lines else str(exc).strip()}") from None
         return {job: [cell.key for cell in group] for job, group in zip(jobs, groups, strict=True)}
 
-    @staticmethod
-    def _never(job_id: str, reason: str, in_flight: dict[Any, list[str]], queued: dict[str, tuple[str, str]]) -> PluginError:
-        """Cancel every job that waits for a reason that cannot clear (sbatch ``additional`` options beyond the
-        partition, say); the error that says so. Running jobs go on: a rerun collects them."""
-        for job in in_flight:
-            if queued.get(job.job_id, ("", ""))[1] in _NEVER:
-                job.cancel(check=False)
-        return PluginError(
-            f"job {job_id} can never start: Slurm keeps it PENDING with reason {reason} (the request exceeds what "
-            "the partition allows: `scontrol show partition`); the jobs waiting for that reason are cancelled"
-        )
-
     def run(self, task: CellTask, families: Sequence[Sequence[Any]]) -> Iterator[Any]:
         import submitit
-        from submitit.core.utils import FailedJobError, UncompletedJobError
 
         p = self.params
         request = self._request()
@@ -333,85 +320,127 @@ class SlurmExecutor:
         folder = Path(task.run_dir) / "slurm"
         folder.mkdir(parents=True, exist_ok=True)
         ledger = _Ledger(folder / "jobs.json")
-        job_class = submitit.SlurmJob if on_slurm else submitit.LocalJob
-        cells = {cell.key: cell for family in families for cell in family}
-        todo = set(cells)  # keys whose results have not been yielded yet
-        in_flight: dict[Any, list[str]] = {}  # job -> the keys of its cells, in the order of its results
-
-        def collect(job: Any, keys: list[str]) -> list[Any]:
-            """The job's results for cells still to do; raises if the job failed."""
-            results = job.result()
-            wanted = [result for key, result in zip(keys, results, strict=True) if key in todo]
-            todo.difference_update(keys)
-            return wanted
-
-        def lost(job: Any, keys: list[str], cause: str) -> LostGroup:
-            return LostGroup([cells[key] for key in keys if key in todo], f"job {job.job_id} {cause}")
+        watch = _Watch({cell.key: cell for family in families for cell in family}, request.time_min)
 
         # Jobs of earlier runs that hold pending cells: collect the finished, wait for those Slurm
         # still runs, and submit again the cells of any other (failed, cancelled, never started).
         queued = queue() if on_slurm else {}
+        job_class = submitit.SlurmJob if on_slurm else submitit.LocalJob
         for job_id, keys in ledger.jobs.items():
-            if todo.isdisjoint(keys):
-                continue
-            job = job_class(folder, job_id)
-            if job.paths.result_pickle.exists():
-                with contextlib.suppress(FailedJobError, UncompletedJobError):
-                    yield from collect(job, keys)
-            elif job_id in queued:
-                in_flight[job] = keys
+            if not watch.todo.isdisjoint(keys):
+                yield from watch.resume(job_class(folder, job_id), keys, alive=job_id in queued)
 
-        busy = {key for keys in in_flight.values() for key in keys}
-        unassigned = [[cell for cell in family if cell.key in todo and cell.key not in busy] for family in families]
+        busy = {key for keys in watch.in_flight.values() for key in keys}
+        unassigned = [[cell for cell in family if cell.key in watch.todo and cell.key not in busy] for family in families]
         groups = cut_groups([family for family in unassigned if family], stack_size(p.stack, on_gpu=request.gpus > 0))
         if groups:
             submitted = self._submit(folder, request, task, groups)
             ledger.add({job.job_id: keys for job, keys in submitted.items()})
-            in_flight |= submitted
+            watch.in_flight |= submitted
 
         finished = False
-        missing: set[Any] = set()  # jobs absent from the queue without a result at the last look
         answered = time.monotonic()  # when squeue last answered
         try:
-            while in_flight:
-                if on_slurm:
+            while watch.in_flight:
+                if not on_slurm:
+                    yield from watch.look_local()
+                else:
                     try:
                         queued, answered = queue(), time.monotonic()
                     except PluginError:
                         if time.monotonic() - answered > _QUEUE_PATIENCE_S:
                             raise
                         queued = None  # a controller restarting: look again at the next poll
-                for job in list(in_flight):
-                    if job.paths.result_pickle.exists() or (not on_slurm and job.done()):
-                        keys = in_flight.pop(job)
-                        try:
-                            results = collect(job, keys)
-                        except (FailedJobError, UncompletedJobError) as exc:
-                            yield lost(job, keys, failure(str(exc), request.time_min))
-                            continue
-                        yield from results
-                    elif not on_slurm or queued is None:
-                        continue
-                    elif job.job_id in queued:
-                        missing.discard(job)
-                        state, reason = queued[job.job_id]
-                        if state == "PENDING" and reason in _NEVER:
-                            raise self._never(job.job_id, reason, in_flight, queued)
-                    elif job in missing:  # gone from the queue twice, and still no result: it will never come
-                        yield lost(job, in_flight.pop(job), ending(job))
-                    else:
-                        # Its result may still be on the way over a shared filesystem: one more look.
-                        missing.add(job)
-                if in_flight:
+                    yield from watch.look(queued)
+                if watch.in_flight:
                     time.sleep(p.poll_s)
             finished = True
         finally:
             if not finished and not on_slurm:
                 # Local jobs are this machine's subprocesses: stop them with the driver. Slurm
                 # jobs go on, and a rerun collects them.
-                for job in in_flight:
+                for job in watch.in_flight:
                     with contextlib.suppress(Exception):
                         job.cancel(check=False)
+
+
+class _Watch:
+    """A run's jobs and the cells still to yield: each job's results once it finishes, or a ``LostGroup``
+    for a job that never will."""
+
+    def __init__(self, cells: dict[str, Any], time_min: float):
+        self.cells = cells
+        self.time_min = time_min
+        self.todo = set(cells)  # keys whose results have not been yielded yet
+        self.in_flight: dict[Any, list[str]] = {}  # job -> the keys of its cells, in the order of its results
+        self.missing: set[Any] = set()  # jobs absent from the queue without a result at the last look
+
+    def resume(self, job: Any, keys: list[str], alive: bool) -> Iterator[Any]:
+        """An earlier run's job: its results if it finished well, followed if Slurm still has it, else nothing
+        (its cells are submitted again)."""
+        from submitit.core.utils import UncompletedJobError
+
+        if job.paths.result_pickle.exists():
+            with contextlib.suppress(UncompletedJobError):  # FailedJobError included
+                yield from self._results(job, keys)
+        elif alive:
+            self.in_flight[job] = keys
+
+    def look(self, queued: dict[str, tuple[str, str]] | None) -> Iterator[Any]:
+        """One look at every Slurm job in flight, given the queue (None: squeue did not answer)."""
+        for job in list(self.in_flight):
+            if job.paths.result_pickle.exists():
+                yield from self._finished(job)
+            elif queued is None:
+                continue
+            elif job.job_id in queued:
+                self.missing.discard(job)
+                state, reason = queued[job.job_id]
+                if state == "PENDING" and reason in _NEVER:
+                    raise self._never(job.job_id, reason, queued)
+            elif job in self.missing:  # gone from the queue twice, and still no result: it will never come
+                yield self._lost(job, ending(job))
+            else:
+                # Its result may still be on its way over a shared filesystem: one more look.
+                self.missing.add(job)
+
+    def look_local(self) -> Iterator[Any]:
+        """One look at every local job (a subprocess here) in flight."""
+        for job in list(self.in_flight):
+            if job.done():
+                yield from self._finished(job)
+
+    def _finished(self, job: Any) -> Iterator[Any]:
+        from submitit.core.utils import UncompletedJobError
+
+        try:
+            yield from self._results(job, self.in_flight[job])
+        except UncompletedJobError as exc:  # FailedJobError included
+            yield self._lost(job, failure(str(exc), self.time_min))
+        else:
+            del self.in_flight[job]
+
+    def _results(self, job: Any, keys: list[str]) -> list[Any]:
+        """The job's results for cells still to do; raises if the job failed."""
+        results = job.result()
+        wanted = [result for key, result in zip(keys, results, strict=True) if key in self.todo]
+        self.todo.difference_update(keys)
+        return wanted
+
+    def _lost(self, job: Any, cause: str) -> LostGroup:
+        keys = self.in_flight.pop(job)
+        return LostGroup([self.cells[key] for key in keys if key in self.todo], f"job {job.job_id} {cause}")
+
+    def _never(self, job_id: str, reason: str, queued: dict[str, tuple[str, str]]) -> PluginError:
+        """Cancel every job that waits for a reason that cannot clear (sbatch ``additional`` options beyond the
+        partition, say); the error that says so. Running jobs go on: a rerun collects them."""
+        for job in self.in_flight:
+            if queued.get(job.job_id, ("", ""))[1] in _NEVER:
+                job.cancel(check=False)
+        return PluginError(
+            f"job {job_id} can never start: Slurm keeps it PENDING with reason {reason} (the request exceeds what "
+            "the partition allows: `scontrol show partition`); the jobs waiting for that reason are cancelled"
+        )
 
 
 @hookimpl

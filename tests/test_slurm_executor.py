@@ -42,24 +42,24 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A running one-node cluster: the one ``SLURM_CONF`` names if it answers, else one started here and stopped after."""
     if not all(shutil.which(tool) for tool in ("sbatch", "slurmctld", "slurmd", "munged")):
         pytest.skip(f"Slurm is not installed (Debian, as root: {INSTALL}); the tests start a one-node cluster")
-    answers = subprocess.run(["sinfo", "--noheader"], capture_output=True, check=False).returncode == 0
-    if os.environ.get("SLURM_CONF") and answers:
+    named = os.environ.get("SLURM_CONF")
+    if named and subprocess.run(["sinfo", "--noheader"], capture_output=True, check=False).returncode == 0:
         yield
         return
     if os.geteuid() != 0:
         pytest.skip("starting a Slurm cluster needs root: run .ci/slurm-up DIR as root and export SLURM_CONF as it says")
     folder = tmp_path_factory.mktemp("slurm")
-    before = os.environ.get("SLURM_CONF")
     try:
-        subprocess.run([ROOT / ".ci" / "slurm-up", folder], check=True, capture_output=True, timeout=60)
+        up = subprocess.run([ROOT / ".ci" / "slurm-up", folder], capture_output=True, text=True, timeout=60, check=False)
+        assert up.returncode == 0, up.stderr
         os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
         yield
     finally:
         subprocess.run([ROOT / ".ci" / "slurm-down", folder], check=False, timeout=60)
-        if before is None:
+        if named is None:
             os.environ.pop("SLURM_CONF", None)
         else:
-            os.environ["SLURM_CONF"] = before
+            os.environ["SLURM_CONF"] = named
 
 
 @pytest.fixture

@@ -35,6 +35,8 @@ from tests.test_runner import TINY, run
 pytest.importorskip("submitit", reason="the slurm extra is part of the test install")
 
 INSTALL = "apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge"
+# What the executor gives a task on the one node of .ci/slurm-up (this machine): 4 CPUs, or all if fewer.
+DEFAULT_CPUS = min(4, os.cpu_count() or 1)
 
 
 @pytest.fixture(scope="session")
@@ -117,20 +119,21 @@ def gated_job(run_dir: Path, deadline: float) -> str:
 
 @pytest.fixture(scope="module")
 def local_cube(tmp_path_factory: pytest.TempPathFactory):
-    """TINY's cube from the local executor, in groups of 4 with 2 torch threads, as the slurm runs below train."""
+    """TINY's cube from the local executor, in groups of 4 with the threads the slurm runs below train with."""
     folder = tmp_path_factory.mktemp("local")
-    return open_cube(run(folder, TINY + "executor: {plugin: local, params: {stack: 4, threads: 2}}\n").run_dir)
+    local = f"executor: {{plugin: local, params: {{stack: 4, threads: {DEFAULT_CPUS}}}}}\n"
+    return open_cube(run(folder, TINY + local).run_dir)
 
 
 def test_a_suite_through_slurm_with_the_defaults_equals_the_local_cube(tmp_path, cluster, local_cube):
-    # No GPUs, CPUs or time given: the executor takes them from the partition (no GPUs, 2 CPUs).
+    # No GPUs, CPUs or time given: the executor takes them from the partition (no GPUs, 60 minutes).
     summary = run(tmp_path, slurm_suite(params=", stack: 4"))
     assert summary.cells_run == 8
     assert_same_cells(open_cube(summary.run_dir), local_cube)
     ledger = jobs(summary.run_dir)
     assert sorted(len(keys) for keys in ledger.values()) == [4, 4]  # one array task per group of 4
     script = next((summary.run_dir / "slurm").glob("*_submission.sh")).read_text()
-    assert "--cpus-per-task=2" in script and "--gpus-per-node=0" in script and "--time=60:00" in script
+    assert f"--cpus-per-task={DEFAULT_CPUS}" in script and "--gpus-per-node=0" in script and "--time=60:00" in script
 
 
 @pytest.mark.parametrize(
@@ -252,7 +255,7 @@ def test_gpus_are_counted_from_every_gpu_entry_of_a_node_s_gres():
 
 def test_the_local_backend_runs_the_cells_of_local_with_the_same_numbers(tmp_path, local_cube):
     # `backend: local` (subprocesses of this machine) runs where Slurm is not installed.
-    summary = run(tmp_path, slurm_suite(params=", backend: local, gpus_per_task: 0, cpus_per_task: 2, stack: 4"))
+    summary = run(tmp_path, slurm_suite(params=f", backend: local, gpus_per_task: 0, cpus_per_task: {DEFAULT_CPUS}, stack: 4"))
     assert summary.cells_run == 8
     assert_same_cells(open_cube(summary.run_dir), local_cube)
 

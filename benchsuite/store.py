@@ -76,6 +76,7 @@ class RunStore:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.parts_dir = self.run_dir / PARTS
+        self._next_part: int | None = None  # counted once: a run writes thousands of parts, and it is their one writer
 
     @property
     def cube_path(self) -> Path:
@@ -137,10 +138,12 @@ class RunStore:
     def write_part(self, rows: Sequence[tuple[Cell, Mapping[str, Variable]]]) -> Path:
         """Store ``rows`` (cells and their variables) as the next part, atomically; returns its path."""
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        written = self.part_paths()
-        number = int(written[-1].stem) + 1 if written else 0
+        if self._next_part is None:
+            written = self.part_paths()
+            self._next_part = int(written[-1].stem) + 1 if written else 0
         part = table([cell for cell, _ in rows], [variables for _, variables in rows])
-        path = self.parts_dir / f"{number:08d}.parquet"
+        path = self.parts_dir / f"{self._next_part:08d}.parquet"
+        self._next_part += 1
         _atomic(lambda tmp: pq.write_table(part, tmp, compression="zstd", write_page_checksum=True), path)
         return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -12,6 +13,12 @@ from benchsuite.api import MetricInputs
 from benchsuite.registry import default_registry
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A shell without job control starts a background command with SIGINT ignored, and every process
+# a test starts would inherit that; the tests that stop a run with SIGINT need it delivered, as at
+# a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

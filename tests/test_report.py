@@ -722,3 +722,19 @@ def test_chromium_renders_the_dense_report_with_every_image(dense_run, tmp_path)
     html = (dense_run / "report.html").read_text(encoding="utf-8")
     figures = {p.name for p in (dense_run / "figures").iterdir()}
     assert _rendered_images(html, tmp_path) == f"images={len(figures)} broken=0"
+
+
+def test_the_summary_names_the_outcome_first_and_the_cells_whose_training_loss_reads_low(tmp_path):
+    cube = synthetic_cube()
+    cube.attrs["outcome"] = "final_loss"
+    shares = xr.zeros_like(cube["final_loss"]).where(cube["dataset"] == "brain", 0.84375)
+    cube["placeholder_negatives"] = shares.assign_attrs(role="diagnostic")
+    html = write_report(cube, {"anova": anova_table(cube)}, tmp_path / "named").read_text(encoding="utf-8")
+    summary = html[html.index('<section id="summary">') : html.index('<section id="interaction">')]
+    assert "The outcome is final_loss, as the suite names it" in summary
+    assert "8 of 16 cells ended training with 84% to 84% of their negatives still random placeholders" in summary
+    assert summary.index("<strong>final_loss</strong> (the outcome)") < summary.index("<strong>dice</strong>")
+    assert "final_loss (the outcome)</h3>" in html
+
+    plain = write_report(synthetic_cube(), {"anova": anova_table(synthetic_cube())}, tmp_path / "plain").read_text()
+    assert "The suite names no outcome" in plain and "placeholders" not in plain and "(the outcome)" not in plain

@@ -42,6 +42,7 @@ from benchsuite.cube import (
     INTERACTION,
     ORIENTATION_HIST,
     PEAK_MEMORY,
+    PLACEHOLDER_NEGATIVES,
     SALIENCY_EXAMPLE,
     SSP_LOSS,
     TORCH_THREADS,
@@ -49,6 +50,7 @@ from benchsuite.cube import (
     better,
     grid_axes,
     metric_names,
+    outcome,
     swept,
 )
 from benchsuite.durations import readable_duration
@@ -184,7 +186,10 @@ def write_report(
     skipped = skipped_analyses(tables)
     anova = None if "anova" in skipped else tables.get("anova")
     terms = varying_terms(cube)
-    metrics = [_metric_section(cube, name, anova, terms) for name in metric_names(cube)]
+    chosen = outcome(cube)
+    # The outcome first, the diagnostics after it in cube order.
+    ordered = sorted(metric_names(cube), key=lambda name: name != chosen)
+    metrics = [_metric_section(cube, name, anova, terms) for name in ordered]
     analyses = [
         _table_section(key, frame, terms, (notes or {}).get(key, ()))
         for key, frame in tables.items()
@@ -219,6 +224,8 @@ def write_report(
         anova_given="anova" in tables,
         anova_heading="" if anova is None else anova_heading(anova),
         skipped_note=skipped_note(tables),
+        outcome=chosen,
+        outcome_notes=outcome_notes(cube),
         analyses=analyses,
         figure_sections=drawn,
         provenance=_provenance(cube),
@@ -247,6 +254,32 @@ def analysis_tables(run_dir: Path, cube: xr.Dataset, *, typ: Literal[2, 3] = 2) 
     tables = analyze_cube(cube, typ=typ)
     write_tables(cube, tables, run_dir)
     return tables
+
+
+def outcome_notes(cube: xr.Dataset) -> list[str]:
+    """The summary's lines on what to read: which metric is the outcome, and cells whose training loss reads low.
+
+    A cell that ended training with part of its method's negatives still placeholders (MoCo's
+    queue not yet filled by real keys, ``placeholder_negatives``) has a lower training loss than
+    real keys would give, the more so the smaller its dataset.
+    """
+    name = outcome(cube)
+    if name is None:
+        notes = ["The suite names no outcome (its outcome key), so every metric below is read alike."]
+    else:
+        notes = [f"The outcome is {name}, as the suite names it (its outcome key); the other metrics are diagnostics."]
+    if PLACEHOLDER_NEGATIVES in cube:
+        shares = np.asarray(cube[PLACEHOLDER_NEGATIVES].values, dtype=float).ravel()
+        shares = shares[np.isfinite(shares)]
+        unfilled = shares[shares > 0]
+        if unfilled.size:
+            notes.append(
+                f"{unfilled.size} of {shares.size} cells ended training with {unfilled.min():.0%} to {unfilled.max():.0%} "
+                f"of their negatives still random placeholders, not keys of training images ({PLACEHOLDER_NEGATIVES}: "
+                "MoCo's queue not yet filled). Their final_loss is lower than real keys would give, the more so the "
+                "smaller the dataset, so it does not compare datasets; heldout_infonce does."
+            )
+    return notes
 
 
 def varying_terms(cube: xr.Dataset) -> list[str]:

@@ -169,13 +169,14 @@ _PAGE = (
 
 <section id="summary">
 <h2>Summary</h2>
+{% for note in outcome_notes %}<p>{{ note }}</p>{% endfor %}
 {% if skipped_note %}<p class="note">{{ skipped_note }}</p>{% endif %}
 {% if anova_heading %}
 {% set question = "Is there a " ~ interaction_labels | join(" or a ") ~ " interaction?" %}
 <p>{{ question }} {{ anova_heading }} on the per-cell means (seeds are the replicates).</p>
 {% endif %}
 {% for metric in metrics %}
-  {% if metric.readings %}<div><strong>{{ metric.name }}</strong>
+  {% if metric.readings %}<div><strong>{{ metric.name }}</strong>{% if metric.name == outcome %} (the outcome){% endif %}
   {%- for reading in metric.readings %}{{ render_reading(reading, metric.name) }}{% endfor %}</div>{% endif %}
 {% endfor %}
 {% if not anova_given %}<p class="note">No ANOVA table was given to the report.</p>{% endif %}
@@ -188,7 +189,7 @@ the evaluation images first); the band is its t-based 95% confidence interval ov
 {%- if on_circle %} On the circle,
 θ = 360° is θ = 0°.{% endif %}</p>
 {% for metric in metrics %}
-<h3 id="metric-{{ loop.index }}">{{ metric.name }}</h3>
+<h3 id="metric-{{ loop.index }}">{{ metric.name }}{% if metric.name == outcome %} (the outcome){% endif %}</h3>
 {% for reading in metric.readings %}{{ render_reading(reading, metric.name) }}{% endfor %}
 {% if metric.figure %}
 {{ render_figure(metric.figure) }}

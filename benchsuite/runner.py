@@ -314,7 +314,7 @@ def _run(
         bar.close()
         nans.warn()
         placeholders.warn()
-        if store.done_keys() and not (ran == 0 and store.cube_is_current(cells)):
+        if store.done_keys() and not (ran == 0 and store.cube_is_current(cells, resolved.text)):
             sweep_paths = {sweep.dim: sweep.path for sweep in resolved.sweeps}
             store.write_cube(store.build_cube(cells, _cube_attrs(resolved), sweep_paths))
     if lost:

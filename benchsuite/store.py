@@ -186,10 +186,12 @@ class RunStore:
         """The cube over the grid of ``cells``, from the parts present; cells not run are NaN."""
         return assemble(cells, (_read_part(path) for path in self.part_paths()), attrs, sweep_paths)
 
-    def cube_is_current(self, cells: Sequence[Cell]) -> bool:
-        """Whether ``results.nc`` is the cube of the grid of ``cells`` and no stored part is newer.
+    def cube_is_current(self, cells: Sequence[Cell], suite_text: str) -> bool:
+        """Whether ``results.nc`` is the cube of the grid of ``cells`` and of ``suite_text``, and no stored part is newer.
 
-        A rerun that ran nothing new then keeps the cube rather than assembling it again.
+        A rerun that ran nothing new then keeps the cube rather than assembling it again. The
+        suite's text is compared too: what changes no cell (its outcome, its analysis and record
+        settings) is still in the cube's attributes.
         """
         parts = self.part_paths()
         if not self.cube_path.is_file() or not parts:
@@ -198,7 +200,8 @@ class RunStore:
             return False
         try:
             with xr.open_dataset(self.cube_path, engine=ENGINE) as cube:
-                return names.CELL_KEY in cube and set(cube[names.CELL_KEY].values.ravel()) == {c.key for c in cells}
+                same_cells = names.CELL_KEY in cube and set(cube[names.CELL_KEY].values.ravel()) == {c.key for c in cells}
+                return same_cells and cube.attrs.get("suite_yaml") == suite_text
         except (OSError, ValueError):  # a damaged cube is rebuilt from the parts, which hold every result
             return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import textwrap
 import warnings
@@ -285,6 +286,13 @@ def test_a_rerun_that_runs_nothing_keeps_the_cube_and_a_new_part_rebuilds_it(tmp
     part.unlink()
     assert run(tmp_path).cells_run == lost and cube_path.stat().st_mtime_ns > built
     assert np.isfinite(open_cube(cube_path.parent)["final_loss"].values).all()
+
+
+def test_a_rerun_of_a_suite_changed_only_where_no_cell_changes_rebuilds_the_cube_with_it(tmp_path):
+    cube_path = run(tmp_path).cube_path
+    changed = TINY + "analysis: {harmonics: 3}\n"  # no cell's key changes, so nothing runs again
+    assert run(tmp_path, changed).cells_run == 0
+    assert json.loads(open_cube(cube_path.parent).attrs["analysis"])["harmonics"] == 3
 
 
 def test_stacked_cells_give_the_numbers_of_cells_trained_alone(tmp_path):

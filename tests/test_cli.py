@@ -174,7 +174,7 @@ def test_plugin_that_fails_inside_a_cell_is_named_and_stored_cells_survive(tmp_p
     assert "ZeroDivisionError" in (tmp_path / "runs" / "tiny" / "error.log").read_text()
 
 
-SLOWER = TINY.replace("epochs: 2,", "epochs: 12,")
+SLOWER = TINY.replace("epochs: 2,", "epochs: 60,")
 """TINY with cells long enough (about half a second each) that a kill lands between two stored cells:
 the store writes a part once results pause, and TINY's cells follow each other without a pause."""
 

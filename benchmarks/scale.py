@@ -10,10 +10,10 @@ cos(kθ) curve per dataset. Every stage runs in a process of its own, so its pea
 process's peak resident set, imports included) is its own:
 
 - ``store``: the grid's cells made (``expand``), then the results through
-  :class:`benchsuite.store.PartWriter` as the runner stores them; only the store's calls are
+  :class:`benchsuite.results.store.PartWriter` as the runner stores them; only the store's calls are
   timed, not the making of the synthetic results. Then, in a process of its own, the cube
   assembled from the parts and written (``consolidate``).
-- ``logs``: the same results through the TensorBoard logs (:class:`benchsuite.tensorboard.RunLogs`).
+- ``logs``: the same results through the TensorBoard logs (:class:`benchsuite.results.tensorboard.RunLogs`).
 - ``resume``: what a resume reads before it runs anything: every part checked, the stored keys.
 - ``analyze`` and ``report``: ``benchsuite analyze RUN_DIR`` and ``benchsuite report RUN_DIR``.
 - ``baseline``: the earlier store on the first cells of the grid (at most ``--baseline-cells``):
@@ -70,8 +70,8 @@ def suite_text(grid: str) -> str:
 
 
 def resolved_grid(grid: str, directory: Path):
-    from benchsuite.registry import default_registry
-    from benchsuite.suite import load_suite
+    from benchsuite.engine.registry import default_registry
+    from benchsuite.engine.suite import load_suite
 
     path = directory / f"{grid}.yaml"
     path.write_text(suite_text(grid))
@@ -85,8 +85,8 @@ def synthetic_results(cells, images: int) -> Iterator:
     evaluation image, a random effect per training run and noise per image, so the mixed model
     meets the structure it models; each dataset has its own k-fold orientation histogram.
     """
-    from benchsuite.pipeline import CellResult
-    from benchsuite.training import TrainingCurves
+    from benchsuite.engine.pipeline import CellResult
+    from benchsuite.engine.training import TrainingCurves
 
     rng = np.random.default_rng(0)
     datasets = list(dict.fromkeys(c.dataset for c in cells))
@@ -114,8 +114,8 @@ def synthetic_results(cells, images: int) -> Iterator:
 
 
 def stage_store(run_dir: Path, grid: str, images: int) -> dict[str, float]:
-    from benchsuite.grid import detail_thetas, expand
-    from benchsuite.store import PartWriter, RunStore
+    from benchsuite.engine.grid import detail_thetas, expand
+    from benchsuite.results.store import PartWriter, RunStore
 
     resolved = resolved_grid(grid, run_dir.parent)
     start = time.perf_counter()
@@ -135,9 +135,9 @@ def stage_store(run_dir: Path, grid: str, images: int) -> dict[str, float]:
 
 
 def stage_cube(run_dir: Path, grid: str) -> dict[str, float]:
-    from benchsuite.grid import expand
-    from benchsuite.runner import _cube_attrs
-    from benchsuite.store import RunStore
+    from benchsuite.engine.grid import expand
+    from benchsuite.engine.runner import _cube_attrs
+    from benchsuite.results.store import RunStore
 
     resolved = resolved_grid(grid, run_dir.parent)
     cells = expand(resolved)
@@ -148,8 +148,8 @@ def stage_cube(run_dir: Path, grid: str) -> dict[str, float]:
 
 
 def stage_logs(run_dir: Path, grid: str, images: int) -> dict[str, float]:
-    from benchsuite.grid import detail_thetas, expand
-    from benchsuite.tensorboard import RunLogs
+    from benchsuite.engine.grid import detail_thetas, expand
+    from benchsuite.results.tensorboard import RunLogs
 
     resolved = resolved_grid(grid, run_dir.parent)
     cells = expand(resolved)[:MAX_LOGGED_CELLS]
@@ -169,7 +169,7 @@ def stage_logs(run_dir: Path, grid: str, images: int) -> dict[str, float]:
 
 
 def stage_resume(run_dir: Path) -> dict[str, float]:
-    from benchsuite.store import RunStore
+    from benchsuite.results.store import RunStore
 
     store = RunStore(run_dir)
     start = time.perf_counter()
@@ -182,8 +182,8 @@ def stage_baseline(run_dir: Path, grid: str, images: int, count: int) -> dict[st
     """The earlier store: a NetCDF shard per cell through xarray, then every shard read back for the cube."""
     import xarray as xr
 
-    from benchsuite.grid import expand
-    from benchsuite.parts import cell_variables
+    from benchsuite.engine.grid import expand
+    from benchsuite.results.parts import cell_variables
 
     cells = expand(resolved_grid(grid, run_dir.parent))[:count]
     shards = run_dir / "cells"

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchsuite.pipeline import PairSimilarity
-from benchsuite.registry import default_registry
-from benchsuite.stacking import stacked_pair_similarity
-from benchsuite.views import FixedPair
+from benchsuite.engine.pipeline import PairSimilarity
+from benchsuite.engine.registry import default_registry
+from benchsuite.engine.stacking import stacked_pair_similarity
+from benchsuite.engine.views import FixedPair
 
 SALIENCY_METHODS = (
     "vanilla_grad",

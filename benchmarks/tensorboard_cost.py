@@ -31,12 +31,12 @@ from tensorboard import program
 from tensorboard.backend.event_processing.data_ingester import LocalDataIngester
 from tensorboard.context import RequestContext
 
-from benchsuite.grid import Cell, detail_thetas, expand
-from benchsuite.pipeline import CellResult
-from benchsuite.registry import default_registry
-from benchsuite.suite import load_suite
-from benchsuite.tensorboard import RunLogs
-from benchsuite.training import TrainingCurves
+from benchsuite.engine.grid import Cell, detail_thetas, expand
+from benchsuite.engine.pipeline import CellResult
+from benchsuite.engine.registry import default_registry
+from benchsuite.engine.suite import load_suite
+from benchsuite.engine.training import TrainingCurves
+from benchsuite.results.tensorboard import RunLogs
 
 SUITE = """\
 name: tb-cost

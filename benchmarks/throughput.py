@@ -1,4 +1,4 @@
-"""Serial against stacked theta-sweep cells (benchsuite.stacking): pre-training in cells per second, and SmoothGrad.
+"""Serial against stacked theta-sweep cells (benchsuite.engine.stacking): pre-training in cells per second, and SmoothGrad.
 
     python benchmarks/throughput.py --device cpu|cuda [--repeats 3] [--budget SECONDS] [--threads N] [--quick]
 
@@ -9,7 +9,7 @@ Two settings, each a MoCo v2 cell pre-trained on random images at its own theta:
 - the curve setting (suites/curve-3600.yaml): ResNet-18 at 64 px, 1,024 training images, 5
   epochs of 16 steps of batch 64, SGD.
 
-"serial" is ``benchsuite.training.pretrain`` of one cell: K cells one after another take K times
+"serial" is ``benchsuite.engine.training.pretrain`` of one cell: K cells one after another take K times
 as long, so its rate holds for any K and is measured once per series. "stacked" is
 ``train_stacked`` of K cells at once. A timed run trains part of a cell (on CUDA 5 of the small
 CNN's 40 epochs and 1 of the ResNet's 5 epochs; on the CPU less, see below): its time per step,
@@ -23,7 +23,7 @@ the suite) is timed per cell for one model alone and for K models at once
 (``stacked``) at the largest K that trained, and the projection adds it.
 
 On CUDA: K up to 128, in the engine's GPU arithmetic (bf16 autocast + channels-last, serial and
-stacked alike; benchsuite.training.fast_kernels), and the peak memory per K. On the CPU the
+stacked alike; benchsuite.engine.training.fast_kernels), and the peak memory per K. On the CPU the
 run is sized down so that it ends within a few minutes, and it says what was reduced: K up to 8 (small CNN) and 4 (ResNet-18), the
 ResNet-18 timed on 1 of its 16 steps per epoch, fp32 only. Larger K are skipped when the time
 left cannot cover them or a smaller K ran out of memory. A watchdog thread ends the process at
@@ -47,14 +47,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from benchsuite.pipeline import PairSimilarity
-from benchsuite.registry import default_registry
-from benchsuite.stacking import after_step_mode, stacked_pair_similarity, train_stacked
-from benchsuite.training import NonFiniteLoss, pretrain
-from benchsuite.views import FixedPair
-from benchsuite_plugins.encoders import ResNetParams, SmallCNN, SmallCNNParams
-from benchsuite_plugins.moco import MoCoV2, MoCoV2Params
-from benchsuite_plugins.rotation import Rotation, RotationParams
+from benchsuite.engine.pipeline import PairSimilarity
+from benchsuite.engine.registry import default_registry
+from benchsuite.engine.stacking import after_step_mode, stacked_pair_similarity, train_stacked
+from benchsuite.engine.training import NonFiniteLoss, pretrain
+from benchsuite.engine.views import FixedPair
+from benchsuite_plugins.augmentations.rotation import Rotation, RotationParams
+from benchsuite_plugins.encoders.convnets import ResNetParams, SmallCNN, SmallCNNParams
+from benchsuite_plugins.ssp_methods.moco import MoCoV2, MoCoV2Params
 
 STARTED = time.perf_counter()
 CURVE_ANGLES = 3600

@@ -20,7 +20,7 @@ def __getattr__(name: str) -> object:
 
         return getattr(study, name)
     if name == "open_cube":
-        from benchsuite.cube import open_cube
+        from benchsuite.results.cube import open_cube
 
         return open_cube
     raise AttributeError(f"module 'benchsuite' has no attribute {name!r}")

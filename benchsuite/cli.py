@@ -24,8 +24,8 @@ from pathlib import Path
 import click
 
 from benchsuite import __version__
-from benchsuite.errors import BenchsuiteError, PluginWarning, Terminated, sentence
-from benchsuite.kinds import NAMES as KIND_NAMES
+from benchsuite.engine.kinds import NAMES as KIND_NAMES
+from benchsuite.results.errors import BenchsuiteError, PluginWarning, Terminated, sentence
 
 _STRICT = click.option("--strict", is_flag=True, help="Treat a plugin that fails to load as an error instead of a warning.")
 
@@ -146,11 +146,11 @@ def validate(suite: Path, check_data: bool, progress: bool, data_root: Path | No
     builds, has enough images for data.eval_images, and has foreground in its evaluation masks,
     and the saliency method can explain each model (Grad-CAM's layer exists, say).
     """
-    from benchsuite.data import check_datasets, format_datasets, set_data_root
-    from benchsuite.grid import expand
-    from benchsuite.pipeline import check_saliency
-    from benchsuite.registry import installed_plugins
-    from benchsuite.suite import load_suite
+    from benchsuite.engine.data import check_datasets, format_datasets, set_data_root
+    from benchsuite.engine.grid import expand
+    from benchsuite.engine.pipeline import check_saliency
+    from benchsuite.engine.registry import installed_plugins
+    from benchsuite.engine.suite import load_suite
 
     if data_root is not None:
         set_data_root(data_root)
@@ -191,11 +191,11 @@ def estimate(suite: Path, device: str | None, stack: int | None, steps: int, dat
     prints the projected wall time of the suite, the peak memory of a group and the stack size.
     Use it to size a cluster job, or to pick --stack for the executor.
     """
-    from benchsuite.data import set_data_root
-    from benchsuite.estimate import estimate as project
-    from benchsuite.estimate import sizing_executor
-    from benchsuite.registry import installed_plugins
-    from benchsuite.suite import load_suite
+    from benchsuite.engine.data import set_data_root
+    from benchsuite.engine.estimate import estimate as project
+    from benchsuite.engine.estimate import sizing_executor
+    from benchsuite.engine.registry import installed_plugins
+    from benchsuite.engine.suite import load_suite
 
     if data_root is not None:
         set_data_root(data_root)
@@ -222,7 +222,7 @@ def estimate(suite: Path, device: str | None, stack: int | None, steps: int, dat
 @_STRICT
 def plugins(kind: str | None, show_params: bool, strict: bool) -> None:
     """List installed plugin components with their distribution and version, and plugins that failed to load."""
-    from benchsuite.registry import installed_plugins
+    from benchsuite.engine.registry import installed_plugins
 
     registry = installed_plugins(strict=strict)
     kinds = [kind] if kind else KIND_NAMES
@@ -252,8 +252,8 @@ def cache(clear: bool, strict: bool) -> None:
     anything its build read (the data files, the folders it listed) has changed. Set
     BENCHSUITE_CACHE to put the cache elsewhere.
     """
-    from benchsuite import cache as datasets
-    from benchsuite.registry import installed_plugins
+    from benchsuite.engine import cache as datasets
+    from benchsuite.engine.registry import installed_plugins
 
     if clear:
         removed, freed = datasets.clear()
@@ -328,8 +328,8 @@ def report(run_dir: Path, typ: str, other: Path | None) -> None:
     analyze` wrote into RUN_DIR; when they are missing or older than the cube, the analysis is
     run and they are written first.
     """
-    from benchsuite.cube import open_cube
     from benchsuite.report import analysis_tables, write_report
+    from benchsuite.results.cube import open_cube
 
     cube = open_cube(run_dir)
     tables = analysis_tables(run_dir, cube, typ=int(typ))

@@ -15,10 +15,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from benchsuite.grid import expand
-from benchsuite.kinds import KINDS
-from benchsuite.registry import PluginRegistry, default_registry
-from benchsuite.suite import (
+from benchsuite.engine.grid import expand
+from benchsuite.engine.kinds import KINDS
+from benchsuite.engine.registry import PluginRegistry, default_registry
+from benchsuite.engine.suite import (
     AnalysisSettings,
     ComponentSpec,
     DataSettings,
@@ -74,7 +74,7 @@ def _type_name(annotation: Any) -> str:
         return annotation.__name__
     if isinstance(annotation, type):
         return annotation.__name__
-    return str(annotation).replace("typing.", "").replace("benchsuite.suite.", "").replace("|", "\\|")
+    return str(annotation).replace("typing.", "").replace("benchsuite.engine.suite.", "").replace("|", "\\|")
 
 
 def _default(field: FieldInfo) -> str:

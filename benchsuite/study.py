@@ -20,12 +20,12 @@ from typing import Literal
 
 from benchsuite.analysis.settings import analysis_options, study_terms
 from benchsuite.analysis.summary import analyze_cube, format_summary, write_tables
-from benchsuite.cube import open_cube
-from benchsuite.data import set_data_root
-from benchsuite.registry import installed_plugins
+from benchsuite.engine.data import set_data_root
+from benchsuite.engine.registry import installed_plugins
+from benchsuite.engine.runner import run_cells
+from benchsuite.engine.suite import load_suite
 from benchsuite.report import write_report
-from benchsuite.runner import run_cells
-from benchsuite.suite import load_suite
+from benchsuite.results.cube import open_cube
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ def run(
     {address: auto}}"``) runs the cells with another executor than the suite names; the cells
     and the run directory stay the same. Status lines go to ``log``.
 
-    Raises :class:`benchsuite.errors.BenchsuiteError` for bad input (exit code 2 on the command
-    line) and :class:`benchsuite.errors.RunError` when a cell fails; stored cells are kept.
+    Raises :class:`benchsuite.results.errors.BenchsuiteError` for bad input (exit code 2 on the command
+    line) and :class:`benchsuite.results.errors.RunError` when a cell fails; stored cells are kept.
     """
     if data_root is not None:
         set_data_root(data_root)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from benchsuite.api import DataSpec, ImageMaskSet, MetricInputs, PluginError, check_metric_output
-from benchsuite.registry import load_plugins
+from benchsuite.engine.registry import load_plugins
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchsuite.api import MetricInputs
-from benchsuite.registry import default_registry
+from benchsuite.engine.registry import default_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,6 +86,6 @@ def metric_inputs(**fields) -> MetricInputs:
 
 def stored_keys(run_dir: Path) -> set[str]:
     """The keys of the cells a run directory holds (reading only the parts' key columns, as the runner does)."""
-    from benchsuite.store import RunStore  # the store imports the engine; tests of the results layer need it not
+    from benchsuite.results.store import RunStore  # the store imports the engine; tests of the results layer need it not
 
     return RunStore(run_dir).done_keys()

@@ -32,9 +32,9 @@ from statsmodels.stats.anova import anova_lm
 
 from benchsuite.analysis.guard import check_memory, design_bytes
 from benchsuite.analysis.settings import HARMONIC_TERM, HARMONICS_CHOSEN
-from benchsuite.cube import IMAGE, METRIC, grid_axes, metric_names
-from benchsuite.cube import factors as cube_factors
-from benchsuite.errors import BenchsuiteError, did_you_mean
+from benchsuite.results.cube import IMAGE, METRIC, grid_axes, metric_names
+from benchsuite.results.cube import factors as cube_factors
+from benchsuite.results.errors import BenchsuiteError, did_you_mean
 
 RESIDUAL = "Residual"
 SS_TYPE = "ss_type"
@@ -130,7 +130,7 @@ def anova_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, typ: Lit
 
     ``metrics`` defaults to every variable with ``role="metric"``. Each metric is reduced to
     :func:`cell_means`, then analysed with :func:`anova` over the cube's factors
-    (:func:`benchsuite.cube.factors`: θ, any swept parameter, the dataset, the method and the
+    (:func:`benchsuite.results.cube.factors`: θ, any swept parameter, the dataset, the method and the
     encoder) that have more than one level in its data.
 
     Columns: ``metric, term, sum_sq, df, F, p, partial_eta_sq, balanced, n_per_cell``.
@@ -249,7 +249,10 @@ def _metric_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
 
 
 def varying_factors(frame: pd.DataFrame, factors: Sequence[str]) -> list[str]:
-    """The ``factors`` (a cube's :func:`benchsuite.cube.factors`) with more than one level in ``frame``; an error if none."""
+    """The ``factors`` (a cube's :func:`~benchsuite.results.cube.factors`) with more than one level in ``frame``.
+
+    An error if none.
+    """
     varying = [f for f in factors if frame[f].nunique() > 1]
     if not varying:
         raise AnovaError("no grid factor has more than one level with values.")

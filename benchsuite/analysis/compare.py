@@ -37,8 +37,8 @@ import xarray as xr
 import yaml
 from scipy import stats
 
-from benchsuite.cube import CELL_KEY, HIGHER, IMAGE, LOWER, REPLICATE, better, grid_axes, metric_names, open_cube
-from benchsuite.errors import BenchsuiteError, make_output_folder
+from benchsuite.results.cube import CELL_KEY, HIGHER, IMAGE, LOWER, REPLICATE, better, grid_axes, metric_names, open_cube
+from benchsuite.results.errors import BenchsuiteError, make_output_folder
 
 COMPARE_NAME = "compare.csv"
 COLUMNS = ("metric", "a", "b", "difference", "ci_low", "ci_high", "ratio", "p", "seeds", "test", "better", "verdict")

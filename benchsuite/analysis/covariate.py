@@ -31,8 +31,8 @@ from statsmodels.stats.anova import anova_lm
 
 from benchsuite.analysis.anova import cell_means, placeholders
 from benchsuite.analysis.periodicity import SERIES_KEYS, series_keys
-from benchsuite.cube import ORIENTATION_HIST, metric_names
-from benchsuite.errors import BenchsuiteError
+from benchsuite.results.cube import ORIENTATION_HIST, metric_names
+from benchsuite.results.errors import BenchsuiteError
 
 AUTOCORR_COLUMNS = ["dataset", "theta", "autocorr"]
 COVARIATE_COLUMNS = [

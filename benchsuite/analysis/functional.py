@@ -26,8 +26,8 @@ import xarray as xr
 
 from benchsuite.analysis.anova import cell_means
 from benchsuite.analysis.periodicity import series_keys
-from benchsuite.cube import REPLICATE, metric_names
-from benchsuite.errors import BenchsuiteError
+from benchsuite.results.cube import REPLICATE, metric_names
+from benchsuite.results.errors import BenchsuiteError
 
 PERMUTATIONS = 999
 """Random relabellings per test; the smallest p it can give is 1 / (PERMUTATIONS + 1) = 0.001."""

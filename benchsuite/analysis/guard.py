@@ -9,7 +9,7 @@ table with the message as its reason while the other analyses run.
 
 from __future__ import annotations
 
-from benchsuite.errors import BenchsuiteError
+from benchsuite.results.errors import BenchsuiteError
 
 MEMORY_BUDGET = 2 * 2**30
 """Bytes one analysis may allocate for its model. Half of the 4 GB a 28,800-cell analysis is

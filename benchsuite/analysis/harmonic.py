@@ -43,8 +43,8 @@ from scipy import stats
 
 from benchsuite.analysis.anova import RESIDUAL, TABLE_COLUMNS, AnovaError, cell_means, design_summary, varying_factors
 from benchsuite.analysis.settings import HARMONIC_TERM, HARMONICS_CHOSEN
-from benchsuite.cube import factors as cube_factors
-from benchsuite.cube import metric_names
+from benchsuite.results.cube import factors as cube_factors
+from benchsuite.results.cube import metric_names
 
 MAX_AUTO_HARMONICS = 20
 """The most harmonics ``"auto"`` tries (periods down to 18°): more would fit seed noise, and AIC's

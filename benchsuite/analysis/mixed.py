@@ -11,7 +11,7 @@ The model, fitted by REML with statsmodels' ``MixedLM``, is::
     value ~ C(theta, Sum) [* C(<swept>, Sum)] * C(dataset, Sum) [* C(method, Sum) * C(encoder, Sum)]
             + image (random, nested in dataset) + run (random, nested in dataset)
 
-with the factors of :func:`benchsuite.cube.factors` that vary. A *run* is one training of one
+with the factors of :func:`benchsuite.results.cube.factors` that vary. A *run* is one training of one
 grid cell (dataset, θ, seed, method, encoder and any swept parameter). Its random
 effect is what keeps the model honest: every image of a cell is scored with the same trained
 network, so the images of a cell share that network's luck. Without the run effect, θ would be
@@ -56,9 +56,9 @@ from benchsuite.analysis.anova import RESIDUAL, cell_means, factorial_formula, p
 from benchsuite.analysis.guard import AnalysisTooLarge, check_memory, design_bytes
 from benchsuite.analysis.harmonic import harmonic_anova, harmonic_basis
 from benchsuite.analysis.settings import HARMONIC_TERM
-from benchsuite.cube import IMAGE, METRIC, grid_axes
-from benchsuite.cube import factors as cube_factors
-from benchsuite.errors import BenchsuiteError
+from benchsuite.results.cube import IMAGE, METRIC, grid_axes
+from benchsuite.results.cube import factors as cube_factors
+from benchsuite.results.errors import BenchsuiteError
 
 MIXED_COLUMNS = [
     "metric", "term", "chi2", "df", "p",
@@ -178,7 +178,7 @@ def mixed_table(
 
     ``metrics`` defaults to every metric with an ``image`` dimension; cell-scope metrics such as
     ``final_loss`` have one value per run and nothing for an image effect to explain. The fixed
-    factors are the cube's (:func:`benchsuite.cube.factors`: θ, any swept parameter, the dataset,
+    factors are the cube's (:func:`benchsuite.results.cube.factors`: θ, any swept parameter, the dataset,
     the method, the encoder) with more than one level, so every study interaction the cube
     varies (``theta:dataset``, ``<swept>:dataset``) is a term. ``harmonics`` maps each metric to
     the K of its θ curve (:func:`benchsuite.analysis.harmonic.harmonic_table`'s choice) when θ is

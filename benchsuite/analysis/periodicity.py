@@ -40,8 +40,8 @@ import xarray as xr
 from scipy import signal
 
 from benchsuite.analysis.anova import cell_means
-from benchsuite.cube import REPLICATE, grid_axes, metric_names
-from benchsuite.errors import BenchsuiteError
+from benchsuite.results.cube import REPLICATE, grid_axes, metric_names
+from benchsuite.results.errors import BenchsuiteError
 
 PERIODS = (360.0, 180.0, 120.0, 90.0, 45.0)
 """The periods reported for every series, in degrees (harmonics 1, 2, 3, 4 and 8)."""

@@ -24,8 +24,8 @@ from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
 from benchsuite.analysis.anova import cell_means
 from benchsuite.analysis.periodicity import SERIES_KEYS, PeriodicityError, circle_step, series_keys
-from benchsuite.cube import REPLICATE, metric_names
-from benchsuite.errors import BenchsuiteError
+from benchsuite.results.cube import REPLICATE, metric_names
+from benchsuite.results.errors import BenchsuiteError
 
 MAX_THETAS = 36
 """More angles than this are a sweep, not a set of conditions to compare pairwise; each of the

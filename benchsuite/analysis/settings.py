@@ -2,7 +2,7 @@
 
 The store writes the suite's ``analysis`` section into the cube's attributes as JSON (key
 :data:`ATTR`). A cube written before the section existed has none and gets the defaults, which
-are spelt here again rather than imported from ``benchsuite.suite``: the suite module imports the
+are spelt here again rather than imported from ``benchsuite.engine.suite``: the suite module imports the
 training engine, which the results layer must not. A test keeps the two in step.
 """
 
@@ -14,8 +14,8 @@ from typing import Literal
 
 import xarray as xr
 
-from benchsuite.cube import interactions
-from benchsuite.errors import BenchsuiteError
+from benchsuite.results.cube import interactions
+from benchsuite.results.errors import BenchsuiteError
 
 ATTR = "analysis"
 """The cube attribute that holds the suite's ``analysis`` section as JSON."""
@@ -66,7 +66,7 @@ def analysis_options(cube: xr.Dataset, harmonics: int | Literal["auto"] | None =
 def study_terms(cube: xr.Dataset, options: AnalysisOptions) -> tuple[str, ...]:
     """The interactions the study asks about, as the analysis of ``cube`` names them.
 
-    :func:`benchsuite.cube.interactions` (``theta:dataset``, then ``<swept>:dataset``), with θ's
+    :func:`benchsuite.results.cube.interactions` (``theta:dataset``, then ``<swept>:dataset``), with θ's
     term read as ``harmonics:dataset`` when θ is a curve.
     """
     terms = interactions(cube)

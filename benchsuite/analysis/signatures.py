@@ -42,8 +42,8 @@ from scipy.spatial import distance
 
 from benchsuite.analysis.anova import cell_means
 from benchsuite.analysis.periodicity import series_keys
-from benchsuite.cube import metric_names
-from benchsuite.errors import BenchsuiteError
+from benchsuite.results.cube import metric_names
+from benchsuite.results.errors import BenchsuiteError
 
 SIMILARITY_COLUMNS = ["metric", "curve_a", "curve_b", "cosine", "l2"]
 PREDICTION_COLUMNS = ["metric", "fold", "held_out", "n_train", "n_test", "correct", "accuracy", "chance"]

@@ -42,8 +42,8 @@ from benchsuite.analysis.signatures import (
     prediction_unsupported,
     similarity_table,
 )
-from benchsuite.cube import INTERACTION, REPLICATE, grid_axes, metric_names, open_cube, swept
-from benchsuite.errors import BenchsuiteError
+from benchsuite.results.cube import INTERACTION, REPLICATE, grid_axes, metric_names, open_cube, swept
+from benchsuite.results.errors import BenchsuiteError
 
 SUMMARY_NAME = "summary.json"
 TABLE_NAMES = (

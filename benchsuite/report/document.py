@@ -34,7 +34,9 @@ from benchsuite.analysis.summary import (
     skipped_note,
     write_tables,
 )
-from benchsuite.cube import (
+from benchsuite.report import figures
+from benchsuite.report.html import FigureImage, Table, render_page, table
+from benchsuite.results.cube import (
     CUBE_NAME,
     DEVICE,
     EXAMPLE_IMAGE,
@@ -53,9 +55,7 @@ from benchsuite.cube import (
     outcome,
     swept,
 )
-from benchsuite.durations import readable_duration
-from benchsuite.report import figures
-from benchsuite.report.html import FigureImage, Table, render_page, table
+from benchsuite.results.durations import readable_duration
 
 REPORT_NAME = "report.html"
 FIGURES_DIR = "figures"

@@ -32,7 +32,7 @@ from scipy import stats
 
 from benchsuite.analysis.anova import cell_means
 from benchsuite.analysis.periodicity import PeriodicityError, circle_step, level_label, series_keys
-from benchsuite.cube import (
+from benchsuite.results.cube import (
     EXAMPLE_IMAGE,
     EXAMPLE_MASK,
     EXAMPLE_THETA,

@@ -1,0 +1,199 @@
+"""How long a suite will take: count its cells and groups, time a few steps of one group, project.
+
+``benchsuite estimate SUITE`` sizes a run before it starts, on this machine or on the node that
+will run it: the stack size the executor would use, the peak memory of one group, and the wall
+time of the whole suite projected from a few timed optimisation steps and one cell's saliency
+and metrics. Nothing is written to a run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from benchsuite.engine.grid import Cell, expand, families
+from benchsuite.engine.kinds import BY_NAME
+from benchsuite.engine.pipeline import build, build_method, evaluate, load_data, peak_memory_mb, saliency_maps
+from benchsuite.engine.registry import PluginRegistry
+from benchsuite.engine.stacking import train_stacked
+from benchsuite.engine.suite import ResolvedSuite
+from benchsuite.engine.views import draw_generator
+from benchsuite.results.durations import readable_duration
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The projection for one suite on one device."""
+
+    cells: int
+    families: int
+    groups: int
+    stack: int
+    device: str
+    timed_family: str
+    threads: int  # torch CPU threads the timing ran with
+    steps_timed: int  # at least the ``steps`` asked for: whole epochs once they exceed one epoch
+    step_seconds: float  # one optimisation step of a group of ``stack`` cells
+    steps_per_cell: int
+    evaluate_seconds: float  # saliency and metrics per cell, the group scored together
+    peak_memory_mb: float  # of one group: training, saliency and metrics
+    total_seconds: float  # every group one after another
+    workers: int  # groups the executor runs at a time
+
+    @property
+    def wall_seconds(self) -> float:
+        """The suite's time with ``workers`` groups at a time: as many rounds as it takes them to share the groups."""
+        return self.total_seconds * math.ceil(self.groups / self.workers) / self.groups
+
+    def describe(self) -> str:
+        per_cell = self.total_seconds / self.cells
+        return "\n".join(
+            [
+                f"{self.cells} cells in {self.families} families of cells that differ only in theta and seed; "
+                f"{self.groups} groups of up to {self.stack} cells trained as one stacked model each, on {self.device}",
+                f"timed on {self.timed_family} with {self.threads} torch CPU thread{'s' * (self.threads != 1)}: "
+                f"{self.steps_timed} step{'s' * (self.steps_timed != 1)}, "
+                f"{self.step_seconds * 1000:.1f} ms per step of a group, "
+                f"{self.steps_per_cell} steps per cell, {self.evaluate_seconds:.2f} s of saliency and metrics per cell",
+                f"peak memory of one group: {self.peak_memory_mb:.0f} MiB"
+                + (" (CUDA allocation)" if self.device.startswith("cuda") else " (the process's peak RSS)"),
+                f"projected: {self.wall_seconds / 60:.1f} min ({self.wall_seconds / 3600:.2f} h) for the suite with "
+                f"{self.workers} group{'s' * (self.workers != 1)} at a time ({self.total_seconds / 60:.1f} min one "
+                f"at a time), {per_cell:.3f} s per cell amortised (start-up, analysis and report not included; "
+                "families unlike the timed one may differ, and workers that share a CPU run a little slower)",
+                f"on a cluster: {self.groups} tasks (one per group), about {self.total_seconds / 3600:.2f} "
+                f"{'GPU' if self.device.startswith('cuda') else 'CPU-core'}-hours in all; each task about "
+                f"{readable_duration(self.total_seconds / self.groups)} on this device",
+            ]
+        )
+
+
+def _short(cell: Cell, epochs: int) -> Cell:
+    """``cell`` with its method trained for ``epochs`` epochs: the timing probe changes nothing else."""
+    config = {**cell.config, "method": {**cell.config["method"], "params": {**cell.config["method"]["params"], "epochs": epochs}}}
+    return dataclasses.replace(cell, config=config)
+
+
+def sizing_executor(resolved: ResolvedSuite, registry: PluginRegistry, device: str | None) -> tuple[Any, torch.device]:
+    """The suite's executor, which sizes the stack and the threads, and the device to time on: ``device`` or the executor's.
+
+    ``device`` takes the place of the executor's own ``device`` setting, so that it is checked as
+    ``benchsuite run`` checks the suite's (a device name, and a GPU that torch sees: the same
+    messages and exit status) and the stack is the one for that device. An executor without a
+    device setting (ray, slurm) has ``device`` checked by the default executor, which has one.
+    """
+    config = resolved.single("executors")
+
+    def make(plugin: str, params: dict[str, Any]) -> Any:
+        return registry.get("executors", plugin).factory(registry.parse_params("executors", plugin, params))
+
+    params = config.params.model_dump(mode="json")
+    if device is None:
+        executor = make(config.plugin, params)
+        return executor, getattr(executor, "device", torch.device("cpu"))
+    if "device" in registry.get("executors", config.plugin).params.model_fields:
+        executor = make(config.plugin, {**params, "device": device})
+        return executor, executor.device
+    default = BY_NAME["executors"].default
+    assert default is not None  # the kinds table names the default executor
+    return make(config.plugin, params), make(default, {"device": device}).device
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run with ``threads`` torch CPU threads (None: as they are), as an executor's worker does; yields the count."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def estimate(
+    resolved: ResolvedSuite,
+    registry: PluginRegistry,
+    *,
+    device: torch.device,
+    stack: int,
+    threads: int | None = None,
+    workers: int = 1,
+    steps: int = 5,
+) -> Estimate:
+    """Time ``steps`` optimisation steps of one group of the suite's first family on ``device`` and project the suite.
+
+    Steps beyond one epoch are rounded up to whole epochs (``Estimate.steps_timed``). ``threads``
+    is the executor's torch threads per worker (None: torch's default), set while timing because
+    a cell's speed on a CPU depends on it, and restored afterwards; ``workers`` is how many groups
+    it runs at a time.
+    """
+    cells = expand(resolved)
+    grouped = families(cells)
+    groups = sum(math.ceil(len(family) / stack) for family in grouped)
+    first = grouped[0][0]
+    params = first.config["method"]["params"]  # the real training, before the probe shortens it
+    data = load_data(first, registry, device)
+    batch = min(params["batch_size"], len(data.train))
+    per_epoch = len(data.train) // batch  # steps of one epoch: training drops the last partial batch
+    steps_per_cell = params["epochs"] * per_epoch
+    # Training takes one batch per step and never reuses one within an epoch, so more steps than an
+    # epoch holds run as whole epochs, as a cell runs them; the time is divided by the steps that ran.
+    epochs = math.ceil(steps / per_epoch)
+    images = data.train[: batch * min(steps, per_epoch)]
+    augment = build(registry, first, "augmentations")
+
+    def train(group: list[Cell], batches: torch.Tensor) -> tuple[list, float]:
+        """Train ``group`` on ``batches``; the seconds of its epochs, which leave out the per-call set-up."""
+        methods = [build_method(cell, registry, data.train.shape[1], device) for cell in group]
+        generators = [torch.Generator().manual_seed(cell.seed) for cell in group]
+        views = [draw_generator(cell.seed, "training", device) for cell in group]
+        curves = train_stacked(methods, augment, [c.theta for c in group], batches, generators, views=views)
+        # The epoch clock stops after a copy of the losses to the CPU, which waits for a GPU.
+        return list(zip(methods, curves, strict=True)), float(curves[0].epoch_seconds.sum())
+
+    with torch_threads(threads) as used:
+        # Warm-up of one step: kernels, allocator, vmap and autocast caches. It trains for one epoch
+        # where the timed group may train for several, so it probes a different after_step key, but
+        # train_stacked probes before its epochs start, outside the clock.
+        train([_short(cell, 1) for cell in grouped[0][:stack]], images[:batch])
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        group = [_short(cell, epochs) for cell in grouped[0][:stack]]
+        trained, seconds = train(group, images)
+        methods, curves = zip(*trained, strict=True)
+        steps_timed = len(curves[0].step_loss)
+        # Saliency of the whole group at once, as run_group does, then each cell's metrics.
+        started = time.perf_counter()
+        maps = saliency_maps(group, methods, augment, data, registry)
+        for cell, method, curve, saliency in zip(group, methods, curves, maps, strict=True):
+            evaluate(cell, registry, method, augment, curve, data, saliency, start=started, stack_size=len(group))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        evaluate_seconds = (time.perf_counter() - started) / len(group)
+    peak = peak_memory_mb(device)
+    step_seconds = seconds / steps_timed
+    total = groups * steps_per_cell * step_seconds + len(cells) * evaluate_seconds
+    return Estimate(
+        cells=len(cells),
+        families=len(grouped),
+        groups=groups,
+        stack=stack,
+        device=f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu",
+        timed_family=f"dataset={first.dataset} method={first.method} encoder={first.encoder} ({len(group)} cells)",
+        threads=used,
+        steps_timed=steps_timed,
+        step_seconds=step_seconds,
+        steps_per_cell=steps_per_cell,
+        evaluate_seconds=evaluate_seconds,
+        peak_memory_mb=peak,
+        total_seconds=total,
+        workers=max(1, min(workers, groups)),
+    )

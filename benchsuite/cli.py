@@ -222,22 +222,11 @@ def estimate(suite: Path, device: str | None, stack: int | None, steps: int, dat
 @_STRICT
 def plugins(kind: str | None, show_params: bool, strict: bool) -> None:
     """List installed plugin components with their distribution and version, and plugins that failed to load."""
-    from benchsuite.engine.registry import installed_plugins
+    from benchsuite.engine.registry import installed_plugins, listing
 
     registry = installed_plugins(strict=strict)
-    kinds = [kind] if kind else KIND_NAMES
-    # One width per column for every kind, so that the columns line up down the whole listing.
-    listed = [comp for k in kinds for comp in registry.components[k].values()]
-    width = max((len(comp.name) for comp in listed), default=0)
-    source = max((len(f"{comp.distribution} {comp.version}") for comp in listed), default=0)
-    for k in kinds:
-        click.echo(f"{k}:")
-        for name, comp in sorted(registry.components[k].items()):
-            click.echo(f"  {name:<{width}}  {f'{comp.distribution} {comp.version}':<{source}}  {comp.description}")
-            if show_params:
-                for field, info in comp.params.model_fields.items():
-                    default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
-                    click.echo(f"      {field} = {default}  {info.description or ''}")
+    for line in listing(registry, [kind] if kind else KIND_NAMES, params=show_params):
+        click.echo(line)
     for broken in registry.broken:
         _say("broken", broken.describe())
 

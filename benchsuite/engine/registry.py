@@ -3,7 +3,9 @@
 Each entry point is imported and registered inside its own ``try``: a broken plugin becomes a
 warning that names it, and an error only when a suite uses a name it might have provided.
 A component can always be named ``distribution:name``, so two distributions that register
-the same name do not disable each other; only the bare name is then ambiguous.
+the same name do not disable each other. A bare name that benchsuite's own distribution
+registers stays benchsuite's (installing a plugin never breaks a suite that works); a bare
+name that only third-party distributions share is ambiguous and must be qualified.
 """
 
 from __future__ import annotations
@@ -69,6 +71,14 @@ def _canonical(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
+BUILT_IN = "benchsuite"
+"""The distribution whose components keep their bare names when another distribution registers the same name."""
+
+
+def _built_in(component: Component) -> bool:
+    return _canonical(component.distribution) == BUILT_IN
+
+
 class _KindRegistry:
     """The ``api.Registry`` handed to one plugin's hook for one kind."""
 
@@ -109,15 +119,21 @@ class PluginRegistry:
         """Per kind, each usable component under the name a suite can use for it.
 
         That is its own name, or ``distribution:name`` where other distributions register the
-        same name. A distribution that registers a name twice makes its own registrations unusable.
+        same name, except that benchsuite's own component keeps the bare name. A distribution
+        that registers a name twice makes its own registrations unusable.
         """
         table: dict[str, dict[str, Component]] = {kind.name: {} for kind in KINDS}
         for (kind, name), found in self._registered.items():
             per_distribution = Counter(_canonical(c.distribution) for c in found)
             for component in found:
                 if per_distribution[_canonical(component.distribution)] == 1:
-                    table[kind][name if len(per_distribution) == 1 else component.qualified_name] = component
+                    bare = len(per_distribution) == 1 or _built_in(component)
+                    table[kind][name if bare else component.qualified_name] = component
         return table
+
+    def shadowed(self, component: Component) -> bool:
+        """Whether ``component``'s bare name is benchsuite's own, so that a suite reaches it only as ``distribution:name``."""
+        return not _built_in(component) and any(_built_in(c) for c in self._registered[(component.kind, component.name)])
 
     def _add(self, component: Component) -> None:
         found = self._registered.setdefault((component.kind, component.name), [])
@@ -162,11 +178,11 @@ class PluginRegistry:
     def get(self, kind: str, name: str) -> Component:
         """The component ``name`` (or ``distribution:name``) of ``kind``, or an error that says what to write instead."""
         distribution, colon, bare = name.rpartition(":")
-        found = [
-            c
-            for c in self._registered.get((kind, bare), [])
-            if not colon or _canonical(c.distribution) == _canonical(distribution)
-        ]
+        found = self._registered.get((kind, bare), [])
+        if colon:
+            found = [c for c in found if _canonical(c.distribution) == _canonical(distribution)]
+        elif any(_built_in(c) for c in found):  # a bare name benchsuite registers is benchsuite's, whatever else is installed
+            found = [c for c in found if _built_in(c)]
         if len(found) == 1:
             return found[0]
         what = BY_NAME[kind].label
@@ -235,6 +251,27 @@ class ParamsError(SuiteError):
         allowed = ", ".join(fields) or "none"
         label = BY_NAME[component.kind].label
         super().__init__(f"bad params for {label} '{component.name}': " + " ".join(parts) + f" Allowed params: {allowed}.")
+
+
+def listing(registry: PluginRegistry, kinds: Iterable[str], *, params: bool = False) -> list[str]:
+    """The lines ``benchsuite plugins`` prints: per kind, each component's name, source and description, and its params.
+
+    The columns line up down the whole listing, measured on the names as listed (qualified ones included).
+    """
+    tables = {kind: sorted(registry.components[kind].items()) for kind in kinds}
+    rows = [(name, f"{c.distribution} {c.version}") for table in tables.values() for name, c in table]
+    width, source = (max((len(row[i]) for row in rows), default=0) for i in (0, 1))
+    lines = []
+    for kind, table in tables.items():
+        lines.append(f"{kind}:")
+        for name, c in table:
+            shadowed = f"(shadowed: '{c.name}' names benchsuite's own) " if registry.shadowed(c) else ""
+            lines.append(f"  {name:<{width}}  {f'{c.distribution} {c.version}':<{source}}  {shadowed}{c.description}")
+            if params:
+                for field, info in c.params.model_fields.items():
+                    default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+                    lines.append(f"      {field} = {default}  {info.description or ''}")
+    return lines
 
 
 def _either(items: list[str], conjunction: str) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
+import os
 import pickle
+import re
+import subprocess
+import sys
 import textwrap
 import warnings
 
@@ -13,6 +16,7 @@ from benchsuite.engine.kinds import NAMES as KINDS
 from benchsuite.engine.registry import load_plugins
 from benchsuite.engine.suite import load_suite
 from benchsuite.results.errors import PluginLoadError, PluginWarning, SuiteError
+from tests.conftest import write_distribution
 from tests.core.test_suite import VALID
 
 GOOD = """
@@ -123,39 +127,53 @@ def load_without_plugin_warnings():
         return load_plugins()
 
 
-def test_a_name_two_distributions_register_keeps_both_under_qualified_names(plugin_path):
+def test_a_built_in_name_another_distribution_registers_stays_benchsuites_and_the_other_is_qualified(plugin_path):
     plugin_path("my-metrics", {"my_metrics": ANOTHER_DICE}, {"mine": "my_metrics"})
     registry = load_without_plugin_warnings()
-    assert registry.get("metrics", "benchsuite:dice").distribution == "benchsuite"
+    assert registry.get("metrics", "dice") is registry.get("metrics", "benchsuite:dice")
+    assert registry.get("metrics", "dice").distribution == "benchsuite"
     assert registry.get("metrics", "my-metrics:dice").description == "a dice of my own"
     # Distribution names compare as PEP 503 normalises them.
     assert registry.get("metrics", "My_Metrics:dice").distribution == "my-metrics"
-    assert registry.get("metrics", "benchsuite:auroc") is registry.get("metrics", "auroc")
     metrics = registry.components["metrics"]
-    assert {"benchsuite:dice", "my-metrics:dice", "auroc"} <= set(metrics) and "dice" not in metrics
+    assert metrics["dice"].distribution == "benchsuite" and metrics["my-metrics:dice"].distribution == "my-metrics"
+    assert "benchsuite:dice" not in metrics
+    assert registry.shadowed(metrics["my-metrics:dice"]) and not registry.shadowed(metrics["dice"])
 
 
-def test_the_bare_name_two_distributions_share_names_both_and_their_spellings(plugin_path):
-    plugin_path("my-metrics", {"my_metrics": ANOTHER_DICE}, {"mine": "my_metrics"})
-    with pytest.raises(SuiteError) as err:
-        load_without_plugin_warnings().get("metrics", "dice")
-    assert str(err.value) == (
-        f"metric 'dice' is provided by more than one distribution, benchsuite {md.version('benchsuite')} and my-metrics 1.0; "
-        "name one in the suite as 'benchsuite:dice' or 'my-metrics:dice'."
-    )
-    assert err.value.exit_code == 2
-
-
-def test_a_suite_names_a_shared_name_by_its_distribution(plugin_path, tmp_path):
+def test_installing_a_plugin_that_reuses_a_built_in_name_keeps_a_working_suite_working(plugin_path, tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text(textwrap.dedent(VALID))
+    before = load_suite(path, load_plugins()).components["metrics"]["dice"]
     plugin_path("my-metrics", {"my_metrics": ANOTHER_DICE}, {"mine": "my_metrics"})
     registry = load_without_plugin_warnings()
-    path = tmp_path / "suite.yaml"
-    path.write_text(textwrap.dedent(VALID).replace("[dice, final_loss]", "[{plugin: benchsuite:dice, name: dice}, final_loss]"))
-    dice = load_suite(path, registry).components["metrics"]["dice"]
+    assert load_suite(path, registry).components["metrics"]["dice"] == before
+    path.write_text(textwrap.dedent(VALID).replace("[dice, final_loss]", "[{plugin: my-metrics:dice, name: dice}, final_loss]"))
+    mine = load_suite(path, registry).components["metrics"]["dice"]
     # The cell carries the name as the suite wrote it; a worker resolves it through the same registry.get.
-    assert (dice.plugin, dice.distribution) == ("benchsuite:dice", "benchsuite")
-    path.write_text(textwrap.dedent(VALID))
-    with pytest.raises(SuiteError, match=r"suite.yaml:10: 'metrics.0.plugin': metric 'dice' is provided by more than one"):
+    assert (mine.plugin, mine.distribution) == ("my-metrics:dice", "my-metrics")
+
+
+OTHER_METRIC = GOOD.replace("a metric from elsewhere", "another metric from elsewhere")
+
+
+def test_a_name_two_third_party_distributions_share_must_be_qualified(plugin_path, tmp_path):
+    plugin_path("bs-one", {"bs_one": GOOD}, {"one": "bs_one"})
+    plugin_path("bs-two", {"bs_two": OTHER_METRIC}, {"two": "bs_two"})
+    registry = load_without_plugin_warnings()
+    assert {"bs-one:thirdparty_metric", "bs-two:thirdparty_metric"} <= set(registry.components["metrics"])
+    assert "thirdparty_metric" not in registry.components["metrics"]
+    assert not registry.shadowed(registry.get("metrics", "bs-one:thirdparty_metric"))
+    with pytest.raises(SuiteError) as err:
+        registry.get("metrics", "thirdparty_metric")
+    assert str(err.value) == (
+        "metric 'thirdparty_metric' is provided by more than one distribution, bs-one 1.0 and bs-two 1.0; "
+        "name one in the suite as 'bs-one:thirdparty_metric' or 'bs-two:thirdparty_metric'."
+    )
+    assert err.value.exit_code == 2
+    path = tmp_path / "suite.yaml"
+    path.write_text(textwrap.dedent(VALID).replace("[dice, final_loss]", "[thirdparty_metric, final_loss]"))
+    with pytest.raises(SuiteError, match=r"suite.yaml:10: 'metrics.0.plugin': metric 'thirdparty_metric' is provided by more"):
         load_suite(path, registry)
 
 
@@ -260,3 +278,21 @@ def test_an_entry_point_named_like_a_built_in_one_loads_beside_it(plugin_path):
     rebuilt = pickle.loads(pickle.dumps(registry))
     assert rebuilt.get("metrics", "thirdparty_metric").distribution == "bs-mine"
     assert rebuilt.get("metrics", "dice").distribution == "benchsuite"
+
+
+def test_plugins_marks_a_shadowed_component_and_lines_up_its_qualified_name(tmp_path):
+    # A real installed distribution, seen by a fresh `benchsuite plugins` process.
+    site = write_distribution(tmp_path / "site", "bs-a-rather-long-distribution", "1.0", {"bs_long_dice": ANOTHER_DICE},
+                              {"dice": "bs_long_dice"})  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "benchsuite", "plugins", "--kind", "metrics"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("  ")]
+    mine = next(line for line in rows if line.strip().startswith("bs-a-rather-long-distribution:dice"))
+    assert "(shadowed: 'dice' names benchsuite's own) a dice of my own" in mine
+    assert any(line.split()[:2] == ["dice", "benchsuite"] for line in rows)
+    starts = set()
+    for line in rows:
+        name, source, description = re.split(r"\s{2,}", line.strip(), maxsplit=2)
+        starts.add((line.index(source, 2 + len(name)), line.rindex(description)))
+    assert len(starts) == 1, starts  # sources and descriptions start in one column, past the longest (qualified) name

@@ -15,8 +15,23 @@ from typing import Any
 
 import benchsuite
 from benchsuite.engine.kinds import BY_NAME, KINDS
-from benchsuite.engine.suite import ResolvedSuite, canonical_json
+from benchsuite.engine.suite import DataSettings, ResolvedSuite, canonical_json
 from benchsuite.results.cube import AXES
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """A component as a cell carries it (``ResolvedComponent.config()``): plain JSON, read by name."""
+
+    config: dict[str, Any]  # plugin, params, distribution, version: what cell keys and the dataset cache hash
+
+    @property
+    def plugin(self) -> str:
+        return self.config["plugin"]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.config["params"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +56,19 @@ class Cell:
     def coords(self) -> dict[str, Any]:
         """The cell's coordinates on every grid dimension: :data:`AXES`, then the swept parameters."""
         return {axis: getattr(self, axis) for axis in AXES} | self.swept
+
+    def component(self, kind: str) -> Component:
+        """The component of ``kind`` (an ``axis`` or ``one`` kind: one per cell) that the cell computes with."""
+        return Component(self.config[BY_NAME[kind].cell_key])
+
+    def components(self, kind: str) -> dict[str, Component]:
+        """The components of a ``list`` kind (the metrics), by label, in the suite's order."""
+        return {label: Component(config) for label, config in self.config[BY_NAME[kind].cell_key].items()}
+
+    @property
+    def data(self) -> DataSettings:
+        """The suite's data settings (size, split, examples) as the cell carries them."""
+        return DataSettings.model_validate(self.config["data"])
 
     def describe(self) -> str:
         swept = "".join(f" {dim}={value}" for dim, value in self.swept.items())

@@ -23,51 +23,40 @@ curve with ``tensorboard --logdir RUN_DIR/tensorboard --samples_per_plugin scala
 
 from __future__ import annotations
 
-import io
-import itertools
 import json
-import os
-import socket
-import struct
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-from google.protobuf.message import DecodeError
-from PIL import Image
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.plugins.text.summary_v2 import text_pb
 
 from benchsuite.engine.grid import Cell
 from benchsuite.engine.pipeline import CellResult
-
-OUTLINE_RGB = np.array([0.0, 1.0, 1.0])
-"""Colour of the mask outline: cyan, which the black-red-yellow-white heat scale never uses."""
-
-GREY_CEILING = 0.6
-"""The brightest image pixel's grey level: dimmer than the heat scale, so saliency on bright
-foreground stays visible instead of washing out to pink."""
-
-MIN_OVERLAY_SIZE = 128
-"""Overlays are upscaled (nearest neighbour) to at least this many pixels on their longer side,
-so a one-pixel outline sits on the mask's boundary without hiding a whole image pixel."""
+from benchsuite.results.event_files import (
+    EVENT_FILE_PREFIX,
+    EventFile,
+    hparams_summary,
+    image_value,
+    read_events,
+    remove_event_files,
+    scalar_value,
+)
+from benchsuite.results.overlays import saliency_overlays
 
 MAX_OPEN_RUNS = 64
 """Event files a :class:`RunLogs` keeps open at once. Results arrive a family of cells at a
 time, so a few runs take the writes; the least recently used file is closed beyond this, and
 the run's next cell opens a new file in the same run directory, which TensorBoard reads on."""
-
-EVENT_FILE_PREFIX = "events.out.tfevents."
 
 
 def _path_safe(label: str) -> str:
@@ -115,128 +104,10 @@ def final_metrics(result: CellResult) -> dict[str, float]:
     return means | {name: float(value) for name, value in result.cell_metrics.items()}
 
 
-def _inner_outline(masks: np.ndarray) -> np.ndarray:
-    """Mask pixels with a 4-neighbour outside the mask; the image border does not count as outside."""
-    padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    interior = padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
-    return masks & ~interior
-
-
-def _rescale_per_map(maps: np.ndarray) -> np.ndarray:
-    """Each [H, W] map of a [N, H, W] stack linearly to [0, 1]; a constant map becomes 0."""
-    low = maps.min(axis=(1, 2), keepdims=True)
-    span = maps.max(axis=(1, 2), keepdims=True) - low
-    return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
-
-
-def saliency_overlays(images: np.ndarray, saliency: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """RGB overlays [N, 3, H', W'] in [0, 1] of saliency maps on their images, with the mask outlined.
-
-    ``images`` [N, C, H, W] are shown in grey (channel mean, rescaled per image); ``saliency``
-    [N, H, W] is rescaled per map to [0, 1] and blended over it in a black-red-yellow-white heat
-    scale with opacity equal to the saliency, so unimportant pixels keep the image visible;
-    the inner boundary of ``masks`` [N, H, W] is drawn in :data:`OUTLINE_RGB`. Everything is
-    upscaled by a whole factor to at least :data:`MIN_OVERLAY_SIZE` pixels.
-    """
-    scale = -(-MIN_OVERLAY_SIZE // max(saliency.shape[1:]))  # ceiling division
-
-    def upscale(stack: np.ndarray) -> np.ndarray:
-        return stack.repeat(scale, axis=-2).repeat(scale, axis=-1)
-
-    grey = GREY_CEILING * upscale(_rescale_per_map(images.astype(np.float64).mean(axis=1)))[:, None]
-    heat = upscale(_rescale_per_map(saliency.astype(np.float64)))[:, None]
-    # The 'hot' colour scale: red, then green, then blue ramp up over successive thirds.
-    hot = np.clip(3 * heat - np.arange(3).reshape(1, 3, 1, 1), 0, 1)
-    rgb = (1 - heat) * grey + heat * hot
-    outline = _inner_outline(upscale(masks.astype(bool)))[:, None]
-    rgb = np.where(outline, OUTLINE_RGB.reshape(1, 3, 1, 1), rgb)
-    return rgb.astype(np.float32)
-
-
-def _scalar(tag: str, value: float) -> Summary.Value:
-    return Summary.Value(tag=tag, simple_value=value)
-
-
-def _png(overlay: np.ndarray, tag: str) -> Summary.Value:
-    """An RGB overlay [3, H, W] in [0, 1] as a PNG image summary."""
-    pixels = np.round(overlay.transpose(1, 2, 0) * 255).astype(np.uint8)
-    encoded = io.BytesIO()
-    # zlib's fastest level: a third of the default's time on overlays, and files a few percent larger.
-    Image.fromarray(pixels).save(encoded, format="PNG", compress_level=1)
-    height, width = pixels.shape[:2]
-    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encoded.getvalue())
-    return Summary.Value(tag=tag, image=image)
-
-
-def _hparams_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary:
-    """A summary carrying hparams plugin data, as the plugin's own summary functions build it."""
-    value = Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR)
-    return Summary(value=[value])
-
-
-def _record(data: bytes) -> bytes:
-    """``data`` framed as a TFRecord, the format of event files: length, its CRC, data, its CRC."""
-    header = struct.pack("<Q", len(data))
-    return header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
-
-
-def _read_events(path: Path) -> Iterator[Event]:
-    """The events of one event file, up to the first record that is cut short or damaged."""
-    data = path.read_bytes()
-    start = 0
-    while start + 12 <= len(data):
-        header = data[start : start + 8]
-        end = start + 12 + struct.unpack("<Q", header)[0]
-        if struct.unpack_from("<I", data, start + 8)[0] != masked_crc32c(header) or end + 4 > len(data):
-            return  # a run killed mid-write (or a damaged file): TensorBoard stops reading there too
-        try:
-            yield Event.FromString(data[start + 12 : end])
-        except DecodeError:
-            return
-        start = end + 4
-
-
-def _remove_event_files(directory: Path, *, recursive: bool) -> None:
-    # Only event files are removed, never anything else a user put there; directories that
-    # held nothing else go too, so that no empty run lingers in TensorBoard's run list.
-    if not directory.is_dir():
-        return
-    for path in sorted(directory.rglob("*") if recursive else directory.iterdir(), reverse=True):
-        if path.is_file() and path.name.startswith(EVENT_FILE_PREFIX):
-            path.unlink()
-        elif recursive and path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-
-
 def _per_cell_run_name(cell: Cell) -> str:
     """The cell's run in the layout of earlier versions, one run per cell: ``dataset/theta=030.0/seed=0/method/encoder``."""
     dataset, rest = run_name(cell).split("/", 1)
     return f"{dataset}/theta={_theta_text(cell.theta)}/{rest}"
-
-
-class _EventFile:
-    """A new event file in ``run_dir``, written unbuffered: each :meth:`write` is one ``write`` call.
-
-    One call per cell means a killed run leaves each cell's records whole or absent, so the
-    file stays readable and a cell is never half logged (a machine crash may still cut the
-    last record short, which :func:`_read_events` and TensorBoard both stop at).
-    """
-
-    _serial = itertools.count()  # orders the files one process opens within the same second
-
-    def __init__(self, run_dir: Path):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        name = f"{EVENT_FILE_PREFIX}{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(self._serial):06d}"
-        self._file = (run_dir / name).open("xb", buffering=0)
-        self.write([Event(wall_time=time.time(), file_version="brain.Event:2")])
-
-    def write(self, events: Iterable[Event]) -> None:
-        data = memoryview(b"".join(_record(event.SerializeToString()) for event in events))
-        while data:  # a regular file takes it all at once; a signal may cut a write short
-            data = data[self._file.write(data) :]
-
-    def close(self) -> None:
-        self._file.close()
 
 
 @dataclass
@@ -308,7 +179,7 @@ class RunLogs:
         self.logdir = Path(logdir)
         self._detail = frozenset(detail_thetas)
         self._max_open = max_open
-        self._open: OrderedDict[str, _EventFile] = OrderedDict()
+        self._open: OrderedDict[str, EventFile] = OrderedDict()
 
         # One pass over the cells, which the follow-up grid has 921,600 of: its curves and angles.
         first: dict[tuple[Any, ...], Cell] = {}
@@ -329,7 +200,7 @@ class RunLogs:
             for curve, cell in first.items()
         }
 
-        _remove_event_files(self.logdir, recursive=replace)
+        remove_event_files(self.logdir, recursive=replace)
         self._write_experiment(list(first.values()))
         adopted = self._adopt_per_cell_runs(cells)
         if adopted:
@@ -386,17 +257,17 @@ class RunLogs:
             events.append(Event(wall_time=now, step=0, summary=start))
             curve.started = True
         events += details
-        values = [_scalar(f"metrics/{name}", value) for name, value in metrics.items()]
-        values += [_scalar("time/cell_seconds", seconds), _scalar("memory/peak_mb", peak_mb)]
+        values = [scalar_value(f"metrics/{name}", value) for name, value in metrics.items()]
+        values += [scalar_value("time/cell_seconds", seconds), scalar_value("memory/peak_mb", peak_mb)]
         events.append(Event(wall_time=now, step=self._steps[index], summary=Summary(value=values)))
         curve.add(index, metrics)
         if curve.complete:
-            means = [_scalar(f"theta_mean/{name}", mean) for name, mean in curve.means().items()]
+            means = [scalar_value(f"theta_mean/{name}", mean) for name, mean in curve.means().items()]
             end = plugin_data_pb2.HParamsPluginData(
                 session_end_info=plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=now)
             )
             events.append(Event(wall_time=now, step=0, summary=Summary(value=means)))
-            events.append(Event(wall_time=now, step=0, summary=_hparams_summary(metadata.SESSION_END_INFO_TAG, end)))
+            events.append(Event(wall_time=now, step=0, summary=hparams_summary(metadata.SESSION_END_INFO_TAG, end)))
         self._file(curve.name).write(events)
 
     def _details(self, result: CellResult, step: int, now: float) -> list[Event]:
@@ -404,21 +275,21 @@ class RunLogs:
         angle, curves = f"theta={_theta_text(result.cell.theta)}", result.curves
         events = []
         for i, (loss, lr) in enumerate(zip(curves.step_loss, curves.step_lr, strict=True)):
-            values = [_scalar(f"ssp/loss_step/{angle}", loss), _scalar(f"ssp/lr/{angle}", lr)]
+            values = [scalar_value(f"ssp/loss_step/{angle}", loss), scalar_value(f"ssp/lr/{angle}", lr)]
             events.append(Event(wall_time=now, step=i, summary=Summary(value=values)))
         elapsed = np.cumsum(curves.epoch_seconds)
         for epoch, (loss, seconds, total) in enumerate(zip(curves.epoch_loss, curves.epoch_seconds, elapsed, strict=True)):
             values = [
-                _scalar(f"ssp/loss_epoch/{angle}", loss),
-                _scalar(f"time/epoch_seconds/{angle}", seconds),
-                _scalar(f"time/elapsed_seconds/{angle}", total),
+                scalar_value(f"ssp/loss_epoch/{angle}", loss),
+                scalar_value(f"time/epoch_seconds/{angle}", seconds),
+                scalar_value(f"time/elapsed_seconds/{angle}", total),
             ]
             events.append(Event(wall_time=now, step=epoch, summary=Summary(value=values)))
         # A cell whose two views are identical (θ = 0 under rotation) has no saliency: its maps
         # are NaN, so it gets no overlays, and its description says why.
         if len(result.example_saliency) and not result.identical_views:
             overlays = saliency_overlays(result.example_images, result.example_saliency, result.example_masks)
-            images = [_png(overlay, f"saliency/example_{i}/{angle}") for i, overlay in enumerate(overlays)]
+            images = [image_value(overlay, f"saliency/example_{i}/{angle}") for i, overlay in enumerate(overlays)]
             events.append(Event(wall_time=now, step=step, summary=Summary(value=images)))
         events.append(Event(wall_time=now, step=step, summary=text_pb(f"cell/{angle}", _describe(result))))
         return events
@@ -429,7 +300,7 @@ class RunLogs:
             return
         curve.logged = bytearray(len(self._thetas))
         for path in sorted((self.logdir / curve.name).glob(f"{EVENT_FILE_PREFIX}*")):
-            for event in _read_events(path):
+            for event in read_events(path):
                 tags = {value.tag: value for value in event.summary.value}
                 curve.started |= metadata.SESSION_START_INFO_TAG in tags
                 index = self._index_of_step.get(event.step)
@@ -455,7 +326,7 @@ class RunLogs:
             self._load(curve)
             if not curve.logged[index]:
                 self._log(curve, index, *self._read_per_cell_run(run_dir, cell), time.time())
-            _remove_event_files(run_dir, recursive=False)
+            remove_event_files(run_dir, recursive=False)
             adopted += 1
         for path in sorted(self.logdir.glob("*/theta=*/**/"), reverse=True):  # the emptied directories
             if not any(path.iterdir()):
@@ -467,7 +338,7 @@ class RunLogs:
         metrics, seconds, peak_mb, details = {}, float("nan"), float("nan"), []
         angle, step = f"theta={_theta_text(cell.theta)}", self._steps[self._index[cell.theta]]
         for path in sorted(run_dir.glob(f"{EVENT_FILE_PREFIX}*")):
-            for event in _read_events(path):
+            for event in read_events(path):
                 kept = []
                 for value in event.summary.value:
                     kind = value.WhichOneof("value")
@@ -486,14 +357,14 @@ class RunLogs:
                     )
         return metrics, seconds, peak_mb, details
 
-    def _file(self, name: str) -> _EventFile:
+    def _file(self, name: str) -> EventFile:
         """The run's open event file, opening a new one (and closing the least recently used) if need be."""
         if name in self._open:
             self._open.move_to_end(name)
         else:
             if len(self._open) >= self._max_open:
                 self._open.popitem(last=False)[1].close()
-            self._open[name] = _EventFile(self.logdir / name)
+            self._open[name] = EventFile(self.logdir / name)
         return self._open[name]
 
     def _write_experiment(self, curves: Sequence[Cell]) -> None:
@@ -520,11 +391,11 @@ class RunLogs:
             "HParams: one session per run; `theta_mean/<name>` is the mean over θ of `metrics/<name>`, written when "
             "the curve's last cell is logged."
         )
-        config, now = _EventFile(self.logdir), time.time()
+        config, now = EventFile(self.logdir), time.time()
         experiment_data = plugin_data_pb2.HParamsPluginData(experiment=experiment)
         config.write(
             [
-                Event(wall_time=now, summary=_hparams_summary(metadata.EXPERIMENT_TAG, experiment_data)),
+                Event(wall_time=now, summary=hparams_summary(metadata.EXPERIMENT_TAG, experiment_data)),
                 Event(wall_time=now, summary=text_pb("layout", layout)),
             ]
         )

@@ -31,14 +31,8 @@ from benchsuite.engine.pipeline import CellResult, run_cell
 from benchsuite.engine.registry import default_registry
 from benchsuite.engine.runner import run_cells
 from benchsuite.engine.suite import load_suite
-from benchsuite.results.tensorboard import (
-    GREY_CEILING,
-    OUTLINE_RGB,
-    RunLogs,
-    final_metrics,
-    run_name,
-    saliency_overlays,
-)
+from benchsuite.results.overlays import GREY_CEILING, OUTLINE_RGB, saliency_overlays
+from benchsuite.results.tensorboard import RunLogs, final_metrics, run_name
 from tests.core.test_runner import TINY
 
 SUITE = """\

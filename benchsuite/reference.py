@@ -7,7 +7,9 @@ and the models disagree.
 from __future__ import annotations
 
 import json
+import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from pydantic_core import PydanticUndefined
 
 from benchsuite.engine.grid import expand
 from benchsuite.engine.kinds import KINDS
-from benchsuite.engine.registry import PluginRegistry, default_registry
+from benchsuite.engine.registry import BUILT_IN, PluginRegistry, default_registry
 from benchsuite.engine.suite import (
     AnalysisSettings,
     ComponentSpec,
@@ -66,15 +68,38 @@ metrics: [dice, auroc, {plugin: dice, name: dice_otsu, params: {binarize: otsu}}
 """
 
 
+_BOUNDS = (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"), ("min_length", "length ≥"), ("max_length", "length ≤"),
+           ("pattern", "matches"))  # fmt: skip
+
+
+def _bounds(metadata: Iterable[Any]) -> list[str]:
+    """The constraints in pydantic metadata (``Ge(ge=1)``, or a ``Field(...)`` holding some) as a reader writes them: ``≥ 1``."""
+    found = []
+    for item in metadata:
+        if isinstance(item, FieldInfo):  # Annotated[int, Field(ge=1)] keeps its constraints in the Field
+            found += _bounds(item.metadata)
+        found += [f"{symbol} {value}" for attr, symbol in _BOUNDS if (value := getattr(item, attr, None)) is not None]
+    return found
+
+
 def _type_name(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
+    """A field's type as a reader writes it: ``int ≥ 1 or 'auto'``, ``list[float] or ThetaRange``, ``str or null``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        bounds = _bounds(args[1:])
+        shown = bounds if len(bounds) < 2 else [f"({', '.join(bounds)})"]  # int ≥ 0, int (≥ 1, ≤ 4096)
+        return " ".join([_type_name(args[0]), *shown])
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in args)
     if origin is typing.Literal:
-        return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation.__name__
-    if isinstance(annotation, type):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "").replace("benchsuite.engine.suite.", "").replace("|", "\\|")
+        return " or ".join(repr(arg) for arg in args)
+    if annotation is type(None):
+        return "null"
+    if annotation is Ellipsis:  # tuple[int, ...]
+        return "..."
+    if origin is not None:  # list[float], dict[str, ComponentSpec], tuple[int, int]
+        return f"{origin.__name__}[{', '.join(_type_name(arg) for arg in args)}]"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def _default(field: FieldInfo) -> str:
@@ -88,28 +113,17 @@ def _default(field: FieldInfo) -> str:
     return f"`{json.dumps(value)}`"
 
 
-def _constraints(field: FieldInfo) -> str:
-    bounds = []
-    for item in field.metadata:
-        for attr, symbol in (
-            ("ge", ">="),
-            ("gt", ">"),
-            ("le", "<="),
-            ("lt", "<"),
-            ("min_length", "length >="),
-            ("pattern", "matches"),
-        ):
-            value = getattr(item, attr, None)
-            if value is not None:
-                bounds.append(f"{symbol} {value}")
-    return ", ".join(bounds)
-
-
 def model_table(model: type[BaseModel]) -> str:
     """A markdown table of a model's fields: key, type, default, constraint, description."""
     rows = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
-        cells = (f"`{name}`", _type_name(field.annotation), _default(field), _constraints(field), field.description or "")
+        cells = (
+            f"`{name}`",
+            _type_name(field.annotation),
+            _default(field),
+            ", ".join(_bounds(field.metadata)),
+            field.description or "",
+        )
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -127,7 +141,7 @@ def shipped_suites(folder: Path, registry: PluginRegistry) -> str:
     return "\n\n".join(parts)
 
 
-def suite_reference(registry: PluginRegistry, suites: Path, distribution: str = "benchsuite") -> str:
+def suite_reference(registry: PluginRegistry, suites: Path, distribution: str = BUILT_IN) -> str:
     """The whole reference page: the schema, the suites in ``suites`` and the parameters of ``distribution``'s components."""
     parts = [_INTRO, shipped_suites(suites, registry), "## Top-level keys", model_table(Suite)]
     for title, model in (("`data`", DataSettings), ("`analysis`", AnalysisSettings), ("`record`", RecordSettings),

@@ -18,9 +18,8 @@ from tqdm.auto import tqdm
 
 from benchsuite.api import DataSpec, ImageMaskSet, PluginError
 from benchsuite.engine import cache
-from benchsuite.engine.grid import Cell
+from benchsuite.engine.grid import Cell, canonical_json
 from benchsuite.engine.registry import PluginRegistry
-from benchsuite.engine.suite import canonical_json
 from benchsuite.results.errors import DataError, SuiteError, sentence
 
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import benchsuite
 from benchsuite.engine.kinds import BY_NAME, KINDS
-from benchsuite.engine.suite import DataSettings, ResolvedSuite, canonical_json
-from benchsuite.results.cube import AXES
+from benchsuite.engine.suite import DataSettings, ResolvedSuite
+from benchsuite.results.cube import AXES, SEED, THETA
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ class Cell:
     parameter's value is in ``swept`` (its coordinate) and in ``config`` (where it acts).
     """
 
+    # The grid axes, named and ordered as benchsuite.results.cube.AXES (the one place they are spelt),
+    # as fields so that a type checker knows each one's type; tests/core/test_grid.py checks they agree.
     dataset: str
     theta: float
     seed: int
@@ -73,6 +76,11 @@ class Cell:
     def describe(self) -> str:
         swept = "".join(f" {dim}={value}" for dim, value in self.swept.items())
         return f"dataset={self.dataset} theta={self.theta:g} seed={self.seed} method={self.method} encoder={self.encoder}{swept}"
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON: what cell keys (and the dataset and model caches' keys) hash, and how configs compare."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def cell_key(coords: dict[str, Any], config: dict[str, Any]) -> str:
@@ -138,8 +146,8 @@ def expand(resolved: ResolvedSuite) -> list[Cell]:
     cells = []
     for values in itertools.product(*levels.values()):
         coords = dict(zip(levels, values, strict=True))
-        coords["theta"], coords["seed"] = float(coords["theta"]), int(coords["seed"])
-        family = tuple(value for axis, value in coords.items() if axis not in ("theta", "seed"))
+        coords[THETA], coords[SEED] = float(coords[THETA]), int(coords[SEED])
+        family = tuple(value for axis, value in coords.items() if axis not in (THETA, SEED))
         if family not in configs:
             config = cell_config(resolved, coords)
             configs[family] = (config, canonical_json(config))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from benchsuite.results.cube import DATASET, ENCODER, METHOD
+
 Shape = Literal["axis", "one", "list"]
 """How a suite names components of a kind: ``axis`` a grid axis (a mapping from labels to
 components, one per cell), ``one`` a single component shared by every cell, ``list`` a list of
@@ -25,8 +27,8 @@ class Kind:
     suite_key: str
     """Key of the suite file that names components of this kind."""
     cell_key: str | None
-    """Key of the cell configuration (and for an ``axis``, the cube dimension); None for kinds
-    that decide where cells run rather than what they compute."""
+    """Key of the cell configuration (and for an ``axis``, the cube dimension, named in
+    ``benchsuite.results.cube``); None for kinds that decide where cells run rather than what they compute."""
     label: str
     """What users read in messages: "SSP method"."""
     shape: Shape
@@ -45,14 +47,14 @@ class Kind:
 # fmt: off
 KINDS: tuple[Kind, ...] = (
     #    name                suite key       cell key        label              shape   default
-    Kind("datasets",         "datasets",     "dataset",      "dataset",         "axis",
+    Kind("datasets",         "datasets",     DATASET,        "dataset",         "axis",
          description="Grid axis: label -> dataset plugin."),
     Kind("augmentations",    "augmentation", "augmentation", "augmentation",    "one",  "rotation",
          description="Pair augmentation."),
-    Kind("ssp_methods",      "methods",      "method",       "SSP method",      "axis",
+    Kind("ssp_methods",      "methods",      METHOD,         "SSP method",      "axis",
          description="Grid axis: label -> SSP method plugin.",
          params_base="TrainingParams"),  # the core's training loop reads a method's optimiser settings
-    Kind("encoders",         "encoders",     "encoder",      "encoder",         "axis",
+    Kind("encoders",         "encoders",     ENCODER,        "encoder",         "axis",
          description="Grid axis: label -> encoder plugin."),
     Kind("saliency_methods", "saliency",     "saliency",     "saliency method", "one",  "smoothgrad",
          description="Saliency method."),
@@ -65,3 +67,6 @@ KINDS: tuple[Kind, ...] = (
 
 BY_NAME: dict[str, Kind] = {kind.name: kind for kind in KINDS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
+
+AXIS_KINDS: dict[str, Kind] = {kind.cell_key: kind for kind in KINDS if kind.shape == "axis" and kind.cell_key}
+"""The kinds whose components fill a grid axis, by that axis; the suite's ``theta`` and ``seeds`` fill the others."""

@@ -16,16 +16,20 @@ from benchsuite.results.errors import BenchsuiteError
 if TYPE_CHECKING:  # xarray is imported where a cube is opened, so naming the vocabulary costs nothing
     import xarray as xr
 
-AXES: tuple[str, ...] = ("dataset", "theta", "seed", "method", "encoder")
+# The grid axes, spelt once for the whole project: here, below the engine, because the results
+# layer must name them without importing it (docs/design.md, "One name, one place"). The engine's
+# ``KINDS`` use these names for the axes that plugins fill, ``Cell`` has a field for each.
+DATASET, THETA, SEED, METHOD, ENCODER = "dataset", "theta", "seed", "method", "encoder"
+AXES: tuple[str, ...] = (DATASET, THETA, SEED, METHOD, ENCODER)
 """The grid dimensions of every per-cell variable, in order."""
 
-REPLICATE = "seed"
+REPLICATE = SEED
 """The axis whose levels are replicates rather than a factor."""
 
-FACTORS: tuple[str, ...] = ("theta", "dataset", "method", "encoder")
+FACTORS: tuple[str, ...] = (THETA, DATASET, METHOD, ENCODER)
 """The axes that can be factors of the analysis, in the order their terms are reported."""
 
-INTERACTION = "theta:dataset"
+INTERACTION = f"{THETA}:{DATASET}"
 """The term the rotation-angle study asks about: does the effect of θ depend on the dataset?"""
 
 SWEEP = "sweep"
@@ -34,6 +38,11 @@ with ``sweep:``, after :data:`AXES`. Its ``path`` attribute is the parameter's p
 
 IMAGE = "image"
 """The dimension of per-image metrics (the evaluation split of a dataset)."""
+
+# The dimensions a variable has besides the grid's (see the variables below).
+EPOCH, STEP = "epoch", "step"
+EXAMPLE_INDEX, CHANNEL, Y, X = "example", "channel", "y", "x"
+ORIENTATION = "orientation"
 
 CUBE_NAME = "results.nc"
 ENGINE = "h5netcdf"
@@ -59,6 +68,9 @@ DEVICE = "device"
 TORCH_THREADS = "torch_threads"
 STACK_SIZE = "stack_size"  # cells trained together as one stacked model; an execution detail
 CELL_KEY = "cell_key"
+
+DIMS: tuple[str, ...] = (IMAGE, EPOCH, STEP, EXAMPLE_INDEX, EXAMPLE_THETA, CHANNEL, Y, X, ORIENTATION)
+"""Every dimension of the cube besides the grid's: names a swept parameter's dimension must not take."""
 
 # The ``role`` attribute of every variable says what kind of quantity it is.
 METRIC, CURVE, EXAMPLE, PROVENANCE, DIAGNOSTIC, COVARIATE = "metric", "curve", "example", "provenance", "diagnostic", "covariate"
@@ -94,7 +106,7 @@ def factors(cube: xr.Dataset) -> tuple[str, ...]:
 
 def interactions(cube: xr.Dataset) -> tuple[str, ...]:
     """The terms the study asks about: θ × dataset, and each swept parameter × dataset."""
-    return tuple(f"{factor}:dataset" for factor in (FACTORS[0], *swept(cube)))
+    return tuple(f"{factor}:{DATASET}" for factor in (FACTORS[0], *swept(cube)))
 
 
 def metric_names(cube: xr.Dataset) -> list[str]:

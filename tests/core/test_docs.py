@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 import inspect
+from typing import Annotated, Literal, Optional
+
+from annotated_types import Ge
+from pydantic import Field
 
 from benchsuite.engine import hookspecs
 from benchsuite.engine.kinds import KINDS
 from benchsuite.engine.registry import load_plugins
-from benchsuite.reference import suite_reference
+from benchsuite.engine.suite import ThetaRange
+from benchsuite.reference import _type_name, suite_reference
 from tests.conftest import ROOT
 
 
 def test_suite_reference_matches_the_schema_and_the_builtin_plugins():
     generated = suite_reference(load_plugins(), ROOT / "suites")
     assert (ROOT / "docs" / "suites.md").read_text() == generated, "regenerate: python -m benchsuite.reference > docs/suites.md"
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci_command = (ROOT / ".ci" / "run").read_text().rstrip().splitlines()[-1]
+    assert ci_command.endswith("&& pytest"), ci_command
+    assert f"```bash\n{ci_command}\n```" in readme, "the README's test command and .ci/run's last line differ"
+
+
+def test_the_reference_writes_types_as_a_reader_does():
+    assert _type_name(Annotated[int, Field(ge=1, le=4096)] | Literal["auto"]) == "int (≥ 1, ≤ 4096) or 'auto'"
+    assert _type_name(Optional[Annotated[int, Ge(ge=0)]]) == "int ≥ 0 or null"  # noqa: UP045 - as pydantic reports it
+    assert _type_name(tuple[Literal["a", "b"], ...]) == "tuple['a' or 'b', ...]"
+    assert _type_name(dict[str, ThetaRange] | None) == "dict[str, ThetaRange] or null"
+    page = (ROOT / "docs" / "suites.md").read_text()
+    assert not any(word in page for word in ("Annotated", "FieldInfo", "Union[", "Optional[", "typing."))
 
 
 def test_every_hook_is_documented_for_plugin_authors_and_has_a_docstring():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
-from benchsuite.engine.grid import cell_key, detail_thetas, expand
+from benchsuite.engine.grid import Cell, cell_key, detail_thetas, expand
+from benchsuite.engine.kinds import AXIS_KINDS
 from benchsuite.engine.registry import default_registry
 from benchsuite.engine.suite import load_suite
-from benchsuite.results.cube import AXES
+from benchsuite.results.cube import AXES, SEED, THETA
 from tests.core.test_suite import VALID
 
 
@@ -24,6 +26,11 @@ def test_grid_is_the_cartesian_product_of_the_axes_in_axis_order(tmp_path):
     assert [(c.theta, c.seed) for c in cells[:4]] == [(0.0, 0), (0.0, 1), (0.0, 2), (90.0, 0)]
     assert len({c.key for c in cells}) == len(cells)
     assert list(cells[0].coords) == list(AXES)
+
+
+def test_the_grid_axes_spelt_once_in_the_cube_are_the_cells_fields_and_the_axis_kinds_with_theta_and_seed():
+    assert tuple(f.name for f in dataclasses.fields(Cell))[: len(AXES)] == AXES
+    assert {*AXIS_KINDS, THETA, SEED} == set(AXES)
 
 
 def test_keys_are_stable_across_loads_and_key_order(tmp_path):

@@ -166,7 +166,7 @@ class RunStore:
                 (self.parts_dir / "unreadable").mkdir(parents=True, exist_ok=True)
                 os.replace(path, self.parts_dir / "unreadable" / path.name)
                 continue
-            first = all(cell.dataset != shard.attrs["dataset"] for cell, _ in rows)
+            first = all(cell.dataset != shard.attrs[names.DATASET] for cell, _ in rows)
             rows.append(_shard_row(shard, detail, first))
         if rows:
             self.write_part(rows)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from scipy import stats
+from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
 from benchsuite.analysis.anova import cell_means
 from benchsuite.analysis.posthoc import TUKEY_COLUMNS, PosthocError, angle_bins, tukey_hsd, tukey_table
@@ -78,6 +80,37 @@ def test_tukey_hsd_matches_scipy() -> None:
         assert row.p_adj == pytest.approx(theirs.pvalue[b, a], rel=1e-6, abs=1e-12)
         assert row.lower == pytest.approx(interval.low[b, a], rel=1e-6)
         assert row.upper == pytest.approx(interval.high[b, a], rel=1e-6)
+
+
+def _assert_statsmodels_table(pairs: pd.DataFrame, values: np.ndarray, thetas: np.ndarray) -> None:
+    """``pairs`` is statsmodels' ``pairwise_tukeyhsd`` table of ``values`` grouped by ``thetas``, row for row."""
+    theirs = pairwise_tukeyhsd(values, thetas).summary_frame()
+    np.testing.assert_array_equal(pairs["theta_a"], theirs["group_c"])
+    np.testing.assert_array_equal(pairs["theta_b"], theirs["group_t"])
+    np.testing.assert_array_equal(pairs["meandiff"], theirs["meandiff"])
+    for mine, its in [("p_adj", "p-adj"), ("lower", "lower"), ("upper", "upper")]:
+        np.testing.assert_allclose(pairs[mine], theirs[its], rtol=0, atol=1e-9, err_msg=mine)
+    np.testing.assert_array_equal(pairs["reject"], theirs["reject"])
+
+
+@pytest.mark.parametrize(("n_groups", "balanced"), [(2, True), (4, False), (12, True), (20, False)])
+def test_tukey_hsd_is_statsmodels_pairwise_tukeyhsd(n_groups: int, balanced: bool) -> None:
+    rng = np.random.default_rng(n_groups)
+    counts = np.full(n_groups, 3) if balanced else rng.integers(2, 6, n_groups)
+    thetas = np.repeat(np.arange(n_groups) * 360.0 / n_groups, counts)
+    values = rng.normal(0.0, 0.1, len(thetas)) + 0.05 * np.sin(np.deg2rad(thetas))
+    _assert_statsmodels_table(tukey_hsd(pd.DataFrame({"theta": thetas, "value": values})), values, thetas)
+
+
+def test_tukey_table_of_a_default_suite_cube_is_statsmodels_per_family() -> None:
+    cube = synthetic_cube(datasets=4, thetas=12, seeds=2, images=4)  # the default suite's design: k = 12, df = 12
+    table = tukey_table(cube, metrics=["final_loss"])  # a value at every angle (saliency has none at 0°)
+    families = table.groupby(["metric", "dataset"], sort=False)
+    assert families.ngroups == 4
+    for (metric, dataset), pairs in families:
+        means = cell_means(cube, metric)
+        family = means[means["dataset"] == dataset].dropna(subset=["value"])
+        _assert_statsmodels_table(pairs, family["value"].to_numpy(dtype=float), family["theta"].to_numpy(dtype=float))
 
 
 def test_tukey_table_has_every_pair_of_angles_once_per_dataset() -> None:

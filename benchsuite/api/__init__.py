@@ -13,7 +13,18 @@ from benchsuite.api.errors import PluginError
 from benchsuite.api.executors import CellTask, Count, Executor, ExecutorParams, LostGroup
 from benchsuite.api.metrics import Metric, MetricInputs, check_metric_output
 from benchsuite.api.params import Params, TrainingParams
-from benchsuite.api.registration import PROJECT, Registry, hookimpl
+from benchsuite.api.registration import (
+    PROJECT,
+    AugmentationFactory,
+    DatasetFactory,
+    EncoderFactory,
+    ExecutorFactory,
+    MetricFactory,
+    Registry,
+    SaliencyFactory,
+    SSPMethodFactory,
+    hookimpl,
+)
 from benchsuite.api.saliency import Objective, Saliency, StackedObjective
 from benchsuite.api.ssp_methods import SSPMethod
 from benchsuite.engine.executing import GPU_STACK, cut_groups, run_on_worker, stack_size
@@ -22,22 +33,29 @@ __all__ = [
     "GPU_STACK",
     "PROJECT",
     "Augmentation",
+    "AugmentationFactory",
     "CellTask",
     "Count",
     "DataSpec",
+    "DatasetFactory",
     "Draw",
+    "EncoderFactory",
     "Executor",
+    "ExecutorFactory",
     "ExecutorParams",
     "ImageMaskSet",
     "LostGroup",
     "Metric",
+    "MetricFactory",
     "MetricInputs",
     "Objective",
     "Params",
     "PluginError",
     "Registry",
     "SSPMethod",
+    "SSPMethodFactory",
     "Saliency",
+    "SaliencyFactory",
     "StackedObjective",
     "TrainingParams",
     "check_metric_output",

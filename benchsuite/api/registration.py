@@ -1,25 +1,48 @@
-"""How a plugin registers its components: ``@hookimpl`` marks its hooks, each of which receives a :class:`Registry`."""
+"""How a plugin registers its components: ``@hookimpl`` marks its hooks, each of which receives a :class:`Registry`.
+
+A hook's registry is typed by its kind's factory (``Registry[DatasetFactory]``, ...), so a type
+checker tells a plugin author that a factory takes the wrong arguments or returns the wrong thing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pluggy
+from torch import nn
 
+from benchsuite.api.augmentations import Augmentation
+from benchsuite.api.datasets import DataSpec, ImageMaskSet
+from benchsuite.api.executors import Executor
+from benchsuite.api.metrics import Metric
 from benchsuite.api.params import Params
+from benchsuite.api.saliency import Saliency
+from benchsuite.api.ssp_methods import SSPMethod
 
 PROJECT = "benchsuite"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
+# Each kind's factory. Its first argument is a validated instance of the component's own params
+# model, hence Any here; the rest are what the core passes for that kind (benchsuite.engine.hookspecs).
+DatasetFactory = Callable[[Any, DataSpec], ImageMaskSet]
+AugmentationFactory = Callable[[Any], Augmentation]
+SSPMethodFactory = Callable[[Any, nn.Module], SSPMethod]  # the encoder it trains
+EncoderFactory = Callable[[Any, int], nn.Module]  # the dataset's channel count
+SaliencyFactory = Callable[[Any], Saliency]
+MetricFactory = Callable[[Any], Metric]
+ExecutorFactory = Callable[[Any], Executor]
 
-class Registry(Protocol):
-    """What a registration hook receives: one registry per plugin kind."""
+Factory = TypeVar("Factory", bound=Callable[..., Any], contravariant=True)
+
+
+class Registry(Protocol[Factory]):
+    """What a registration hook receives: one registry per plugin kind, typed by the kind's factory."""
 
     def add(
         self,
         name: str,
-        factory: Callable[..., Any],
+        factory: Factory,
         *,
         params: type[Params] = Params,
         description: str = "",

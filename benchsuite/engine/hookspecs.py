@@ -7,23 +7,34 @@ Plugins are modules named by entry points in the ``benchsuite`` group::
 
 The core imports each entry point, then calls every registration hook once, with keyword
 arguments; an implementation may accept fewer arguments than its spec. Each hook receives a
-:class:`benchsuite.api.Registry` for one plugin kind and calls ``registry.add(name, factory,
-params=Model, description=...)`` for each component it provides. Names are unique per kind
-across all installed plugins. Factories are called only when a suite uses the component, with
-a validated instance of ``Model`` as the first argument and the kind's extra arguments below.
+:class:`benchsuite.api.Registry` for one plugin kind, typed by that kind's factory, and calls
+``registry.add(name, factory, params=Model, description=...)`` for each component it provides.
+A name another distribution registers too is reached as ``distribution:name`` (benchsuite's own
+components keep their bare names). Factories are called only when a suite uses the component,
+with a validated instance of ``Model`` as the first argument and the kind's extra arguments below.
 """
 
 from __future__ import annotations
 
 import pluggy
 
-from benchsuite.api import PROJECT, Registry
+from benchsuite.api import (
+    PROJECT,
+    AugmentationFactory,
+    DatasetFactory,
+    EncoderFactory,
+    ExecutorFactory,
+    MetricFactory,
+    Registry,
+    SaliencyFactory,
+    SSPMethodFactory,
+)
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 
 
 @hookspec
-def benchsuite_register_datasets(registry: Registry) -> None:
+def benchsuite_register_datasets(registry: Registry[DatasetFactory]) -> None:
     """Register datasets of images with binary foreground masks.
 
     Factory: ``factory(params, spec: DataSpec) -> ImageMaskSet``. It returns every image at
@@ -34,7 +45,7 @@ def benchsuite_register_datasets(registry: Registry) -> None:
 
 
 @hookspec
-def benchsuite_register_augmentations(registry: Registry) -> None:
+def benchsuite_register_augmentations(registry: Registry[AugmentationFactory]) -> None:
     """Register pair augmentations that make the two views of the positive pair.
 
     Factory: ``factory(params) -> Augmentation``, called as ``aug(x, theta)`` on a batch that
@@ -43,7 +54,7 @@ def benchsuite_register_augmentations(registry: Registry) -> None:
 
 
 @hookspec
-def benchsuite_register_ssp_methods(registry: Registry) -> None:
+def benchsuite_register_ssp_methods(registry: Registry[SSPMethodFactory]) -> None:
     """Register self-supervised pre-training methods.
 
     Factory: ``factory(params, encoder: torch.nn.Module) -> SSPMethod``. ``params`` must be a
@@ -53,7 +64,7 @@ def benchsuite_register_ssp_methods(registry: Registry) -> None:
 
 
 @hookspec
-def benchsuite_register_encoders(registry: Registry) -> None:
+def benchsuite_register_encoders(registry: Registry[EncoderFactory]) -> None:
     """Register encoder backbones.
 
     Factory: ``factory(params, in_channels: int) -> torch.nn.Module`` mapping [N, C, H, W] to
@@ -62,7 +73,7 @@ def benchsuite_register_encoders(registry: Registry) -> None:
 
 
 @hookspec
-def benchsuite_register_saliency_methods(registry: Registry) -> None:
+def benchsuite_register_saliency_methods(registry: Registry[SaliencyFactory]) -> None:
     """Register saliency (attribution) methods.
 
     Factory: ``factory(params) -> Saliency``, called as ``saliency(objective, x, generator)``
@@ -71,7 +82,7 @@ def benchsuite_register_saliency_methods(registry: Registry) -> None:
 
 
 @hookspec
-def benchsuite_register_metrics(registry: Registry) -> None:
+def benchsuite_register_metrics(registry: Registry[MetricFactory]) -> None:
     """Register metrics that score a cell.
 
     Factory: ``factory(params) -> Metric``; the metric's ``scope`` is ``"image"`` (it returns
@@ -81,7 +92,7 @@ def benchsuite_register_metrics(registry: Registry) -> None:
 
 
 @hookspec
-def benchsuite_register_executors(registry: Registry) -> None:
+def benchsuite_register_executors(registry: Registry[ExecutorFactory]) -> None:
     """Register executors that decide where cells run.
 
     Factory: ``factory(params) -> Executor``; ``executor.run(task, families)`` cuts each family

@@ -71,10 +71,10 @@ def cell_variables(result: CellResult, *, detailed: bool, dataset_level: bool) -
         variables[name] = _var((), value, names.METRIC, scope="cell", **better.get(name, {}))
     curves = result.curves
     variables |= {
-        names.SSP_LOSS: _var(("epoch",), curves.epoch_loss, names.CURVE, description="mean SSP loss per epoch"),
-        names.SSP_LOSS_STEP: _var(("step",), curves.step_loss, names.CURVE, description="SSP loss per step"),
-        names.LR: _var(("step",), curves.step_lr, names.CURVE, description="learning rate per step"),
-        names.EPOCH_TIME: _var(("epoch",), curves.epoch_seconds, names.CURVE, units="s", description="wall time per epoch"),
+        names.SSP_LOSS: _var((names.EPOCH,), curves.epoch_loss, names.CURVE, description="mean SSP loss per epoch"),
+        names.SSP_LOSS_STEP: _var((names.STEP,), curves.step_loss, names.CURVE, description="SSP loss per step"),
+        names.LR: _var((names.STEP,), curves.step_lr, names.CURVE, description="learning rate per step"),
+        names.EPOCH_TIME: _var((names.EPOCH,), curves.epoch_seconds, names.CURVE, units="s", description="wall time per epoch"),
         names.WALL_TIME: _var((), result.wall_time_s, names.PROVENANCE, units="s"),
         names.PEAK_MEMORY: _var(
             (),
@@ -106,15 +106,19 @@ def cell_variables(result: CellResult, *, detailed: bool, dataset_level: bool) -
             "of training images, when training ended; its training loss is lower where this is above 0",
         )
     if detailed:
-        variables[names.SALIENCY_EXAMPLE] = _var(("example", "y", "x"), result.example_saliency, names.EXAMPLE, level="detail")
+        variables[names.SALIENCY_EXAMPLE] = _var(
+            (names.EXAMPLE_INDEX, names.Y, names.X), result.example_saliency, names.EXAMPLE, level="detail"
+        )
     if dataset_level:
         variables |= {
-            names.EXAMPLE_IMAGE: _var(("example", "channel", "y", "x"), result.example_images, names.EXAMPLE, level="dataset"),
+            names.EXAMPLE_IMAGE: _var(
+                (names.EXAMPLE_INDEX, names.CHANNEL, names.Y, names.X), result.example_images, names.EXAMPLE, level="dataset"
+            ),
             names.EXAMPLE_MASK: _var(
-                ("example", "y", "x"), result.example_masks.astype(np.float32), names.EXAMPLE, level="dataset"
+                (names.EXAMPLE_INDEX, names.Y, names.X), result.example_masks.astype(np.float32), names.EXAMPLE, level="dataset"
             ),
             names.ORIENTATION_HIST: _var(
-                ("orientation",),
+                (names.ORIENTATION,),
                 result.orientation_hist,
                 names.COVARIATE,
                 level="dataset",
@@ -209,9 +213,9 @@ def assemble(
         shapes = pa.concat_arrays([s for _, s, _ in pieces]) if pieces[0][1] is not None else None
         at = np.concatenate([a for _, _, a in pieces])
         if described[name]["level"] == "dataset":  # shared by a dataset's cells: placed by its dataset, the first grid axis
-            lead, lead_shape, at = ("dataset",), shape[:1], np.unravel_index(at, shape)[0]
+            lead, lead_shape, at = (names.DATASET,), shape[:1], np.unravel_index(at, shape)[0]
         else:  # kept at the detailed angles only: θ gives way to the angles that kept it
-            lead, lead_shape, at, detail_coords[names.EXAMPLE_THETA] = _at_detailed_angles(at, shape, grid, coords["theta"])
+            lead, lead_shape, at, detail_coords[names.EXAMPLE_THETA] = _at_detailed_angles(at, shape, grid, coords[names.THETA])
         data = _place(None, int(np.prod(lead_shape)), len(described[name]["dims"]), values, shapes, at)
         dense[name] = (lead, data.reshape(lead_shape + data.shape[1:]))
 
@@ -235,14 +239,14 @@ def assemble(
     coord_values |= {dim: np.asarray(values) for dim, values in detail_coords.items()}
     coord_values |= {dim: np.arange(n) for dim, n in extents.items() if dim not in coord_values}
     cube = xr.Dataset(cube_vars, coords=coord_values, attrs=attrs)
-    for dim in ("theta", *detail_coords):
+    for dim in (names.THETA, *detail_coords):
         cube[dim].attrs["units"] = "degree"
     for dim, path in sweep_paths.items():
         cube[dim].attrs.update(role=names.SWEEP, path=path)
-    if "orientation" in cube.dims:
-        bins = cube.sizes["orientation"]
-        cube = cube.assign_coords(orientation=(np.arange(bins) + 0.5) * 360.0 / bins)
-        cube["orientation"].attrs.update(units="degree", description="bin centre, counter-clockwise from +x as displayed")
+    if names.ORIENTATION in cube.dims:
+        bins = cube.sizes[names.ORIENTATION]
+        cube = cube.assign_coords({names.ORIENTATION: (np.arange(bins) + 0.5) * 360.0 / bins})
+        cube[names.ORIENTATION].attrs.update(units="degree", description="bin centre, counter-clockwise from +x as displayed")
     return cube
 
 
@@ -253,7 +257,7 @@ def _at_detailed_angles(
 
     The dim is :data:`~benchsuite.results.cube.EXAMPLE_THETA`.
     """
-    axis = grid.index("theta")
+    axis = grid.index(names.THETA)
     index = list(np.unravel_index(at, shape))
     kept = np.unique(index[axis])
     index[axis] = np.searchsorted(kept, index[axis])

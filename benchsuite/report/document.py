@@ -1,4 +1,5 @@
-"""What the report says: the figures, the ANOVA readings, the further tables and the provenance.
+"""The report as one page: its sections (the figures, the ANOVA tables and readings, the further tables, the
+provenance) put together and written.
 
 :func:`write_report` reads the cube and the analysis tables, draws the figures, saves each as
 PNG under ``figures/``, and writes ``report.html`` with the same PNGs inline.
@@ -8,7 +9,6 @@ PNG under ``figures/``, and writes ``report.html`` with the same PNGs inline.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -23,7 +23,6 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from benchsuite.analysis.anova import SS_TYPE, anova_heading
-from benchsuite.analysis.settings import HARMONIC_TERM, analysis_options, study_terms
 from benchsuite.analysis.summary import (
     SUMMARY_NAME,
     TABLE_NAMES,
@@ -34,20 +33,18 @@ from benchsuite.analysis.summary import (
     skipped_note,
     write_tables,
 )
-from benchsuite.report import figures
+from benchsuite.report import curves, figures
 from benchsuite.report.html import FigureImage, Table, render_page, table
+from benchsuite.report.provenance import provenance
+from benchsuite.report.readings import ANOVA_FORMATS, Reading, interaction_reading, outcome_notes, term_label, varying_terms
+from benchsuite.report.style import png_bytes
 from benchsuite.results.cube import (
     CUBE_NAME,
-    DEVICE,
     EXAMPLE_IMAGE,
     EXAMPLE_MASK,
-    INTERACTION,
     ORIENTATION_HIST,
-    PEAK_MEMORY,
-    PLACEHOLDER_NEGATIVES,
     SALIENCY_EXAMPLE,
     SSP_LOSS,
-    TORCH_THREADS,
     WALL_TIME,
     better,
     grid_axes,
@@ -55,19 +52,14 @@ from benchsuite.results.cube import (
     outcome,
     swept,
 )
-from benchsuite.results.durations import readable_duration
 
 REPORT_NAME = "report.html"
 FIGURES_DIR = "figures"
-ALPHA = 0.05
 SHOWN_ROWS = 200
 """A table shows at most this many rows on the page, so that the page stays small on a dense grid
 (the orientation autocorrelation of 3,600 angles has 3,600 rows per dataset); its CSV file has them all."""
 SIGNATURES = "signature_similarity"
 """The analysis table the signature similarity figure is drawn from: metric, curve_a, curve_b, cosine, l2."""
-
-ANOVA_FORMATS = {"sum_sq": ".4g", "df": "g", "F": ".2f", "p": ".2g", "partial_eta_sq": ".3f"}
-"""How the ANOVA table prints its numbers; the readings print F, p and partial η² the same way."""
 
 ANOVA_LABELS = {"sum_sq": "sum of squares", "partial_eta_sq": "partial η²"}
 
@@ -81,15 +73,6 @@ ANALYSIS_HEADINGS = {
     "compare": "Comparison with another run (A: the other run; B: this one; B - A across seeds)",
 }
 """Headings of the analysis tables the report knows; any other table is headed by its key."""
-
-
-@dataclass(frozen=True)
-class Reading:
-    """A plain-language line about one metric's interaction term (θ × dataset, ...), with its verdict at :data:`ALPHA`."""
-
-    text: str
-    verdict: str = ""
-    verdict_class: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,17 +105,6 @@ class FigureSection:
     heading: str
     figure: FigureImage | None
     missing: str
-
-
-@dataclass(frozen=True)
-class Provenance:
-    facts: list[tuple[str, str]]
-    cost_text: str
-    cost: Table | None
-    memory_note: str
-    versions: Table
-    plugins: Table
-    suite_yaml: str
 
 
 @dataclass(frozen=True)
@@ -228,7 +200,7 @@ def write_report(
         outcome_notes=outcome_notes(cube),
         analyses=analyses,
         figure_sections=drawn,
-        provenance=_provenance(cube),
+        provenance=provenance(cube),
     )
     path = out_dir / REPORT_NAME
     # Written beside and renamed, so a browser or a copy never sees half a report.
@@ -256,74 +228,6 @@ def analysis_tables(run_dir: Path, cube: xr.Dataset, *, typ: Literal[2, 3] = 2) 
     return tables
 
 
-def outcome_notes(cube: xr.Dataset) -> list[str]:
-    """The summary's lines on what to read: which metric is the outcome, and cells whose training loss reads low.
-
-    A cell that ended training with part of its method's negatives still placeholders (MoCo's
-    queue not yet filled by real keys, ``placeholder_negatives``) has a lower training loss than
-    real keys would give, the more so the smaller its dataset.
-    """
-    name = outcome(cube)
-    if name is None:
-        notes = ["The suite names no outcome (its outcome key), so every metric below is read alike."]
-    else:
-        notes = [f"The outcome is {name}, as the suite names it (its outcome key); the other metrics are diagnostics."]
-    if PLACEHOLDER_NEGATIVES in cube:
-        shares = np.asarray(cube[PLACEHOLDER_NEGATIVES].values, dtype=float).ravel()
-        shares = shares[np.isfinite(shares)]
-        unfilled = shares[shares > 0]
-        if unfilled.size:
-            notes.append(
-                f"{unfilled.size} of {shares.size} cells ended training with {unfilled.min():.0%} to {unfilled.max():.0%} "
-                f"of their negatives still random placeholders, not keys of training images ({PLACEHOLDER_NEGATIVES}: "
-                "MoCo's queue not yet filled). Their final_loss is lower than real keys would give, the more so the "
-                "smaller the dataset, so it does not compare datasets; heldout_infonce does."
-            )
-    return notes
-
-
-def varying_terms(cube: xr.Dataset) -> list[str]:
-    """The interactions the report reads: the analysis' study terms (:func:`benchsuite.analysis.settings.study_terms`,
-    ``harmonics:dataset`` for θ on a dense grid) whose factor (θ, a swept parameter) varies in
-    ``cube``, or θ's when none does, so that its reading says why the ANOVA has no such term."""
-    terms = study_terms(cube, analysis_options(cube))
-    varying = [term for term in terms if cube.sizes[_FACTOR.get(term.split(":")[0], term.split(":")[0])] > 1]
-    return varying or [terms[0]]
-
-
-_FACTOR = {HARMONIC_TERM: "theta"}
-"""The cube dimension of a term's first factor, where the term names it otherwise."""
-
-
-def term_label(term: str) -> str:
-    """A term as the report writes it: ``theta:dataset`` is ``θ × dataset``, ``harmonics:dataset`` is
-    ``θ's harmonics × dataset``, ``strength:dataset`` is ``strength × dataset``."""
-    spelt = {"theta": "θ", HARMONIC_TERM: "θ's harmonics"}
-    return " × ".join(spelt.get(factor, factor) for factor in term.split(":"))
-
-
-def interaction_reading(anova: pd.DataFrame, metric: str, term: str = INTERACTION) -> Reading:
-    """The ``term`` line of ``metric`` in a long-form ANOVA table, and whether p < :data:`ALPHA`.
-
-    Says so in words when the table has no such metric, or the metric no such term (its factor
-    or the dataset has a single level).
-    """
-    metric_rows = anova[anova["metric"] == metric]
-    if metric_rows.empty:
-        return Reading("Not in the ANOVA table (the analysis skipped this metric; its warning says why).")
-    rows = metric_rows[metric_rows["term"] == term]
-    label = term_label(term)
-    if rows.empty:
-        factor = label.split(" × ")[0]
-        return Reading(f"The ANOVA has no {label} term: {factor} or the dataset has a single level.")
-    row = rows.iloc[0]
-    f, p, eta = (format(row[c], ANOVA_FORMATS[c]) for c in ("F", "p", "partial_eta_sq"))
-    text = f"{label} interaction: F={f}, p={p}, partial η²={eta}"
-    if row["p"] < ALPHA:
-        return Reading(text, f"significant at {ALPHA:g}", "significant")
-    return Reading(text, f"not significant at {ALPHA:g}", "not-significant")
-
-
 def _metric_section(cube: xr.Dataset, metric: str, anova: pd.DataFrame | None, terms: list[str]) -> MetricSection:
     image = _interaction_image(cube, metric)
     if anova is None:
@@ -349,13 +253,13 @@ def _metric_section(cube: xr.Dataset, metric: str, anova: pd.DataFrame | None, t
 def _interaction_image(cube: xr.Dataset, metric: str) -> FigureImage | None:
     """The metric's main figure: against θ, or against the swept parameter when θ has a single level; None without values."""
     along = _plotted_against(cube)
-    band = figures.seed_band(cube, metric, along)
+    band = curves.seed_band(cube, metric, along)
     if band.empty:
         return None
     file_name = f"interaction_{_slug(metric)}.png"
     if along == "theta":
         return _image(
-            figures.interaction_figure(band, metric, better(cube, metric)),
+            curves.interaction_figure(band, metric, better(cube, metric)),
             file_name,
             f"{metric} against θ per dataset, on a line and on a circle",
             f"{metric} against θ, one line per dataset: mean over seeds with its 95% confidence band; "
@@ -363,7 +267,7 @@ def _interaction_image(cube: xr.Dataset, metric: str) -> FigureImage | None:
         )
     path = cube[along].attrs["path"]
     return _image(
-        figures.sweep_figure(band, metric, along, path, better(cube, metric)),
+        curves.sweep_figure(band, metric, along, path, better(cube, metric)),
         file_name,
         f"{metric} against {path} per dataset",
         f"{metric} against {path}, one line per dataset: mean over seeds with its 95% confidence band.",
@@ -414,60 +318,6 @@ def _figure_section(cube: xr.Dataset, drawing: _Drawing) -> FigureSection:
     )
 
 
-def _provenance(cube: xr.Dataset) -> Provenance:
-    labels = {"suite_name": "suite", "created": "created", "git_revision": "git revision", "device": "device"}
-    facts = [(label, str(cube.attrs.get(key, ""))) for key, label in labels.items()]
-    # Per-cell values: a run resumed elsewhere, or with another thread count, shows more than one.
-    for name, label in ((DEVICE, "cell devices"), (TORCH_THREADS, "torch threads")):
-        if name in cube:
-            values = [v for v in np.unique(cube[name].values).tolist() if v != "" and not _is_nan(v)]
-            facts.append((label, ", ".join(_plain(v) for v in values)))
-    finished = WALL_TIME in cube and np.isfinite(cube[WALL_TIME].values).any()
-    return Provenance(
-        facts=facts,
-        cost_text=_cost_text(cube) if finished else "No cell has finished.",
-        cost=_cost_table(cube) if finished else None,
-        memory_note=f"Peak memory: {cube['peak_memory_mb'].attrs.get('description', '')}." if finished else "",
-        versions=_json_table(cube.attrs.get("versions"), ("package", "version")),
-        plugins=_json_table(cube.attrs.get("plugins"), ("plugin", "distribution")),
-        suite_yaml=cube.attrs.get("suite_yaml", ""),
-    )
-
-
-def _cost_text(cube: xr.Dataset) -> str:
-    seconds = cube[WALL_TIME].values
-    seconds = seconds[np.isfinite(seconds)]
-    return (
-        f"{seconds.size} cells: {readable_duration(seconds.sum())} in all; per cell median "
-        f"{readable_duration(np.median(seconds))}, max {readable_duration(seconds.max())}. "
-        f"Peak memory up to {np.nanmax(cube['peak_memory_mb'].values):.0f} MiB."
-    )
-
-
-def _cost_table(cube: xr.Dataset) -> Table:
-    """Wall time and peak memory per dataset, over its finished cells."""
-    frame = cube[[WALL_TIME, PEAK_MEMORY]].to_dataframe().reset_index().dropna(subset=[WALL_TIME])
-    per_dataset = (
-        frame.groupby("dataset", sort=False)
-        .agg(
-            cells=(WALL_TIME, "size"),
-            total_s=(WALL_TIME, "sum"),
-            median_s=(WALL_TIME, "median"),
-            max_s=(WALL_TIME, "max"),
-            peak_memory_mib=(PEAK_MEMORY, "max"),
-        )
-        .reset_index()
-    )
-    labels = {
-        "total_s": "total (s)",
-        "median_s": "median (s)",
-        "max_s": "max (s)",
-        "peak_memory_mib": "peak memory (MiB)",
-    }
-    formats = {"total_s": ".1f", "median_s": ".2f", "max_s": ".2f", "peak_memory_mib": ".0f"}
-    return table(per_dataset, formats, labels)
-
-
 def _grid_text(cube: xr.Dataset) -> str:
     sizes = {axis: cube.sizes.get(axis, 0) for axis in grid_axes(cube)}
     names = {axis: (axis, f"{axis}s") for axis in ("dataset", "seed", "method", "encoder")} | {"theta": ("angle θ", "angles θ")}
@@ -477,13 +327,8 @@ def _grid_text(cube: xr.Dataset) -> str:
     return f"{grid} = {math.prod(sizes.values()):,} cells, {done:,} finished."
 
 
-def _json_table(text: str | None, columns: tuple[str, str]) -> Table:
-    entries = json.loads(text) if text else {}
-    return table(pd.DataFrame(list(entries.items()), columns=list(columns)))
-
-
 def _image(figure: Figure, file_name: str, alt: str, caption: str) -> FigureImage:
-    return FigureImage(figures.png_bytes(figure), file_name, alt, caption)
+    return FigureImage(png_bytes(figure), file_name, alt, caption)
 
 
 def _modified_ns(path: Path) -> int:
@@ -501,11 +346,3 @@ def _has_named_index(frame: pd.DataFrame) -> bool:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name)
-
-
-def _is_nan(value: object) -> bool:
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _plain(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)

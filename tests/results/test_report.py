@@ -32,15 +32,11 @@ from benchsuite.analysis.summary import (
     write_tables,
 )
 from benchsuite.report import analysis_tables, write_report
-from benchsuite.report.document import SHOWN_ROWS, interaction_reading
-from benchsuite.report.figures import (
-    interaction_figure,
-    png_bytes,
-    saliency_gallery,
-    seed_band,
-    similarity_matrices,
-    sweep_figure,
-)
+from benchsuite.report.curves import interaction_figure, seed_band, sweep_figure
+from benchsuite.report.document import SHOWN_ROWS
+from benchsuite.report.figures import saliency_gallery, similarity_matrices
+from benchsuite.report.readings import interaction_reading
+from benchsuite.report.style import png_bytes
 from benchsuite.results import synthetic
 from benchsuite.results.cube import CUBE_NAME, ENGINE, EXAMPLE_IMAGE, IDENTICAL_VIEWS, SALIENCY_EXAMPLE, WALL_TIME, open_cube
 from benchsuite.results.durations import readable_duration

@@ -20,22 +20,33 @@ import xarray as xr
 
 from benchsuite.results.cube import (
     AXES,
+    CHANNEL,
     CURVE,
+    DATASET,
     DEVICE,
     DIAGNOSTIC,
+    ENCODER,
+    EPOCH,
     EXAMPLE,
     EXAMPLE_IMAGE,
+    EXAMPLE_INDEX,
     EXAMPLE_MASK,
     EXAMPLE_THETA,
     IDENTICAL_VIEWS,
     IMAGE,
+    METHOD,
     METRIC,
+    ORIENTATION,
     ORIENTATION_HIST,
     PEAK_MEMORY,
     PROVENANCE,
     SALIENCY_EXAMPLE,
+    SEED,
     SSP_LOSS,
+    THETA,
     WALL_TIME,
+    X,
+    Y,
 )
 
 PLANTED_HARMONICS = (4, 0, 2, 1)
@@ -97,17 +108,20 @@ def synthetic_cube(
     centres = np.deg2rad((np.arange(ORIENTATION_BINS) + 0.5) * 360 / ORIENTATION_BINS)
     histograms = np.stack([1 + 0.5 * np.cos(PLANTED_HARMONICS[d % 4] * centres) for d in range(datasets)])
     histograms /= histograms.sum(axis=1, keepdims=True)
-    variables[ORIENTATION_HIST] = (("dataset", "orientation"), histograms, {"role": "covariate"})
+    variables[ORIENTATION_HIST] = ((DATASET, ORIENTATION), histograms, {"role": "covariate"})
+    levels = {
+        DATASET: [f"set{d}" for d in range(datasets)],
+        THETA: angles,
+        SEED: np.arange(seeds),
+        METHOD: [f"method{m}" for m in range(methods)],
+        ENCODER: [f"encoder{e}" for e in range(encoders)],
+    }
     cube = xr.Dataset(
         variables,
         coords={
-            "dataset": [f"set{d}" for d in range(datasets)],
-            "theta": angles,
-            "seed": np.arange(seeds),
-            "method": [f"method{m}" for m in range(methods)],
-            "encoder": [f"encoder{e}" for e in range(encoders)],
+            **levels,
             IMAGE: np.arange(images),
-            "orientation": (np.arange(ORIENTATION_BINS) + 0.5) * 360 / ORIENTATION_BINS,
+            ORIENTATION: (np.arange(ORIENTATION_BINS) + 0.5) * 360 / ORIENTATION_BINS,
         },
         attrs={"suite_name": "synthetic"},
     )
@@ -115,7 +129,7 @@ def synthetic_cube(
         return cube
     kept = np.linspace(0, len(angles), detail, endpoint=False).round().astype(int)
     drawn = _drawn(rng, shape, identical, kept, size)
-    return cube.assign(drawn).assign_coords({EXAMPLE_THETA: angles[kept], "epoch": np.arange(10)})
+    return cube.assign(drawn).assign_coords({EXAMPLE_THETA: angles[kept], EPOCH: np.arange(10)})
 
 
 def _drawn(
@@ -130,10 +144,10 @@ def _drawn(
     epochs = 10
     loss = 3 - np.linspace(0, 1, epochs, dtype=np.float32) + rng.standard_normal((*shape, epochs), dtype=np.float32) * 0.02
     return {
-        SALIENCY_EXAMPLE: (("dataset", EXAMPLE_THETA, *AXES[2:], "example", "y", "x"), maps, {"role": EXAMPLE}),
-        EXAMPLE_IMAGE: (("dataset", "example", "channel", "y", "x"), rng.random((shape[0], 4, 1, size, size)), {"role": EXAMPLE}),
-        EXAMPLE_MASK: (("dataset", "example", "y", "x"), np.broadcast_to(disc, (shape[0], 4, size, size)), {"role": EXAMPLE}),
-        SSP_LOSS: ((*AXES, "epoch"), loss, {"role": CURVE}),
+        SALIENCY_EXAMPLE: ((DATASET, EXAMPLE_THETA, *AXES[2:], EXAMPLE_INDEX, Y, X), maps, {"role": EXAMPLE}),
+        EXAMPLE_IMAGE: ((DATASET, EXAMPLE_INDEX, CHANNEL, Y, X), rng.random((shape[0], 4, 1, size, size)), {"role": EXAMPLE}),
+        EXAMPLE_MASK: ((DATASET, EXAMPLE_INDEX, Y, X), np.broadcast_to(disc, (shape[0], 4, size, size)), {"role": EXAMPLE}),
+        SSP_LOSS: ((*AXES, EPOCH), loss, {"role": CURVE}),
         IDENTICAL_VIEWS: (
             AXES,
             np.broadcast_to(identical[None, :, None, None, None], shape).astype(np.int64),

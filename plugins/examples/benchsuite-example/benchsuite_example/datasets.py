@@ -3,7 +3,7 @@
 import torch
 from pydantic import Field
 
-from benchsuite.api import DataSpec, ImageMaskSet, Params, hookimpl
+from benchsuite.api import DatasetFactory, DataSpec, ImageMaskSet, Params, Registry, hookimpl
 
 
 class SquaresParams(Params):
@@ -25,5 +25,5 @@ def bright_squares(params: SquaresParams, spec: DataSpec) -> ImageMaskSet:
 
 
 @hookimpl
-def benchsuite_register_datasets(registry):
+def benchsuite_register_datasets(registry: Registry[DatasetFactory]) -> None:
     registry.add("bright_squares", bright_squares, params=SquaresParams, description="Bright squares on noise.")

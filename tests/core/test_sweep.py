@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from benchsuite.analysis.summary import analyze_cube, format_summary
+from benchsuite.analysis.summary import analyze_cube
+from benchsuite.analysis.terminal import format_summary
 from benchsuite.engine.data import check_datasets
 from benchsuite.engine.grid import expand, families
 from benchsuite.engine.registry import default_registry
 from benchsuite.engine.runner import run_cells
 from benchsuite.engine.suite import load_suite
-from benchsuite.results.cube import SWEEP, grid_axes, interactions, open_cube
+from benchsuite.results.cube import AXES, SWEEP, grid_axes, interactions, open_cube
 from benchsuite.results.errors import SuiteError
 from benchsuite.results.tensorboard import run_name
 
@@ -106,6 +107,13 @@ def test_two_sweeps_of_parameters_with_one_name_get_the_label_in_their_dimension
     assert {(c.config["method"]["params"]["lr"], c.swept["moco_lr"]) for c in cells} == {(0.01, 0.01), (0.1, 0.1)}
     assert {c.config["metrics"]["probe"]["params"]["lr"] for c in cells} == {0.5, 1.0}
     assert {c.config["metrics"]["dice"]["params"]["percentile"] for c in cells} == {80.0, 90.0}
+
+
+def test_a_swept_parameter_named_like_a_dimension_of_the_cube_takes_its_label(tmp_path):
+    text = BASE.replace("  iso: {plugin: isotropic_texture, params: {n_images: 12}}\n", "")
+    resolved = load(tmp_path, "sweep:\n  datasets.shapes.params.seed: [0, 1]\n", text)
+    assert [s.dim for s in resolved.sweeps] == ["shapes_seed"]  # 'seed' is a grid axis
+    assert list(resolved.levels()) == [*AXES, "shapes_seed"]
 
 
 def test_a_run_with_a_sweep_stores_it_as_a_dimension_of_the_cube(tmp_path):

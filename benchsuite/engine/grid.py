@@ -74,8 +74,8 @@ class Cell:
         return DataSettings.model_validate(self.config["data"])
 
     def describe(self) -> str:
-        swept = "".join(f" {dim}={value}" for dim, value in self.swept.items())
-        return f"dataset={self.dataset} theta={self.theta:g} seed={self.seed} method={self.method} encoder={self.encoder}{swept}"
+        """``dataset=shapes theta=30 seed=0 method=moco encoder=cnn``, then any swept parameters."""
+        return " ".join(f"{dim}={value:g}" if dim == THETA else f"{dim}={value}" for dim, value in self.coords.items())
 
 
 def canonical_json(value: Any) -> str:

@@ -53,7 +53,8 @@ from benchsuite.engine.stacking import after_step_mode, stacked_pair_similarity,
 from benchsuite.engine.training import NonFiniteLoss, pretrain
 from benchsuite.engine.views import FixedPair
 from benchsuite_plugins.augmentations.rotation import Rotation, RotationParams
-from benchsuite_plugins.encoders.convnets import ResNetParams, SmallCNN, SmallCNNParams
+from benchsuite_plugins.encoders.resnet import ResNetParams
+from benchsuite_plugins.encoders.small_cnn import SmallCNN, SmallCNNParams
 from benchsuite_plugins.ssp_methods.moco import MoCoV2, MoCoV2Params
 
 STARTED = time.perf_counter()

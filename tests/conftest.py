@@ -72,6 +72,12 @@ def component(kind: str, name: str, **params):
     return found.factory(found.params(**params))
 
 
+def build_encoder(name: str, in_channels: int, **params):
+    """The registered encoder ``name`` for ``in_channels`` input channels, built with ``params`` (validated)."""
+    found = default_registry().get("encoders", name)
+    return found.factory(found.params(**params), in_channels)
+
+
 def metric_inputs(**fields) -> MetricInputs:
     """``MetricInputs`` with the given fields and None for the rest: for metrics that read only those.
 

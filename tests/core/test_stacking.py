@@ -34,7 +34,8 @@ from benchsuite.engine.stacking import (
 from benchsuite.engine.training import pretrain
 from benchsuite.engine.views import FixedPair
 from benchsuite_plugins.augmentations.rotation import Rotation, RotationParams
-from benchsuite_plugins.encoders.convnets import ResNetParams, SmallCNN, SmallCNNParams
+from benchsuite_plugins.encoders.resnet import ResNetParams
+from benchsuite_plugins.encoders.small_cnn import SmallCNN, SmallCNNParams
 from benchsuite_plugins.ssp_methods.moco import MoCoV2, MoCoV2Params
 from benchsuite_plugins.ssp_methods.simclr import SimCLR, SimCLRParams
 from tests.conftest import ROOT

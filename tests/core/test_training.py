@@ -9,7 +9,7 @@ import torch
 from benchsuite.engine.registry import default_registry
 from benchsuite.engine.training import before_training, pretrain, training_pairs
 from benchsuite.engine.views import draw_generator
-from benchsuite_plugins.encoders.convnets import SmallCNN, SmallCNNParams
+from benchsuite_plugins.encoders.small_cnn import SmallCNN, SmallCNNParams
 from benchsuite_plugins.ssp_methods.simclr import SimCLR, SimCLRParams
 
 

@@ -1,4 +1,4 @@
-"""Saliency-vs-mask metrics per image, and the cell's final SSP loss.
+"""Saliency-vs-mask metrics per image: how well a saliency map finds the mask.
 
 Every image metric is vectorised over the batch and returns one value per image in the
 saliency map's floating dtype (at least float32), on its device. Where a metric is undefined
@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import MetricInputs, Params, Registry, hookimpl
+from benchsuite.api import MetricInputs, Params, Registry
 
 # skimage.filters.threshold_otsu's default, so thresholds can be checked against it.
 _OTSU_BINS = 256
@@ -254,27 +254,8 @@ def relevance_rank_accuracy(params: Params) -> Dice:
     return Dice(DiceParams(binarize="topk"))
 
 
-class FinalLoss:
-    """The cell's SSP loss in its last epoch; NaN when no epoch was recorded."""
-
-    scope: Literal["image", "cell"] = "cell"
-    higher_is_better: bool | None = False
-
-    def __init__(self, params: Params) -> None:
-        self.params = params
-
-    def __call__(self, inputs: MetricInputs) -> Tensor:
-        """Return the last epoch's mean loss as a 0-d tensor on the saliency maps' device."""
-        dtype = torch.promote_types(inputs.epoch_loss.dtype, torch.float32)
-        losses = inputs.epoch_loss.to(device=inputs.saliency.device, dtype=dtype)
-        if losses.numel() == 0:
-            return torch.tensor(float("nan"), dtype=losses.dtype, device=losses.device)
-        return losses[-1]
-
-
-@hookimpl
-def benchsuite_register_metrics(registry: Registry) -> None:
-    """Register the saliency-vs-mask metrics and ``final_loss``."""
+def register(registry: Registry) -> None:
+    """Register the saliency-vs-mask metrics; called by the ``metrics`` entry point (``__init__.py``)."""
     registry.add("dice", Dice, params=DiceParams, description="Dice of the binarised saliency map and the mask, per image.")
     registry.add("auroc", Auroc, description="AUROC of saliency as a score for mask pixels, per image (ties averaged).")
     registry.add(
@@ -299,4 +280,3 @@ def benchsuite_register_metrics(registry: Registry) -> None:
         relevance_rank_accuracy,
         description="Share of the |mask| most salient pixels inside the mask, per image (Quantus); equals dice with topk.",
     )
-    registry.add("final_loss", FinalLoss, description="SSP loss of the last training epoch, per cell.")

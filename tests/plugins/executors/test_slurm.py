@@ -27,7 +27,7 @@ import pytest
 from benchsuite.api import PluginError
 from benchsuite.results.cube import open_cube
 from benchsuite.results.errors import RunError, SuiteError
-from benchsuite_plugins.executors.slurm import Node, Partition, SlurmParams, fit, gres_gpus, slurm_minutes
+from benchsuite_plugins.executors._slurm_request import Node, Partition, SlurmParams, fit, gres_gpus, slurm_minutes
 from tests.conftest import ROOT, stored_keys
 from tests.core.test_runner import TINY, run
 from tests.plugins.executors.test_ray import FLAKY_ENCODERS, assert_same_cells, with_flaky_encoder

@@ -1,5 +1,5 @@
 """The file readers of ``folders.py``: one 2D slice of a PNG, JPEG, TIFF, NIfTI or DICOM file, and
-its pixels as an image tensor. The intensity and orientation rules are that module's docstring.
+its pixels as an image tensor, by the intensity and orientation rules of that module's docstring.
 
 A helper module, not an entry point.
 """

@@ -1,5 +1,6 @@
-"""What both tumour datasets of ``brats.py`` do after reading a case's volumes: steps 1 to 5 of
-that module's docstring, from RAS volumes and labels to square slices with their masks.
+"""What both tumour datasets of ``brats.py`` do once a case's volumes are read in RAS order: the
+mask from the tumour labels, the slice choice, the normalisation and the squaring (steps 2 to 5
+of that module's docstring).
 
 A helper module, not an entry point.
 """

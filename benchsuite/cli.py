@@ -293,7 +293,7 @@ def analyze(run_dir: Path, typ: str, harmonics: int | str | None) -> None:
     signatures) and summary.json, and prints the headline numbers. A results.nc copied from
     another machine gives the same tables.
     """
-    from benchsuite.analysis.summary import analyze_run
+    from benchsuite.analysis.terminal import analyze_run
 
     click.echo(analyze_run(run_dir, typ=int(typ), harmonics=harmonics))
 

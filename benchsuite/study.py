@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Literal
 
 from benchsuite.analysis.settings import analysis_options, study_terms
-from benchsuite.analysis.summary import analyze_cube, format_summary, write_tables
+from benchsuite.analysis.summary import analyze_cube, write_tables
+from benchsuite.analysis.terminal import format_summary
 from benchsuite.engine.data import set_data_root
 from benchsuite.engine.registry import installed_plugins
 from benchsuite.engine.runner import run_cells

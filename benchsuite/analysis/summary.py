@@ -1,7 +1,8 @@
-"""The analysis of a run directory, from its cube alone (so a copied cube gives the same tables).
+"""The analysis of a cube, from the cube alone (so a copied cube gives the same tables).
 
-:func:`analyze_cube` computes every table; :func:`analyze_run` writes them beside the cube as
-CSV files plus one ``summary.json``; :func:`format_summary` renders them for the terminal.
+:func:`analyze_cube` computes every table; :func:`write_tables` writes them beside the cube as
+CSV files plus one ``summary.json``, and :func:`read_tables` reads them back.
+:mod:`benchsuite.analysis.terminal` prints them.
 
 Analyses the design of a cube cannot support are not run, quietly: those that estimate a
 residual variance from the seeds (:data:`NEEDS_REPLICATES`) on a cube without replicates (one
@@ -16,23 +17,21 @@ metrics in.
 from __future__ import annotations
 
 import json
-import math
-import textwrap
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 import xarray as xr
 
-from benchsuite.analysis.anova import SS_TYPE, TABLE_COLUMNS, anova_table, cell_means, format_anova
+from benchsuite.analysis.anova import SS_TYPE, TABLE_COLUMNS, anova_table, cell_means
 from benchsuite.analysis.covariate import AUTOCORR_COLUMNS, COVARIATE_COLUMNS, autocorrelation_table, covariate_table
 from benchsuite.analysis.functional import CURVE_TEST_COLUMNS, curve_test_table
 from benchsuite.analysis.guard import AnalysisTooLarge
 from benchsuite.analysis.harmonic import harmonic_table
 from benchsuite.analysis.mixed import MIXED_COLUMNS, mixed_table
-from benchsuite.analysis.periodicity import PERIODICITY_COLUMNS, level_label, periodicity_table, series_columns
+from benchsuite.analysis.periodicity import PERIODICITY_COLUMNS, periodicity_table, series_columns
 from benchsuite.analysis.posthoc import DENSE_BINS, TUKEY_COLUMNS, tukey_table
 from benchsuite.analysis.settings import HARMONICS_CHOSEN, analysis_options, study_terms
 from benchsuite.analysis.signatures import (
@@ -42,7 +41,7 @@ from benchsuite.analysis.signatures import (
     prediction_unsupported,
     similarity_table,
 )
-from benchsuite.results.cube import INTERACTION, REPLICATE, grid_axes, metric_names, open_cube, swept
+from benchsuite.results.cube import REPLICATE, grid_axes, metric_names, swept
 from benchsuite.results.errors import BenchsuiteError
 
 SUMMARY_NAME = "summary.json"
@@ -178,13 +177,13 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
     terms = study_terms(cube, options)
     chosen = tables["anova"].attrs.get(HARMONICS_CHOSEN, {})
     per_metric: dict[str, dict[str, Any]] = {}
-    for metric in _metrics(tables):
+    for metric in table_metrics(tables):
         entry: dict[str, Any] = {}
-        anova = _rows(tables["anova"], metric)
+        anova = metric_rows(tables["anova"], metric)
         if len(anova):
             entry["balanced"] = bool(anova["balanced"].iloc[0])
             entry["n_per_cell"] = str(anova["n_per_cell"].iloc[0])
-        mixed = _rows(tables["mixed"], metric)
+        mixed = metric_rows(tables["mixed"], metric)
         tests = {
             term: {
                 "anova": _record(anova[anova["term"] == term], ["F", "p", "partial_eta_sq"]),
@@ -197,13 +196,13 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
         entry["interactions"] = tests
         if metric in chosen:
             entry["harmonics"] = chosen[metric]
-        periods = _rows(tables["periodicity"], metric)
+        periods = metric_rows(tables["periodicity"], metric)
         entry["dominant_periods"] = _records(periods[[*series_columns(periods), "dominant_period", "dominant_power"]])
-        covariate = _rows(tables["covariate"], metric)
+        covariate = metric_rows(tables["covariate"], metric)
         entry["covariate"] = _record(covariate, [c for c in COVARIATE_COLUMNS if c != "metric"])
-        curves = _rows(tables["curve_test"], metric)
+        curves = metric_rows(tables["curve_test"], metric)
         entry["curve_test"] = _records(curves[[c for c in curves.columns if c not in ("metric", "n_permutations")]])
-        entry["signature_prediction"] = _prediction(_rows(tables["signature_prediction"], metric))
+        entry["signature_prediction"] = prediction_summary(metric_rows(tables["signature_prediction"], metric))
         per_metric[metric] = entry
     balance = [entry["balanced"] for entry in per_metric.values() if "balanced" in entry]
     counts = sorted({entry["n_per_cell"] for entry in per_metric.values() if "n_per_cell" in entry})
@@ -224,39 +223,6 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
     }
 
 
-def format_summary(tables: dict[str, pd.DataFrame], terms: Sequence[str] = (INTERACTION,)) -> str:
-    """The terminal text: which analyses were skipped and why (once, when any was), the ANOVA
-    unless it was skipped, then per metric the mixed model's test of each of ``terms``, the
-    dominant period of each series, the orientation-covariate regression, the curve test and the
-    signature prediction. Lines of analyses that did not run for a metric are left out.
-
-    ``terms`` are the study's interactions, :func:`benchsuite.analysis.settings.study_terms` of
-    the cube analysed; the default, θ × dataset alone, is right for a coarse cube without a sweep."""
-    periods = tables["periodicity"]
-    # Label a series by the keys that tell series apart; usually the dataset alone.
-    labels = [key for key in series_columns(periods) if periods[key].nunique() > 1] or ["dataset"]
-    blocks = [textwrap.fill(note, width=100)] if (note := skipped_note(tables)) else []
-    if SKIPPED not in tables["anova"].attrs:
-        blocks.append(format_anova(tables["anova"]))
-    for metric in _metrics(tables):
-        mixed = _rows(tables["mixed"], metric)
-        lines = [_mixed_line(row) for term in terms for _, row in mixed[mixed["term"] == term].iterrows()]
-        series = _rows(periods, metric)
-        if len(series):
-            lines.append(_periods_line(series, labels))
-        lines += [_covariate_line(row) for _, row in _rows(tables["covariate"], metric).iterrows()]
-        if len(curves := _rows(tables["curve_test"], metric)):
-            lines.append(_curve_test_line(curves))
-        if (prediction := _prediction(_rows(tables["signature_prediction"], metric))) is not None:
-            lines.append(
-                f"  signature predicts the dataset: accuracy {prediction['accuracy']:.2f} "
-                f"(chance {prediction['chance']:.2f}, mean of {prediction['folds']} folds)"
-            )
-        if lines:
-            blocks.append("\n".join([f"{metric}:", *lines]))
-    return "\n\n".join(blocks)
-
-
 def write_tables(cube: xr.Dataset, tables: dict[str, pd.DataFrame], run_dir: Path) -> None:
     """Write each table as ``<name>.csv`` and everything as ``summary.json`` into ``run_dir``.
 
@@ -267,19 +233,6 @@ def write_tables(cube: xr.Dataset, tables: dict[str, pd.DataFrame], run_dir: Pat
         table.to_csv(Path(run_dir) / f"{name}.csv", index=False)
     document = summary_document(cube, tables)
     (Path(run_dir) / SUMMARY_NAME).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-
-
-def analyze_run(run_dir: Path, *, typ: Literal[2, 3] = 2, harmonics: int | Literal["auto"] | None = None) -> str:
-    """Analyse ``run_dir``'s cube, write the tables and ``summary.json`` beside it, return the terminal text.
-
-    Writes ``<name>.csv`` for each of :data:`TABLE_NAMES` and ``summary.json``. ``harmonics``
-    overrides the suite's. Reads nothing but the cube, so a copy of ``results.nc`` alone in
-    another directory gives the same files.
-    """
-    cube = open_cube(run_dir)
-    tables = analyze_cube(cube, typ=typ, harmonics=harmonics)
-    write_tables(cube, tables, run_dir)
-    return format_summary(tables, study_terms(cube, analysis_options(cube)))
 
 
 def skipped_analyses(tables: Mapping[str, pd.DataFrame]) -> dict[str, str]:
@@ -340,59 +293,22 @@ def _section(name: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     return table
 
 
-def _rows(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+def metric_rows(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of ``table`` about ``metric``."""
     return table[table["metric"] == metric]
 
 
-def _mixed_line(row: pd.Series) -> str:
-    status = "converged" if row["converged"] else f"NOT converged: {row['note']}"
-    return (
-        f"  mixed model, {row['term']}: χ²({row['df']}) = {row['chi2']:.2f}, p = {row['p']:.1e} "
-        f"(image var {row['image_var']:.3g}, run var {row['run_var']:.3g}; {status})"
-    )
-
-
-MAX_SERIES_SHOWN = 12
-"""Past this many series the printed dominant periods are counted rather than listed (the follow-up has 256)."""
-
-
-def _periods_line(series: pd.DataFrame, labels: list[str]) -> str:
-    if len(series) > MAX_SERIES_SHOWN:
-        counts = series["dominant_period"].map(_period).value_counts()
-        shown = ", ".join(f"{period} in {count}" for period, count in counts.head(5).items())
-        rest = int(counts.iloc[5:].sum())
-        return f"  dominant period of {len(series)} series: {shown}" + (f", other periods in {rest}" if rest else "")
-    shown = [
-        f"{'/'.join(level_label(key, row[key]) for key in labels)} {_period(row['dominant_period'])}"
-        + ("" if math.isnan(row["dominant_power"]) else f" ({row['dominant_power']:.0%})")
-        for _, row in series.iterrows()
-    ]
-    return "  dominant period: " + ", ".join(shown)
-
-
-def _curve_test_line(rows: pd.DataFrame) -> str:
-    if len(rows) == 1:
-        row = rows.iloc[0]
-        return (
-            f"  curve test (datasets' whole curves, permutation): F = {row['F']:.2f}, p = {row['p']:.2g} "
-            f"({row['n_curves']} curves, {row['n_theta']} angles)"
-        )
-    different = int((rows["p"] < 0.05).sum())
-    return f"  curve test (datasets' whole curves, permutation): p < 0.05 in {different} of {len(rows)} combinations"
-
-
-def _covariate_line(row: pd.Series) -> str:
-    return (
-        f"  orientation autocorr: coef {row['coef']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}], "
-        f"F({row['df_num']:g}, {row['df_denom']:g}) = {row['F']:.2f}, p = {row['p']:.1e}, "
-        f"ΔR² = {row['delta_r2']:.3f}"
-    )
-
-
-def _metrics(tables: dict[str, pd.DataFrame]) -> list[str]:
+def table_metrics(tables: dict[str, pd.DataFrame]) -> list[str]:
     """Every metric that appears in any table, in order of first appearance."""
     seen = [m for table in tables.values() if "metric" in table.columns for m in table["metric"]]
     return list(dict.fromkeys(seen))
+
+
+def prediction_summary(folds: pd.DataFrame) -> dict[str, Any] | None:
+    """The signature prediction's folds of one metric as its mean accuracy, chance level and fold count."""
+    if folds.empty:
+        return None
+    return {"accuracy": float(folds["accuracy"].mean()), "chance": float(folds["chance"].iloc[0]), "folds": len(folds)}
 
 
 def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -400,20 +316,9 @@ def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
     return json.loads(table.to_json(orient="records", double_precision=15))
 
 
-def _prediction(folds: pd.DataFrame) -> dict[str, Any] | None:
-    """The signature prediction's folds of one metric as its mean accuracy, chance level and fold count."""
-    if folds.empty:
-        return None
-    return {"accuracy": float(folds["accuracy"].mean()), "chance": float(folds["chance"].iloc[0]), "folds": len(folds)}
-
-
 def _record(rows: pd.DataFrame, columns: list[str]) -> dict[str, Any] | None:
     """The first of ``rows`` restricted to ``columns`` as a JSON-ready dict, or None when there is none."""
     return _records(rows[columns].head(1))[0] if len(rows) else None
-
-
-def _period(period: float) -> str:
-    return "none (flat)" if math.isnan(period) else f"{period:g}°"
 
 
 def read_tables(run_dir: Path) -> dict[str, pd.DataFrame]:

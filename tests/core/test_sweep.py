@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from benchsuite.analysis.summary import analyze_cube, format_summary
+from benchsuite.analysis.summary import analyze_cube
+from benchsuite.analysis.terminal import format_summary
 from benchsuite.engine.data import check_datasets
 from benchsuite.engine.grid import expand, families
 from benchsuite.engine.registry import default_registry

@@ -10,7 +10,8 @@ import pytest
 from benchsuite.analysis import guard
 from benchsuite.analysis.guard import AnalysisTooLarge, check_memory, readable_bytes
 from benchsuite.analysis.mixed import MAX_RANDOM_COLUMNS, mixed_table
-from benchsuite.analysis.summary import SKIPPED, analyze_cube, format_summary
+from benchsuite.analysis.summary import SKIPPED, analyze_cube
+from benchsuite.analysis.terminal import format_summary
 from benchsuite.results.synthetic import synthetic_cube
 
 

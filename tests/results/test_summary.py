@@ -22,11 +22,10 @@ from benchsuite.analysis.summary import (
     SUMMARY_NAME,
     TABLE_NAMES,
     analyze_cube,
-    analyze_run,
-    format_summary,
     skipped_analyses,
     skipped_note,
 )
+from benchsuite.analysis.terminal import analyze_run, format_summary
 from benchsuite.cli import cli
 from benchsuite.results.cube import CUBE_NAME, ENGINE
 from benchsuite.results.errors import BenchsuiteError

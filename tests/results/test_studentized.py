@@ -44,6 +44,14 @@ def test_small_p_values_keep_their_relative_accuracy(df: int) -> None:
     np.testing.assert_allclose(studentized_range_sf(q, 2, df)[shown], exact[shown], rtol=1e-12)
 
 
+@pytest.mark.parametrize("df", [1e4, 1e5, 1e6])
+def test_a_large_df_keeps_the_absolute_accuracy(df: float) -> None:
+    # S is nearly 1 there, its density a narrow spike; scipy switches to the df = ∞ limit at 1e5
+    # (1.7e-5 off at k = 12), so the oracle is the exact k = 2 tail again.
+    q = np.linspace(0.01, 20.0, 200)
+    np.testing.assert_allclose(studentized_range_sf(q, 2, df), 2.0 * stats.t.sf(q / np.sqrt(2.0), df), rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize(("alpha", "k", "df"), [(0.05, 12, 12), (0.05, 2, 1), (0.01, 36, 1000), (0.1, 5, 3)])
 def test_the_critical_value_is_scipys_quantile(alpha: float, k: int, df: int) -> None:
     critical = studentized_range_isf(alpha, k, df)

@@ -48,12 +48,13 @@ class PosthocError(BenchsuiteError, ValueError):
 def tukey_hsd(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Tukey HSD between every pair of θ values in ``frame`` (columns ``theta`` and ``value``).
 
-        Returns one row per pair with ``theta_a < theta_b`` and columns ``theta_a, theta_b,
-        meandiff`` (mean at ``theta_b`` minus mean at ``theta_a``), ``p_adj`` (adjusted for all
-        pairs), ``lower, upper`` (the simultaneous ``1 - alpha`` confidence interval of the
-        difference) and ``reject`` (``p_adj < alpha``, decided as statsmodels does: the studentized
-    range above its critical value, so that it agrees with the interval). Raises :class:`PosthocError` with fewer
-        than two angles or without a replicate to estimate the within-θ variance from.
+    Returns one row per pair with ``theta_a < theta_b`` and columns ``theta_a, theta_b,
+    meandiff`` (mean at ``theta_b`` minus mean at ``theta_a``), ``p_adj`` (adjusted for all
+    pairs), ``lower, upper`` (the simultaneous ``1 - alpha`` confidence interval of the
+    difference) and ``reject`` (``p_adj < alpha``, decided as statsmodels decides it: the
+    studentized range above its critical value, so that it agrees with the interval). Raises
+    :class:`PosthocError` with fewer than two angles or without a replicate to estimate the
+    within-θ variance from.
     """
     data = frame[["theta", "value"]].dropna()
     n_groups = data["theta"].nunique()

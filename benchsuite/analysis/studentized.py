@@ -51,10 +51,11 @@ def studentized_range_sf(q: ArrayLike, k: int, df: float) -> np.ndarray:
     """P(Q > q) for the studentized range of ``k`` means with ``df`` degrees of freedom, for every ``q``.
 
     Agrees with ``scipy.stats.studentized_range.sf``, as do its edges: ``q <= 0`` gives 1,
-    ``inf`` 0 and NaN NaN.
+    ``inf`` 0 and NaN NaN. ``df`` is a whole number, as Tukey's error degrees of freedom are: a
+    fractional one makes f_df(s) ~ s^(df-1) singular at 0, which a fixed rule integrates badly.
     """
-    if k < 2 or not df >= 1:
-        raise ValueError(f"the studentized range needs k >= 2 groups and df >= 1, not k={k}, df={df}")
+    if k < 2 or not (df >= 1 and float(df).is_integer()):
+        raise ValueError(f"the studentized range needs k >= 2 groups and a whole df >= 1, not k={k}, df={df}")
     values = np.asarray(q, dtype=float)
     flat = values.ravel()
     result = np.where(flat <= 0, 1.0, np.where(flat == np.inf, 0.0, np.nan))

@@ -64,7 +64,7 @@ def test_edges_are_scipys() -> None:
     np.testing.assert_array_equal(studentized_range_sf(q, 4, 10), [[1.0, 1.0], [0.0, np.nan]])
 
 
-@pytest.mark.parametrize(("k", "df"), [(1, 10), (4, 0.5)])
-def test_a_degenerate_distribution_is_refused(k: int, df: float) -> None:
-    with pytest.raises(ValueError, match="k >= 2 groups and df >= 1"):
+@pytest.mark.parametrize(("k", "df"), [(1, 10), (4, 0.5), (4, 2.5), (4, np.inf)])
+def test_a_degenerate_distribution_or_a_fractional_df_is_refused(k: int, df: float) -> None:
+    with pytest.raises(ValueError, match="k >= 2 groups and a whole df >= 1"):
         studentized_range_sf(1.0, k, df)

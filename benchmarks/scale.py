@@ -85,8 +85,7 @@ def synthetic_results(cells, images: int) -> Iterator:
     evaluation image, a random effect per training run and noise per image, so the mixed model
     meets the structure it models; each dataset has its own k-fold orientation histogram.
     """
-    from benchsuite.engine.pipeline import CellResult
-    from benchsuite.engine.training import TrainingCurves
+    from benchsuite.results.cell_result import CellResult, TrainingCurves
 
     rng = np.random.default_rng(0)
     datasets = list(dict.fromkeys(c.dataset for c in cells))

@@ -32,10 +32,9 @@ from tensorboard.backend.event_processing.data_ingester import LocalDataIngester
 from tensorboard.context import RequestContext
 
 from benchsuite.engine.grid import Cell, detail_thetas, expand
-from benchsuite.engine.pipeline import CellResult
 from benchsuite.engine.registry import default_registry
 from benchsuite.engine.suite import load_suite
-from benchsuite.engine.training import TrainingCurves
+from benchsuite.results.cell_result import CellResult, TrainingCurves
 from benchsuite.results.tensorboard import RunLogs
 
 SUITE = """\

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from benchsuite.api import DataSpec, ImageMaskSet, PluginError
 from benchsuite.engine import cache
-from benchsuite.engine.grid import Cell, canonical_json
+from benchsuite.engine.grid import Cell, Component, canonical_json
 from benchsuite.engine.registry import PluginRegistry
 from benchsuite.results.errors import DataError, SuiteError, sentence
 
@@ -53,15 +53,15 @@ def data_root() -> Path:
     return Path(os.environ.get("BENCHSUITE_DATA_ROOT") or Path.cwd()).expanduser().resolve()
 
 
-def load_dataset(component: dict[str, Any], size: int, registry: PluginRegistry) -> ImageMaskSet:
-    """The dataset a cell config names, from the cache when nothing its build read has changed since.
+def load_dataset(component: Component, size: int, registry: PluginRegistry) -> ImageMaskSet:
+    """The dataset ``component`` (a cell's) at ``size`` px, from the cache when nothing its build read has changed since.
 
     The cache key covers the data root, since relative folders in a dataset's params resolve
     against it; the cell key does not, so the same data elsewhere gives the same cells.
     """
     root = str(data_root())
-    key = hashlib.sha256(canonical_json({"dataset": component, "size": size, "data_root": root}).encode()).hexdigest()[:20]
-    return _cached(key, canonical_json(component), size, root, registry)
+    key = hashlib.sha256(canonical_json({"dataset": component.config, "size": size, "data_root": root}).encode()).hexdigest()[:20]
+    return _cached(key, canonical_json(component.config), size, root, registry)
 
 
 @functools.lru_cache(maxsize=8)
@@ -148,19 +148,19 @@ def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress:
     and warns (:class:`DataWarning`) when some evaluation masks are empty.
     """
     # One check per dataset the cells build: a label, or a label per value of a swept dataset parameter.
-    built = {canonical_json([c.dataset, c.config["dataset"]]): c for c in reversed(cells)}
-    firsts = [c for c in cells if built[canonical_json([c.dataset, c.config["dataset"]])] is c]
+    built = {canonical_json([c.dataset, c.component("datasets").config]): c for c in reversed(cells)}
+    firsts = [c for c in cells if built[canonical_json([c.dataset, c.component("datasets").config])] is c]
     summaries, failures = [], []
     for cell in tqdm(firsts, desc="datasets", unit="dataset", disable=not progress):
-        config = cell.config
-        label = _dataset_label(cell, [c.config["dataset"]["params"] for c in firsts if c.dataset == cell.dataset])
-        plugin, settings = config["dataset"]["plugin"], config["data"]
+        dataset, settings = cell.component("datasets"), cell.data
+        label = _dataset_label(cell, [c.component("datasets").params for c in firsts if c.dataset == cell.dataset])
+        plugin = dataset.plugin
         try:
-            data = load_dataset(config["dataset"], settings["size"], registry)
+            data = load_dataset(dataset, settings.size, registry)
         except PluginError as exc:  # the others are still checked, so that one run of validate finds every failure
             failures.append(f"dataset '{label}' (plugin '{plugin}') cannot be built: {sentence(str(exc))}")
             continue
-        parts = split(data, settings["eval_images"], settings["split_seed"], label)
+        parts = split(data, settings.eval_images, settings.split_seed, label)
         empty = ~data.masks.flatten(1).any(dim=1)
         empty_eval = int((~parts.eval_masks.flatten(1).any(dim=1)).sum())
         if empty_eval == len(parts.eval_masks):
@@ -201,7 +201,7 @@ def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress:
 def _dataset_label(cell: Cell, variants: list[dict[str, Any]]) -> str:
     """The cell's dataset label, followed by the params in which the label's variants differ (a swept one)."""
     differing = [k for k in variants[0] if len({json.dumps(v.get(k)) for v in variants}) > 1]
-    params = cell.config["dataset"]["params"]
+    params = cell.component("datasets").params
     return " ".join([cell.dataset, *(f"{k}={params[k]}" for k in differing)])
 
 

@@ -11,20 +11,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from benchsuite.api import TrainingParams
+from benchsuite.engine.building import load_data
 from benchsuite.engine.grid import Cell, expand, families
 from benchsuite.engine.kinds import BY_NAME
-from benchsuite.engine.pipeline import build, build_method, evaluate, load_data, peak_memory_mb, saliency_maps
+from benchsuite.engine.pipeline import run_group
 from benchsuite.engine.registry import PluginRegistry
-from benchsuite.engine.stacking import train_stacked
 from benchsuite.engine.suite import ResolvedSuite
-from benchsuite.engine.views import draw_generator
+from benchsuite.engine.training import Schedule
 from benchsuite.results.durations import readable_duration
 
 
@@ -42,7 +42,7 @@ class Estimate:
     steps_timed: int  # at least the ``steps`` asked for: whole epochs once they exceed one epoch
     step_seconds: float  # one optimisation step of a group of ``stack`` cells
     steps_per_cell: int
-    evaluate_seconds: float  # saliency and metrics per cell, the group scored together
+    evaluate_seconds: float  # the rest of a cell's time: building it, saliency and metrics (the group scored together)
     peak_memory_mb: float  # of one group: training, saliency and metrics
     total_seconds: float  # every group one after another
     workers: int  # groups the executor runs at a time
@@ -61,7 +61,7 @@ class Estimate:
                 f"timed on {self.timed_family} with {self.threads} torch CPU thread{'s' * (self.threads != 1)}: "
                 f"{self.steps_timed} step{'s' * (self.steps_timed != 1)}, "
                 f"{self.step_seconds * 1000:.1f} ms per step of a group, "
-                f"{self.steps_per_cell} steps per cell, {self.evaluate_seconds:.2f} s of saliency and metrics per cell",
+                f"{self.steps_per_cell} steps per cell, {self.evaluate_seconds:.2f} s of set-up, saliency and metrics per cell",
                 f"peak memory of one group: {self.peak_memory_mb:.0f} MiB"
                 + (" (CUDA allocation)" if self.device.startswith("cuda") else " (the process's peak RSS)"),
                 f"projected: {self.wall_seconds / 60:.1f} min ({self.wall_seconds / 3600:.2f} h) for the suite with "
@@ -77,7 +77,9 @@ class Estimate:
 
 def _short(cell: Cell, epochs: int) -> Cell:
     """``cell`` with its method trained for ``epochs`` epochs: the timing probe changes nothing else."""
-    config = {**cell.config, "method": {**cell.config["method"], "params": {**cell.config["method"]["params"], "epochs": epochs}}}
+    method = cell.component("ssp_methods")
+    key = BY_NAME["ssp_methods"].cell_key
+    config = {**cell.config, key: {**method.config, "params": {**method.params, "epochs": epochs}}}
     return dataclasses.replace(cell, config=config)
 
 
@@ -139,48 +141,31 @@ def estimate(
     grouped = families(cells)
     groups = sum(math.ceil(len(family) / stack) for family in grouped)
     first = grouped[0][0]
-    params = first.config["method"]["params"]  # the real training, before the probe shortens it
-    data = load_data(first, registry, device)
-    batch = min(params["batch_size"], len(data.train))
-    per_epoch = len(data.train) // batch  # steps of one epoch: training drops the last partial batch
-    steps_per_cell = params["epochs"] * per_epoch
+    # The real training's schedule, before the probe shortens it.
+    params = registry.parse_params("ssp_methods", first.component("ssp_methods").plugin, first.component("ssp_methods").params)
+    assert isinstance(params, TrainingParams)
+    schedule = Schedule.of(params, len(load_data(first, registry, device).train))
     # Training takes one batch per step and never reuses one within an epoch, so more steps than an
     # epoch holds run as whole epochs, as a cell runs them; the time is divided by the steps that ran.
-    epochs = math.ceil(steps / per_epoch)
-    images = data.train[: batch * min(steps, per_epoch)]
-    augment = build(registry, first, "augmentations")
-
-    def train(group: list[Cell], batches: torch.Tensor) -> tuple[list, float]:
-        """Train ``group`` on ``batches``; the seconds of its epochs, which leave out the per-call set-up."""
-        methods = [build_method(cell, registry, data.train.shape[1], device) for cell in group]
-        generators = [torch.Generator().manual_seed(cell.seed) for cell in group]
-        views = [draw_generator(cell.seed, "training", device) for cell in group]
-        curves = train_stacked(methods, augment, [c.theta for c in group], batches, generators, views=views)
-        # The epoch clock stops after a copy of the losses to the CPU, which waits for a GPU.
-        return list(zip(methods, curves, strict=True)), float(curves[0].epoch_seconds.sum())
+    epochs = math.ceil(steps / schedule.steps_per_epoch)
+    images = schedule.batch * min(steps, schedule.steps_per_epoch)
 
     with torch_threads(threads) as used:
-        # Warm-up of one step: kernels, allocator, vmap and autocast caches. It trains for one epoch
-        # where the timed group may train for several, so it probes a different after_step key, but
-        # train_stacked probes before its epochs start, outside the clock.
-        train([_short(cell, 1) for cell in grouped[0][:stack]], images[:batch])
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        # Warm-up of one step: kernels, allocator, vmap and autocast caches, and the saliency and
+        # metrics once. It trains for one epoch where the timed group may train for several, so it
+        # probes a different after_step key, but train_stacked probes before its epochs start,
+        # outside the clock.
+        run_group([_short(cell, 1) for cell in grouped[0][:stack]], device, registry=registry, train_images=schedule.batch)
         group = [_short(cell, epochs) for cell in grouped[0][:stack]]
-        trained, seconds = train(group, images)
-        methods, curves = zip(*trained, strict=True)
-        steps_timed = len(curves[0].step_loss)
-        # Saliency of the whole group at once, as run_group does, then each cell's metrics.
-        started = time.perf_counter()
-        maps = saliency_maps(group, methods, augment, data, registry)
-        for cell, method, curve, saliency in zip(group, methods, curves, maps, strict=True):
-            evaluate(cell, registry, method, augment, curve, data, saliency, start=started, stack_size=len(group))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        evaluate_seconds = (time.perf_counter() - started) / len(group)
-    peak = peak_memory_mb(device)
-    step_seconds = seconds / steps_timed
-    total = groups * steps_per_cell * step_seconds + len(cells) * evaluate_seconds
+        results = run_group(group, device, registry=registry, train_images=images)
+    curves = results[0].curves
+    steps_timed = len(curves.step_loss)
+    # The epoch clock stops after a copy of the losses to the CPU, which waits for a GPU; the
+    # cells' wall times add up to the group's.
+    training_seconds = float(curves.epoch_seconds.sum())
+    step_seconds = training_seconds / steps_timed
+    evaluate_seconds = (sum(r.wall_time_s for r in results) - training_seconds) / len(group)
+    total = groups * schedule.total * step_seconds + len(cells) * evaluate_seconds
     return Estimate(
         cells=len(cells),
         families=len(grouped),
@@ -191,9 +176,9 @@ def estimate(
         threads=used,
         steps_timed=steps_timed,
         step_seconds=step_seconds,
-        steps_per_cell=steps_per_cell,
+        steps_per_cell=schedule.total,
         evaluate_seconds=evaluate_seconds,
-        peak_memory_mb=peak,
+        peak_memory_mb=max(r.peak_memory_mb for r in results),
         total_seconds=total,
         workers=max(1, min(workers, groups)),
     )

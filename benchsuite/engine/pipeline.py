@@ -1,22 +1,22 @@
-"""Cells of the study, start to finish: data, pre-training, saliency, metrics.
+"""A group of cells start to finish: data, pre-training (alone or stacked), saliency, metrics.
 
-``run_group`` runs one cell (``run_cell``), or several cells that differ only in theta and
-seed, pre-trained together as one stacked model. It needs the cells (plain data), a device and
-the registry that resolved the suite. ``GroupTask`` is what every executor calls: ``run_group``
-with that registry (it pickles as the names of its entry points, so a worker process or a
-cluster node rebuilds the same one from its installed plugins) and the driver's data settings.
+:func:`run_group` is the one function that trains and scores cells: a group is one cell, or
+several that differ only in theta and seed, pre-trained together as one stacked model. It needs
+the cells (plain data), a device and the registry that resolved the suite. ``GroupTask`` is what
+every executor calls: ``run_group`` with that registry (it pickles as the names of its entry
+points, so a worker process or a cluster node rebuilds the same one from its installed plugins)
+and the driver's data settings.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import resource
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,67 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from benchsuite.api import Augmentation, MetricInputs, PluginError, SSPMethod, check_metric_output
-from benchsuite.engine.data import load_dataset, split
+from benchsuite.engine.building import CellData, CellFailure, build, build_method, in_stage, load_data
 from benchsuite.engine.grid import Cell
-from benchsuite.engine.kinds import BY_NAME
 from benchsuite.engine.orientation import orientation_histogram
 from benchsuite.engine.registry import PluginRegistry
-from benchsuite.engine.stacking import StackedNonFiniteLoss, stacked_pair_similarity, train_stacked
-from benchsuite.engine.suite import canonical_json
-from benchsuite.engine.training import TrainingCurves, before_training, pretrain
+from benchsuite.engine.stacking import stacked_pair_similarity, train_stacked
+from benchsuite.engine.training import StackedNonFiniteLoss, before_training, pretrain
 from benchsuite.engine.views import FixedPair, draw_generator, fresh_pair
-from benchsuite.results.errors import SuiteError, sentence
-
-
-@dataclass(frozen=True)
-class CellResult:
-    """Everything a cell produced; the store turns it into one shard of the cube."""
-
-    cell: Cell
-    image_metrics: dict[str, np.ndarray]  # name -> [n_eval]
-    cell_metrics: dict[str, float]
-    higher_is_better: dict[str, bool]  # metric name -> its direction, for the metrics that declare one
-    curves: TrainingCurves
-    identical_views: bool  # the pair's two views were equal, so the cell has no saliency (NaN maps)
-    example_saliency: np.ndarray  # [examples, H, W]
-    example_images: np.ndarray  # [examples, C, H, W]
-    example_masks: np.ndarray  # [examples, H, W]
-    orientation_hist: np.ndarray  # [bins], the dataset's gradient-orientation histogram
-    wall_time_s: float
-    peak_memory_mb: float
-    device: str
-    threads: int
-    stack_size: int  # cells trained together as one stacked model, this one included
-    placeholder_negatives: float | None = None  # SSPMethod.placeholder_negatives() after training; None: it stores none
-
-
-class CellFailure(Exception):
-    """A stage of a cell failed; ``stage`` names the component so the user knows whom to blame."""
-
-    def __init__(self, cell: Cell, stage: str, cause: BaseException):
-        self.cell, self.stage, self.cause = cell, stage, cause
-        super().__init__(f"{stage} failed for cell {cell.describe()}: {type(cause).__name__}: {cause}")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # so a failure in a worker process reaches the runner intact
-        return (type(self), (self.cell, self.stage, self.cause))
-
-
-@contextlib.contextmanager
-def _stage(cell: Cell, stage: str) -> Iterator[None]:
-    try:
-        yield
-    except CellFailure:
-        raise
-    except Exception as exc:
-        raise CellFailure(cell, stage, exc) from exc
-
-
-def build(registry: PluginRegistry, cell: Cell, kind: str, *args: Any, config: dict[str, Any] | None = None) -> Any:
-    """The component of ``kind`` that the cell's config names (or ``config``), built inside its stage."""
-    component = config or cell.config[BY_NAME[kind].cell_key]
-    with _stage(cell, f"{BY_NAME[kind].label} '{component['plugin']}'"):
-        found = registry.get(kind, component["plugin"])
-        return found.factory(registry.parse_params(kind, component["plugin"], component["params"]), *args)
+from benchsuite.results.cell_result import CellResult, TrainingCurves
 
 
 @dataclass(frozen=True)
@@ -126,83 +73,6 @@ def _unstackable(error: Exception) -> bool:
     return isinstance(error, RuntimeError) and ("vmap" in message or "batched" in message)
 
 
-@dataclass(frozen=True)
-class CellData:
-    """A cell's dataset and its fixed split, on the device."""
-
-    images: torch.Tensor  # every image of the dataset (CPU), for the orientation histogram
-    train: torch.Tensor
-    eval_images: torch.Tensor
-    eval_masks: torch.Tensor
-    train_masks: torch.Tensor  # the masks of ``train``, for downstream metrics that fine-tune on labelled images
-
-
-def load_data(cell: Cell, registry: PluginRegistry, device: torch.device) -> CellData:
-    """The cell's dataset (from the cache when it was built before) and its fixed split, on ``device``."""
-    config = cell.config
-    with _stage(cell, f"dataset '{config['dataset']['plugin']}'"):
-        data = load_dataset(config["dataset"], config["data"]["size"], registry)
-        parts = split(data, config["data"]["eval_images"], config["data"]["split_seed"], cell.dataset)
-    return CellData(
-        data.images,
-        parts.train_images.to(device),
-        parts.eval_images.to(device),
-        parts.eval_masks.to(device),
-        parts.train_masks.to(device),
-    )
-
-
-def build_method(cell: Cell, registry: PluginRegistry, in_channels: int, device: torch.device) -> SSPMethod:
-    """The cell's encoder inside its SSP method, initialised from the cell's seed, on ``device``."""
-    torch.manual_seed(cell.seed)  # weight initialisation of the plugins' modules
-    encoder = build(registry, cell, "encoders", in_channels)
-    return build(registry, cell, "ssp_methods", encoder).to(device)
-
-
-def check_saliency(cells: Sequence[Cell], registry: PluginRegistry) -> None:
-    """Let the saliency method refuse a model it cannot explain (Grad-CAM's layer, say) before any cell trains.
-
-    A method that offers ``check(model)`` is shown an untrained model, on the CPU, of each
-    combination of dataset, SSP method and encoder the cells use; a :class:`PluginError` it
-    raises becomes a :class:`SuiteError`, bad input that no cell has paid for.
-    """
-    seen = set()
-    for cell in cells:
-        config = cell.config
-        key = canonical_json([config[k] for k in ("dataset", "method", "encoder", "saliency")])
-        if key in seen:
-            continue
-        seen.add(key)
-        saliency = build(registry, cell, "saliency_methods")
-        if not hasattr(saliency, "check"):
-            continue
-        channels = load_dataset(config["dataset"], config["data"]["size"], registry).images.shape[1]
-        try:
-            saliency.check(build_method(cell, registry, channels, torch.device("cpu")))
-        except PluginError as exc:
-            raise SuiteError(
-                f"saliency method '{config['saliency']['plugin']}' cannot explain the {cell.method} / {cell.encoder} "
-                f"model: {sentence(str(exc))}"
-            ) from None
-
-
-def run_cell(cell: Cell, device: torch.device, *, registry: PluginRegistry, progress: bool = False) -> CellResult:
-    """Run one cell on ``device`` with the components of ``registry``. Deterministic given the cell's seed."""
-    start = time.perf_counter()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    data = load_data(cell, registry, device)
-    method = build_method(cell, registry, data.train.shape[1], device)
-    augment = build(registry, cell, "augmentations")
-    with _stage(cell, f"pre-training with '{cell.config['method']['plugin']}'"):
-        before_training(method, augment, cell.theta, data.train, cell.seed)
-        order = torch.Generator().manual_seed(cell.seed)
-        views = draw_generator(cell.seed, "training", device)
-        curves = pretrain(method, augment, cell.theta, data.train, order, views=views, progress=progress, label=cell.describe())
-    (saliency,) = saliency_maps([cell], [method], augment, data, registry)
-    return evaluate(cell, registry, method, augment, curves, data, saliency, start=start, stack_size=1)
-
-
 def _this_process() -> str:
     # The host too: a process on a cluster node can have the driver's pid.
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -233,18 +103,23 @@ class GroupTask:
 
 
 def run_group(
-    cells: Sequence[Cell], device: torch.device, *, registry: PluginRegistry, progress: bool = False
+    cells: Sequence[Cell],
+    device: torch.device,
+    *,
+    registry: PluginRegistry,
+    progress: bool = False,
+    train_images: int | None = None,
 ) -> list[CellResult]:
-    """Run cells that differ only in theta and seed, trained together as one stacked model.
+    """Train and score cells that differ only in theta and seed: one alone, several as one stacked model.
 
     Each cell keeps its own weight initialisation, data order, optimiser state, buffers and
-    theta (:func:`benchsuite.engine.stacking.train_stacked`); saliency then runs for the whole stack
-    at once (:func:`saliency_maps`) and the metrics per cell, as :func:`run_cell` runs them. A
-    single cell takes :func:`run_cell`'s path. Each cell's ``wall_time_s`` is its share of the
-    stack's training and saliency plus its own metrics.
+    theta (:func:`benchsuite.engine.stacking.train_stacked`), so its numbers are what it gets
+    alone; a group that does not fit in memory is split in halves, and a method that cannot be
+    stacked runs its cells one at a time. Saliency then runs for the whole group at once
+    (:func:`saliency_maps`) and the metrics per cell. Each cell's ``wall_time_s`` is its share
+    of the group's data, training and saliency plus its own metrics. ``train_images`` pre-trains
+    on the first that many training images only (``benchsuite estimate`` times a few steps).
     """
-    if len(cells) == 1:
-        return [run_cell(cells[0], device, registry=registry, progress=progress)]
     start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -252,19 +127,51 @@ def run_group(
     data = load_data(first, registry, device)
     methods = [build_method(cell, registry, data.train.shape[1], device) for cell in cells]
     augment = build(registry, first, "augmentations")
-    stage = f"pre-training with '{first.config['method']['plugin']}'"
+    trained = _pretrain(cells, methods, augment, data.train[:train_images], device, progress)
+    if isinstance(trained, _Resplit):
+        return [
+            result
+            for part in trained.parts
+            for result in run_group(part, device, registry=registry, progress=progress, train_images=train_images)
+        ]
+    maps = saliency_maps(cells, methods, augment, data, registry)
+    share = (time.perf_counter() - start) / len(cells)
+    results = []
+    for cell, method, curves, saliency in zip(cells, methods, trained, maps, strict=True):
+        begun = time.perf_counter() - share
+        results.append(evaluate(cell, registry, method, augment, curves, data, saliency, start=begun, stack_size=len(cells)))
+    return results
+
+
+@dataclass(frozen=True)
+class _Resplit:
+    """The group could not be trained as one stack: these parts of it run as groups of their own."""
+
+    parts: list[list[Cell]]
+
+
+def _pretrain(
+    cells: Sequence[Cell],
+    methods: list[SSPMethod],
+    augment: Augmentation,
+    images: torch.Tensor,
+    device: torch.device,
+    progress: bool,
+) -> list[TrainingCurves] | _Resplit:
+    """Each cell's model trained on ``images``, alone or stacked; or the parts to run instead."""
+    first = cells[0]
+    stage = f"pre-training with '{first.component('ssp_methods').plugin}'"
     for cell, method in zip(cells, methods, strict=True):  # each model alone, as it would be trained alone
-        with _stage(cell, stage):
-            before_training(method, augment, cell.theta, data.train, cell.seed)
+        with in_stage(cell, stage):
+            before_training(method, augment, cell.theta, images, cell.seed)
+    orders = [torch.Generator().manual_seed(cell.seed) for cell in cells]
+    views = [draw_generator(cell.seed, "training", device) for cell in cells]
+    if len(cells) == 1:
+        with in_stage(first, stage):
+            label = first.describe()
+            return [pretrain(methods[0], augment, first.theta, images, orders[0], views=views[0], progress=progress, label=label)]
     try:
-        curves = train_stacked(
-            methods,
-            augment,
-            [cell.theta for cell in cells],
-            data.train,
-            [torch.Generator().manual_seed(cell.seed) for cell in cells],
-            views=[draw_generator(cell.seed, "training", device) for cell in cells],
-        )
+        return train_stacked(methods, augment, [cell.theta for cell in cells], images, orders, views=views)
     except StackedNonFiniteLoss as exc:
         raise CellFailure(cells[exc.model], stage, exc) from exc
     except torch.OutOfMemoryError as exc:
@@ -278,28 +185,20 @@ def run_group(
             f"a stack of {len(cells)} cells did not fit in the memory of {device} ({str(exc).splitlines()[0]}); "
             f"training it as stacks of {half} and {len(cells) - half}. A smaller executor 'stack' avoids the retry.",
             StackingWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-        halves = (cells[:half], cells[half:])
-        return [result for part in halves for result in run_group(part, device, registry=registry, progress=progress)]
+        return _Resplit([list(cells[:half]), list(cells[half:])])
     except Exception as exc:
         if not _unstackable(exc):
             raise CellFailure(first, f"{stage} (a stack of {len(cells)} cells)", exc) from exc
         reason = str(exc).splitlines()[0]
         warnings.warn(
-            f"SSP method '{first.config['method']['plugin']}' cannot be trained as a stack ({reason}); "
+            f"SSP method '{first.component('ssp_methods').plugin}' cannot be trained as a stack ({reason}); "
             f"its {len(cells)} cells run one at a time. docs/plugins.md says what makes a method stackable.",
             StackingWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-        return [run_cell(cell, device, registry=registry, progress=progress) for cell in cells]
-    maps = saliency_maps(cells, methods, augment, data, registry)
-    share = (time.perf_counter() - start) / len(cells)
-    results = []
-    for cell, method, curve, saliency in zip(cells, methods, curves, maps, strict=True):
-        begun = time.perf_counter() - share
-        results.append(evaluate(cell, registry, method, augment, curve, data, saliency, start=begun, stack_size=len(cells)))
-    return results
+        return _Resplit([[cell] for cell in cells])
 
 
 @dataclass(frozen=True)
@@ -342,10 +241,10 @@ def saliency_maps(
     saliency_fn = build(registry, first, "saliency_methods")
     for method in methods:
         method.eval()
-    stage = f"saliency method '{first.config['saliency']['plugin']}'"
+    stage = f"saliency method '{first.component('saliency_methods').plugin}'"
     if len(cells) > 1:
         stage += f" (a stack of {len(cells)} cells)"
-    with _stage(first, stage):
+    with in_stage(first, stage):
         # The one place that decides whether a cell has saliency at all: when the pair's views are
         # identical (theta = 0 for rotation), cos(f(x), f(x)) = 1 for every x and its gradient is
         # rounding noise, not saliency. NaN maps make every saliency metric NaN, not noise.
@@ -392,7 +291,6 @@ def evaluate(
     stack_size: int,
 ) -> CellResult:
     """The metrics of a pre-trained cell with its saliency, and everything the store keeps of it."""
-    config = cell.config
     eval_images, eval_masks = data.eval_images, data.eval_masks
     saliency, device = cell_saliency.maps, eval_images.device
 
@@ -420,9 +318,9 @@ def evaluate(
     image_metrics: dict[str, np.ndarray] = {}
     cell_metrics: dict[str, float] = {}
     higher_is_better: dict[str, bool] = {}
-    for name, component in config["metrics"].items():
-        metric = build(registry, cell, "metrics", config=component)
-        with _stage(cell, f"metric '{name}' ({component['plugin']})"):
+    for name, component in cell.components("metrics").items():
+        metric = build(registry, cell, "metrics", component=component)
+        with in_stage(cell, f"metric '{name}' ({component.plugin})"):
             values = check_metric_output(metric, metric(inputs()), len(eval_images)).detach().double().cpu()
             if metric.scope == "image":
                 image_metrics[name] = values.numpy()
@@ -431,7 +329,8 @@ def evaluate(
             if getattr(metric, "higher_is_better", None) is not None:
                 higher_is_better[name] = metric.higher_is_better
 
-    examples = min(config["data"]["examples"], len(eval_images))
+    settings = cell.data
+    examples = min(settings.examples, len(eval_images))
     return CellResult(
         cell=cell,
         image_metrics=image_metrics,
@@ -442,7 +341,7 @@ def evaluate(
         example_saliency=saliency[:examples].float().cpu().numpy(),
         example_images=eval_images[:examples].float().cpu().numpy(),
         example_masks=eval_masks[:examples].cpu().numpy(),
-        orientation_hist=orientation_histogram(data.images, config["data"]["orientation_bins"]).numpy(),
+        orientation_hist=orientation_histogram(data.images, settings.orientation_bins).numpy(),
         wall_time_s=time.perf_counter() - start,
         peak_memory_mb=peak_memory_mb(device),
         device=str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),

@@ -15,14 +15,17 @@ from tqdm.auto import tqdm
 import benchsuite
 from benchsuite.api import LostGroup
 from benchsuite.engine import provenance
-from benchsuite.engine.data import check_datasets, worker_environment
+from benchsuite.engine.building import CellFailure
+from benchsuite.engine.data import worker_environment
 from benchsuite.engine.grid import Cell, detail_thetas, expand, families
 from benchsuite.engine.kinds import KINDS
-from benchsuite.engine.pipeline import CellFailure, CellResult, GroupTask, check_saliency
+from benchsuite.engine.pipeline import GroupTask
+from benchsuite.engine.preflight import preflight
 from benchsuite.engine.registry import PluginRegistry
 from benchsuite.engine.suite import ResolvedSuite
 from benchsuite.engine.training import NonFiniteLoss
 from benchsuite.results import cube as names
+from benchsuite.results.cell_result import CellResult
 from benchsuite.results.errors import BenchsuiteError, RunError, SuiteError, sentence
 from benchsuite.results.store import PartWriter, RunStore
 from benchsuite.results.tensorboard import RunLogs
@@ -261,11 +264,8 @@ def run_cells(
             )
         done = store.done_keys()
         todo = [c for c in cells if force or c.key not in done]
-        # Every dataset is built and checked, and the saliency method sees the models it will
-        # explain, before the first cell trains: bad data or a misfit method is bad input.
-        check_datasets(todo, registry, progress=progress)
         try:
-            check_saliency(todo, registry)
+            preflight(todo, registry, progress=progress)
         except CellFailure as failure:  # building a model failed: what the cell itself would have met
             raise _explain(failure, store.run_dir, len(done)) from None
         store.write_manifest(manifest, resolved.text)

@@ -1,65 +1,8 @@
-"""Train K independent copies of one SSP method as a single stacked model.
+"""Train K independent copies of one SSP method as a single stacked model (``torch.func.vmap``).
 
-The cells of a theta sweep differ only in theta and seed, so their models have the same
-architecture. ``train_stacked`` keeps every parameter and buffer of the K models stacked along a
-new leading dimension and runs one forward and backward for all of them with ``torch.func``:
-``vmap`` over ``functional_call`` of the unmodified ``SSPMethod``. Each model keeps its own
-initial weights, theta, batch order, optimiser state and buffers (BatchNorm running statistics,
-MoCo's queue and pointer): the losses of the K models are independent, so the gradient of their
-sum is each model's own gradient, and SGD and Adam act elementwise, so one optimiser over the
-stacked tensors updates each slice exactly as a per-model optimiser would.
-
-Design:
-
-- **Shells.** Each ``methods[k]`` is its own "shell": its parameters and buffers are re-pointed
-  (``tensor.data = stacked[k]``, object identity kept) at slice k of the stacked tensors. So
-  anything that writes into a model in place (an ``after_step`` hook, ``load_state_dict``) writes
-  into the stack, and reading ``methods[k]`` shows model k's current state. At the end each
-  tensor gets its own storage again (so a ``state_dict`` does not drag the whole stack along).
-- **Forward.** ``vmap(functional_call(methods[0], stacked))`` over views [K, B, C, H, W]. In-place
-  buffer writes in ``forward`` (BatchNorm statistics, ``queue[idx] = keys``, ``ptr.copy_``) work
-  under vmap because the buffers are batched too; they land in the stacked tensors.
-- **after_step.** Chosen once by a probe on clones of the first two models, compared with
-  calling ``after_step`` on each model alone: ``"stacked"`` calls the hook once with the stacked
-  tensors swapped in (right for elementwise hooks such as MoCo's lerp: one kernel per tensor);
-  ``"vmap"`` calls it once under vmap; ``"loop"`` calls it on each shell (always right for hooks
-  that write in place, K times the kernels).
-- **Views.** The augmentation takes one float theta, so views are made outside vmap: with
-  ``pairs(x [K, B, C, H, W], thetas)`` when given, else ``views.stacked_fresh_pairs``: a
-  deterministic augmentation's optional ``stacked(x, thetas)`` method (the ``rotation``
-  plugin's makes all K views in one ``grid_sample``), else one ``augment`` call per model (a
-  random augmentation's, each model with its own draws, as alone).
-
-What makes a method stackable (nothing new to write, but these rules; docs/plugins.md says the
-same to plugin authors):
-
-- all state that changes in training is parameters or buffers (a Python attribute changed in
-  ``forward`` or ``after_step`` changes only on ``methods[0]``);
-- ``forward`` runs under vmap: no ``.item()``, ``.tolist()`` or Python branching on tensor
-  values, no data-dependent shapes (boolean-mask indexing, ``nonzero``), no random ops (vmap's
-  ``randomness="error"``); in-place writes go to buffers, never to plain tensor attributes;
-- the loss of a batch is the model's own: nothing couples the K models (no cross-GPU shuffle-BN);
-- the optimiser (SGD, Adam) acts elementwise, so no per-tensor norms (LARS/LAMB, clipping);
-- ``after_step`` writes in place (``lerp_``, ``copy_``), never rebinds ``.data``.
-
-Ops without a vmap batching rule still work through vmap's per-slice fallback (a warning,
-K kernels): ``fill_diagonal_`` in SimCLR's loss, ``lerp_`` in MoCo's hook when run under vmap.
-
-Mixed precision and BatchNorm. Under ``torch.autocast`` a BatchNorm layer gets a bf16 (or fp16)
-input while its weight and running statistics stay float32. Alone, the kernel accepts that mix;
-under vmap it does not: torch.func's batching rule for ``native_batch_norm`` folds the K models
-into the channels and passes a dummy weight of ones made in the *input's* dtype, so the kernel
-sees a bf16 input and weight with a float32 ``running_mean`` and refuses it (CUDA:
-``RuntimeError: Expected running_mean to have type BFloat16 but got Float``; CPU: ``expected
-scalar type BFloat16 but found Float``). So while ``train_stacked`` runs, every BatchNorm of the
-model (``nn.modules.batchnorm._BatchNorm``) whose input is float16/bfloat16 and whose running
-statistics are of another dtype casts its input to the statistics' dtype, normalises with
-autocast off and casts the output back to the input's dtype: the statistics stay float32, as
-in a per-model run, and the arithmetic is the float32 arithmetic the mixed-dtype kernel does
-anyway. The patch is an instance attribute ``forward`` on the first model's BatchNorm modules
-(the only ones vmap calls), removed when training ends, however it ends. CPU autocast reaches
-few ops under vmap (convolutions and ``linear`` with a bias stay float32 there), so on the CPU
-the failure shows only for a BatchNorm after a bias-free ``linear`` (a plain matmul).
+docs/design.md ("Stacked training") says how and why: the K models' tensors stacked along a new
+leading dimension, each ``methods[k]`` a shell whose tensors are slices of the stack, one
+optimiser over the stack acting as K. docs/plugins.md lists what makes a method stackable.
 """
 
 from __future__ import annotations
@@ -67,36 +10,23 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from benchsuite.api import Augmentation, SSPMethod, StackedObjective
-from benchsuite.engine.training import NonFiniteLoss, TrainingCurves, _lr_at, fast_kernels
+from benchsuite.engine.training import Schedule, train_loop
 from benchsuite.engine.views import FixedPair, stacked_fixed_pairs, stacked_fresh_pairs
+from benchsuite.results.cell_result import TrainingCurves
 
-__all__ = ["StackedNonFiniteLoss", "after_step_mode", "stacked_pair_similarity", "train_stacked"]
+__all__ = ["after_step_mode", "stacked_pair_similarity", "train_stacked"]
 
 AfterStepMode = Literal["auto", "stacked", "vmap", "loop"]
 Pairs = Callable[[Tensor, Sequence[float]], tuple[Tensor, Tensor]]
-
-
-class StackedNonFiniteLoss(NonFiniteLoss):
-    """The SSP loss of model ``model`` of a stack became NaN or infinite."""
-
-    def __init__(self, epoch: int, value: float, model: int):
-        super().__init__(epoch, value)
-        self.model = model
-        self.args = (f"model {model} of the stack: {self.args[0]}",)
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.epoch, self.value, self.model))
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,8 +180,16 @@ def _in_stat_dtype(module: nn.modules.batchnorm._BatchNorm, forward: Callable[..
 def _batchnorm_in_stat_dtype(model: nn.Module) -> Iterator[None]:
     """While active, ``model``'s BatchNorm layers normalise a float16/bfloat16 input in their statistics' dtype.
 
-    See the module docstring ("Mixed precision and BatchNorm"): this is what makes autocast work
-    under vmap for BatchNorm models. Each layer's own ``forward`` attribute is restored on exit.
+    What makes autocast work under vmap for BatchNorm models. Alone, the kernel accepts a bf16
+    input with float32 weight and statistics; under vmap it does not: torch.func's batching rule
+    for ``native_batch_norm`` folds the K models into the channels and passes a dummy weight of
+    ones in the *input's* dtype, which the kernel refuses beside a float32 ``running_mean``
+    ("Expected running_mean to have type BFloat16 but got Float"). So the input is cast to the
+    statistics' dtype and normalised with autocast off, then cast back: the statistics stay
+    float32 as in a per-model run, in the float32 arithmetic the mixed-dtype kernel does anyway.
+    Only the first model's layers are patched (the only ones vmap calls), each layer's own
+    ``forward`` attribute restored on exit. CPU autocast reaches few ops under vmap, so on the
+    CPU the failure shows only for a BatchNorm after a bias-free ``linear``.
     """
     patched: list[tuple[nn.Module, Callable[..., Tensor] | None]] = []
     try:
@@ -298,8 +236,8 @@ def train_stacked(
     """Train ``methods[k]`` on pairs ``augment(batch, thetas[k])`` with batches drawn by ``generators[k]``.
 
     A random augmentation draws model k's parameters from ``views[k]``, as ``pretrain`` does.
-    The same loop as :func:`benchsuite.engine.training.pretrain` for each model (epochs, batch size,
-    drop-last, optimiser, learning-rate schedule, NaN check), run for all K models at once. The
+    The loop is :func:`benchsuite.engine.training.train_loop`, the one ``pretrain`` runs (epochs,
+    batch size, drop-last, optimiser, learning-rate schedule, NaN check), for all K models at once. The
     methods must share type and ``params`` and live on ``images``' device. Afterwards each
     ``methods[k]`` holds its trained parameters and buffers (in place: same tensor objects);
     ``.grad`` is left empty. ``epoch_seconds`` is the wall time of the whole stack's epoch.
@@ -312,12 +250,7 @@ def train_stacked(
     first = methods[0]
     if any(type(m) is not type(first) or m.params != first.params for m in methods):
         raise ValueError("stacked methods must have the same type and params")
-    p = first.params
-    n = images.shape[0]
-    batch = min(p.batch_size, n)
-    steps_per_epoch = n // batch
-    total = p.epochs * steps_per_epoch
-    device = images.device
+    schedule = Schedule.of(first.params, images.shape[0])
     if channels_last is None:
         channels_last = images.is_cuda
     if pairs is None:
@@ -327,69 +260,54 @@ def train_stacked(
     for m in methods:
         m.train()
     params, buffers = _stack_into_shells(methods, channels_last)
-    trainable = [t for t in params.values() if t.requires_grad]
-    if p.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(trainable, lr=p.lr, weight_decay=p.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(trainable, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    hook = _after_step_call(first, mode) if mode in ("stacked", "vmap") else None
 
     def losses_of(params: dict[str, Tensor], buffers: dict[str, Tensor], view1: Tensor, view2: Tensor) -> Tensor:
         return functional_call(first, (params, buffers), (view1, view2))
 
     stacked_loss = vmap(losses_of)
-    hook = _after_step_call(first, mode) if mode in ("stacked", "vmap") else None
 
-    step_loss, step_lr, epoch_seconds = [], [], []
+    def after(progress: float) -> None:
+        if hook is not None:
+            hook(params, buffers, progress)
+        elif mode == "loop":
+            for m in methods:
+                m.after_step(progress)
+
     try:
         with _batchnorm_in_stat_dtype(first):
-            for epoch in range(p.epochs):
-                started = time.perf_counter()
-                order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)  # [K, N]
-                losses = []
-                for i in range(steps_per_epoch):
-                    step = epoch * steps_per_epoch + i
-                    lr = _lr_at(step, total, p)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    with fast_kernels(device):
-                        view1, view2 = pairs(images[order[:, i * batch : (i + 1) * batch]], thetas)
-                        if channels_last:
-                            view1, view2 = _channels_last_5d(view1), _channels_last_5d(view2)
-                        loss = stacked_loss(params, buffers, view1, view2)  # [K]
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.sum().backward()
-                    optimizer.step()
-                    if hook is not None:
-                        hook(params, buffers, step / total)
-                    elif mode == "loop":
-                        for m in methods:
-                            m.after_step(step / total)
-                    losses.append(loss.detach())
-                    step_lr.append(lr)
-                epoch_losses = torch.stack(losses).float().cpu().numpy()  # [steps, K]
-                bad = ~np.isfinite(epoch_losses)
-                if bad.any():
-                    step, model = np.argwhere(bad)[0]
-                    raise StackedNonFiniteLoss(epoch, float(epoch_losses[step, model]), int(model))
-                step_loss.append(epoch_losses)
-                epoch_seconds.append(time.perf_counter() - started)
+            return train_loop(
+                schedule,
+                [t for t in params.values() if t.requires_grad],
+                _stacked_batches(pairs, thetas, images, generators, schedule, channels_last),
+                lambda view1, view2: stacked_loss(params, buffers, view1, view2),  # [K]
+                after,
+                images.device,
+            )
     finally:
-        # Drop every reference to the stacked leaves (the last loss's graph holds them too) so
-        # that each stacked tensor is freed as soon as its slices are copied out.
-        loss = view1 = view2 = None
-        del optimizer, trainable, params, buffers
+        # Drop the references to the stacked leaves so that each stacked tensor is freed as soon
+        # as its slices are copied out.
+        params = buffers = {}
         _unstack_shells(methods)
 
-    steps = np.concatenate(step_loss).astype(np.float64)  # [total, K]
-    return [
-        TrainingCurves(
-            epoch_loss=steps[:, k].reshape(p.epochs, steps_per_epoch).mean(axis=1),
-            epoch_seconds=np.asarray(epoch_seconds),
-            step_loss=steps[:, k].copy(),
-            step_lr=np.asarray(step_lr, dtype=np.float64),
-        )
-        for k in range(k_models)
-    ]
+
+def _stacked_batches(
+    pairs: Pairs,
+    thetas: Sequence[float],
+    images: Tensor,
+    generators: Sequence[torch.Generator],
+    schedule: Schedule,
+    channels_last: bool,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The K models' pairs of views [K, B, C, H, W], batch after batch: each pass a new order per model, as alone."""
+    n, batch = images.shape[0], schedule.batch
+    while True:
+        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(images.device)  # [K, N]
+        for i in range(schedule.steps_per_epoch):
+            view1, view2 = pairs(images[order[:, i * batch : (i + 1) * batch]], thetas)
+            if channels_last:
+                view1, view2 = _channels_last_5d(view1), _channels_last_5d(view2)
+            yield view1, view2
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from benchsuite.api import Augmentation, SSPMethod, TrainingParams
 from benchsuite.engine.views import draw_generator, fresh_pair
+from benchsuite.results.cell_result import TrainingCurves
 
 
 class NonFiniteLoss(Exception):
@@ -32,27 +33,49 @@ class NonFiniteLoss(Exception):
         return (type(self), (self.epoch, self.value))
 
 
+class StackedNonFiniteLoss(NonFiniteLoss):
+    """The SSP loss of model ``model`` of a stack became NaN or infinite."""
+
+    def __init__(self, epoch: int, value: float, model: int):
+        super().__init__(epoch, value)
+        self.model = model
+        self.args = (f"model {model} of the stack: {self.args[0]}",)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.epoch, self.value, self.model))
+
+
 @dataclass(frozen=True)
-class TrainingCurves:
-    """Loss and wall time per epoch, and loss and learning rate per step."""
+class Schedule:
+    """The steps of training on ``images`` images: whole batches of ``batch``, the last partial one dropped.
 
-    epoch_loss: np.ndarray
-    epoch_seconds: np.ndarray
-    step_loss: np.ndarray
-    step_lr: np.ndarray
+    Every step sees the same batch size, which contrastive losses depend on.
+    """
+
+    params: TrainingParams
+    batch: int
+    steps_per_epoch: int
+
+    @classmethod
+    def of(cls, params: TrainingParams, images: int) -> Schedule:
+        batch = min(params.batch_size, images)
+        return cls(params, batch, images // batch)
+
+    @property
+    def total(self) -> int:
+        return self.params.epochs * self.steps_per_epoch
+
+    def lr_at(self, step: int) -> float:
+        p = self.params
+        if p.schedule == "constant":
+            return p.lr
+        return 0.5 * p.lr * (1 + math.cos(math.pi * step / self.total))
 
 
-def _optimizer(method: SSPMethod, p: TrainingParams) -> torch.optim.Optimizer:
-    trainable = [q for q in method.parameters() if q.requires_grad]
+def _optimizer(trainable: Sequence[Tensor], p: TrainingParams) -> torch.optim.Optimizer:
     if p.optimizer == "adam":
         return torch.optim.Adam(trainable, lr=p.lr, weight_decay=p.weight_decay)
     return torch.optim.SGD(trainable, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-
-
-def _lr_at(step: int, total: int, p: TrainingParams) -> float:
-    if p.schedule == "constant":
-        return p.lr
-    return 0.5 * p.lr * (1 + math.cos(math.pi * step / total))
 
 
 def fast_kernels(device: torch.device) -> contextlib.AbstractContextManager[None]:
@@ -102,6 +125,71 @@ def before_training(method: SSPMethod, augment: Augmentation, theta: float, imag
         method.before_training(pairs)
 
 
+def train_loop(
+    schedule: Schedule,
+    trainable: Sequence[Tensor],
+    pairs: Iterator[tuple[Tensor, Tensor]],
+    loss_of: Callable[[Tensor, Tensor], Tensor],
+    after_step: Callable[[float], None],
+    device: torch.device,
+    *,
+    progress: bool = False,
+    label: str = "pre-training",
+) -> list[TrainingCurves]:
+    """The loop every cell trains with, alone or in a stack of K: one curve per model.
+
+    Each step sets the learning rate, takes the next pair of views, computes the loss (a scalar,
+    or one per model: [K]) under :func:`fast_kernels`, steps the optimiser over ``trainable`` on
+    the losses' sum and calls ``after_step(progress through training)``. The losses are checked
+    for NaN once per epoch, which is one device sync per epoch rather than per step.
+    """
+    p = schedule.params
+    optimizer = _optimizer(trainable, p)
+    step_loss, step_lr, epoch_seconds = [], [], []
+    bar = tqdm(range(p.epochs), desc=label, unit="epoch", leave=False, disable=not progress)
+    try:
+        for epoch in bar:
+            started = time.perf_counter()
+            losses = []
+            for i in range(schedule.steps_per_epoch):
+                step = epoch * schedule.steps_per_epoch + i
+                lr = schedule.lr_at(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with fast_kernels(device):
+                    view1, view2 = next(pairs)
+                    loss = loss_of(view1, view2)
+                optimizer.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                optimizer.step()
+                after_step(step / schedule.total)
+                losses.append(loss.detach())
+                step_lr.append(lr)
+            epoch_losses = torch.stack(losses).float().cpu().numpy()  # [steps] or [steps, K]
+            bad = ~np.isfinite(epoch_losses)
+            if bad.any():
+                at = tuple(np.argwhere(bad)[0])
+                value = float(epoch_losses[at])
+                raise NonFiniteLoss(epoch, value) if epoch_losses.ndim == 1 else StackedNonFiniteLoss(epoch, value, int(at[1]))
+            step_loss.append(epoch_losses)
+            epoch_seconds.append(time.perf_counter() - started)
+            bar.set_postfix(loss=f"{epoch_losses.mean():.4f}")
+    finally:
+        # Drop every reference to the trained tensors (the last loss's graph holds them too), so
+        # that an error raised from here (out of memory, say) does not keep them alive.
+        loss = view1 = view2 = optimizer = trainable = pairs = None  # type: ignore[assignment]
+    steps = np.concatenate(step_loss).astype(np.float64).reshape(schedule.total, -1)  # [total, K]
+    return [
+        TrainingCurves(
+            epoch_loss=steps[:, k].reshape(p.epochs, schedule.steps_per_epoch).mean(axis=1),
+            epoch_seconds=np.asarray(epoch_seconds),
+            step_loss=steps[:, k].copy(),
+            step_lr=np.asarray(step_lr, dtype=np.float64),
+        )
+        for k in range(steps.shape[1])
+    ]
+
+
 def pretrain(
     method: SSPMethod,
     augment: Augmentation,
@@ -113,52 +201,19 @@ def pretrain(
     progress: bool = False,
     label: str = "pre-training",
 ) -> TrainingCurves:
-    """Train ``method`` on positive pairs ``augment(batch, theta)`` of ``images`` (on their device).
+    """Train ``method`` on positive pairs ``augment(batch, theta)`` of ``images`` (on their device): :func:`train_loop`.
 
     Batches are drawn without replacement by ``generator`` (CPU); a random augmentation draws
-    each batch's parameters from ``views`` (on the images' device). A last partial batch is
-    dropped so every step sees the same batch size, which contrastive losses depend on. On CUDA
-    the forward passes run under :func:`fast_kernels` with channels-last memory.
+    each batch's parameters from ``views`` (on the images' device). On CUDA the forward passes
+    run under :func:`fast_kernels` with channels-last memory.
     """
     p = method.params
     if images.is_cuda:
         method.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    steps_per_epoch = images.shape[0] // min(p.batch_size, images.shape[0])
-    total = p.epochs * steps_per_epoch
+    schedule = Schedule.of(p, images.shape[0])
     pairs = training_pairs(augment, theta, images, p.batch_size, generator, views)
-    optimizer = _optimizer(method, p)
     method.train()
-    step_loss, step_lr, epoch_seconds = [], [], []
-    bar = tqdm(range(p.epochs), desc=label, unit="epoch", leave=False, disable=not progress)
-    for epoch in bar:
-        started = time.perf_counter()
-        losses = []
-        for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            lr = _lr_at(step, total, p)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with fast_kernels(images.device):
-                view1, view2 = next(pairs)
-                loss = method(view1, view2)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            method.after_step(step / total)
-            losses.append(loss.detach())
-            step_lr.append(lr)
-        # One device sync per epoch rather than per step.
-        epoch_losses = torch.stack(losses).float().cpu().numpy()
-        if not np.isfinite(epoch_losses).all():
-            raise NonFiniteLoss(epoch, float(epoch_losses[~np.isfinite(epoch_losses)][0]))
-        step_loss.extend(epoch_losses.tolist())
-        epoch_seconds.append(time.perf_counter() - started)
-        bar.set_postfix(loss=f"{epoch_losses.mean():.4f}")
-    steps = np.asarray(step_loss, dtype=np.float64)
-    return TrainingCurves(
-        epoch_loss=steps.reshape(p.epochs, steps_per_epoch).mean(axis=1),
-        epoch_seconds=np.asarray(epoch_seconds),
-        step_loss=steps,
-        step_lr=np.asarray(step_lr, dtype=np.float64),
-    )
+    trainable = [q for q in method.parameters() if q.requires_grad]
+    (curves,) = train_loop(schedule, trainable, pairs, method, method.after_step, images.device, progress=progress, label=label)
+    return curves

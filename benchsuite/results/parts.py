@@ -17,15 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import xarray as xr
 
-from benchsuite.engine.grid import Cell
-from benchsuite.engine.pipeline import CellResult
 from benchsuite.results import cube as names
+from benchsuite.results.cell_result import CellResult
+
+if TYPE_CHECKING:  # annotations only: the grid's module imports torch
+    from benchsuite.engine.grid import Cell
 
 KEY = "cell_key"
 """The column of every part that holds the cell's key."""

@@ -49,8 +49,8 @@ import xarray as xr
 
 from benchsuite.engine import provenance
 from benchsuite.engine.grid import Cell
-from benchsuite.engine.pipeline import CellResult
 from benchsuite.results import cube as names
+from benchsuite.results.cell_result import CellResult
 from benchsuite.results.cube import CUBE_NAME, ENGINE
 from benchsuite.results.errors import RunDirInUse, make_output_folder
 from benchsuite.results.parts import KEY, Variable, assemble, cell_variables, table

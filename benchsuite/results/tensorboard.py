@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -40,8 +40,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.plugins.text.summary_v2 import text_pb
 
-from benchsuite.engine.grid import Cell
-from benchsuite.engine.pipeline import CellResult
+from benchsuite.results.cell_result import CellResult
 from benchsuite.results.event_files import (
     EVENT_FILE_PREFIX,
     EventFile,
@@ -52,6 +51,9 @@ from benchsuite.results.event_files import (
     scalar_value,
 )
 from benchsuite.results.overlays import saliency_overlays
+
+if TYPE_CHECKING:  # annotations only: the grid's module imports torch
+    from benchsuite.engine.grid import Cell
 
 MAX_OPEN_RUNS = 64
 """Event files a :class:`RunLogs` keeps open at once. Results arrive a family of cells at a

@@ -14,7 +14,7 @@ from PIL import Image
 
 from benchsuite.engine import cache, data
 from benchsuite.engine.data import DataWarning, check_datasets, load_dataset
-from benchsuite.engine.grid import expand
+from benchsuite.engine.grid import Component, expand
 from benchsuite.engine.registry import default_registry
 from benchsuite.engine.suite import load_suite
 from benchsuite.results.errors import DataError, SuiteError
@@ -142,7 +142,7 @@ def folder_dataset(root: Path, names: str = "abc") -> dict:
 
 def load(component: dict) -> torch.Tensor:
     data._cached.cache_clear()  # as a new process would: only the disk cache remains
-    return load_dataset(component, 16, default_registry()).images
+    return load_dataset(Component(component), 16, default_registry()).images
 
 
 def test_an_image_edited_in_place_or_added_rebuilds_the_cached_dataset(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from benchsuite.engine.estimate import estimate
+from benchsuite.engine.pipeline import run_group
 from benchsuite.engine.registry import default_registry
-from benchsuite.engine.stacking import train_stacked
 from benchsuite.engine.suite import load_suite
 from tests.core.test_cli import benchsuite, flat, write
 from tests.core.test_runner import TINY
@@ -49,15 +49,16 @@ def test_estimate_command_prints_the_projection_and_writes_nothing(tmp_path):
 
 
 def timed_calls(monkeypatch) -> list[tuple[int, float, int]]:
-    """Each train_stacked call of estimate, as (steps run, seconds of its epochs, torch threads)."""
+    """Each group estimate runs, as (steps run, seconds of its epochs, torch threads)."""
     calls = []
 
     def spy(*args, **kwargs):
-        curves = train_stacked(*args, **kwargs)
-        calls.append((len(curves[0].step_loss), float(curves[0].epoch_seconds.sum()), torch.get_num_threads()))
-        return curves
+        results = run_group(*args, **kwargs)
+        curves = results[0].curves
+        calls.append((len(curves.step_loss), float(curves.epoch_seconds.sum()), torch.get_num_threads()))
+        return results
 
-    monkeypatch.setattr("benchsuite.engine.estimate.train_stacked", spy)
+    monkeypatch.setattr("benchsuite.engine.estimate.run_group", spy)
     return calls
 
 

@@ -25,13 +25,12 @@ from benchsuite.api import SSPMethod, TrainingParams
 from benchsuite.engine.pipeline import PairSimilarity
 from benchsuite.engine.registry import default_registry
 from benchsuite.engine.stacking import (
-    StackedNonFiniteLoss,
     _batchnorm_in_stat_dtype,
     after_step_mode,
     stacked_pair_similarity,
     train_stacked,
 )
-from benchsuite.engine.training import pretrain
+from benchsuite.engine.training import StackedNonFiniteLoss, pretrain
 from benchsuite.engine.views import FixedPair
 from benchsuite_plugins.augmentations.rotation import Rotation, RotationParams
 from benchsuite_plugins.encoders.resnet import ResNetParams

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 from benchsuite.engine.grid import Cell, expand
-from benchsuite.engine.pipeline import CellResult
 from benchsuite.engine.registry import default_registry
 from benchsuite.engine.suite import load_suite
-from benchsuite.engine.training import TrainingCurves
 from benchsuite.results import cube as names
 from benchsuite.results import store as store_module
+from benchsuite.results.cell_result import CellResult, TrainingCurves
 from benchsuite.results.cube import open_cube
 from benchsuite.results.parts import cell_variables
 from benchsuite.results.store import PartWriter, RunStore

@@ -27,10 +27,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 import benchsuite.results.tensorboard as tensorboard_module
 from benchsuite.engine.grid import Cell, detail_thetas, expand
-from benchsuite.engine.pipeline import CellResult, run_cell
+from benchsuite.engine.pipeline import run_group
 from benchsuite.engine.registry import default_registry
 from benchsuite.engine.runner import run_cells
 from benchsuite.engine.suite import load_suite
+from benchsuite.results.cell_result import CellResult
 from benchsuite.results.overlays import GREY_CEILING, OUTLINE_RGB, saliency_overlays
 from benchsuite.results.tensorboard import RunLogs, final_metrics, run_name
 from tests.core.test_runner import TINY
@@ -72,7 +73,8 @@ def result(cells: list[Cell], tmp_path_factory: pytest.TempPathFactory) -> CellR
     # The module scope cannot use conftest's per-test cache fixture; point at the same cache.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BENCHSUITE_CACHE", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
-        return run_cell(cell, torch.device("cpu"), registry=default_registry())
+        (found,) = run_group([cell], torch.device("cpu"), registry=default_registry())
+        return found
 
 
 def at(result: CellResult, cell: Cell) -> CellResult:

@@ -12,9 +12,10 @@ from monai.metrics import DiceMetric
 from torch import nn
 
 from benchsuite.api import DataSpec, ImageMaskSet, MetricInputs, PluginError
+from benchsuite.engine.building import load_data
 from benchsuite.engine.data import load_dataset
 from benchsuite.engine.grid import expand
-from benchsuite.engine.pipeline import load_data, run_cell
+from benchsuite.engine.pipeline import run_group
 from benchsuite.engine.registry import default_registry
 from benchsuite.engine.suite import load_suite
 from benchsuite_plugins.metrics.localisation import hard_dice
@@ -189,9 +190,10 @@ def test_a_cell_passes_its_encoder_and_training_masks_to_the_metric(tmp_path):
     registry = default_registry()
     cell = expand(load_suite(tmp_path / "suite.yaml", registry))[1]
     data = load_data(cell, registry, torch.device("cpu"))
-    full = load_dataset(cell.config["dataset"], cell.config["data"]["size"], registry)
+    full = load_dataset(cell.component("datasets"), cell.data.size, registry)
     for image, mask in zip(data.train, data.train_masks, strict=True):
         (index,) = [i for i, x in enumerate(full.images) if torch.equal(x, image)]
         assert torch.equal(mask, full.masks[index])
-    values = run_cell(cell, torch.device("cpu"), registry=registry).image_metrics["segmentation_dice"]
+    (result,) = run_group([cell], torch.device("cpu"), registry=registry)
+    values = result.image_metrics["segmentation_dice"]
     assert values.shape == (4,)

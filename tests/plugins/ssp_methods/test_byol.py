@@ -22,7 +22,8 @@ from torch import Tensor
 from benchsuite.api import DataSpec, SSPMethod, TrainingParams
 from benchsuite.engine.registry import ParamsError, default_registry
 from benchsuite.engine.stacking import after_step_mode
-from benchsuite.engine.training import TrainingCurves, pretrain
+from benchsuite.engine.training import pretrain
+from benchsuite.results.cell_result import TrainingCurves
 from benchsuite.results.cube import open_cube
 from benchsuite_plugins.augmentations.rotation import Rotation, RotationParams
 from benchsuite_plugins.ssp_methods.byol import byol_loss

@@ -1,0 +1,57 @@
+"""What is checked before the first cell trains, by ``benchsuite run`` and ``benchsuite validate --data`` alike.
+
+Every dataset the cells use builds and can serve the study, and the saliency method can explain
+each model: bad data or a misfit method is bad input (exit code 2), found before any cell has
+paid for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from benchsuite.api import PluginError
+from benchsuite.engine.building import build, build_method
+from benchsuite.engine.data import DatasetSummary, check_datasets, load_dataset
+from benchsuite.engine.grid import Cell, canonical_json
+from benchsuite.engine.registry import PluginRegistry
+from benchsuite.results.errors import SuiteError, sentence
+
+
+def preflight(cells: Sequence[Cell], registry: PluginRegistry, *, progress: bool = False) -> list[DatasetSummary]:
+    """Check every dataset ``cells`` use (:func:`check_datasets`), then the saliency method (:func:`check_saliency`).
+
+    Returns the datasets' summaries; raises what those checks raise, and :class:`CellFailure`
+    when building a model fails (what the cell itself would have met).
+    """
+    summaries = check_datasets(cells, registry, progress=progress)
+    check_saliency(cells, registry)
+    return summaries
+
+
+def check_saliency(cells: Sequence[Cell], registry: PluginRegistry) -> None:
+    """Let the saliency method refuse a model it cannot explain (Grad-CAM's layer, say) before any cell trains.
+
+    A method that offers ``check(model)`` is shown an untrained model, on the CPU, of each
+    combination of dataset, SSP method and encoder the cells use; a :class:`PluginError` it
+    raises becomes a :class:`SuiteError`, bad input that no cell has paid for.
+    """
+    seen = set()
+    for cell in cells:
+        kinds = ("datasets", "ssp_methods", "encoders", "saliency_methods")
+        key = canonical_json([cell.component(kind).config for kind in kinds])
+        if key in seen:
+            continue
+        seen.add(key)
+        saliency = build(registry, cell, "saliency_methods")
+        if not hasattr(saliency, "check"):
+            continue
+        channels = load_dataset(cell.component("datasets"), cell.data.size, registry).images.shape[1]
+        try:
+            saliency.check(build_method(cell, registry, channels, torch.device("cpu")))
+        except PluginError as exc:
+            raise SuiteError(
+                f"saliency method '{cell.component('saliency_methods').plugin}' cannot explain the {cell.method} / "
+                f"{cell.encoder} model: {sentence(str(exc))}"
+            ) from None

@@ -9,22 +9,20 @@ imported inside the commands that need them, so ``analyze`` and ``report`` never
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import sys
 import tempfile
 import textwrap
-import threading
 import traceback
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from benchsuite import __version__
 from benchsuite.engine.kinds import NAMES as KIND_NAMES
+from benchsuite.interrupts import install_interrupt_handlers
 from benchsuite.results.errors import BenchsuiteError, PluginWarning, Terminated, sentence
 
 _STRICT = click.option("--strict", is_flag=True, help="Treat a plugin that fails to load as an error instead of a warning.")
@@ -146,9 +144,9 @@ def validate(suite: Path, check_data: bool, progress: bool, data_root: Path | No
     builds, has enough images for data.eval_images, and has foreground in its evaluation masks,
     and the saliency method can explain each model (Grad-CAM's layer exists, say).
     """
-    from benchsuite.engine.data import check_datasets, format_datasets, set_data_root
+    from benchsuite.engine.data import format_datasets, set_data_root
     from benchsuite.engine.grid import expand
-    from benchsuite.engine.pipeline import check_saliency
+    from benchsuite.engine.preflight import preflight
     from benchsuite.engine.registry import installed_plugins
     from benchsuite.engine.suite import load_suite
 
@@ -159,8 +157,7 @@ def validate(suite: Path, check_data: bool, progress: bool, data_root: Path | No
     cells = expand(resolved)
     click.echo(f"{suite}: valid. {resolved.describe()}.")
     if check_data:
-        summaries = check_datasets(cells, registry, progress=progress)
-        check_saliency(cells, registry)
+        summaries = preflight(cells, registry, progress=progress)
         click.echo(f"\n{format_datasets(summaries)}")
 
 
@@ -359,30 +356,6 @@ def compare(run_dirs: tuple[Path, ...], out: Path, confidence: float) -> None:
     from benchsuite.analysis.compare import compare_runs
 
     click.echo(compare_runs(list(run_dirs), out=out, confidence=confidence))
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs, default: Callable[[sys.UnraisableHookArgs], object]) -> None:
-    # A signal handler's exception that lands in a __del__ or a weakref callback cannot propagate:
-    # Python prints "Exception ignored" and carries on, and the run would ignore Ctrl-C or SIGTERM.
-    # The signal is sent again, so its handler runs anew outside the callback: from another thread
-    # a moment later, since Python would run a handler tripped from here inside this very hook.
-    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-        default(unraisable)
-        return
-    signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
-    resend = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signum))
-    resend.daemon = True
-    resend.start()
-
-
-def install_interrupt_handlers() -> None:
-    """SIGTERM raises :class:`Terminated`, and an interrupt that a callback swallowed is sent again."""
-    signal.signal(signal.SIGTERM, _terminate)
-    sys.unraisablehook = functools.partial(_redeliver_interrupt, default=sys.unraisablehook)
 
 
 def main() -> None:

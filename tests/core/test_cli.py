@@ -238,7 +238,7 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_it_resumes(tmp_path):
 
 SWALLOWED_SIGNAL = """
 import os, signal
-from benchsuite.cli import install_interrupt_handlers
+from benchsuite.interrupts import install_interrupt_handlers
 from benchsuite.results.errors import Terminated
 
 install_interrupt_handlers()

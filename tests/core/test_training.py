@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
+import pytest
 import torch
 
+from benchsuite.api import TrainingParams
 from benchsuite.engine.registry import default_registry
-from benchsuite.engine.training import before_training, pretrain, training_pairs
+from benchsuite.engine.training import NonFiniteLoss, Schedule, before_training, pretrain, training_pairs
 from benchsuite.engine.views import draw_generator
 from benchsuite_plugins.encoders.small_cnn import SmallCNN, SmallCNNParams
 from benchsuite_plugins.ssp_methods.simclr import SimCLR, SimCLRParams
@@ -73,3 +76,32 @@ def test_before_training_runs_in_training_mode_without_gradient():
     method.before_training = lambda pairs: modes.append((method.training, torch.is_grad_enabled()))
     before_training(method, random_views(), 30.0, torch.rand(10, 1, 16, 16), seed=0)
     assert modes == [(True, False)]
+
+
+def test_the_schedule_takes_whole_batches_and_anneals_the_rate_to_zero_over_every_step():
+    params = TrainingParams(epochs=3, batch_size=8, lr=0.1)
+    schedule = Schedule.of(params, images=20)  # 20 // 8 = 2 batches an epoch, 4 images dropped
+    assert (schedule.batch, schedule.steps_per_epoch, schedule.total) == (8, 2, 6)
+    rates = [schedule.lr_at(step) for step in range(schedule.total + 1)]
+    assert rates[0] == 0.1 and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert rates == sorted(rates, reverse=True)
+    assert Schedule.of(params, images=5).batch == 5  # fewer images than a batch: one batch of them all
+    constant = Schedule.of(params.model_copy(update={"schedule": "constant"}), images=20)
+    assert {constant.lr_at(step) for step in range(constant.total)} == {0.1}
+
+
+def test_a_cell_trained_alone_records_the_schedules_rates_and_one_loss_per_step():
+    method, data = simclr(), torch.rand(20, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    order, views = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    curves = pretrain(method, random_views(), 30.0, data, order, views=views)
+    schedule = Schedule.of(method.params, len(data))
+    assert curves.step_lr.tolist() == [schedule.lr_at(step) for step in range(schedule.total)]
+    assert curves.step_loss.shape == (schedule.total,) and np.isfinite(curves.step_loss).all()
+    assert curves.epoch_loss.tolist() == curves.step_loss.reshape(method.params.epochs, -1).mean(axis=1).tolist()
+
+
+def test_a_nan_loss_names_its_epoch():
+    method, data = simclr(), torch.full((16, 1, 8, 8), float("nan"))
+    rotation = default_registry().get("augmentations", "rotation")
+    with pytest.raises(NonFiniteLoss, match="in epoch 1"):
+        pretrain(method, rotation.factory(rotation.params()), 90.0, data, torch.Generator().manual_seed(0))

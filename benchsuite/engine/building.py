@@ -29,6 +29,7 @@ class CellFailure(Exception):
 
 @contextlib.contextmanager
 def in_stage(cell: Cell, stage: str) -> Iterator[None]:
+    """Run the block as ``stage`` of ``cell``: what it raises becomes a :class:`CellFailure` that names both."""
     try:
         yield
     except CellFailure:

@@ -92,19 +92,18 @@ def fast_kernels(device: torch.device) -> contextlib.AbstractContextManager[None
 
 
 def training_pairs(
-    augment: Augmentation, theta: float, images: Tensor, batch_size: int, order: torch.Generator, views: torch.Generator | None
+    augment: Augmentation, theta: float, images: Tensor, schedule: Schedule, order: torch.Generator, views: torch.Generator | None
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Pairs of views of ``images`` in training batches, pass after pass without end.
+    """Pairs of views of ``images`` in the ``schedule``'s batches, pass after pass without end.
 
-    ``order`` (CPU) shuffles each pass, which is cut into batches of ``batch_size`` (at most the
-    image count), a last partial batch dropped; a random augmentation draws from ``views`` (on
-    the images' device). Nothing is drawn before a pair is asked for.
+    ``order`` (CPU) shuffles each pass, which is cut into the schedule's whole batches; a random
+    augmentation draws from ``views`` (on the images' device). Nothing is drawn before a pair is
+    asked for.
     """
-    n = images.shape[0]
-    batch = min(batch_size, n)
+    n, batch = images.shape[0], schedule.batch
     while True:
         shuffled = torch.randperm(n, generator=order).to(images.device)
-        for i in range(n // batch):
+        for i in range(schedule.steps_per_epoch):
             yield fresh_pair(augment, images[shuffled[i * batch : (i + 1) * batch]], theta, views)
 
 
@@ -119,7 +118,7 @@ def before_training(method: SSPMethod, augment: Augmentation, theta: float, imag
     device = images.device
     order = draw_generator(seed, "before training order", torch.device("cpu"))
     views = draw_generator(seed, "before training", device)
-    pairs = training_pairs(augment, theta, images, method.params.batch_size, order, views)
+    pairs = training_pairs(augment, theta, images, Schedule.of(method.params, images.shape[0]), order, views)
     method.train()
     with torch.no_grad(), fast_kernels(device):
         method.before_training(pairs)
@@ -212,7 +211,7 @@ def pretrain(
         method.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     schedule = Schedule.of(p, images.shape[0])
-    pairs = training_pairs(augment, theta, images, p.batch_size, generator, views)
+    pairs = training_pairs(augment, theta, images, schedule, generator, views)
     method.train()
     trainable = [q for q in method.parameters() if q.requires_grad]
     (curves,) = train_loop(schedule, trainable, pairs, method, method.after_step, images.device, progress=progress, label=label)

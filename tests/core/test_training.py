@@ -35,7 +35,8 @@ def test_training_pairs_go_pass_after_pass_each_a_fresh_shuffle_of_whole_batches
     n, batch = 20, 8
     rotation = default_registry().get("augmentations", "rotation")
     augment = rotation.factory(rotation.params())
-    pairs = training_pairs(augment, 90.0, labelled_images(n), batch, torch.Generator().manual_seed(0), None)
+    schedule = Schedule.of(TrainingParams(batch_size=batch), n)
+    pairs = training_pairs(augment, 90.0, labelled_images(n), schedule, torch.Generator().manual_seed(0), None)
     passes = [list(itertools.islice(pairs, 2)) for _ in range(3)]  # 20 // 8 = 2 batches a pass, 4 images dropped
     seen = [torch.cat([view1[:, 0, 0, 0] for view1, _ in one_pass]) * n for one_pass in passes]
     for one_pass, images in zip(passes, seen, strict=True):

@@ -64,7 +64,8 @@ class PairProbeParams(Params):
         "logistic",
         description="'logistic': an L2-penalised logistic regression (steps, lr, weight_decay), what a linear read-out of "
         "the pair feature can tell. 'mlp': the follow-up study's ReLU MLP (mlp_widths, mlp_lr, mlp_epochs, "
-        "mlp_batch_size) trained by plain SGD on the binary cross-entropy, what any read-out can tell.",
+        "mlp_batch_size) trained by plain SGD on the binary cross-entropy, what a non-linear read-out learns, "
+        "interactions of a and b included.",
     )
     mlp_widths: tuple[int, ...] = Field(
         (1024, 512, 256, 128, 64), min_length=1, description="MLP: widths of the hidden layers, each followed by a ReLU."

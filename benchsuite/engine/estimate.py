@@ -2,8 +2,9 @@
 
 ``benchsuite estimate SUITE`` sizes a run before it starts, on this machine or on the node that
 will run it: the stack size the executor would use, the peak memory of one group, and the wall
-time of the whole suite projected from a few timed optimisation steps and one cell's saliency
-and metrics. Nothing is written to a run directory.
+time of the whole suite projected from a few timed optimisation steps and the rest of a cell's
+time (its set-up, saliency and metrics), one group run as a run runs it
+(:func:`benchsuite.engine.pipeline.run_group`). Nothing is written to a run directory.
 """
 
 from __future__ import annotations

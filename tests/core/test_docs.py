@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Annotated, Literal, Optional
 
 from annotated_types import Ge
@@ -26,6 +27,27 @@ def test_ci_runs_exactly_the_readmes_test_command():
     ci_command = (ROOT / ".ci" / "run").read_text().rstrip().splitlines()[-1]
     assert ci_command.endswith("&& pytest"), ci_command
     assert f"```bash\n{ci_command}\n```" in readme, "the README's test command and .ci/run's last line differ"
+
+
+def test_design_md_module_tables_name_every_module_of_benchsuite_and_no_other():
+    """A newcomer looks a module up in design.md's table for its folder; a module moved or added shows here."""
+    design = (ROOT / "docs" / "design.md").read_text()
+    modules = design[design.index("## The modules") : design.index("## Contracts, each written once")]
+    named = set()
+    for folder, table in re.findall(r"^### `benchsuite/([\w/]*)`[^\n]*\n(.*?)(?=^### |\Z)", modules, re.M | re.S):
+        for first_column in re.findall(r"^\| ([^|]+) \|", table, re.M):
+            named.update(folder + name for name in re.findall(r"`([^`]+)`", first_column))
+    package = ROOT / "benchsuite"
+    assert sorted(name for name in named if not (package / name).exists()) == [], "design.md names modules that do not exist"
+    packages = tuple(name for name in named if name.endswith("/"))
+    unnamed = [
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if (path.name != "__init__.py" or path.parent == package)
+        and path.relative_to(package).as_posix() not in named
+        and not path.relative_to(package).as_posix().startswith(packages)
+    ]
+    assert sorted(unnamed) == [], "design.md's module tables leave these out"
 
 
 def test_the_reference_writes_types_as_a_reader_does():

@@ -48,8 +48,8 @@ def check_dataset(
     """Build dataset ``name`` twice at ``size`` pixels and check the dataset contract; returns the data.
 
     The contract of :class:`benchsuite.api.ImageMaskSet` (at least one image, finite float pixels
-    in [0, 1], bool masks of the same size), images of ``size`` x ``size`` pixels, at least one
-    foreground pixel somewhere, and two builds that give identical tensors.
+    in [0, 1], bool masks of the same size or none), images of ``size`` x ``size`` pixels, at least
+    one foreground pixel somewhere when there are masks, and two builds that give identical tensors.
     """
     component, parsed = _component("datasets", name, params)
     spec = DataSpec(size=size, data_root=data_root or Path.cwd())
@@ -57,8 +57,11 @@ def check_dataset(
         first, second = component.factory(parsed, spec), component.factory(parsed, spec)
         assert isinstance(first, ImageMaskSet), f"dataset '{name}' returned {type(first).__name__}, not an ImageMaskSet"
         first.check_size(spec)
-    assert first.masks.any(), "every mask is empty: there is no foreground to compare saliency with"
-    assert torch.equal(first.images, second.images) and torch.equal(first.masks, second.masks), (
+    assert first.masks is None or first.masks.any(), "every mask is empty: there is no foreground to compare saliency with"
+    same_masks = (
+        second.masks is None if first.masks is None else second.masks is not None and torch.equal(first.masks, second.masks)
+    )
+    assert torch.equal(first.images, second.images) and same_masks, (
         f"dataset '{name}' is not deterministic: two builds with the same params differ"
     )
     return first

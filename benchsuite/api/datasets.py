@@ -36,25 +36,28 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ImageMaskSet:
-    """A dataset as tensors: ``images`` float [N, C, H, W] scaled to [0, 1], ``masks`` bool [N, H, W].
+    """A dataset as tensors: ``images`` float [N, C, H, W] scaled to [0, 1], ``masks`` bool [N, H, W] or None.
 
-    The mask marks the foreground that saliency is compared with. Datasets return all their
-    images; the core draws the fixed train/evaluation split. This is the dataset contract,
-    checked here when the set is made, so a dataset that breaks it fails where it is built:
-    at least one image, finite pixels in [0, 1], one mask per image of the same size.
+    The mask marks the foreground that saliency is compared with; a dataset without masks (a
+    classification set) leaves them None, and only metrics that read no masks score it
+    (docs/design.md). Datasets return all their images; the core draws the fixed
+    train/evaluation split. This is the dataset contract, checked here when the set is made, so
+    a dataset that breaks it fails where it is built: at least one image, finite pixels in
+    [0, 1], and, if there are masks, one per image of the same size.
     """
 
     images: Tensor
-    masks: Tensor
+    masks: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
             raise PluginError(f"images must have shape [N, C, H, W], got {tuple(self.images.shape)}")
-        if self.masks.ndim != 3 or self.masks.dtype != torch.bool:
-            raise PluginError(f"masks must be a bool tensor [N, H, W], got {self.masks.dtype} {tuple(self.masks.shape)}")
         n, _, h, w = self.images.shape
-        if tuple(self.masks.shape) != (n, h, w):
-            raise PluginError(f"masks {tuple(self.masks.shape)} do not match images {tuple(self.images.shape)}")
+        if self.masks is not None:
+            if self.masks.ndim != 3 or self.masks.dtype != torch.bool:
+                raise PluginError(f"masks must be a bool tensor [N, H, W], got {self.masks.dtype} {tuple(self.masks.shape)}")
+            if tuple(self.masks.shape) != (n, h, w):
+                raise PluginError(f"masks {tuple(self.masks.shape)} do not match images {tuple(self.images.shape)}")
         if n == 0:
             raise PluginError("the dataset has no images")
         if not self.images.is_floating_point():

@@ -41,7 +41,7 @@ class MetricInputs:
     """
 
     saliency: Tensor  # [N, H, W], non-negative; all NaN where undefined (identical views, theta = 0)
-    masks: Tensor  # bool [N, H, W]
+    masks: Tensor | None  # bool [N, H, W]; None for a dataset without masks, which only metrics that read none see
     images: Tensor  # [N, C, H, W]
     epoch_loss: Tensor  # [epochs], mean SSP loss per epoch
     theta: float
@@ -50,7 +50,7 @@ class MetricInputs:
     augment: Callable[[Tensor], tuple[Tensor, Tensor]]
     seed: int
     represent: Callable[[Tensor], Tensor]
-    train_masks: Tensor  # bool [M, H, W], the masks of train_images
+    train_masks: Tensor | None  # bool [M, H, W], the masks of train_images; None as masks is
     encoder: nn.Module | None  # the pre-trained encoder, eval mode; None when the method keeps no `encoder`
     objective: Objective  # the explained objective of the evaluation images: objective(rows, index) -> [R]
     explain: Callable[[SSPMethod], Tensor]  # maps [N, H, W] of the evaluation images for another trained method
@@ -64,7 +64,8 @@ class Metric(Protocol):
     does one with an empty mask. A metric that does not score the maps sets ``reads_saliency =
     False`` (a downstream segmentation, say) and one that does not read the masks sets
     ``reads_masks = False`` (an embedding norm sets both); the rule is then not its to follow.
-    Without the attributes a metric is taken to read both.
+    Without the attributes a metric is taken to read both. Only a metric that reads no masks
+    scores a dataset without them: the core refuses the others before any cell trains.
 
     A metric may also say which way is better: ``higher_is_better = True`` (Dice),
     ``False`` (a deletion AUC), or ``None``, the default, when neither is (an embedding norm).

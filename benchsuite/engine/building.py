@@ -53,8 +53,8 @@ class CellData:
     images: torch.Tensor  # every image of the dataset (CPU), for the orientation histogram
     train: torch.Tensor
     eval_images: torch.Tensor
-    eval_masks: torch.Tensor
-    train_masks: torch.Tensor  # the masks of ``train``, for downstream metrics that fine-tune on labelled images
+    eval_masks: torch.Tensor | None  # None, as train_masks, for a dataset without masks
+    train_masks: torch.Tensor | None  # the masks of ``train``, for downstream metrics that fine-tune on labelled images
 
 
 def load_data(cell: Cell, registry: PluginRegistry, device: torch.device) -> CellData:
@@ -67,8 +67,8 @@ def load_data(cell: Cell, registry: PluginRegistry, device: torch.device) -> Cel
         data.images,
         parts.train_images.to(device),
         parts.eval_images.to(device),
-        parts.eval_masks.to(device),
-        parts.train_masks.to(device),
+        None if parts.eval_masks is None else parts.eval_masks.to(device),
+        None if parts.train_masks is None else parts.train_masks.to(device),
     )
 
 

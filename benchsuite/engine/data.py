@@ -28,9 +28,9 @@ class Split:
     """The fixed train/evaluation split of one dataset; the same for every cell."""
 
     train_images: Tensor
-    train_masks: Tensor
+    train_masks: Tensor | None  # None, as eval_masks, for a dataset without masks
     eval_images: Tensor
-    eval_masks: Tensor
+    eval_masks: Tensor | None
 
 
 def set_data_root(folder: str | Path) -> None:
@@ -87,7 +87,7 @@ def _cached(key: str, component_json: str, size: int, root: str, registry: Plugi
             raise PluginError(f"{plugin.origin}: {exc}") from None
         # Cells see the data as the cache holds it, so the run that builds it and the runs that
         # read it back compute on the same float32 tensors.
-        return ImageMaskSet(data.images.float().contiguous(), data.masks.contiguous())
+        return ImageMaskSet(data.images.float().contiguous(), None if data.masks is None else data.masks.contiguous())
 
     meta = {"dataset": component, "size": size, "data_root": root, "origin": plugin.origin}
     return cache.build(key, make, plugin.factory, meta)
@@ -115,7 +115,8 @@ def split(data: ImageMaskSet, eval_images: int, split_seed: int, label: str) -> 
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     held, train = order[:eval_images].sort().values, order[eval_images:].sort().values
-    return Split(data.images[train], data.masks[train], data.images[held], data.masks[held])
+    train_masks, eval_masks = (None, None) if data.masks is None else (data.masks[train], data.masks[held])
+    return Split(data.images[train], train_masks, data.images[held], eval_masks)
 
 
 class DataWarning(UserWarning):
@@ -134,9 +135,9 @@ class DatasetSummary:
     shape: tuple[int, int, int]  # channels, height, width
     low: float
     high: float
-    coverage: float  # share of foreground pixels over every mask
-    empty_masks: int
-    empty_eval_masks: int
+    coverage: float | None  # share of foreground pixels over every mask; these three are None without masks
+    empty_masks: int | None
+    empty_eval_masks: int | None
 
 
 def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress: bool = False) -> list[DatasetSummary]:
@@ -161,22 +162,26 @@ def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress:
             failures.append(f"dataset '{label}' (plugin '{plugin}') cannot be built: {sentence(str(exc))}")
             continue
         parts = split(data, settings.eval_images, settings.split_seed, label)
-        empty = ~data.masks.flatten(1).any(dim=1)
-        empty_eval = int((~parts.eval_masks.flatten(1).any(dim=1)).sum())
-        if empty_eval == len(parts.eval_masks):
-            failures.append(
-                f"dataset '{label}' (plugin '{plugin}'): every one of its {empty_eval} evaluation masks is empty, so no "
-                f"saliency metric could be computed. Check the masks (their folder, and the threshold that makes them "
-                f"foreground); {int(empty.sum())} of its {len(data)} masks are empty in all."
-            )
-            continue
-        if empty_eval:
-            warnings.warn(
-                f"dataset '{label}': {empty_eval} of its {len(parts.eval_masks)} evaluation masks are empty; their "
-                f"saliency metrics are NaN and leave the analysis.",
-                DataWarning,
-                stacklevel=2,
-            )
+        # A dataset without masks has none to check; preflight.check_masks keeps the metrics that read them away.
+        coverage = empty_masks = empty_eval = None
+        if data.masks is not None and parts.eval_masks is not None:
+            empty = ~data.masks.flatten(1).any(dim=1)
+            empty_eval = int((~parts.eval_masks.flatten(1).any(dim=1)).sum())
+            if empty_eval == len(parts.eval_masks):
+                failures.append(
+                    f"dataset '{label}' (plugin '{plugin}'): every one of its {empty_eval} evaluation masks is empty, so "
+                    f"no saliency metric could be computed. Check the masks (their folder, and the threshold that makes "
+                    f"them foreground); {int(empty.sum())} of its {len(data)} masks are empty in all."
+                )
+                continue
+            if empty_eval:
+                warnings.warn(
+                    f"dataset '{label}': {empty_eval} of its {len(parts.eval_masks)} evaluation masks are empty; their "
+                    f"saliency metrics are NaN and leave the analysis.",
+                    DataWarning,
+                    stacklevel=2,
+                )
+            coverage, empty_masks = float(data.masks.float().mean()), int(empty.sum())
         summaries.append(
             DatasetSummary(
                 label=label,
@@ -187,8 +192,8 @@ def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress:
                 shape=tuple(data.images.shape[1:]),
                 low=float(data.images.min()),
                 high=float(data.images.max()),
-                coverage=float(data.masks.float().mean()),
-                empty_masks=int(empty.sum()),
+                coverage=coverage,
+                empty_masks=empty_masks,
                 empty_eval_masks=empty_eval,
             )
         )
@@ -217,8 +222,8 @@ def format_datasets(summaries: Sequence[DatasetSummary]) -> str:
             str(s.eval),
             " x ".join(map(str, s.shape)),
             f"[{s.low:.3g}, {s.high:.3g}]",
-            f"{100 * s.coverage:.1f}%",
-            f"{s.empty_masks} ({s.empty_eval_masks})",
+            "no masks" if s.coverage is None else f"{100 * s.coverage:.1f}%",
+            "-" if s.empty_masks is None else f"{s.empty_masks} ({s.empty_eval_masks})",
         )
         for s in summaries
     ]

@@ -261,7 +261,8 @@ def saliency_maps(
             found = [
                 saliency_fn(PairSimilarity(methods[k], pairs[k]), images, g).detach() for k, g in zip(scored, noise, strict=True)
             ]
-        nan_maps = torch.full(data.eval_masks.shape, float("nan"), device=device)
+        shape = (len(images), *images.shape[-2:])
+        nan_maps = torch.full(shape, float("nan"), device=device)
         maps = dict(zip(scored, found, strict=True))
         results = [
             CellSaliency(
@@ -273,8 +274,8 @@ def saliency_maps(
             for k, same in enumerate(identical)
         ]
         for result in results:
-            if result.maps.shape != data.eval_masks.shape:
-                raise PluginError(f"returned maps of shape {tuple(result.maps.shape)}, expected {tuple(data.eval_masks.shape)}")
+            if result.maps.shape != shape:
+                raise PluginError(f"returned maps of shape {tuple(result.maps.shape)}, expected {shape}")
     return results
 
 
@@ -331,6 +332,10 @@ def evaluate(
 
     settings = cell.data
     examples = min(settings.examples, len(eval_images))
+    if eval_masks is None:  # a dataset without masks has no outline to draw
+        example_masks = np.zeros((examples, *eval_images.shape[-2:]), bool)
+    else:
+        example_masks = eval_masks[:examples].cpu().numpy()
     return CellResult(
         cell=cell,
         image_metrics=image_metrics,
@@ -340,7 +345,7 @@ def evaluate(
         identical_views=cell_saliency.identical_views,
         example_saliency=saliency[:examples].float().cpu().numpy(),
         example_images=eval_images[:examples].float().cpu().numpy(),
-        example_masks=eval_masks[:examples].cpu().numpy(),
+        example_masks=example_masks,
         orientation_hist=orientation_histogram(data.images, settings.orientation_bins).numpy(),
         wall_time_s=time.perf_counter() - start,
         peak_memory_mb=peak_memory_mb(device),

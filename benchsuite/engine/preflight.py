@@ -1,8 +1,8 @@
 """What is checked before the first cell trains, by ``benchsuite run`` and ``benchsuite validate --data`` alike.
 
-Every dataset the cells use builds and can serve the study, and the saliency method can explain
-each model: bad data or a misfit method is bad input (exit code 2), found before any cell has
-paid for it.
+Every dataset the cells use builds and can serve the study, every metric has the masks it reads,
+and the saliency method can explain each model: bad data or a misfit metric or method is bad
+input (exit code 2), found before any cell has paid for it.
 """
 
 from __future__ import annotations
@@ -20,14 +20,50 @@ from benchsuite.results.errors import SuiteError, sentence
 
 
 def preflight(cells: Sequence[Cell], registry: PluginRegistry, *, progress: bool = False) -> list[DatasetSummary]:
-    """Check every dataset ``cells`` use (:func:`check_datasets`), then the saliency method (:func:`check_saliency`).
+    """Check every dataset ``cells`` use (:func:`check_datasets`), then :func:`check_masks` and :func:`check_saliency`.
 
     Returns the datasets' summaries; raises what those checks raise, and :class:`CellFailure`
     when building a model fails (what the cell itself would have met).
     """
     summaries = check_datasets(cells, registry, progress=progress)
+    check_masks(cells, registry)
     check_saliency(cells, registry)
     return summaries
+
+
+def check_masks(cells: Sequence[Cell], registry: PluginRegistry) -> None:
+    """Refuse a metric that reads masks on a dataset that has none (``ImageMaskSet.masks`` is None), as a :class:`SuiteError`.
+
+    A metric reads masks unless it declares ``reads_masks = False``; every such metric and
+    dataset is named at once, with the metrics that could score the dataset instead.
+    """
+    problems, seen = [], set()
+    for cell in cells:
+        dataset, metrics = cell.component("datasets"), cell.components("metrics")
+        key = canonical_json([cell.dataset, dataset.config, [metric.config for metric in metrics.values()]])
+        if key in seen:
+            continue
+        seen.add(key)
+        if load_dataset(dataset, cell.data.size, registry).masks is not None:
+            continue
+        readers = [
+            f"'{name}' ({metric.plugin})"
+            for name, metric in metrics.items()
+            if getattr(build(registry, cell, "metrics", component=metric), "reads_masks", True)
+        ]
+        if readers:
+            which = (
+                f"metrics {', '.join(readers[:-1])} and {readers[-1]} read" if len(readers) > 1 else f"metric {readers[0]} reads"
+            )
+            problems.append(f"{which} masks, but dataset '{cell.dataset}' (plugin '{dataset.plugin}') has none.")
+    if problems:
+        free = sorted(
+            name for name, found in registry.components["metrics"].items() if not getattr(found.factory, "reads_masks", True)
+        )
+        raise SuiteError(
+            " ".join(problems) + " Leave out the metrics that read masks, or score the dataset in a suite of its own with "
+            f"metrics that read none: {', '.join(free)}."
+        )
 
 
 def check_saliency(cells: Sequence[Cell], registry: PluginRegistry) -> None:

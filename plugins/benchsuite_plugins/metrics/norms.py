@@ -73,6 +73,8 @@ class NormOodAuroc:
 
     scope: Literal["image", "cell"] = "cell"
     higher_is_better: bool | None = True
+    reads_saliency = False
+    reads_masks = False
 
     def __init__(self, params: NormOodParams) -> None:
         self.params = params

@@ -96,6 +96,8 @@ class PairProbe:
     """Balanced accuracy of a probe on frozen-embedding pairs; NaN if a split has < 2 images."""
 
     scope: Literal["image", "cell"] = "cell"
+    reads_saliency = False
+    reads_masks = False
 
     def __init__(self, params: PairProbeParams) -> None:
         self.params = params

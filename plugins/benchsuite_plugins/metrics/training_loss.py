@@ -19,6 +19,8 @@ class FinalLoss:
 
     scope: Literal["image", "cell"] = "cell"
     higher_is_better: bool | None = False
+    reads_saliency = False
+    reads_masks = False
 
     def __init__(self, params: Params) -> None:
         self.params = params

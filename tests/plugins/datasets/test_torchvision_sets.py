@@ -23,7 +23,11 @@ import torch
 from PIL import Image
 
 from benchsuite.api import DataSpec, PluginError
+from benchsuite.results.cube import open_cube
+from benchsuite.testing import check_dataset
 from benchsuite_plugins.datasets.torchvision_sets import TorchvisionParams, read
+from tests.conftest import stored_keys
+from tests.core.test_cli import benchsuite, flat
 
 # Distinct colours for up to 8 images, with a step of 30 between values so JPEG's error (a few
 # levels on a flat 8x8 block) cannot make one image look like another.
@@ -32,9 +36,9 @@ JPEG_TOLERANCE = 4 / 255
 
 
 def picture(index: int, side: int, grey: bool = False) -> np.ndarray:
-    """[side, side, 3] (or [side, side] when ``grey``) uint8: the top half COLOURS[index], the bottom half black."""
+    """[side, side, 3] (or [side, side] when ``grey``) uint8: the top half a colour of COLOURS, the bottom half black."""
     image = np.zeros((side, side, 3), np.uint8)
-    image[: side // 2] = COLOURS[index]
+    image[: side // 2] = COLOURS[index % len(COLOURS)]  # distinct for up to 8 images, enough for the checks that read them
     return image[..., 0] if grey else image
 
 
@@ -260,3 +264,58 @@ def test_gzip_is_not_needed_for_mnist(tmp_path: Path) -> None:
         path.unlink()
     with pytest.raises(PluginError, match="gunzipped"):
         read(TorchvisionParams(name="MNIST"), spec(tmp_path, 28))
+
+
+MASKLESS = """\
+name: maskless
+data: {{size: 16, eval_images: 6, examples: 2}}
+datasets:
+  digits: {{plugin: torchvision, params: {{name: MNIST}}}}
+  shapes: {{plugin: symmetric_shapes, params: {{k: 4, n_images: 12}}}}
+theta: [0, 90]
+seeds: [0]
+methods: {{simclr: {{plugin: simclr, params: {{epochs: 1, batch_size: 8}}}}}}
+encoders: {{cnn: {{plugin: small_cnn, params: {{width: 4}}}}}}
+saliency: {{plugin: vanilla_grad}}
+metrics: [{metrics}]
+"""
+
+
+def maskless_suite(tmp_path: Path, metrics: str) -> None:
+    """A suite on an MNIST fixture (16 training images) beside a dataset with masks, run from tmp_path as the data root."""
+    write_idx(tmp_path / "MNIST" / "raw", "train", [i % 10 for i in range(16)], first=0)
+    write_idx(tmp_path / "MNIST" / "raw", "t10k", [0], first=0)
+    (tmp_path / "maskless.yaml").write_text(MASKLESS.format(metrics=metrics))
+
+
+def test_the_set_has_no_masks_and_passes_the_dataset_contract(tmp_path: Path) -> None:
+    write_idx(tmp_path / "MNIST" / "raw", "train", [3, 1, 4], first=0)
+    write_idx(tmp_path / "MNIST" / "raw", "t10k", [1], first=3)
+    built = check_dataset("torchvision", {"name": "MNIST"}, size=16, data_root=tmp_path)
+    assert built.masks is None and built.images.shape == (3, 1, 16, 16)
+
+
+def test_a_metric_that_reads_masks_is_refused_for_a_dataset_without_them(tmp_path: Path) -> None:
+    maskless_suite(tmp_path, "pair_probe, dice, auroc")
+    for command in (["validate", "maskless.yaml", "--data"], ["run", "maskless.yaml"]):
+        done = benchsuite(*command, "--no-progress", cwd=tmp_path)
+        message = flat(done.stderr)
+        assert done.returncode == 2, done.stderr
+        assert (
+            "metrics 'dice' (dice) and 'auroc' (auroc) read masks, but dataset 'digits' (plugin 'torchvision') has none"
+            in message
+        )
+        assert "pair_probe" in message and "Traceback" not in done.stderr
+    assert not stored_keys(tmp_path / "runs" / "maskless")
+
+
+def test_a_run_with_mask_free_metrics_completes_on_a_dataset_without_masks(tmp_path: Path) -> None:
+    metrics = "pair_probe, final_loss, heldout_infonce, embedding_norm, norm_ood_auroc, embedding_std, effective_rank"
+    maskless_suite(tmp_path, metrics)
+    done = benchsuite("run", "maskless.yaml", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    cube = open_cube(tmp_path / "runs" / "maskless")
+    for name in ("pair_probe", "final_loss", "norm_ood_auroc", "effective_rank"):
+        assert np.isfinite(cube[name].sel(dataset="digits").values).all(), name
+    assert np.isfinite(cube["embedding_norm"].sel(dataset="digits").values).all()
+    assert not cube["example_mask"].sel(dataset="digits").values.any(), "a dataset without masks has no outline to draw"

@@ -22,12 +22,13 @@ from benchsuite.engine.kinds import KINDS
 from benchsuite.engine.pipeline import GroupTask
 from benchsuite.engine.preflight import preflight
 from benchsuite.engine.registry import PluginRegistry
+from benchsuite.engine.shards import convert_shards
 from benchsuite.engine.suite import ResolvedSuite
 from benchsuite.engine.training import NonFiniteLoss
 from benchsuite.results import cube as names
 from benchsuite.results.cell_result import CellResult
 from benchsuite.results.errors import BenchsuiteError, RunError, SuiteError, sentence
-from benchsuite.results.store import PartWriter, RunStore
+from benchsuite.results.store import PartWriter, RunStore, utc_now
 from benchsuite.results.tensorboard import RunLogs
 
 
@@ -247,7 +248,7 @@ def run_cells(
     with store.locked():
         check_resume(store, manifest, force)
         detail = detail_thetas(resolved.suite.thetas, resolved.suite.record.detail_angles)
-        converted = store.convert_shards(detail)
+        converted = convert_shards(store, detail)
         if converted:
             warnings.warn(
                 f"{store.run_dir} was written by an earlier version of benchsuite, one file per cell in cells/; its "
@@ -333,7 +334,7 @@ def _cube_attrs(resolved: ResolvedSuite) -> dict[str, str]:
         "plugins": json.dumps({c.plugin: f"{c.distribution} {c.version}" for c in components}),
         "device": provenance.device_description(),
         "git_revision": provenance.git_revision(),
-        "created": provenance.now(),
+        "created": utc_now(),
         "analysis": json.dumps(resolved.suite.analysis.model_dump(mode="json")),
         names.OUTCOME: resolved.suite.outcome or "",
     }

@@ -24,36 +24,36 @@ Layout of a run directory::
       lock                held by the run in progress (an OS file lock, released when it exits or dies)
 
 A run directory of an earlier version, with one NetCDF shard per cell in ``cells/``, is
-converted to a part on its first resume (:meth:`RunStore.convert_shards`).
+converted to a part on its first resume (:func:`benchsuite.engine.shards.convert_shards`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import json
 import math
 import os
-import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xarray as xr
 
-from benchsuite.engine import provenance
-from benchsuite.engine.grid import Cell
 from benchsuite.results import cube as names
 from benchsuite.results.cell_result import CellResult
 from benchsuite.results.cube import CUBE_NAME, ENGINE
 from benchsuite.results.errors import RunDirInUse, make_output_folder
 from benchsuite.results.parts import KEY, Variable, assemble, cell_variables, table
+
+if TYPE_CHECKING:  # annotations only: the grid's module imports torch
+    from benchsuite.engine.grid import Cell
 
 PARTS = "parts"
 CHUNK_BYTES = 8 * 2**20
@@ -103,7 +103,7 @@ class RunStore:
                     f"it, or pass --out to run in another directory."
                 ) from None
             handle.truncate(0)
-            handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {provenance.now()}\n")
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {utc_now()}\n")
             handle.flush()
             yield
 
@@ -146,32 +146,6 @@ class RunStore:
         self._next_part += 1
         _atomic(lambda tmp: pq.write_table(part, tmp, compression="zstd", write_page_checksum=True), path)
         return path
-
-    def convert_shards(self, detail: Collection[float]) -> int:
-        """Turn the per-cell NetCDF shards of an earlier version (``cells/<key>.nc``) into one part; returns how many.
-
-        The part is written before ``cells/`` is removed, so an interrupted conversion loses
-        nothing (the next resume converts again, and a key's last row wins). The cells at the
-        angles in ``detail`` keep their saliency examples, as new results do. A shard that cannot
-        be read goes to ``parts/unreadable/`` and its cell runs again.
-        """
-        shards_dir = self.run_dir / "cells"
-        if not shards_dir.is_dir():
-            return 0
-        rows: list[tuple[Cell, dict[str, Variable]]] = []
-        for path in sorted(shards_dir.glob("*.nc")):
-            try:
-                shard = xr.load_dataset(path, engine=ENGINE)
-            except (OSError, ValueError):
-                (self.parts_dir / "unreadable").mkdir(parents=True, exist_ok=True)
-                os.replace(path, self.parts_dir / "unreadable" / path.name)
-                continue
-            first = all(cell.dataset != shard.attrs[names.DATASET] for cell, _ in rows)
-            rows.append(_shard_row(shard, detail, first))
-        if rows:
-            self.write_part(rows)
-        shutil.rmtree(shards_dir)
-        return len(rows)
 
     def read_manifest(self) -> dict[str, Any] | None:
         path = self.run_dir / "manifest.json"
@@ -313,19 +287,6 @@ def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     return tuple(max(1, c) for c in chunks)
 
 
-def _shard_row(shard: xr.Dataset, detail: Collection[float], first: bool) -> tuple[Cell, dict[str, Variable]]:
-    """A shard of the earlier per-cell layout as a part's row: its cell (coordinates and key) and variables."""
-    attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in shard.attrs.items()}
-    coords = {axis: attrs[axis] for axis in names.AXES}
-    swept = {k: v for k, v in attrs.items() if k not in {*names.AXES, "key", "config"}}
-    cell = Cell(**coords, config=json.loads(attrs["config"]), key=attrs["key"], swept=swept)
-    keep = cell.theta in detail
-    variables = {}
-    for name, var in shard.data_vars.items():
-        level = "detail" if name == names.SALIENCY_EXAMPLE else var.attrs.get("level", "cell")
-        if (level == "detail" and not keep) or (level == "dataset" and not (keep or first)):
-            continue
-        values = var.values.item() if var.ndim == 0 else var.values
-        attrs_out = {k: str(v) for k, v in var.attrs.items() if k != "level"}
-        variables[str(name)] = Variable(tuple(str(d) for d in var.dims), values, attrs_out, level)
-    return cell, variables
+def utc_now() -> str:
+    """The time, to the second, in UTC: when a cube was created and since when a run holds the lock."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -74,7 +74,7 @@ def model(device: torch.device, seed: int = 0) -> torch.nn.Module:
     """The default suite's network (MoCo v2 on small_cnn), untrained, in eval mode: training leaves saliency's cost alone."""
     torch.manual_seed(seed)
     found = default_registry().get("encoders", "small_cnn")
-    encoder = found.factory(found.params(), 1)
+    encoder = found.factory(found.params(), 1, 32)
     ssp = default_registry().get("ssp_methods", "moco_v2")
     return ssp.factory(ssp.params(queue_size=64), encoder).to(device).eval()
 

@@ -89,14 +89,14 @@ class Series:
         return self.epochs * (self.images // self.batch_size)
 
 
-def resnet18(in_channels: int) -> torch.nn.Module:
-    return default_registry().get("encoders", "resnet18").factory(ResNetParams(), in_channels)
+def resnet18(in_channels: int, size: int) -> torch.nn.Module:
+    return default_registry().get("encoders", "resnet18").factory(ResNetParams(), in_channels, size)
 
 
 def build(series: Series, device: torch.device, seed: int = 0) -> MoCoV2:
     torch.manual_seed(seed)
     small = series.setting.encoder == "small_cnn"
-    encoder = SmallCNN(SmallCNNParams(width=16, depth=3), 1) if small else resnet18(1)
+    encoder = SmallCNN(SmallCNNParams(width=16, depth=3), 1) if small else resnet18(1, series.setting.size)
     params = MoCoV2Params(epochs=series.epochs, batch_size=series.batch_size, **dict(series.setting.method))
     return MoCoV2(params, encoder).to(device)
 

@@ -72,10 +72,10 @@ def component(kind: str, name: str, **params):
     return found.factory(found.params(**params))
 
 
-def build_encoder(name: str, in_channels: int, **params):
-    """The registered encoder ``name`` for ``in_channels`` input channels, built with ``params`` (validated)."""
+def build_encoder(name: str, in_channels: int, image_size: int = 32, **params):
+    """The registered encoder ``name`` for ``in_channels`` input channels and images of ``image_size``, built with ``params``."""
     found = default_registry().get("encoders", name)
-    return found.factory(found.params(**params), in_channels)
+    return found.factory(found.params(**params), in_channels, image_size)
 
 
 def metric_inputs(**fields) -> MetricInputs:

@@ -75,5 +75,5 @@ def load_data(cell: Cell, registry: PluginRegistry, device: torch.device) -> Cel
 def build_method(cell: Cell, registry: PluginRegistry, in_channels: int, device: torch.device) -> SSPMethod:
     """The cell's encoder inside its SSP method, initialised from the cell's seed, on ``device``."""
     torch.manual_seed(cell.seed)  # weight initialisation of the plugins' modules
-    encoder = build(registry, cell, "encoders", in_channels)
+    encoder = build(registry, cell, "encoders", in_channels, cell.data.size)
     return build(registry, cell, "ssp_methods", encoder).to(device)

@@ -67,8 +67,10 @@ def benchsuite_register_ssp_methods(registry: Registry[SSPMethodFactory]) -> Non
 def benchsuite_register_encoders(registry: Registry[EncoderFactory]) -> None:
     """Register encoder backbones.
 
-    Factory: ``factory(params, in_channels: int) -> torch.nn.Module`` mapping [N, C, H, W] to
-    features [N, out_dim], with the feature size in an ``out_dim`` attribute.
+    Factory: ``factory(params, in_channels: int, image_size: int) -> torch.nn.Module`` mapping
+    [N, C, H, W] to features [N, out_dim], with the feature size in an ``out_dim`` attribute.
+    ``image_size`` is the side of the suite's square images (``data.size``), for models built
+    for one input size (a ViT's patch grid); a model that takes any size ignores it.
     """
 
 

@@ -57,7 +57,7 @@ def random_views(**params):
 
 
 def resnet18(in_channels: int) -> nn.Module:
-    return default_registry().get("encoders", "resnet18").factory(ResNetParams(), in_channels)
+    return default_registry().get("encoders", "resnet18").factory(ResNetParams(), in_channels, 32)
 
 
 # Heads a few units wide: the published widths (thousands) would dominate the test's time.

@@ -92,8 +92,8 @@ class ResNetEncoder(nn.Module):
         return torch.flatten(self.avgpool(self.feature_map(x)), 1)
 
 
-def _resnet_factory(arch: str) -> Callable[[ResNetParams, int], ResNetEncoder]:
-    def factory(params: ResNetParams, in_channels: int) -> ResNetEncoder:
+def _resnet_factory(arch: str) -> Callable[[ResNetParams, int, int], ResNetEncoder]:
+    def factory(params: ResNetParams, in_channels: int, image_size: int) -> ResNetEncoder:
         # Imported here: torchvision.models pulls in torch._dynamo, about 3 s of every start-up,
         # which suites without a ResNet (and `benchsuite validate`) should not pay.
         from torchvision import models
@@ -107,7 +107,7 @@ def _resnet_factory(arch: str) -> Callable[[ResNetParams, int], ResNetEncoder]:
             model.conv1 = _adapt_conv1(model.conv1, in_channels, pretrained)
         return ResNetEncoder(model)
 
-    factory.__doc__ = f"torchvision {arch} for ``in_channels`` inputs, features [N, out_dim] (no fc), with ``feature_map``."
+    factory.__doc__ = f"torchvision {arch} for ``in_channels`` inputs of any size: features [N, out_dim], ``feature_map``."
     return factory
 
 

@@ -77,11 +77,16 @@ def _conv_norm_relu(c_in: int, c_out: int, *, stride: int, norm: str) -> list[nn
     return layers
 
 
+def small_cnn(params: SmallCNNParams, in_channels: int, image_size: int) -> SmallCNN:
+    """``small_cnn`` for ``in_channels`` inputs; it takes images of any size, so ``image_size`` is not needed."""
+    return SmallCNN(params, in_channels)
+
+
 def register(registry: Registry) -> None:
     """Register ``small_cnn``; called by the ``encoders`` entry point (``__init__.py``)."""
     registry.add(
         "small_cnn",
-        SmallCNN,
+        small_cnn,
         params=SmallCNNParams,
         description="Small strided CNN with group norm and average pooling, for CPU-sized sweeps.",
     )

@@ -1,7 +1,9 @@
 """Any timm model as an encoder: ``{plugin: timm, params: {model: NAME, weights: none|imagenet}}``.
 
 The timm model is built without its classifier for the dataset's channel count (timm's
-``in_chans``; with ImageNet weights timm adapts the RGB stem, a grey input summing its filters).
+``in_chans``; with ImageNet weights timm adapts the RGB stem, a grey input summing its filters)
+and, when it is built for one input size (ViT, Swin: timm's ``fixed_input_size``), for the
+suite's image size (``img_size``); a model that takes any size is built as it is.
 ``feature_map(x)`` is timm's ``forward_features`` as a grid [N, out_dim, h, w]: a convolutional
 map as is, Swin's channels-last map moved to channels first, and a transformer's tokens, less its
 prefix tokens (class, register, distillation), put back on their patch grid. ``forward(x)`` is
@@ -45,14 +47,6 @@ class TimmParams(Params):
         "name gives one: ImageNet-1k, some first trained on ImageNet-21k) read from the local Hugging Face hub "
         "cache; they are never downloaded.",
     )
-    img_size: int | None = Field(
-        None,
-        ge=8,
-        le=4096,
-        description="Input size for models built for one size (ViT, Swin: timm's img_size), a multiple of their patch "
-        "size; set it to the suite's data size. None: the model's own (224 for the ViTs and Swins named *_224). "
-        "Models that take any size (CNNs) refuse it.",
-    )
     kwargs: dict[str, KwargValue] = Field(
         default_factory=dict,
         description="More keyword arguments of timm.create_model, i.e. of the model's constructor, e.g. "
@@ -65,7 +59,7 @@ class TimmParams(Params):
     def _not_reserved(cls, kwargs: dict[str, KwargValue]) -> dict[str, KwargValue]:
         taken = sorted(RESERVED & kwargs.keys())
         if taken:
-            raise ValueError(f"{', '.join(taken)} are set by the plugin (img_size and weights are parameters of their own)")
+            raise ValueError(f"{', '.join(taken)} are set by the plugin (img_size: the suite's data size)")
         return kwargs
 
 
@@ -114,7 +108,7 @@ class TimmEncoder(nn.Module):
         if self.input_size is not None and (height, width) != self.input_size:
             raise PluginError(
                 f"timm model '{self.name}' was built for {self.input_size[0]}x{self.input_size[1]} images and got "
-                f"{height}x{width}: set the encoder's img_size parameter to the suite's data size ({height})"
+                f"{height}x{width}"
             )
         return self.grid(self.body.forward_features(x), height, width)
 
@@ -123,19 +117,23 @@ class TimmEncoder(nn.Module):
         return self.feature_map(x).mean(dim=(2, 3))
 
 
-def build_timm(params: TimmParams, in_channels: int) -> TimmEncoder:
-    """The timm model ``params.model`` for ``in_channels`` inputs, without classifier, from the local cache's weights if asked."""
+def build_timm(params: TimmParams, in_channels: int, image_size: int) -> TimmEncoder:
+    """The timm model ``params.model`` for ``in_channels`` inputs of ``image_size``, without classifier.
+
+    Its weights come from the local cache when asked.
+    """
     # Imported here: timm pulls in torchvision.models (seconds of start-up) that suites without a
     # timm encoder, and `benchsuite validate`, should not pay.
     import timm
+    from timm.models import get_pretrained_cfg
 
     if not timm.is_model(params.model):
         close = difflib.get_close_matches(params.model, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `timm.list_models('*pattern*')` lists the names"
         raise PluginError(f"timm has no model '{params.model}'{hint}")
     kwargs = {key: tuple(value) if isinstance(value, list) else value for key, value in params.kwargs.items()}
-    if params.img_size is not None:
-        kwargs["img_size"] = params.img_size
+    if getattr(get_pretrained_cfg(params.model), "fixed_input_size", False):
+        kwargs["img_size"] = image_size
     if params.weights == "imagenet":
         kwargs["pretrained_cfg_overlay"] = {"file": str(cached_checkpoint(params.model))}
     try:
@@ -144,8 +142,7 @@ def build_timm(params: TimmParams, in_channels: int) -> TimmEncoder:
         body = timm.create_model(params.model, pretrained=params.weights == "imagenet", in_chans=in_channels, **kwargs)
     except TypeError as exc:  # a keyword the model's constructor does not take
         raise PluginError(
-            f"timm model '{params.model}' refused its arguments ({exc}); img_size is only for models built for one "
-            "input size (ViT, Swin), and kwargs must be arguments of the model's constructor"
+            f"timm model '{params.model}' refused its arguments ({exc}); kwargs must be arguments of the model's constructor"
         ) from None
     except RuntimeError as exc:
         if params.weights == "none":
@@ -162,8 +159,8 @@ def build_timm(params: TimmParams, in_channels: int) -> TimmEncoder:
     # timm would drop the pixels past the last whole patch without a word.
     if size is not None and patch is not None and (size[0] % patch[0] or size[1] % patch[1]):
         raise PluginError(
-            f"timm model '{params.model}' cuts images into {patch[0]}x{patch[1]} patches: img_size must be a multiple of "
-            f"{patch[0]} ({', '.join(str(patch[0] * k) for k in (2, 3, 4))}, ...), not {params.img_size}"
+            f"timm model '{params.model}' cuts images into {patch[0]}x{patch[1]} patches: the suite's data size must be a "
+            f"multiple of {patch[0]} ({', '.join(str(patch[0] * k) for k in (2, 3, 4))}, ...), not {image_size}"
         )
     return encoder
 

@@ -37,19 +37,19 @@ ROTATION = Rotation(RotationParams())
 SHRUNK = {
     "resnet18": {},
     "convnext_tiny": {"kwargs": {"depths": [1, 1, 1, 1]}},
-    "vit_base_patch16_224": {"img_size": SIZE, "kwargs": {"depth": 1}},
+    "vit_base_patch16_224": {"kwargs": {"depth": 1}},
     "efficientnet_b0": {},
     "regnety_004": {},
     "wide_resnet50_2": {"kwargs": {"layers": [1, 1, 1, 1]}},
     "mobilenetv2_100": {},
-    "swin_tiny_patch4_window7_224": {"img_size": SIZE, "kwargs": {"depths": [1, 1, 1, 1]}},
+    "swin_tiny_patch4_window7_224": {"kwargs": {"depths": [1, 1, 1, 1]}},
 }
 MODELS = list(SHRUNK)
 
 
-def make_encoder(model: str, in_channels: int = 1, **params) -> TimmEncoder:
+def make_encoder(model: str, in_channels: int = 1, image_size: int = SIZE, **params) -> TimmEncoder:
     found = default_registry().get("encoders", "timm")
-    return found.factory(found.params.model_validate({"model": model, **params}), in_channels)
+    return found.factory(found.params.model_validate({"model": model, **params}), in_channels, image_size)
 
 
 def shrunk(model: str, in_channels: int = 1, seed: int = 0, **params) -> TimmEncoder:
@@ -235,9 +235,10 @@ def test_weights_that_do_not_fit_the_shrunk_model_are_a_plugin_error(cached_resn
 # Bad input: clear errors, before any training where the parameters alone tell.
 
 
-def test_a_transformer_built_for_another_size_names_the_img_size_parameter():
-    encoder = make_encoder("vit_base_patch16_224", 1, kwargs={"depth": 1})  # 224 px, timm's default
-    with pytest.raises(PluginError, match=r"built for 224x224 images and got 32x32: set the encoder's img_size"):
+def test_a_transformer_is_built_for_the_suites_image_size_and_refuses_another():
+    encoder = make_encoder("vit_base_patch16_224", 1, image_size=224, kwargs={"depth": 1})  # timm's own size
+    assert encoder.input_size == (224, 224)
+    with pytest.raises(PluginError, match=r"built for 224x224 images and got 32x32"):
         encoder(images(1))
 
 
@@ -246,12 +247,13 @@ def test_a_transformer_built_for_another_size_names_the_img_size_parameter():
 )
 def test_an_image_size_that_is_no_multiple_of_the_patch_names_the_sizes_accepted(model, size, accepted):
     with pytest.raises(PluginError, match=rf"must be a multiple of {accepted} .*not {size}"):
-        make_encoder(model, 1, img_size=size, kwargs={"depth": 1} if model.startswith("vit") else {"depths": [1, 1, 1, 1]})
+        make_encoder(model, 1, image_size=size, kwargs={"depth": 1} if model.startswith("vit") else {"depths": [1, 1, 1, 1]})
 
 
-def test_img_size_for_a_model_that_takes_any_size_is_a_plugin_error():
-    with pytest.raises(PluginError, match="img_size is only for models built for one input size"):
-        make_encoder("resnet18", 1, img_size=SIZE)
+def test_a_model_that_takes_any_size_is_built_as_it_is():
+    encoder = make_encoder("resnet18", 1, image_size=SIZE).eval()
+    assert encoder.input_size is None
+    assert encoder(torch.rand(1, 1, 2 * SIZE, 2 * SIZE)).shape == (1, encoder.out_dim)
 
 
 def test_an_unknown_model_suggests_close_names():

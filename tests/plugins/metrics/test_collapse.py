@@ -100,5 +100,5 @@ def test_a_run_records_both_per_cell_with_their_direction(tmp_path):
         assert np.isfinite(values.values).all() and (values.values > 0).all()
     # The rank cannot exceed the representation's width (small_cnn's out_dim).
     encoder = default_registry().get("encoders", "small_cnn")
-    width = encoder.factory(encoder.params(width=4), 1).out_dim
+    width = encoder.factory(encoder.params(width=4), 1, 32).out_dim
     assert (cube["effective_rank"].values <= width + 1e-9).all()

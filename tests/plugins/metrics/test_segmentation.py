@@ -34,7 +34,7 @@ def encoder(name: str = "small_cnn", seed: int = 0) -> nn.Module:
     component = default_registry().get("encoders", name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return component.factory(component.params(), 1).eval()
+        return component.factory(component.params(), 1, SIZE).eval()
 
 
 class Blind(nn.Module):

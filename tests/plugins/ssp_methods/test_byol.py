@@ -38,7 +38,7 @@ def make_method(name: str, seed: int = 0, **params) -> SSPMethod:
     registry = default_registry()
     torch.manual_seed(seed)
     encoders = registry.get("encoders", "small_cnn")
-    encoder = encoders.factory(encoders.params(width=8, depth=2), 1)
+    encoder = encoders.factory(encoders.params(width=8, depth=2), 1, 32)
     method = registry.get("ssp_methods", name)
     return method.factory(method.params.model_validate(params), encoder)
 

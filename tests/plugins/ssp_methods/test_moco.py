@@ -17,7 +17,7 @@ def make_moco(seed: int = 0, **params):
     registry = default_registry()
     torch.manual_seed(seed)
     encoders = registry.get("encoders", "small_cnn")
-    encoder = encoders.factory(encoders.params(width=8, depth=2), 1)
+    encoder = encoders.factory(encoders.params(width=8, depth=2), 1, 32)
     moco = registry.get("ssp_methods", "moco_v2")
     return moco.factory(moco.params.model_validate(params), encoder)
 

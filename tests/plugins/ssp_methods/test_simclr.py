@@ -19,7 +19,7 @@ def make_simclr(seed: int = 0, **params) -> SimCLR:
     """A SimCLR on a tiny small_cnn."""
     torch.manual_seed(seed)
     encoders = default_registry().get("encoders", "small_cnn")
-    encoder = encoders.factory(encoders.params(width=8, depth=2), 1)
+    encoder = encoders.factory(encoders.params(width=8, depth=2), 1, 32)
     return SimCLR(SimCLRParams(**params), encoder)
 
 
@@ -44,7 +44,7 @@ def test_simclr_is_registered_with_training_params():
     component = default_registry().get("ssp_methods", "simclr")
     assert issubclass(component.params, TrainingParams)
     encoders = default_registry().get("encoders", "small_cnn")
-    method = component.factory(component.params(proj_dim=8), encoders.factory(encoders.params(width=8, depth=2), 1))
+    method = component.factory(component.params(proj_dim=8), encoders.factory(encoders.params(width=8, depth=2), 1, 32))
     assert isinstance(method, SSPMethod)
     assert method.params.temperature == 0.5
 

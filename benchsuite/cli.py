@@ -138,7 +138,8 @@ def run(
 @_DATA_ROOT
 @_STRICT
 def validate(suite: Path, check_data: bool, progress: bool, data_root: Path | None, strict: bool) -> None:
-    """Check SUITE without running it: its keys, every plugin name and every plugin's params.
+    """Check SUITE without running it: its keys, every plugin name and every plugin's params, and no metric
+    that reads masks on a dataset whose plugin says it has none.
 
     With --data, also what `benchsuite run` checks before the first cell trains: every dataset
     builds, has enough images for data.eval_images, and has foreground in its evaluation masks,
@@ -146,7 +147,7 @@ def validate(suite: Path, check_data: bool, progress: bool, data_root: Path | No
     """
     from benchsuite.engine.data import format_datasets, set_data_root
     from benchsuite.engine.grid import expand
-    from benchsuite.engine.preflight import preflight
+    from benchsuite.engine.preflight import check_masks, preflight
     from benchsuite.engine.registry import installed_plugins
     from benchsuite.engine.suite import load_suite
 
@@ -155,6 +156,7 @@ def validate(suite: Path, check_data: bool, progress: bool, data_root: Path | No
     registry = installed_plugins(strict=strict)
     resolved = load_suite(suite, registry)
     cells = expand(resolved)
+    check_masks(cells, registry, load=False)  # what the plugins declare; --data builds the datasets to know
     click.echo(f"{suite}: valid. {resolved.describe()}.")
     if check_data:
         summaries = preflight(cells, registry, progress=progress)

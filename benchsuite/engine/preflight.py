@@ -31,11 +31,14 @@ def preflight(cells: Sequence[Cell], registry: PluginRegistry, *, progress: bool
     return summaries
 
 
-def check_masks(cells: Sequence[Cell], registry: PluginRegistry) -> None:
-    """Refuse a metric that reads masks on a dataset that has none (``ImageMaskSet.masks`` is None), as a :class:`SuiteError`.
+def check_masks(cells: Sequence[Cell], registry: PluginRegistry, *, load: bool = True) -> None:
+    """Refuse a metric that reads masks on a dataset that has none, as a :class:`SuiteError`.
 
-    A metric reads masks unless it declares ``reads_masks = False``; every such metric and
-    dataset is named at once, with the metrics that could score the dataset instead.
+    A dataset has none when its set's ``masks`` is None (``load``: the dataset is built, from the
+    cache when it can be) or, without loading it, when its factory declares ``has_masks =
+    False`` (`benchsuite validate` without --data). A metric reads masks unless it declares
+    ``reads_masks = False``; every such metric and dataset is named at once, with the metrics
+    that could score the dataset instead.
     """
     problems, seen = [], set()
     for cell in cells:
@@ -44,7 +47,10 @@ def check_masks(cells: Sequence[Cell], registry: PluginRegistry) -> None:
         if key in seen:
             continue
         seen.add(key)
-        if load_dataset(dataset, cell.data.size, registry).masks is not None:
+        if load:
+            if load_dataset(dataset, cell.data.size, registry).masks is not None:
+                continue
+        elif getattr(registry.get("datasets", dataset.plugin).factory, "has_masks", True):
             continue
         readers = [
             f"'{name}' ({metric.plugin})"

@@ -258,6 +258,9 @@ def torchvision_dataset(params: TorchvisionParams, spec: DataSpec) -> ImageMaskS
     return ImageMaskSet(images=read(params, spec).images, masks=None)
 
 
+torchvision_dataset.has_masks = False  # type: ignore[attr-defined]  # said before loading: `benchsuite validate` refuses mask metrics
+
+
 @hookimpl
 def benchsuite_register_datasets(registry: Registry) -> None:
     """Register ``torchvision``."""

@@ -297,7 +297,7 @@ def test_the_set_has_no_masks_and_passes_the_dataset_contract(tmp_path: Path) ->
 
 def test_a_metric_that_reads_masks_is_refused_for_a_dataset_without_them(tmp_path: Path) -> None:
     maskless_suite(tmp_path, "pair_probe, dice, auroc")
-    for command in (["validate", "maskless.yaml", "--data"], ["run", "maskless.yaml"]):
+    for command in (["validate", "maskless.yaml"], ["validate", "maskless.yaml", "--data"], ["run", "maskless.yaml"]):
         done = benchsuite(*command, "--no-progress", cwd=tmp_path)
         message = flat(done.stderr)
         assert done.returncode == 2, done.stderr
@@ -307,6 +307,13 @@ def test_a_metric_that_reads_masks_is_refused_for_a_dataset_without_them(tmp_pat
         )
         assert "pair_probe" in message and "Traceback" not in done.stderr
     assert not stored_keys(tmp_path / "runs" / "maskless")
+
+
+def test_validate_refuses_a_mask_metric_from_what_the_plugin_declares_without_reading_the_data(tmp_path: Path) -> None:
+    (tmp_path / "maskless.yaml").write_text(MASKLESS.format(metrics="dice"))  # no MNIST files under the data root
+    done = benchsuite("validate", "maskless.yaml", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "metric 'dice' (dice) reads masks, but dataset 'digits' (plugin 'torchvision') has none" in flat(done.stderr)
 
 
 def test_a_run_with_mask_free_metrics_completes_on_a_dataset_without_masks(tmp_path: Path) -> None:

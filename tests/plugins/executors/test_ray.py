@@ -61,7 +61,7 @@ class Tiny(torch.nn.Module):
     def forward(self, x):
         return self.features(x).mean(dim=(2, 3))
 
-def fragile(params, in_channels):
+def fragile(params, in_channels, image_size):
     # The worker process dies (as when killed or out of memory) while building a cell's model,
     # unless the marker file exists. Models are built only where cells run, never in the driver.
     marker = Path(params.marker)
@@ -71,7 +71,7 @@ def fragile(params, in_channels):
         os._exit(1)
     return Tiny(in_channels)
 
-def gated(params, in_channels):
+def gated(params, in_channels, image_size):
     # Holds its cells until the gate file exists, so a test can stop the driver while they wait.
     if params.arrived:
         Path(params.arrived, str(os.getpid())).touch()

@@ -51,6 +51,7 @@ from benchsuite.results.event_files import (
     scalar_value,
 )
 from benchsuite.results.overlays import saliency_overlays
+from benchsuite.results.per_cell_runs import read_per_cell_run
 
 if TYPE_CHECKING:  # annotations only: the grid's module imports torch
     from benchsuite.engine.grid import Cell
@@ -327,37 +328,14 @@ class RunLogs:
             curve, index = self._curves[_curve_id(cell)], self._index[cell.theta]
             self._load(curve)
             if not curve.logged[index]:
-                self._log(curve, index, *self._read_per_cell_run(run_dir, cell), time.time())
+                angle, detailed = f"theta={_theta_text(cell.theta)}", cell.theta in self._detail
+                self._log(curve, index, *read_per_cell_run(run_dir, angle, self._steps[index], detailed), time.time())
             remove_event_files(run_dir, recursive=False)
             adopted += 1
         for path in sorted(self.logdir.glob("*/theta=*/**/"), reverse=True):  # the emptied directories
             if not any(path.iterdir()):
                 path.rmdir()
         return adopted
-
-    def _read_per_cell_run(self, run_dir: Path, cell: Cell) -> tuple[dict[str, float], float, float, list[Event]]:
-        """An earlier version's per-cell run as :meth:`_log` takes it: metrics, seconds, peak MiB and detail events."""
-        metrics, seconds, peak_mb, details = {}, float("nan"), float("nan"), []
-        angle, step = f"theta={_theta_text(cell.theta)}", self._steps[self._index[cell.theta]]
-        for path in sorted(run_dir.glob(f"{EVENT_FILE_PREFIX}*")):
-            for event in read_events(path):
-                kept = []
-                for value in event.summary.value:
-                    kind = value.WhichOneof("value")
-                    if value.tag.startswith("metrics/"):
-                        metrics[value.tag[len("metrics/") :]] = value.simple_value
-                    elif value.tag == "time/cell_seconds":
-                        seconds = value.simple_value
-                    elif value.tag == "memory/peak_mb":
-                        peak_mb = value.simple_value
-                    elif cell.theta in self._detail and kind in ("simple_value", "image"):
-                        kept.append(Summary.Value(tag=f"{value.tag}/{angle}", **{kind: getattr(value, kind)}))
-                if kept:  # training curves keep their step; overlays move to the cell's θ step, as new ones
-                    image = kept[0].WhichOneof("value") == "image"
-                    details.append(
-                        Event(wall_time=event.wall_time, step=step if image else event.step, summary=Summary(value=kept))
-                    )
-        return metrics, seconds, peak_mb, details
 
     def _file(self, name: str) -> EventFile:
         """The run's open event file, opening a new one (and closing the least recently used) if need be."""

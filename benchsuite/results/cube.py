@@ -72,8 +72,26 @@ CELL_KEY = "cell_key"
 DIMS: tuple[str, ...] = (IMAGE, EPOCH, STEP, EXAMPLE_INDEX, EXAMPLE_THETA, CHANNEL, Y, X, ORIENTATION)
 """Every dimension of the cube besides the grid's: names a swept parameter's dimension must not take."""
 
-# The ``role`` attribute of every variable says what kind of quantity it is.
+ROLE = "role"
+"""Every variable's attribute saying what kind of quantity it is: one of the roles below."""
 METRIC, CURVE, EXAMPLE, PROVENANCE, DIAGNOSTIC, COVARIATE = "metric", "curve", "example", "provenance", "diagnostic", "covariate"
+
+SCOPE = "scope"
+"""A metric variable's attribute: :data:`IMAGE` (one value per evaluation image, over the :data:`IMAGE`
+dimension) or :data:`CELL` (one value per cell), the metric's ``scope``."""
+CELL = "cell"
+
+UNITS, DESCRIPTION = "units", "description"
+PATH = "path"
+"""A swept coordinate's attribute (besides ``role=`` :data:`SWEEP`): the parameter's path in the suite."""
+
+# The cube's own attributes: what was run, with what, where and when (the run's provenance).
+SUITE_NAME, SUITE_DESCRIPTION, SUITE_YAML = "suite_name", "suite_description", "suite_yaml"
+EXECUTOR = "executor"  # JSON of the last run's executor component
+VERSIONS, PLUGINS = "versions", "plugins"  # JSON: {package: version}, {plugin: "distribution version"}
+DEVICE_DESCRIPTION, GIT_REVISION, CREATED = "device", "git_revision", "created"
+ANALYSIS = "analysis"
+"""The cube attribute holding the suite's ``analysis`` section as JSON."""
 
 OUTCOME = "outcome"
 """The cube attribute naming the metric the suite declared its outcome (the suite's ``outcome``), the one
@@ -87,7 +105,7 @@ HIGHER, LOWER = "higher", "lower"
 
 def swept(cube: xr.Dataset) -> tuple[str, ...]:
     """The cube's swept-parameter dimensions (coordinate ``role="sweep"``), in cube order; empty without a sweep."""
-    return tuple(str(dim) for dim in cube.dims if dim in cube.coords and cube[dim].attrs.get("role") == SWEEP)
+    return tuple(str(dim) for dim in cube.dims if dim in cube.coords and cube[dim].attrs.get(ROLE) == SWEEP)
 
 
 def grid_axes(cube: xr.Dataset) -> tuple[str, ...]:
@@ -111,7 +129,7 @@ def interactions(cube: xr.Dataset) -> tuple[str, ...]:
 
 def metric_names(cube: xr.Dataset) -> list[str]:
     """The cube's metric variables (attribute ``role="metric"``), in cube order."""
-    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == METRIC]
+    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get(ROLE) == METRIC]
 
 
 def better(cube: xr.Dataset, metric: str) -> str | None:

@@ -32,7 +32,7 @@ from statsmodels.stats.anova import anova_lm
 
 from benchsuite.analysis.guard import check_memory, design_bytes
 from benchsuite.analysis.settings import HARMONIC_TERM, HARMONICS_CHOSEN
-from benchsuite.results.cube import IMAGE, METRIC, grid_axes, metric_names
+from benchsuite.results.cube import IMAGE, METRIC, REPLICATE, ROLE, SCOPE, grid_axes, metric_names
 from benchsuite.results.cube import factors as cube_factors
 from benchsuite.results.errors import BenchsuiteError, did_you_mean
 
@@ -149,7 +149,7 @@ def anova_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, typ: Lit
     names = metric_names(cube) if metrics is None else list(metrics)
     for name in names:
         _metric_variable(cube, name)
-    if cube.sizes.get("seed", 0) < 2:
+    if cube.sizes.get(REPLICATE, 0) < 2:
         raise AnovaError(
             f"the cube has {cube.sizes.get('seed', 0)} seed(s), so no cell has a replicate and the "
             "ANOVA has no residual degrees of freedom: add seeds to the suite (at least 2, "
@@ -235,12 +235,12 @@ def _metric_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
         suggestion = did_you_mean(metric, known)
         raise AnovaError(f"the cube has no metric {metric!r}; its metrics are {known}.{suggestion}")
     variable = cube[metric]
-    if variable.attrs.get("role") != METRIC:
+    if variable.attrs.get(ROLE) != METRIC:
         raise AnovaError(
             f"variable {metric!r} has role {variable.attrs.get('role')!r}, not 'metric'; "
             f"the cube's metrics are {metric_names(cube)}."
         )
-    expected = set(grid_axes(cube)) | ({IMAGE} if variable.attrs.get("scope") == "image" else set())
+    expected = set(grid_axes(cube)) | ({IMAGE} if variable.attrs.get(SCOPE) == IMAGE else set())
     if set(variable.dims) != expected:
         raise AnovaError(
             f"metric {metric!r} (scope {variable.attrs.get('scope')!r}) has dims {variable.dims}; expected {sorted(expected)}."

@@ -37,7 +37,20 @@ import xarray as xr
 import yaml
 from scipy import stats
 
-from benchsuite.results.cube import CELL_KEY, HIGHER, IMAGE, LOWER, REPLICATE, better, grid_axes, metric_names, open_cube
+from benchsuite.results.cube import (
+    CELL_KEY,
+    DEVICE_DESCRIPTION,
+    HIGHER,
+    IMAGE,
+    LOWER,
+    REPLICATE,
+    SUITE_YAML,
+    VERSIONS,
+    better,
+    grid_axes,
+    metric_names,
+    open_cube,
+)
 from benchsuite.results.errors import BenchsuiteError, make_output_folder
 
 COMPARE_NAME = "compare.csv"
@@ -105,9 +118,9 @@ def setting_differences(a: Mapping[str, object], b: Mapping[str, object]) -> lis
     (``methods.moco.params.epochs``), each library's version, and the device."""
 
     def settings(attrs: Mapping[str, object]) -> dict[str, str]:
-        found = dict(_flat(yaml.safe_load(str(attrs.get("suite_yaml") or "{}")) or {}))
-        found |= {f"version of {k}": v for k, v in json.loads(str(attrs.get("versions") or "{}")).items()}
-        return found | {"device": str(attrs.get("device", ""))}
+        found = dict(_flat(yaml.safe_load(str(attrs.get(SUITE_YAML) or "{}")) or {}))
+        found |= {f"version of {k}": v for k, v in json.loads(str(attrs.get(VERSIONS) or "{}")).items()}
+        return found | {"device": str(attrs.get(DEVICE_DESCRIPTION, ""))}
 
     ours, theirs = settings(a), settings(b)
     return [

@@ -31,10 +31,10 @@ from statsmodels.stats.anova import anova_lm
 
 from benchsuite.analysis.anova import cell_means, placeholders
 from benchsuite.analysis.periodicity import SERIES_KEYS, series_keys
-from benchsuite.results.cube import ORIENTATION_HIST, metric_names
+from benchsuite.results.cube import DATASET, ORIENTATION_HIST, THETA, metric_names
 from benchsuite.results.errors import BenchsuiteError
 
-AUTOCORR_COLUMNS = ["dataset", "theta", "autocorr"]
+AUTOCORR_COLUMNS = [DATASET, THETA, "autocorr"]
 COVARIATE_COLUMNS = [
     "metric", "coef", "ci_low", "ci_high", "F", "df_num", "df_denom", "p",
     "r2_without", "r2_with", "delta_r2", "n_obs",
@@ -73,16 +73,16 @@ def autocorrelation_table(cube: xr.Dataset) -> pd.DataFrame:
             f"the cube has no {ORIENTATION_HIST!r} variable, so the orientation covariate cannot be "
             "computed; it is written by benchsuite runs that record dataset covariates."
         )
-    thetas = cube["theta"].values.astype(float)
+    thetas = cube[THETA].values.astype(float)
     rows = []
-    for dataset in cube["dataset"].values:
-        histogram = cube[ORIENTATION_HIST].sel(dataset=dataset).values
+    for dataset in cube[DATASET].values:
+        histogram = cube[ORIENTATION_HIST].sel({DATASET: dataset}).values
         try:
             autocorr = circular_autocorrelation(histogram, thetas)
         except CovariateError as error:
             warnings.warn(f"orientation autocorrelation of dataset {str(dataset)!r} skipped: {error}", stacklevel=2)
             continue
-        rows += [{"dataset": str(dataset), "theta": t, "autocorr": c} for t, c in zip(thetas, autocorr, strict=True)]
+        rows += [{DATASET: str(dataset), THETA: t, "autocorr": c} for t, c in zip(thetas, autocorr, strict=True)]
     return pd.DataFrame(rows, columns=AUTOCORR_COLUMNS)
 
 
@@ -137,7 +137,7 @@ def covariate_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, auto
     :data:`COVARIATE_COLUMNS`. A metric that cannot be tested is skipped with a warning naming
     it and the reason; a cube with a single θ cannot test any and raises :class:`CovariateError`.
     """
-    if cube.sizes["theta"] < 2:
+    if cube.sizes[THETA] < 2:
         # Said once here, rather than once per metric: a sweep of another parameter at one θ is a study of its own.
         raise CovariateError(
             "the cube has a single θ, so c(θ) is one number per dataset and cannot be told apart from the dataset effect."
@@ -146,7 +146,7 @@ def covariate_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, auto
     names = metric_names(cube) if metrics is None else list(metrics)
     rows = []
     for name in names:
-        frame = cell_means(cube, name).merge(autocorr, on=["dataset", "theta"], how="inner")
+        frame = cell_means(cube, name).merge(autocorr, on=[DATASET, THETA], how="inner")
         try:
             if frame.empty:
                 raise CovariateError("every cell is NaN.")

@@ -26,7 +26,7 @@ import xarray as xr
 
 from benchsuite.analysis.anova import cell_means
 from benchsuite.analysis.periodicity import series_keys
-from benchsuite.results.cube import REPLICATE, metric_names
+from benchsuite.results.cube import DATASET, ENCODER, METHOD, REPLICATE, THETA, metric_names
 from benchsuite.results.errors import BenchsuiteError
 
 PERMUTATIONS = 999
@@ -36,7 +36,7 @@ RANDOM_SEED = 0
 """The permutations are drawn from a generator seeded with this, so a cube always gives the same table."""
 
 TEST_COLUMNS = ["n_datasets", "n_curves", "n_theta", "F", "p", "n_permutations"]
-CURVE_TEST_COLUMNS = ["metric", "method", "encoder", *TEST_COLUMNS]
+CURVE_TEST_COLUMNS = ["metric", METHOD, ENCODER, *TEST_COLUMNS]
 """The columns of :func:`curve_test_table`; a swept parameter's column follows ``encoder``."""
 
 _BATCH = 2**24
@@ -87,21 +87,21 @@ def curve_test_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, n_p
     one seed) is skipped with a warning naming the metric, the combination and the reason.
     """
     names = metric_names(cube) if metrics is None else list(metrics)
-    strata = [key for key in series_keys(cube) if key != "dataset"]
+    strata = [key for key in series_keys(cube) if key != DATASET]
     rows = []
     for name in names:
         frame = cell_means(cube, name)
-        curves = frame.pivot_table(index=[*strata, "dataset", REPLICATE], columns="theta", values="value", aggfunc="first")
+        curves = frame.pivot_table(index=[*strata, DATASET, REPLICATE], columns=THETA, values="value", aggfunc="first")
         for key, block in curves.groupby(level=strata, sort=False):
             labels = dict(zip(strata, key, strict=True))
             values = block.dropna(axis=1, how="any").to_numpy(dtype=float)
             try:
-                statistic, p = permutation_test(values, block.index.get_level_values("dataset").to_numpy(), n_permutations)
+                statistic, p = permutation_test(values, block.index.get_level_values(DATASET).to_numpy(), n_permutations)
             except CurveTestError as error:
                 shown = ", ".join(f"{k}={v!r}" for k, v in labels.items())
                 warnings.warn(f"curve test of metric {name!r} skipped for ({shown}): {error}", stacklevel=2)
                 continue
-            n_datasets = block.index.get_level_values("dataset").nunique()
+            n_datasets = block.index.get_level_values(DATASET).nunique()
             rows.append(
                 {"metric": name, **labels, "n_datasets": n_datasets, "n_curves": len(block), "n_theta": values.shape[1]}
                 | {"F": statistic, "p": p, "n_permutations": n_permutations}

@@ -43,8 +43,8 @@ from scipy import stats
 
 from benchsuite.analysis.anova import RESIDUAL, TABLE_COLUMNS, AnovaError, cell_means, design_summary, varying_factors
 from benchsuite.analysis.settings import HARMONIC_TERM, HARMONICS_CHOSEN
+from benchsuite.results.cube import THETA, metric_names
 from benchsuite.results.cube import factors as cube_factors
-from benchsuite.results.cube import metric_names
 
 MAX_AUTO_HARMONICS = 20
 """The most harmonics ``"auto"`` tries (periods down to 18°): more would fit seed noise, and AIC's
@@ -145,8 +145,8 @@ def harmonic_anova(frame: pd.DataFrame, factors: Sequence[str], harmonics: int |
     or the cells leave no residual degrees of freedom.
     """
     factors = list(factors)
-    data = frame[["theta", "value", *factors]].dropna()
-    thetas, theta_codes = np.unique(data["theta"].to_numpy(dtype=float), return_inverse=True)
+    data = frame[[THETA, "value", *factors]].dropna()
+    thetas, theta_codes = np.unique(data[THETA].to_numpy(dtype=float), return_inverse=True)
     series_codes = data.groupby(factors, sort=True).ngroup().to_numpy() if factors else np.zeros(len(data), dtype=int)
     n_series = int(series_codes.max()) + 1
     most = min(MAX_AUTO_HARMONICS, (len(thetas) - 1) // 2) if harmonics == "auto" else harmonics
@@ -189,7 +189,7 @@ def harmonic_table(
             if frame.empty:
                 raise AnovaError("every cell is NaN.")
             factors = varying_factors(frame, cube_factors(cube))
-            fit = harmonic_anova(frame, [f for f in factors if f != "theta"], harmonics)
+            fit = harmonic_anova(frame, [f for f in factors if f != THETA], harmonics)
         except AnovaError as error:
             warnings.warn(f"harmonic regression of metric {name!r} skipped: {error}", stacklevel=2)
             continue

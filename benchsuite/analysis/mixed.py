@@ -56,7 +56,7 @@ from benchsuite.analysis.anova import RESIDUAL, cell_means, factorial_formula, p
 from benchsuite.analysis.guard import AnalysisTooLarge, check_memory, design_bytes
 from benchsuite.analysis.harmonic import harmonic_anova, harmonic_basis
 from benchsuite.analysis.settings import HARMONIC_TERM
-from benchsuite.results.cube import IMAGE, METRIC, grid_axes
+from benchsuite.results.cube import DATASET, IMAGE, METRIC, ROLE, THETA, grid_axes
 from benchsuite.results.cube import factors as cube_factors
 from benchsuite.results.errors import BenchsuiteError
 
@@ -125,19 +125,19 @@ def fit_mixed(frame: pd.DataFrame, factors: Sequence[str], harmonics: int | None
     grid = [column for column in frame.columns if column not in (IMAGE, "value")]
     names = placeholders(factors)
     formula, labels = factorial_formula(names), dict(names)
-    if harmonics is not None and "theta" in factors:
-        theta = next(p for p, f in names.items() if f == "theta")
+    if harmonics is not None and THETA in factors:
+        theta = next(p for p, f in names.items() if f == THETA)
         # One patsy term of 2K columns, so that Wald tests it and its interactions as wholes.
         formula = formula.replace(f"C({theta}, Sum)", f"{HARMONIC_TERM}({theta})")
         labels[f"{HARMONIC_TERM}({theta})"] = HARMONIC_TERM
     data = frame.assign(**{p: frame[f] for p, f in names.items()})
     # Image numbers restart in every dataset and runs are nested in datasets, so within a
     # dataset group these codes identify the random effects.
-    data["run"] = data.groupby([d for d in grid if d != "dataset"], sort=False).ngroup()
+    data["run"] = data.groupby([d for d in grid if d != DATASET], sort=False).ngroup()
     model = smf.mixedlm(
         formula,
         data,
-        groups="dataset",
+        groups=DATASET,
         re_formula="0",
         vc_formula={"image": f"0 + C({IMAGE})", "run": "0 + C(run)"},
         eval_env={} if harmonics is None else {HARMONIC_TERM: functools.partial(harmonic_basis, k=harmonics)},
@@ -164,7 +164,7 @@ def fit_mixed(frame: pd.DataFrame, factors: Sequence[str], harmonics: int | None
         run_var=float(variances["run"]),
         residual_var=float(result.scale),
         n_obs=len(data),
-        n_images=int(data.groupby(["dataset", IMAGE]).ngroups),
+        n_images=int(data.groupby([DATASET, IMAGE]).ngroups),
         n_runs=int(data.groupby(grid).ngroups),
         converged=bool(result.converged),
         note=" ".join(notes),
@@ -250,8 +250,8 @@ def balanced_harmonic_fit(cube: xr.Dataset, metric: str, harmonics: int) -> Mixe
     n_values = int(np.prod([cube.sizes[d] for d in grid])) * cube.sizes[IMAGE]
     check_memory("mixed model", f"its {n_values:,} per-image values", design_bytes(n_values, 1))
     variable = _image_variable(cube, metric).reset_coords(drop=True)
-    values = variable.transpose("dataset", *(d for d in grid if d != "dataset"), IMAGE).values.astype(float)
-    n_datasets, n_images = cube.sizes["dataset"], cube.sizes[IMAGE]
+    values = variable.transpose(DATASET, *(d for d in grid if d != DATASET), IMAGE).values.astype(float)
+    n_datasets, n_images = cube.sizes[DATASET], cube.sizes[IMAGE]
     values = values.reshape(n_datasets, -1, n_images)
     scored = ~np.isnan(values)
     ran = scored.any(axis=2)
@@ -265,7 +265,7 @@ def balanced_harmonic_fit(cube: xr.Dataset, metric: str, harmonics: int) -> Mixe
     image_ms = runs[0] * float(np.sum((image_means - grand[:, None]) ** 2)) / (n_datasets * (n_images - 1))
 
     frame = cell_means(cube, metric)
-    factors = [f for f in varying_factors(frame, cube_factors(cube)) if f != "theta"]
+    factors = [f for f in varying_factors(frame, cube_factors(cube)) if f != THETA]
     terms = harmonic_anova(frame, factors, harmonics).terms
     residual = terms.loc[RESIDUAL]
     terms = terms.drop(index=RESIDUAL)
@@ -295,10 +295,10 @@ def _check_size(cube: xr.Dataset, harmonics: int | None) -> None:
     grid = grid_axes(cube)
     rows = int(np.prod([cube.sizes[d] for d in grid])) * cube.sizes.get(IMAGE, 1)
     levels = {f: cube.sizes[f] for f in cube_factors(cube) if cube.sizes[f] > 1}
-    if harmonics is not None and "theta" in levels:
-        levels["theta"] = 2 * harmonics + 1
+    if harmonics is not None and THETA in levels:
+        levels[THETA] = 2 * harmonics + 1
     fixed = int(np.prod(list(levels.values())))
-    runs_per_dataset = int(np.prod([cube.sizes[d] for d in grid if d != "dataset"]))
+    runs_per_dataset = int(np.prod([cube.sizes[d] for d in grid if d != DATASET]))
     random = cube.sizes.get(IMAGE, 1) + runs_per_dataset
     check_memory(
         "mixed model", f"its design of {rows:,} per-image rows × {fixed + random:,} columns", design_bytes(rows, fixed + random)
@@ -313,7 +313,7 @@ def _check_size(cube: xr.Dataset, harmonics: int | None) -> None:
 
 
 def _image_metrics(cube: xr.Dataset) -> list[str]:
-    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get("role") == METRIC and IMAGE in var.dims]
+    return [str(name) for name, var in cube.data_vars.items() if var.attrs.get(ROLE) == METRIC and IMAGE in var.dims]
 
 
 def _image_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
@@ -321,7 +321,7 @@ def _image_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
     if metric not in cube.data_vars:
         raise MixedModelError(f"the cube has no variable {metric!r}; its per-image metrics are {_image_metrics(cube)}.")
     variable = cube[metric]
-    if variable.attrs.get("role") != METRIC or IMAGE not in variable.dims:
+    if variable.attrs.get(ROLE) != METRIC or IMAGE not in variable.dims:
         raise MixedModelError(
             f"{metric!r} is not a per-image metric (role {variable.attrs.get('role')!r}, dims "
             f"{variable.dims}); the mixed model needs per-image values, which "

@@ -40,13 +40,13 @@ import xarray as xr
 from scipy import signal
 
 from benchsuite.analysis.anova import cell_means
-from benchsuite.results.cube import REPLICATE, grid_axes, metric_names
+from benchsuite.results.cube import DATASET, ENCODER, METHOD, REPLICATE, THETA, grid_axes, metric_names
 from benchsuite.results.errors import BenchsuiteError
 
 PERIODS = (360.0, 180.0, 120.0, 90.0, 45.0)
 """The periods reported for every series, in degrees (harmonics 1, 2, 3, 4 and 8)."""
 
-SERIES_KEYS = ["dataset", "method", "encoder"]
+SERIES_KEYS = [DATASET, METHOD, ENCODER]
 """The grid dimensions that tell one metric(θ) series from another in a cube without a sweep;
 :func:`series_keys` adds the swept parameters."""
 POWER_COLUMNS = ["n_theta", *(f"power_{period:g}" for period in PERIODS), "dominant_period", "dominant_power"]
@@ -60,7 +60,7 @@ def series_keys(cube: xr.Dataset) -> list[str]:
     That is :data:`SERIES_KEYS`, then the swept parameters, which keep their series apart as the
     method and the encoder do.
     """
-    return [axis for axis in grid_axes(cube) if axis not in ("theta", REPLICATE)]
+    return [axis for axis in grid_axes(cube) if axis not in (THETA, REPLICATE)]
 
 
 def series_columns(table: pd.DataFrame) -> list[str]:
@@ -182,9 +182,9 @@ def periodicity_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, de
     Lomb-Scargle periodogram, or with more than ``dense_above`` angles is interpolated onto the
     grid (:func:`fill_circle`).
     """
-    circle_step(cube["theta"].values)
+    circle_step(cube[THETA].values)
     names = metric_names(cube) if metrics is None else list(metrics)
-    n_theta = cube.sizes["theta"]
+    n_theta = cube.sizes[THETA]
     keys = series_keys(cube)
     rows = []
     for name in names:
@@ -192,7 +192,7 @@ def periodicity_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, de
         if frame.empty:
             warnings.warn(f"periodicity of metric {name!r} skipped: every cell is NaN.", stacklevel=2)
             continue
-        means = frame.groupby([*keys, "theta"])["value"].mean()
+        means = frame.groupby([*keys, THETA])["value"].mean()
         for key, series in means.groupby(level=keys):
             if 4 * len(series) < 3 * n_theta:
                 label = ", ".join(f"{k}={v!r}" for k, v in zip(keys, key, strict=True))
@@ -204,7 +204,7 @@ def periodicity_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, de
                 continue
             series = series.droplevel(keys)
             if dense_above is not None and n_theta > dense_above and len(series) < n_theta:
-                series = fill_circle(series, cube["theta"].values.astype(float))
+                series = fill_circle(series, cube[THETA].values.astype(float))
             row = periodicity(series, n_theta)
             rows.append({"metric": name, **dict(zip(keys, key, strict=True)), **row})
     return pd.DataFrame(rows, columns=["metric", *keys, *POWER_COLUMNS])

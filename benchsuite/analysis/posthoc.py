@@ -25,7 +25,7 @@ import xarray as xr
 from benchsuite.analysis.anova import cell_means
 from benchsuite.analysis.periodicity import SERIES_KEYS, PeriodicityError, circle_step, series_keys
 from benchsuite.analysis.studentized import studentized_range_isf, studentized_range_sf
-from benchsuite.results.cube import REPLICATE, metric_names
+from benchsuite.results.cube import REPLICATE, THETA, metric_names
 from benchsuite.results.errors import BenchsuiteError
 
 MAX_THETAS = 36
@@ -56,8 +56,8 @@ def tukey_hsd(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     :class:`PosthocError` with fewer than two angles or without a replicate to estimate the
     within-θ variance from.
     """
-    data = frame[["theta", "value"]].dropna()
-    n_groups = data["theta"].nunique()
+    data = frame[[THETA, "value"]].dropna()
+    n_groups = data[THETA].nunique()
     if n_groups < 2:
         raise PosthocError(f"{n_groups} θ value(s) with values; pairwise comparisons need two or more.")
     if len(data) <= n_groups:
@@ -65,7 +65,7 @@ def tukey_hsd(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
             f"{len(data)} observations for {n_groups} θ values leave no degrees of freedom for the "
             "within-θ variance: add seeds to the suite."
         )
-    thetas, group = np.unique(data["theta"].to_numpy(dtype=float), return_inverse=True)
+    thetas, group = np.unique(data[THETA].to_numpy(dtype=float), return_inverse=True)
     values = data["value"].to_numpy(dtype=float)
     counts = np.bincount(group)
     means = np.bincount(group, weights=values) / counts
@@ -127,7 +127,7 @@ def tukey_table(
     with more than ``max_thetas`` and no ``bins`` (at most ``max_thetas``) to group them into,
     raises :class:`PosthocError`.
     """
-    n_thetas = cube.sizes["theta"]
+    n_thetas = cube.sizes[THETA]
     if n_thetas < 2:
         # Said once here, rather than once per family: a sweep of another parameter at one θ has many.
         raise PosthocError(f"the cube has {n_thetas} θ value(s); pairwise comparisons need two or more.")
@@ -146,8 +146,8 @@ def tukey_table(
     for name in names:
         frame = cell_means(cube, name)
         if binned:
-            frame = frame.assign(theta=angle_bins(frame["theta"].to_numpy(), bins, cube["theta"].values))
-            frame = frame.groupby([*keys, REPLICATE, "theta"], sort=False, as_index=False)["value"].mean()
+            frame = frame.assign(**{THETA: angle_bins(frame[THETA].to_numpy(), bins, cube[THETA].values)})
+            frame = frame.groupby([*keys, REPLICATE, THETA], sort=False, as_index=False)["value"].mean()
         for key, family in frame.groupby(keys, sort=False):
             labels = dict(zip(keys, key, strict=True))
             try:

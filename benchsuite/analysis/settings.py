@@ -1,9 +1,9 @@
 """The suite's ``analysis`` settings as the analysis reads them: from the cube, or their defaults.
 
 The store writes the suite's ``analysis`` section into the cube's attributes as JSON (key
-:data:`ATTR`). A cube written before the section existed has none and gets the defaults, which
-are spelt here again rather than imported from ``benchsuite.engine.suite``: the suite module imports the
-training engine, which the results layer must not. A test keeps the two in step.
+:data:`~benchsuite.results.cube.ANALYSIS`). A cube written before the section existed has none
+and gets the defaults, which are spelt here again rather than imported from ``benchsuite.engine.suite``:
+the suite module imports the training engine, which the results layer must not. A test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ from typing import Literal
 
 import xarray as xr
 
-from benchsuite.results.cube import interactions
+from benchsuite.results.cube import ANALYSIS, THETA, interactions
 from benchsuite.results.errors import BenchsuiteError
-
-ATTR = "analysis"
-"""The cube attribute that holds the suite's ``analysis`` section as JSON."""
 
 DENSE_ABOVE = 36
 """Above this many angles θ is a periodic curve rather than a categorical factor (``AnalysisSettings.dense_above``)."""
@@ -47,19 +44,21 @@ class AnalysisOptions:
 
     def dense(self, cube: xr.Dataset) -> bool:
         """Whether ``cube``'s θ is read as a periodic curve (more than ``dense_above`` angles)."""
-        return cube.sizes["theta"] > self.dense_above
+        return cube.sizes[THETA] > self.dense_above
 
 
 def analysis_options(cube: xr.Dataset, harmonics: int | Literal["auto"] | None = None) -> AnalysisOptions:
-    """The options ``cube`` was run with (its :data:`ATTR` attribute, else the defaults), ``harmonics`` overriding."""
-    text = cube.attrs.get(ATTR)
+    """The options ``cube`` was run with (its ``analysis`` attribute, else the defaults), ``harmonics`` overriding."""
+    text = cube.attrs.get(ANALYSIS)
     try:
         stored = json.loads(text) if text else {}
         options = AnalysisOptions(
             dense_above=int(stored.get("dense_above", DENSE_ABOVE)), harmonics=stored.get("harmonics", HARMONICS)
         )
     except (TypeError, ValueError, AttributeError) as error:
-        raise BenchsuiteError(f"the cube's {ATTR!r} attribute ({text!r}) is not the suite's analysis section: {error}") from error
+        raise BenchsuiteError(
+            f"the cube's {ANALYSIS!r} attribute ({text!r}) is not the suite's analysis section: {error}"
+        ) from error
     return options if harmonics is None else AnalysisOptions(options.dense_above, harmonics)
 
 

@@ -42,7 +42,7 @@ from scipy.spatial import distance
 
 from benchsuite.analysis.anova import cell_means
 from benchsuite.analysis.periodicity import series_keys
-from benchsuite.results.cube import metric_names
+from benchsuite.results.cube import DATASET, ENCODER, METHOD, THETA, metric_names
 from benchsuite.results.errors import BenchsuiteError
 
 SIMILARITY_COLUMNS = ["metric", "curve_a", "curve_b", "cosine", "l2"]
@@ -74,15 +74,15 @@ def signature_keys(cube: xr.Dataset) -> list[str]:
 
     A swept parameter with a single level is left out, so that it changes no label.
     """
-    swept = [k for k in series_keys(cube) if k not in ("dataset", "encoder", "method") and cube.sizes[k] > 1]
-    return ["dataset", "encoder", "method", *swept]
+    swept = [k for k in series_keys(cube) if k not in (DATASET, ENCODER, METHOD) and cube.sizes[k] > 1]
+    return [DATASET, ENCODER, METHOD, *swept]
 
 
 def signatures(cube: xr.Dataset, metric: str) -> Signatures:
     """Every signature of ``metric`` in ``cube``: cell means averaged over seeds, angles without a value dropped."""
     keys = signature_keys(cube)
-    means = cell_means(cube, metric).groupby([*keys, "theta"], sort=True)["value"].mean()
-    table = means.unstack("theta").dropna(axis=1, how="any")
+    means = cell_means(cube, metric).groupby([*keys, THETA], sort=True)["value"].mean()
+    table = means.unstack(THETA).dropna(axis=1, how="any")
     return Signatures(table.to_numpy(dtype=float), table.columns.to_numpy(dtype=float), table.index.to_frame(index=False))
 
 
@@ -139,8 +139,8 @@ def predict_datasets(found: Signatures) -> pd.DataFrame:
     joined by ``"; "``), ``n_train, n_test, correct, accuracy`` and ``chance`` (1 / datasets).
     Raises :class:`SignatureError` with fewer than two datasets or combinations.
     """
-    datasets = found.keys["dataset"].to_numpy()
-    combination_keys = [k for k in found.keys.columns if k != "dataset"]
+    datasets = found.keys[DATASET].to_numpy()
+    combination_keys = [k for k in found.keys.columns if k != DATASET]
     combination = found.keys.groupby(combination_keys, sort=False).ngroup().to_numpy()
     n_combinations, n_datasets = int(combination.max()) + 1, len(np.unique(datasets))
     if n_datasets < 2:
@@ -177,8 +177,8 @@ def predict_datasets(found: Signatures) -> pd.DataFrame:
 
 def prediction_unsupported(cube: xr.Dataset) -> str | None:
     """Why ``cube``'s grid cannot support the dataset prediction (one dataset, one encoder-method combination); None if it can."""
-    combinations = int(np.prod([cube.sizes[k] for k in signature_keys(cube) if k != "dataset"]))
-    if cube.sizes["dataset"] < 2:
+    combinations = int(np.prod([cube.sizes[k] for k in signature_keys(cube) if k != DATASET]))
+    if cube.sizes[DATASET] < 2:
         return "needs two or more datasets to tell apart"
     if combinations < 2:
         return "needs the curves of two or more encoder-method combinations, to train on some and test on the others"

@@ -41,7 +41,7 @@ from benchsuite.analysis.signatures import (
     prediction_unsupported,
     similarity_table,
 )
-from benchsuite.results.cube import REPLICATE, grid_axes, metric_names, swept
+from benchsuite.results.cube import PATH, REPLICATE, SUITE_NAME, THETA, grid_axes, metric_names, swept
 from benchsuite.results.errors import BenchsuiteError
 
 SUMMARY_NAME = "summary.json"
@@ -127,7 +127,7 @@ def analyze_cube(
     }
     # Analyses the design cannot support are skipped quietly, with the reason said once by the summary.
     reasons = {} if _has_replicates(cube) else dict.fromkeys(NEEDS_REPLICATES, NO_REPLICATES)
-    if cube.sizes["theta"] < 2:
+    if cube.sizes[THETA] < 2:
         reasons = dict.fromkeys(ABOUT_THETA, SINGLE_THETA) | reasons
     elif (unsupported := prediction_unsupported(cube)) is not None:
         reasons["signature_prediction"] = unsupported
@@ -207,14 +207,14 @@ def summary_document(cube: xr.Dataset, tables: dict[str, pd.DataFrame]) -> dict[
     balance = [entry["balanced"] for entry in per_metric.values() if "balanced" in entry]
     counts = sorted({entry["n_per_cell"] for entry in per_metric.values() if "n_per_cell" in entry})
     return {
-        "suite": cube.attrs.get("suite_name"),
+        "suite": cube.attrs.get(SUITE_NAME),
         "design": {
             "grid": {dim: cube[dim].values.tolist() for dim in grid_axes(cube)},
-            "swept": {dim: cube[dim].attrs["path"] for dim in swept(cube)},
+            "swept": {dim: cube[dim].attrs[PATH] for dim in swept(cube)},
             "balanced": all(balance) if balance else None,
             "n_per_cell": ", ".join(counts) or None,
         },
-        "theta": {"model": "harmonics" if options.dense(cube) else "categorical", "dense_above": options.dense_above},
+        THETA: {"model": "harmonics" if options.dense(cube) else "categorical", "dense_above": options.dense_above},
         "anova_type": tables["anova"].attrs.get(SS_TYPE),
         "skipped": skipped_analyses(tables),
         "warnings": {name: table.attrs[WARNINGS] for name, table in tables.items() if WARNINGS in table.attrs},

@@ -26,7 +26,7 @@ from benchsuite.analysis.summary import (
     table_metrics,
     write_tables,
 )
-from benchsuite.results.cube import INTERACTION, open_cube
+from benchsuite.results.cube import DATASET, INTERACTION, open_cube
 
 
 def analyze_run(run_dir: Path, *, typ: Literal[2, 3] = 2, harmonics: int | Literal["auto"] | None = None) -> str:
@@ -52,7 +52,7 @@ def format_summary(tables: dict[str, pd.DataFrame], terms: Sequence[str] = (INTE
     the cube analysed; the default, θ × dataset alone, is right for a coarse cube without a sweep."""
     periods = tables["periodicity"]
     # Label a series by the keys that tell series apart; usually the dataset alone.
-    labels = [key for key in series_columns(periods) if periods[key].nunique() > 1] or ["dataset"]
+    labels = [key for key in series_columns(periods) if periods[key].nunique() > 1] or [DATASET]
     blocks = [textwrap.fill(note, width=100)] if (note := skipped_note(tables)) else []
     if SKIPPED not in tables["anova"].attrs:
         blocks.append(format_anova(tables["anova"]))

@@ -23,6 +23,7 @@ from scipy import stats
 from benchsuite.analysis.anova import cell_means
 from benchsuite.analysis.periodicity import PeriodicityError, circle_step, level_label, series_keys
 from benchsuite.report.style import DATASET_COLOURS, MARKED_POINTS, NOTE_BOX, NOTE_INK, padded, styled
+from benchsuite.results.cube import DATASET, THETA
 
 STATISTICS = ["mean", "ci_low", "ci_high", "n_seeds"]
 """The columns of :func:`seed_band` after the series keys and the x axis."""
@@ -35,7 +36,7 @@ THETA_TICKS = 45
 """The step of the θ axis's ticks when the grid has too many angles for a tick each."""
 
 
-def seed_band(cube: xr.Dataset, metric: str, along: str = "theta") -> pd.DataFrame:
+def seed_band(cube: xr.Dataset, metric: str, along: str = THETA) -> pd.DataFrame:
     """The mean of ``metric`` over seeds per series and value of ``along``, with its t-based 95% interval.
 
     ``along`` is the x axis, θ or a swept parameter; a series is one combination of the other
@@ -46,7 +47,7 @@ def seed_band(cube: xr.Dataset, metric: str, along: str = "theta") -> pd.DataFra
     ``mean, ci_low, ci_high, n_seeds``; the interval is mean ± t(0.975, n - 1) · s / √n, NaN
     where a single seed has a value. Rows follow the cube's coordinate order.
     """
-    keys = [key for key in (*series_keys(cube), "theta") if key != along]
+    keys = [key for key in (*series_keys(cube), THETA) if key != along]
     frame = cell_means(cube, metric)
     summary = frame.groupby([*keys, along], sort=False)["value"].agg(mean="mean", sd="std", n_seeds="count").reset_index()
     # The t quantile for n - 1 = 0 degrees of freedom is NaN, so one seed gives no band.
@@ -72,11 +73,11 @@ def interaction_figure(band: pd.DataFrame, metric: str, better: str | None = Non
     grid = figure.add_gridspec(1, 2, width_ratios=[1.75, 1])
     line_axes = figure.add_subplot(grid[0])
     polar_axes = figure.add_subplot(grid[1], projection="polar")
-    handles = _line_panel(line_axes, band, metric, "theta", "θ (degrees)", better)
-    for handle, (_, rows) in zip(handles, _series(band, "theta"), strict=True):
+    handles = _line_panel(line_axes, band, metric, THETA, "θ (degrees)", better)
+    for handle, (_, rows) in zip(handles, _series(band, THETA), strict=True):
         closed = _closed_circle(rows)
         polar_axes.plot(
-            np.deg2rad(closed["theta"]),
+            np.deg2rad(closed[THETA]),
             closed["mean"],
             color=handle.get_color(),
             linestyle=handle.get_linestyle(),
@@ -127,7 +128,7 @@ def _line_panel(axes: Axes, band: pd.DataFrame, metric: str, x: str, x_label: st
     # A categorical axis (string values) already has a tick per label.
     if pd.api.types.is_numeric_dtype(band[x]) and len(values) <= 16:
         axes.set_xticks(values)
-    elif x == "theta":
+    elif x == THETA:
         axes.set_xticks(np.arange(np.ceil(values[0] / THETA_TICKS), np.floor(values[-1] / THETA_TICKS) + 1) * THETA_TICKS)
     axes.set_xlabel(x_label)
     axes.set_ylabel(f"{metric} ({better} is better)" if better else metric)
@@ -152,7 +153,7 @@ def _series(band: pd.DataFrame, x: str) -> Iterator[tuple[str, pd.DataFrame]]:
     order, in which the cube and so the band hold them.
     """
     keys = [column for column in band.columns if column not in (x, *STATISTICS)]
-    varying = [key for key in keys if band[key].nunique() > 1] or ["dataset"]
+    varying = [key for key in keys if band[key].nunique() > 1] or [DATASET]
     numeric = pd.api.types.is_numeric_dtype(band[x])
     for key, rows in band.groupby(keys, sort=False):
         levels = dict(zip(keys, key, strict=True))
@@ -210,10 +211,10 @@ def _closed_circle(rows: pd.DataFrame) -> pd.DataFrame:
     they are otherwise, so that no segment is drawn across the part of the circle that has no angle.
     """
     try:
-        circle_step(np.mod(rows["theta"].to_numpy(), 360))
+        circle_step(np.mod(rows[THETA].to_numpy(), 360))
     except PeriodicityError:
         return rows
-    return pd.concat([rows, rows.iloc[[0]].assign(theta=rows["theta"].iloc[0] + 360)], ignore_index=True)
+    return pd.concat([rows, rows.iloc[[0]].assign(**{THETA: rows[THETA].iloc[0] + 360})], ignore_index=True)
 
 
 def _count_range(counts: pd.Series) -> str:

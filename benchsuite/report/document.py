@@ -40,11 +40,19 @@ from benchsuite.report.readings import ANOVA_FORMATS, Reading, interaction_readi
 from benchsuite.report.style import png_bytes
 from benchsuite.results.cube import (
     CUBE_NAME,
+    DATASET,
+    ENCODER,
     EXAMPLE_IMAGE,
     EXAMPLE_MASK,
+    METHOD,
     ORIENTATION_HIST,
+    PATH,
     SALIENCY_EXAMPLE,
+    SEED,
     SSP_LOSS,
+    SUITE_DESCRIPTION,
+    SUITE_NAME,
+    THETA,
     WALL_TIME,
     better,
     grid_axes,
@@ -185,13 +193,13 @@ def write_report(
         + [("provenance", "Provenance")]
     )
     page = render_page(
-        title=f"benchsuite report: {cube.attrs.get('suite_name', 'suite')}",
-        description=cube.attrs.get("suite_description", ""),
+        title=f"benchsuite report: {cube.attrs.get(SUITE_NAME, 'suite')}",
+        description=cube.attrs.get(SUITE_DESCRIPTION, ""),
         grid_text=_grid_text(cube),
         contents=contents,
         interaction_labels=labels,
         interaction_heading=interaction_heading,
-        on_circle=_plotted_against(cube) == "theta",
+        on_circle=_plotted_against(cube) == THETA,
         metrics=metrics,
         anova_given="anova" in tables,
         anova_heading="" if anova is None else anova_heading(anova),
@@ -257,7 +265,7 @@ def _interaction_image(cube: xr.Dataset, metric: str) -> FigureImage | None:
     if band.empty:
         return None
     file_name = f"interaction_{_slug(metric)}.png"
-    if along == "theta":
+    if along == THETA:
         return _image(
             curves.interaction_figure(band, metric, better(cube, metric)),
             file_name,
@@ -265,7 +273,7 @@ def _interaction_image(cube: xr.Dataset, metric: str) -> FigureImage | None:
             f"{metric} against θ, one line per dataset: mean over seeds with its 95% confidence band; "
             "right, the means on the circle of θ (radial axis fitted to them).",
         )
-    path = cube[along].attrs["path"]
+    path = cube[along].attrs[PATH]
     return _image(
         curves.sweep_figure(band, metric, along, path, better(cube, metric)),
         file_name,
@@ -277,7 +285,7 @@ def _interaction_image(cube: xr.Dataset, metric: str) -> FigureImage | None:
 def _plotted_against(cube: xr.Dataset) -> str:
     """θ, unless θ has a single level and a swept parameter varies: then the first such parameter."""
     varying = [dim for dim in swept(cube) if cube.sizes[dim] > 1]
-    return varying[0] if varying and cube.sizes["theta"] == 1 else "theta"
+    return varying[0] if varying and cube.sizes[THETA] == 1 else THETA
 
 
 def _table_section(key: str, frame: pd.DataFrame, terms: list[str], notes: Sequence[str]) -> TableSection:
@@ -320,8 +328,8 @@ def _figure_section(cube: xr.Dataset, drawing: _Drawing) -> FigureSection:
 
 def _grid_text(cube: xr.Dataset) -> str:
     sizes = {axis: cube.sizes.get(axis, 0) for axis in grid_axes(cube)}
-    names = {axis: (axis, f"{axis}s") for axis in ("dataset", "seed", "method", "encoder")} | {"theta": ("angle θ", "angles θ")}
-    names |= {dim: (f"value of {cube[dim].attrs['path']}", f"values of {cube[dim].attrs['path']}") for dim in swept(cube)}
+    names = {axis: (axis, f"{axis}s") for axis in (DATASET, SEED, METHOD, ENCODER)} | {THETA: ("angle θ", "angles θ")}
+    names |= {dim: (f"value of {cube[dim].attrs[PATH]}", f"values of {cube[dim].attrs[PATH]}") for dim in swept(cube)}
     done = int(np.isfinite(cube[WALL_TIME].values).sum()) if WALL_TIME in cube else 0
     grid = " × ".join(f"{n:,} {names[a][n != 1]}" for a, n in sizes.items())
     return f"{grid} = {math.prod(sizes.values()):,} cells, {done:,} finished."

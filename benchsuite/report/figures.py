@@ -25,14 +25,23 @@ from matplotlib.image import AxesImage
 from benchsuite.analysis.periodicity import level_label, series_keys
 from benchsuite.report.style import DATASET_COLOURS, MARKED_POINTS, NOTE_BOX, NOTE_INK, padded, styled
 from benchsuite.results.cube import (
+    CHANNEL,
+    DATASET,
+    EPOCH,
     EXAMPLE_IMAGE,
+    EXAMPLE_INDEX,
     EXAMPLE_MASK,
     EXAMPLE_THETA,
     IDENTICAL_VIEWS,
+    ORIENTATION,
     ORIENTATION_HIST,
     SALIENCY_EXAMPLE,
+    SEED,
     SSP_LOSS,
+    THETA,
     WALL_TIME,
+    X,
+    Y,
 )
 
 # θ is circular, so the colour of θ must be too (0° and 330° look alike); hsv rather than
@@ -58,19 +67,19 @@ def saliency_gallery(cube: xr.Dataset, max_angles: int = 6) -> Figure:
     """
     thetas = _spread(gallery_angles(cube), max_angles)
     rows = list(_panel_selections(cube))
-    saliency = cube[SALIENCY_EXAMPLE].isel(example=0)
+    saliency = cube[SALIENCY_EXAMPLE].isel({EXAMPLE_INDEX: 0})
     angle = _map_angle(saliency)
     figure = Figure(figsize=(1.75 * (len(thetas) + 1) + 1.0, 1.75 * len(rows) + 0.6), layout="constrained")
     axes = figure.subplots(len(rows), len(thetas) + 1, squeeze=False)
     for row_axes, (label, selection) in zip(axes, rows, strict=True):
-        image = _display_image(cube[EXAMPLE_IMAGE].sel(dataset=selection["dataset"]).isel(example=0))
-        mask = cube[EXAMPLE_MASK].sel(dataset=selection["dataset"]).isel(example=0).values
+        image = _display_image(cube[EXAMPLE_IMAGE].sel({DATASET: selection[DATASET]}).isel({EXAMPLE_INDEX: 0}))
+        mask = cube[EXAMPLE_MASK].sel({DATASET: selection[DATASET]}).isel({EXAMPLE_INDEX: 0}).values
         _show_example(row_axes[0], image, mask, None)
         row_axes[0].set_ylabel(label, fontsize=10)
         for ax, theta in zip(row_axes[1:], thetas, strict=True):
-            maps = saliency.sel(selection).sel({angle: theta}).transpose("seed", ...).values
+            maps = saliency.sel(selection).sel({angle: theta}).transpose(SEED, ...).values
             found = [m for m in maps if np.isfinite(m).any()]
-            _show_example(ax, image, mask, found[0] if found else _missing_map(cube, {**selection, "theta": theta}))
+            _show_example(ax, image, mask, found[0] if found else _missing_map(cube, {**selection, THETA: theta}))
     axes[0, 0].set_title("image, mask", fontsize=10)
     for ax, theta in zip(axes[0, 1:], thetas, strict=True):
         ax.set_title(f"θ = {theta:g}°", fontsize=10)
@@ -88,19 +97,19 @@ def gallery_angles(cube: xr.Dataset) -> np.ndarray:
     none was kept; this picks the detailed ones out of those too. Reduced one variable at a time,
     without loading more than the first example's maps.
     """
-    saliency = cube[SALIENCY_EXAMPLE].isel(example=0)
+    saliency = cube[SALIENCY_EXAMPLE].isel({EXAMPLE_INDEX: 0})
     angle = _map_angle(saliency)
     thetas = saliency[angle].values
     shown = saliency.notnull().any([dim for dim in saliency.dims if dim != angle]).values
     if IDENTICAL_VIEWS in cube:
-        identical = (cube[IDENTICAL_VIEWS] == 1).any([dim for dim in cube[IDENTICAL_VIEWS].dims if dim != "theta"])
-        shown |= identical.reindex(theta=thetas, fill_value=False).values
+        identical = (cube[IDENTICAL_VIEWS] == 1).any([dim for dim in cube[IDENTICAL_VIEWS].dims if dim != THETA])
+        shown |= identical.reindex({THETA: thetas}, fill_value=False).values
     return thetas[shown] if shown.any() else thetas
 
 
 def _map_angle(saliency: xr.DataArray) -> str:
     """The dimension that holds θ in the example maps: ``example_theta``, or ``theta`` in a cube written before it."""
-    return EXAMPLE_THETA if EXAMPLE_THETA in saliency.dims else "theta"
+    return EXAMPLE_THETA if EXAMPLE_THETA in saliency.dims else THETA
 
 
 @styled
@@ -111,9 +120,9 @@ def orientation_roses(cube: xr.Dataset) -> Figure:
     All roses share one radial scale; the dashed circle is the uniform (isotropic) histogram.
     """
     histogram = cube[ORIENTATION_HIST]
-    centres = np.deg2rad(cube["orientation"].values)
+    centres = np.deg2rad(cube[ORIENTATION].values)
     width = 2 * np.pi / len(centres)
-    datasets = cube["dataset"].values.tolist()
+    datasets = cube[DATASET].values.tolist()
     columns = min(len(datasets), 4)
     n_rows = -(-len(datasets) // columns)
     figure = Figure(figsize=(2.9 * columns, 3.0 * n_rows + 0.2), layout="constrained")
@@ -124,7 +133,7 @@ def orientation_roses(cube: xr.Dataset) -> Figure:
     for index, (ax, dataset) in enumerate(zip(axes, datasets, strict=False)):
         ax.bar(
             centres,
-            histogram.sel(dataset=dataset).values,
+            histogram.sel({DATASET: dataset}).values,
             width=width,
             color=DATASET_COLOURS(index % DATASET_COLOURS.N),
             edgecolor="white",
@@ -143,20 +152,20 @@ def orientation_roses(cube: xr.Dataset) -> Figure:
 @styled
 def training_curves(cube: xr.Dataset) -> Figure:
     """SSP loss per epoch, seeds averaged: one panel per dataset, one line per θ, coloured round the circle."""
-    loss = cube[SSP_LOSS].mean("seed")
+    loss = cube[SSP_LOSS].mean(SEED)
     panels = list(_panel_selections(cube))
     columns = min(len(panels), 4)
     n_rows = -(-len(panels) // columns)
     figure = Figure(figsize=(3.3 * columns + 1.0, 3.1 * n_rows + 0.3), layout="constrained")
     axes = figure.subplots(n_rows, columns, squeeze=False, sharex=True)
     norm = Normalize(0, 360)
-    epochs = cube["epoch"].values + 1
-    thetas = cube["theta"].values
+    epochs = cube[EPOCH].values + 1
+    thetas = cube[THETA].values
     colours = THETA_COLOURS(norm(thetas % 360))
     # One collection per panel, not one line per θ: a dense grid has thousands of angles.
     width = 1.2 if len(thetas) <= MARKED_POINTS else 0.4
     for ax, (label, selection) in zip(axes.ravel(), panels, strict=False):
-        curves = loss.sel(selection).transpose("theta", "epoch").values
+        curves = loss.sel(selection).transpose(THETA, EPOCH).values
         segments = np.stack(np.broadcast_arrays(epochs, curves), axis=-1)  # [theta, epoch, (x, y)]
         ax.add_collection(LineCollection(segments, colors=colours, linewidths=width))
         if np.isfinite(curves).any():
@@ -216,7 +225,7 @@ def _panel_selections(cube: xr.Dataset) -> Iterator[tuple[str, dict[str, object]
     """
     keys = series_keys(cube)
     levels = [cube[key].values.tolist() for key in keys]
-    varying = [key for key, names in zip(keys, levels, strict=True) if len(names) > 1] or ["dataset"]
+    varying = [key for key, names in zip(keys, levels, strict=True) if len(names) > 1] or [DATASET]
     for combination in itertools.product(*levels):
         selection = dict(zip(keys, combination, strict=True))
         yield " / ".join(level_label(key, selection[key]) for key in varying), selection
@@ -231,9 +240,9 @@ def _spread(values: np.ndarray, count: int) -> list[float]:
 
 def _display_image(image: xr.DataArray) -> np.ndarray:
     """An example image (channel, y, x) as grey (y, x) or RGB (y, x, 3) in [0, 1]."""
-    image = image.dropna("channel", how="all")
-    values = image.transpose("y", "x", "channel").values
-    if image.sizes["channel"] != 3:
+    image = image.dropna(CHANNEL, how="all")
+    values = image.transpose(Y, X, CHANNEL).values
+    if image.sizes[CHANNEL] != 3:
         values = values.mean(axis=-1)
     return _unit_range(values)
 

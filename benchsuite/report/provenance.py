@@ -11,7 +11,21 @@ import pandas as pd
 import xarray as xr
 
 from benchsuite.report.html import Table, table
-from benchsuite.results.cube import DEVICE, PEAK_MEMORY, TORCH_THREADS, WALL_TIME
+from benchsuite.results.cube import (
+    CREATED,
+    DATASET,
+    DESCRIPTION,
+    DEVICE,
+    DEVICE_DESCRIPTION,
+    GIT_REVISION,
+    PEAK_MEMORY,
+    PLUGINS,
+    SUITE_NAME,
+    SUITE_YAML,
+    TORCH_THREADS,
+    VERSIONS,
+    WALL_TIME,
+)
 from benchsuite.results.durations import readable_duration
 
 
@@ -27,7 +41,7 @@ class Provenance:
 
 
 def provenance(cube: xr.Dataset) -> Provenance:
-    labels = {"suite_name": "suite", "created": "created", "git_revision": "git revision", "device": "device"}
+    labels = {SUITE_NAME: "suite", CREATED: "created", GIT_REVISION: "git revision", DEVICE_DESCRIPTION: "device"}
     facts = [(label, str(cube.attrs.get(key, ""))) for key, label in labels.items()]
     # Per-cell values: a run resumed elsewhere, or with another thread count, shows more than one.
     for name, label in ((DEVICE, "cell devices"), (TORCH_THREADS, "torch threads")):
@@ -39,10 +53,10 @@ def provenance(cube: xr.Dataset) -> Provenance:
         facts=facts,
         cost_text=_cost_text(cube) if finished else "No cell has finished.",
         cost=_cost_table(cube) if finished else None,
-        memory_note=f"Peak memory: {cube['peak_memory_mb'].attrs.get('description', '')}." if finished else "",
-        versions=_json_table(cube.attrs.get("versions"), ("package", "version")),
-        plugins=_json_table(cube.attrs.get("plugins"), ("plugin", "distribution")),
-        suite_yaml=cube.attrs.get("suite_yaml", ""),
+        memory_note=f"Peak memory: {cube[PEAK_MEMORY].attrs.get(DESCRIPTION, '')}." if finished else "",
+        versions=_json_table(cube.attrs.get(VERSIONS), ("package", "version")),
+        plugins=_json_table(cube.attrs.get(PLUGINS), ("plugin", "distribution")),
+        suite_yaml=cube.attrs.get(SUITE_YAML, ""),
     )
 
 
@@ -52,7 +66,7 @@ def _cost_text(cube: xr.Dataset) -> str:
     return (
         f"{seconds.size} cells: {readable_duration(seconds.sum())} in all; per cell median "
         f"{readable_duration(np.median(seconds))}, max {readable_duration(seconds.max())}. "
-        f"Peak memory up to {np.nanmax(cube['peak_memory_mb'].values):.0f} MiB."
+        f"Peak memory up to {np.nanmax(cube[PEAK_MEMORY].values):.0f} MiB."
     )
 
 
@@ -60,7 +74,7 @@ def _cost_table(cube: xr.Dataset) -> Table:
     """Wall time and peak memory per dataset, over its finished cells."""
     frame = cube[[WALL_TIME, PEAK_MEMORY]].to_dataframe().reset_index().dropna(subset=[WALL_TIME])
     per_dataset = (
-        frame.groupby("dataset", sort=False)
+        frame.groupby(DATASET, sort=False)
         .agg(
             cells=(WALL_TIME, "size"),
             total_s=(WALL_TIME, "sum"),

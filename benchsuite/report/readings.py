@@ -10,7 +10,7 @@ import pandas as pd
 import xarray as xr
 
 from benchsuite.analysis.settings import HARMONIC_TERM, analysis_options, study_terms
-from benchsuite.results.cube import INTERACTION, PLACEHOLDER_NEGATIVES, outcome
+from benchsuite.results.cube import INTERACTION, PLACEHOLDER_NEGATIVES, THETA, outcome
 
 ALPHA = 0.05
 
@@ -62,14 +62,14 @@ def varying_terms(cube: xr.Dataset) -> list[str]:
     return varying or [terms[0]]
 
 
-_FACTOR = {HARMONIC_TERM: "theta"}
+_FACTOR = {HARMONIC_TERM: THETA}
 """The cube dimension of a term's first factor, where the term names it otherwise."""
 
 
 def term_label(term: str) -> str:
     """A term as the report writes it: ``theta:dataset`` is ``θ × dataset``, ``harmonics:dataset`` is
     ``θ's harmonics × dataset``, ``strength:dataset`` is ``strength × dataset``."""
-    spelt = {"theta": "θ", HARMONIC_TERM: "θ's harmonics"}
+    spelt = {THETA: "θ", HARMONIC_TERM: "θ's harmonics"}
     return " × ".join(spelt.get(factor, factor) for factor in term.split(":"))
 
 

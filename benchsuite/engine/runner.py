@@ -57,7 +57,7 @@ def _manifest(resolved: ResolvedSuite, cells: list[Cell]) -> dict[str, Any]:
     """Every cell's key and the resolved configuration of everything that enters a cell."""
     config: dict[str, Any] = {
         "data": resolved.suite.data.model_dump(mode="json"),
-        "theta": resolved.suite.thetas,
+        names.THETA: resolved.suite.thetas,
         "seeds": resolved.suite.seeds,
     }
     if resolved.sweeps:  # absent without a sweep, so the manifests of earlier runs still match
@@ -326,15 +326,15 @@ def _run(
 def _cube_attrs(resolved: ResolvedSuite) -> dict[str, str]:
     components = [c for by_label in resolved.components.values() for c in by_label.values()]
     return {
-        "suite_name": resolved.name,
-        "suite_yaml": resolved.text,
-        "executor": json.dumps(resolved.single("executors").config()),  # the last run's, which --executor may set
-        "suite_description": resolved.suite.description,
-        "versions": json.dumps(provenance.versions({c.distribution for c in components})),
-        "plugins": json.dumps({c.plugin: f"{c.distribution} {c.version}" for c in components}),
-        "device": provenance.device_description(),
-        "git_revision": provenance.git_revision(),
-        "created": utc_now(),
-        "analysis": json.dumps(resolved.suite.analysis.model_dump(mode="json")),
+        names.SUITE_NAME: resolved.name,
+        names.SUITE_YAML: resolved.text,
+        names.EXECUTOR: json.dumps(resolved.single("executors").config()),  # the last run's, which --executor may set
+        names.SUITE_DESCRIPTION: resolved.suite.description,
+        names.VERSIONS: json.dumps(provenance.versions({c.distribution for c in components})),
+        names.PLUGINS: json.dumps({c.plugin: f"{c.distribution} {c.version}" for c in components}),
+        names.DEVICE_DESCRIPTION: provenance.device_description(),
+        names.GIT_REVISION: provenance.git_revision(),
+        names.CREATED: utc_now(),
+        names.ANALYSIS: json.dumps(resolved.suite.analysis.model_dump(mode="json")),
         names.OUTCOME: resolved.suite.outcome or "",
     }

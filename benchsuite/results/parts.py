@@ -29,9 +29,6 @@ from benchsuite.results.cell_result import CellResult
 if TYPE_CHECKING:  # annotations only: the grid's module imports torch
     from benchsuite.engine.grid import Cell
 
-KEY = "cell_key"
-"""The column of every part that holds the cell's key."""
-
 VARIABLES = b"benchsuite.variables"
 """The schema metadata key of a part: JSON of each variable's dims, level and attributes."""
 
@@ -50,9 +47,18 @@ class Variable:
 
 
 def _var(
-    dims: tuple[str, ...], values: Any, role: str, level: Literal["cell", "detail", "dataset"] = "cell", **attrs: str
+    dims: tuple[str, ...],
+    values: Any,
+    role: str,
+    level: Literal["cell", "detail", "dataset"] = "cell",
+    *,
+    scope: str | None = None,
+    better: str | None = None,
+    units: str | None = None,
+    description: str | None = None,
 ) -> Variable:
-    return Variable(dims, values, {"role": role, **attrs}, level)
+    attrs = {names.ROLE: role, names.SCOPE: scope, names.BETTER: better, names.UNITS: units, names.DESCRIPTION: description}
+    return Variable(dims, values, {name: value for name, value in attrs.items() if value is not None}, level)
 
 
 def cell_variables(result: CellResult, *, detailed: bool, dataset_level: bool) -> dict[str, Variable]:
@@ -63,14 +69,14 @@ def cell_variables(result: CellResult, *, detailed: bool, dataset_level: bool) -
     and masks, orientation histogram); one row per dataset suffices, so most rows leave them out.
     """
     variables: dict[str, Variable] = {}
-    better = {name: {names.BETTER: names.HIGHER if higher else names.LOWER} for name, higher in result.higher_is_better.items()}
+    better = {name: names.HIGHER if higher else names.LOWER for name, higher in result.higher_is_better.items()}
     for name, values in result.image_metrics.items():
-        variables[name] = _var((names.IMAGE,), values, names.METRIC, scope="image", **better.get(name, {}))
+        variables[name] = _var((names.IMAGE,), values, names.METRIC, scope=names.IMAGE, better=better.get(name))
         variables[f"{name}_nan_images"] = _var(
             (), int(np.isnan(values).sum()), names.DIAGNOSTIC, description=f"evaluation images where {name} is undefined (NaN)"
         )
     for name, value in result.cell_metrics.items():
-        variables[name] = _var((), value, names.METRIC, scope="cell", **better.get(name, {}))
+        variables[name] = _var((), value, names.METRIC, scope=names.CELL, better=better.get(name))
     curves = result.curves
     variables |= {
         names.SSP_LOSS: _var((names.EPOCH,), curves.epoch_loss, names.CURVE, description="mean SSP loss per epoch"),
@@ -132,7 +138,7 @@ def cell_variables(result: CellResult, *, detailed: bool, dataset_level: bool) -
 
 def table(cells: Sequence[Cell], rows: Sequence[Mapping[str, Variable]]) -> pa.Table:
     """One part: a row per cell (its key, its coordinates, then every variable any row has)."""
-    columns: dict[str, pa.Array] = {KEY: pa.array([c.key for c in cells], pa.string())}
+    columns: dict[str, pa.Array] = {names.CELL_KEY: pa.array([c.key for c in cells], pa.string())}
     for dim in cells[0].coords:
         columns[dim] = pa.array([c.coords[dim] for c in cells])
     described: dict[str, dict[str, Any]] = {}
@@ -188,7 +194,7 @@ def assemble(
     filled: dict[str, np.ndarray] = {}  # cell-level variables over the flattened grid
     few: dict[str, list[tuple[pa.Array, pa.Array | None, np.ndarray]]] = {}  # detail and dataset rows, until the end
     for part in parts:
-        keys = part.column(KEY).to_pylist()
+        keys = part.column(names.CELL_KEY).to_pylist()
         rows = [row for row, key in enumerate(keys) if key in position]
         at = np.array([position[keys[row]] for row in rows], dtype=np.int64)
         for name, about in json.loads(part.schema.metadata[VARIABLES]).items():
@@ -235,20 +241,22 @@ def assemble(
     cube_vars[names.CELL_KEY] = (
         grid,
         key.reshape(shape).astype(str),
-        {"role": names.PROVENANCE, "description": "content hash of the cell"},
+        {names.ROLE: names.PROVENANCE, names.DESCRIPTION: "content hash of the cell"},
     )
     coord_values = {axis: np.asarray(values) for axis, values in coords.items()}
     coord_values |= {dim: np.asarray(values) for dim, values in detail_coords.items()}
     coord_values |= {dim: np.arange(n) for dim, n in extents.items() if dim not in coord_values}
     cube = xr.Dataset(cube_vars, coords=coord_values, attrs=attrs)
     for dim in (names.THETA, *detail_coords):
-        cube[dim].attrs["units"] = "degree"
+        cube[dim].attrs[names.UNITS] = "degree"
     for dim, path in sweep_paths.items():
-        cube[dim].attrs.update(role=names.SWEEP, path=path)
+        cube[dim].attrs.update({names.ROLE: names.SWEEP, names.PATH: path})
     if names.ORIENTATION in cube.dims:
         bins = cube.sizes[names.ORIENTATION]
         cube = cube.assign_coords({names.ORIENTATION: (np.arange(bins) + 0.5) * 360.0 / bins})
-        cube[names.ORIENTATION].attrs.update(units="degree", description="bin centre, counter-clockwise from +x as displayed")
+        cube[names.ORIENTATION].attrs.update(
+            {names.UNITS: "degree", names.DESCRIPTION: "bin centre, counter-clockwise from +x as displayed"}
+        )
     return cube
 
 

@@ -50,7 +50,7 @@ from benchsuite.results import cube as names
 from benchsuite.results.cell_result import CellResult
 from benchsuite.results.cube import CUBE_NAME, ENGINE
 from benchsuite.results.errors import RunDirInUse, make_output_folder
-from benchsuite.results.parts import KEY, Variable, assemble, cell_variables, table
+from benchsuite.results.parts import Variable, assemble, cell_variables, table
 
 if TYPE_CHECKING:  # annotations only: the grid's module imports torch
     from benchsuite.engine.grid import Cell
@@ -133,7 +133,11 @@ class RunStore:
 
     def done_keys(self) -> set[str]:
         """The keys of every stored cell (only the key column of each part is read)."""
-        return {key for path in self.part_paths() for key in pq.read_table(path, columns=[KEY]).column(KEY).to_pylist()}
+        return {
+            key
+            for path in self.part_paths()
+            for key in pq.read_table(path, columns=[names.CELL_KEY]).column(names.CELL_KEY).to_pylist()
+        }
 
     def write_part(self, rows: Sequence[tuple[Cell, Mapping[str, Variable]]]) -> Path:
         """Store ``rows`` (cells and their variables) as the next part, atomically; returns its path."""
@@ -175,7 +179,7 @@ class RunStore:
         try:
             with xr.open_dataset(self.cube_path, engine=ENGINE) as cube:
                 same_cells = names.CELL_KEY in cube and set(cube[names.CELL_KEY].values.ravel()) == {c.key for c in cells}
-                return same_cells and cube.attrs.get("suite_yaml") == suite_text
+                return same_cells and cube.attrs.get(names.SUITE_YAML) == suite_text
         except (OSError, ValueError):  # a damaged cube is rebuilt from the parts, which hold every result
             return False
 

@@ -20,7 +20,10 @@ import xarray as xr
 
 from benchsuite.results.cube import (
     AXES,
+    BETTER,
+    CELL,
     CHANNEL,
+    COVARIATE,
     CURVE,
     DATASET,
     DEVICE,
@@ -32,18 +35,24 @@ from benchsuite.results.cube import (
     EXAMPLE_INDEX,
     EXAMPLE_MASK,
     EXAMPLE_THETA,
+    HIGHER,
     IDENTICAL_VIEWS,
     IMAGE,
+    LOWER,
     METHOD,
     METRIC,
     ORIENTATION,
     ORIENTATION_HIST,
     PEAK_MEMORY,
     PROVENANCE,
+    ROLE,
     SALIENCY_EXAMPLE,
+    SCOPE,
     SEED,
     SSP_LOSS,
+    SUITE_NAME,
     THETA,
+    UNITS,
     WALL_TIME,
     X,
     Y,
@@ -101,14 +110,14 @@ def synthetic_cube(
         values += (level + rng.standard_normal(shape, dtype=np.float32) * np.float32(run_sd))[..., None]
         values += (rng.standard_normal((datasets, images), dtype=np.float32) * np.float32(image_sd))[:, None, None, None, None]
         values[:, identical] = np.nan  # saliency is undefined where the two views are the same image
-        variables[name] = ((*AXES, IMAGE), values, {"role": METRIC, "scope": "image", "better": "higher"})
+        variables[name] = ((*AXES, IMAGE), values, {ROLE: METRIC, SCOPE: IMAGE, BETTER: HIGHER})
     for name in CELL_METRICS:
         loss = 2.0 - level + rng.standard_normal(shape, dtype=np.float32) * np.float32(run_sd)
-        variables[name] = (AXES, loss.astype(np.float32), {"role": METRIC, "scope": "cell", "better": "lower"})
+        variables[name] = (AXES, loss.astype(np.float32), {ROLE: METRIC, SCOPE: CELL, BETTER: LOWER})
     centres = np.deg2rad((np.arange(ORIENTATION_BINS) + 0.5) * 360 / ORIENTATION_BINS)
     histograms = np.stack([1 + 0.5 * np.cos(PLANTED_HARMONICS[d % 4] * centres) for d in range(datasets)])
     histograms /= histograms.sum(axis=1, keepdims=True)
-    variables[ORIENTATION_HIST] = ((DATASET, ORIENTATION), histograms, {"role": "covariate"})
+    variables[ORIENTATION_HIST] = ((DATASET, ORIENTATION), histograms, {ROLE: COVARIATE})
     levels = {
         DATASET: [f"set{d}" for d in range(datasets)],
         THETA: angles,
@@ -123,7 +132,7 @@ def synthetic_cube(
             IMAGE: np.arange(images),
             ORIENTATION: (np.arange(ORIENTATION_BINS) + 0.5) * 360 / ORIENTATION_BINS,
         },
-        attrs={"suite_name": "synthetic"},
+        attrs={SUITE_NAME: "synthetic"},
     )
     if not detail:
         return cube
@@ -144,16 +153,16 @@ def _drawn(
     epochs = 10
     loss = 3 - np.linspace(0, 1, epochs, dtype=np.float32) + rng.standard_normal((*shape, epochs), dtype=np.float32) * 0.02
     return {
-        SALIENCY_EXAMPLE: ((DATASET, EXAMPLE_THETA, *AXES[2:], EXAMPLE_INDEX, Y, X), maps, {"role": EXAMPLE}),
-        EXAMPLE_IMAGE: ((DATASET, EXAMPLE_INDEX, CHANNEL, Y, X), rng.random((shape[0], 4, 1, size, size)), {"role": EXAMPLE}),
-        EXAMPLE_MASK: ((DATASET, EXAMPLE_INDEX, Y, X), np.broadcast_to(disc, (shape[0], 4, size, size)), {"role": EXAMPLE}),
-        SSP_LOSS: ((*AXES, EPOCH), loss, {"role": CURVE}),
+        SALIENCY_EXAMPLE: ((DATASET, EXAMPLE_THETA, *AXES[2:], EXAMPLE_INDEX, Y, X), maps, {ROLE: EXAMPLE}),
+        EXAMPLE_IMAGE: ((DATASET, EXAMPLE_INDEX, CHANNEL, Y, X), rng.random((shape[0], 4, 1, size, size)), {ROLE: EXAMPLE}),
+        EXAMPLE_MASK: ((DATASET, EXAMPLE_INDEX, Y, X), np.broadcast_to(disc, (shape[0], 4, size, size)), {ROLE: EXAMPLE}),
+        SSP_LOSS: ((*AXES, EPOCH), loss, {ROLE: CURVE}),
         IDENTICAL_VIEWS: (
             AXES,
             np.broadcast_to(identical[None, :, None, None, None], shape).astype(np.int64),
-            {"role": DIAGNOSTIC},
+            {ROLE: DIAGNOSTIC},
         ),
-        WALL_TIME: (AXES, rng.uniform(0.1, 0.2, shape), {"role": PROVENANCE, "units": "s"}),
-        PEAK_MEMORY: (AXES, rng.uniform(300, 400, shape), {"role": PROVENANCE, "units": "MiB"}),
-        DEVICE: (AXES, np.full(shape, "cuda:0", dtype=object), {"role": PROVENANCE}),
+        WALL_TIME: (AXES, rng.uniform(0.1, 0.2, shape), {ROLE: PROVENANCE, UNITS: "s"}),
+        PEAK_MEMORY: (AXES, rng.uniform(300, 400, shape), {ROLE: PROVENANCE, UNITS: "MiB"}),
+        DEVICE: (AXES, np.full(shape, "cuda:0", dtype=object), {ROLE: PROVENANCE}),
     }

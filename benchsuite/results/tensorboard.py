@@ -41,6 +41,7 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.plugins.text.summary_v2 import text_pb
 
 from benchsuite.results.cell_result import CellResult
+from benchsuite.results.cube import SEED, THETA
 from benchsuite.results.event_files import (
     EVENT_FILE_PREFIX,
     EventFile,
@@ -88,7 +89,7 @@ def run_name(cell: Cell) -> str:
     return "/".join(
         (
             _path_safe(cell.dataset),
-            f"seed={cell.seed}",
+            f"{SEED}={cell.seed}",
             _path_safe(cell.method),
             _path_safe(cell.encoder),
             *(f"{dim}={_path_safe(str(value))}" for dim, value in cell.swept.items()),
@@ -110,7 +111,7 @@ def final_metrics(result: CellResult) -> dict[str, float]:
 def _per_cell_run_name(cell: Cell) -> str:
     """The cell's run in the layout of earlier versions, one run per cell: ``dataset/theta=030.0/seed=0/method/encoder``."""
     dataset, rest = run_name(cell).split("/", 1)
-    return f"{dataset}/theta={_theta_text(cell.theta)}/{rest}"
+    return f"{dataset}/{THETA}={_theta_text(cell.theta)}/{rest}"
 
 
 @dataclass
@@ -199,7 +200,7 @@ class RunLogs:
         self._steps = [round(theta * self.steps_per_degree) for theta in self._thetas]
         self._index_of_step = {step: i for i, step in enumerate(self._steps)}
         self._curves = {
-            curve: _Curve(run_name(cell), {k: v for k, v in cell.coords.items() if k != "theta"}, sizes[curve])
+            curve: _Curve(run_name(cell), {k: v for k, v in cell.coords.items() if k != THETA}, sizes[curve])
             for curve, cell in first.items()
         }
 
@@ -275,7 +276,7 @@ class RunLogs:
 
     def _details(self, result: CellResult, step: int, now: float) -> list[Event]:
         """The training curves, saliency overlays and description of a detailed cell, tagged with its θ."""
-        angle, curves = f"theta={_theta_text(result.cell.theta)}", result.curves
+        angle, curves = f"{THETA}={_theta_text(result.cell.theta)}", result.curves
         events = []
         for i, (loss, lr) in enumerate(zip(curves.step_loss, curves.step_lr, strict=True)):
             values = [scalar_value(f"ssp/loss_step/{angle}", loss), scalar_value(f"ssp/lr/{angle}", lr)]
@@ -318,7 +319,7 @@ class RunLogs:
         run each and the new ones in curves that never complete. Each old run gives its cell's
         metrics, time and peak memory; a detailed cell also its training curves and overlays.
         """
-        old_runs = {path.parent for path in self.logdir.glob(f"*/theta=*/**/{EVENT_FILE_PREFIX}*")}
+        old_runs = {path.parent for path in self.logdir.glob(f"*/{THETA}=*/**/{EVENT_FILE_PREFIX}*")}
         if not old_runs:
             return 0
         cell_of = {self.logdir / _per_cell_run_name(cell): cell for cell in cells}
@@ -328,11 +329,11 @@ class RunLogs:
             curve, index = self._curves[_curve_id(cell)], self._index[cell.theta]
             self._load(curve)
             if not curve.logged[index]:
-                angle, detailed = f"theta={_theta_text(cell.theta)}", cell.theta in self._detail
+                angle, detailed = f"{THETA}={_theta_text(cell.theta)}", cell.theta in self._detail
                 self._log(curve, index, *read_per_cell_run(run_dir, angle, self._steps[index], detailed), time.time())
             remove_event_files(run_dir, recursive=False)
             adopted += 1
-        for path in sorted(self.logdir.glob("*/theta=*/**/"), reverse=True):  # the emptied directories
+        for path in sorted(self.logdir.glob(f"*/{THETA}=*/**/"), reverse=True):  # the emptied directories
             if not any(path.iterdir()):
                 path.rmdir()
         return adopted
@@ -355,7 +356,7 @@ class RunLogs:
         TensorBoard infers the hparams from the sessions and lists every scalar tag as a metric.
         """
         hparam_infos = []
-        for dim in (dim for dim in curves[0].coords if dim != "theta"):
+        for dim in (dim for dim in curves[0].coords if dim != THETA):
             values = list(dict.fromkeys(cell.coords[dim] for cell in curves))
             info = api_pb2.HParamInfo(name=dim, differs=len(values) > 1)
             hp.Discrete(values).update_hparam_info(info)

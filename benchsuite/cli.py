@@ -156,7 +156,7 @@ def validate(suite: Path, check_data: bool, progress: bool, data_root: Path | No
     registry = installed_plugins(strict=strict)
     resolved = load_suite(suite, registry)
     cells = expand(resolved)
-    check_masks(cells, registry, load=False)  # what the plugins declare; --data builds the datasets to know
+    check_masks(cells, registry)  # what the plugins declare; --data builds the datasets to know
     click.echo(f"{suite}: valid. {resolved.describe()}.")
     if check_data:
         summaries = preflight(cells, registry, progress=progress)

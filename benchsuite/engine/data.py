@@ -125,9 +125,10 @@ class DataWarning(UserWarning):
 
 @dataclass(frozen=True)
 class DatasetSummary:
-    """What ``benchsuite validate --data`` prints of one dataset of a suite."""
+    """What ``benchsuite validate --data`` prints of one dataset of a suite, and what the other pre-run checks read of it."""
 
     label: str
+    key: str  # :func:`dataset_key` of its cells
     plugin: str
     images: int
     train: int
@@ -139,6 +140,15 @@ class DatasetSummary:
     empty_masks: int | None
     empty_eval_masks: int | None
 
+    @property
+    def has_masks(self) -> bool:
+        return self.coverage is not None
+
+
+def dataset_key(cell: Cell) -> str:
+    """What tells the datasets of cells apart: the label and the configuration (with a swept parameter's value)."""
+    return canonical_json([cell.dataset, cell.component("datasets").config])
+
 
 def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress: bool = False) -> list[DatasetSummary]:
     """Build (or read from the cache) every dataset ``cells`` use and check that it can serve the study.
@@ -149,8 +159,8 @@ def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress:
     and warns (:class:`DataWarning`) when some evaluation masks are empty.
     """
     # One check per dataset the cells build: a label, or a label per value of a swept dataset parameter.
-    built = {canonical_json([c.dataset, c.component("datasets").config]): c for c in reversed(cells)}
-    firsts = [c for c in cells if built[canonical_json([c.dataset, c.component("datasets").config])] is c]
+    built = {dataset_key(c): c for c in reversed(cells)}
+    firsts = [c for c in cells if built[dataset_key(c)] is c]
     summaries, failures = [], []
     for cell in tqdm(firsts, desc="datasets", unit="dataset", disable=not progress):
         dataset, settings = cell.component("datasets"), cell.data
@@ -185,6 +195,7 @@ def check_datasets(cells: Sequence[Cell], registry: PluginRegistry, *, progress:
         summaries.append(
             DatasetSummary(
                 label=label,
+                key=dataset_key(cell),
                 plugin=plugin,
                 images=len(data),
                 train=len(parts.train_images),

@@ -7,13 +7,13 @@ input (exit code 2), found before any cell has paid for it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from benchsuite.api import PluginError
-from benchsuite.engine.building import build, build_method
-from benchsuite.engine.data import DatasetSummary, check_datasets, load_dataset
+from benchsuite.engine.building import CellFailure, build, build_method
+from benchsuite.engine.data import DatasetSummary, check_datasets, dataset_key
 from benchsuite.engine.grid import Cell, canonical_json
 from benchsuite.engine.registry import PluginRegistry
 from benchsuite.results.errors import SuiteError, sentence
@@ -22,21 +22,23 @@ from benchsuite.results.errors import SuiteError, sentence
 def preflight(cells: Sequence[Cell], registry: PluginRegistry, *, progress: bool = False) -> list[DatasetSummary]:
     """Check every dataset ``cells`` use (:func:`check_datasets`), then :func:`check_masks` and :func:`check_saliency`.
 
-    Returns the datasets' summaries; raises what those checks raise, and :class:`CellFailure`
-    when building a model fails (what the cell itself would have met).
+    The datasets are built (or read from the cache) once; the later checks read their summaries.
+    Returns the summaries; raises what those checks raise, and :class:`CellFailure` when building
+    a model fails other than by a plugin refusing its configuration (a bug the cell would have met).
     """
     summaries = check_datasets(cells, registry, progress=progress)
-    check_masks(cells, registry)
-    check_saliency(cells, registry)
+    by_key = {summary.key: summary for summary in summaries}
+    check_masks(cells, registry, by_key)
+    check_saliency(cells, registry, by_key)
     return summaries
 
 
-def check_masks(cells: Sequence[Cell], registry: PluginRegistry, *, load: bool = True) -> None:
+def check_masks(cells: Sequence[Cell], registry: PluginRegistry, datasets: Mapping[str, DatasetSummary] | None = None) -> None:
     """Refuse a metric that reads masks on a dataset that has none, as a :class:`SuiteError`.
 
-    A dataset has none when its set's ``masks`` is None (``load``: the dataset is built, from the
-    cache when it can be) or, without loading it, when its factory declares ``has_masks =
-    False`` (`benchsuite validate` without --data). A metric reads masks unless it declares
+    A dataset has none when its summary in ``datasets`` (by :func:`dataset_key`) says so or,
+    without summaries, when its factory declares ``has_masks = False`` (`benchsuite validate`
+    without --data, which builds no dataset). A metric reads masks unless it declares
     ``reads_masks = False``; every such metric and dataset is named at once, with the metrics
     that could score the dataset instead.
     """
@@ -47,8 +49,8 @@ def check_masks(cells: Sequence[Cell], registry: PluginRegistry, *, load: bool =
         if key in seen:
             continue
         seen.add(key)
-        if load:
-            if load_dataset(dataset, cell.data.size, registry).masks is not None:
+        if datasets is not None:
+            if datasets[dataset_key(cell)].has_masks:
                 continue
         elif getattr(registry.get("datasets", dataset.plugin).factory, "has_masks", True):
             continue
@@ -72,28 +74,34 @@ def check_masks(cells: Sequence[Cell], registry: PluginRegistry, *, load: bool =
         )
 
 
-def check_saliency(cells: Sequence[Cell], registry: PluginRegistry) -> None:
+def check_saliency(cells: Sequence[Cell], registry: PluginRegistry, datasets: Mapping[str, DatasetSummary]) -> None:
     """Let the saliency method refuse a model it cannot explain (Grad-CAM's layer, say) before any cell trains.
 
     A method that offers ``check(model)`` is shown an untrained model, on the CPU, of each
-    combination of dataset, SSP method and encoder the cells use; a :class:`PluginError` it
-    raises becomes a :class:`SuiteError`, bad input that no cell has paid for.
+    combination of input channels (from the dataset's summary in ``datasets``), SSP method and
+    encoder the cells use. A :class:`PluginError` that the saliency method raises, or that a
+    plugin raises while the model is built (an encoder refusing the suite's image size, say),
+    becomes a :class:`SuiteError`: bad input that no cell has paid for.
     """
     seen = set()
     for cell in cells:
-        kinds = ("datasets", "ssp_methods", "encoders", "saliency_methods")
-        key = canonical_json([cell.component(kind).config for kind in kinds])
+        channels = datasets[dataset_key(cell)].shape[0]
+        configs = [cell.component(kind).config for kind in ("ssp_methods", "encoders", "saliency_methods")]
+        key = canonical_json([channels, cell.data.size, *configs])
         if key in seen:
             continue
         seen.add(key)
         saliency = build(registry, cell, "saliency_methods")
         if not hasattr(saliency, "check"):
             continue
-        channels = load_dataset(cell.component("datasets"), cell.data.size, registry).images.shape[1]
+        model = f"the {cell.method} / {cell.encoder} model"
         try:
             saliency.check(build_method(cell, registry, channels, torch.device("cpu")))
+        except CellFailure as failure:
+            if not isinstance(failure.cause, PluginError):
+                raise
+            raise SuiteError(f"{failure.stage} cannot build {model}: {sentence(str(failure.cause))}") from None
         except PluginError as exc:
             raise SuiteError(
-                f"saliency method '{cell.component('saliency_methods').plugin}' cannot explain the {cell.method} / "
-                f"{cell.encoder} model: {sentence(str(exc))}"
+                f"saliency method '{cell.component('saliency_methods').plugin}' cannot explain {model}: {sentence(str(exc))}"
             ) from None

@@ -15,6 +15,7 @@ from PIL import Image
 from benchsuite.engine import cache, data
 from benchsuite.engine.data import DataWarning, check_datasets, load_dataset
 from benchsuite.engine.grid import Component, expand
+from benchsuite.engine.preflight import preflight
 from benchsuite.engine.registry import default_registry
 from benchsuite.engine.suite import load_suite
 from benchsuite.results.errors import DataError, SuiteError
@@ -124,6 +125,38 @@ def test_validate_data_prints_each_dataset_without_training(tmp_path):
     assert rows["second"][1:5] == ["isotropic_texture", "14", "4", "10"]
     assert rows["second"][-2:] == ["0", "(0)"]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_pre_run_checks_build_or_read_each_dataset_once(tmp_path, monkeypatch):
+    # grad_cam offers check(model), so the saliency check needs each dataset's channels too.
+    text = suite(tmp_path, "{plugin: isotropic_texture, params: {n_images: 14}}").read_text()
+    path = tmp_path / "gradcam.yaml"
+    path.write_text(text.replace("{plugin: smoothgrad, params: {samples: 2}}", "{plugin: grad_cam, params: {layer: features}}"))
+    registry = default_registry()
+    cells = expand(load_suite(path, registry))
+    loads, cached = [], data._cached
+    monkeypatch.setattr(data, "_cached", lambda *args: loads.append(args[1]) or cached(*args))
+    summaries = preflight(cells, registry)
+    assert [s.label for s in summaries] == ["shapes", "second"]
+    assert len(loads) == 2, "check_masks and check_saliency read the summaries, not the datasets again"
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_an_encoder_that_refuses_the_image_size_is_bad_input_before_training(tmp_path, command):
+    text = suite(tmp_path, "{plugin: isotropic_texture, params: {n_images: 14}}").read_text()
+    text = text.replace("size: 16", "size: 20").replace("{plugin: small_cnn, params: {width: 4}}", VIT)
+    (tmp_path / "checks.yaml").write_text(text.replace("{plugin: smoothgrad, params: {samples: 2}}", "grad_cam"))
+    done = benchsuite(command, "checks.yaml", *(["--data"] if command == "validate" else []), "--no-progress", cwd=tmp_path)
+    message = flat(done.stderr)
+    assert done.returncode == 2, done.stderr
+    assert "encoder 'timm' cannot build the moco / cnn model:" in message
+    assert "must be a multiple of 16" in message and "not 20" in message
+    assert "bug" not in message and "Traceback" not in done.stderr
+    assert not stored_keys(tmp_path / "runs" / "checks")
+
+
+VIT = "{plugin: timm, params: {model: vit_tiny_patch16_224}}"
+"""A ViT cuts images into 16-pixel patches, so it refuses a size that is not a multiple of 16."""
 
 
 def write_png(path: Path, value: int, size: int = 16) -> None:

@@ -151,7 +151,7 @@ def anova_table(cube: xr.Dataset, metrics: Sequence[str] | None = None, typ: Lit
         _metric_variable(cube, name)
     if cube.sizes.get(REPLICATE, 0) < 2:
         raise AnovaError(
-            f"the cube has {cube.sizes.get('seed', 0)} seed(s), so no cell has a replicate and the "
+            f"the cube has {cube.sizes.get(REPLICATE, 0)} seed(s), so no cell has a replicate and the "
             "ANOVA has no residual degrees of freedom: add seeds to the suite (at least 2, "
             "better 3 or more)."
         )
@@ -237,13 +237,13 @@ def _metric_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
     variable = cube[metric]
     if variable.attrs.get(ROLE) != METRIC:
         raise AnovaError(
-            f"variable {metric!r} has role {variable.attrs.get('role')!r}, not 'metric'; "
+            f"variable {metric!r} has role {variable.attrs.get(ROLE)!r}, not 'metric'; "
             f"the cube's metrics are {metric_names(cube)}."
         )
     expected = set(grid_axes(cube)) | ({IMAGE} if variable.attrs.get(SCOPE) == IMAGE else set())
     if set(variable.dims) != expected:
         raise AnovaError(
-            f"metric {metric!r} (scope {variable.attrs.get('scope')!r}) has dims {variable.dims}; expected {sorted(expected)}."
+            f"metric {metric!r} (scope {variable.attrs.get(SCOPE)!r}) has dims {variable.dims}; expected {sorted(expected)}."
         )
     return variable.reset_coords(drop=True)
 

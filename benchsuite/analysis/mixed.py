@@ -323,7 +323,7 @@ def _image_variable(cube: xr.Dataset, metric: str) -> xr.DataArray:
     variable = cube[metric]
     if variable.attrs.get(ROLE) != METRIC or IMAGE not in variable.dims:
         raise MixedModelError(
-            f"{metric!r} is not a per-image metric (role {variable.attrs.get('role')!r}, dims "
+            f"{metric!r} is not a per-image metric (role {variable.attrs.get(ROLE)!r}, dims "
             f"{variable.dims}); the mixed model needs per-image values, which "
             f"{_image_metrics(cube)} have."
         )

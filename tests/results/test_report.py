@@ -5,11 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 import subprocess
 import warnings
-from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +15,11 @@ import pytest
 import xarray as xr
 from matplotlib.colors import to_rgb, to_rgba
 from PIL import Image
-from statsmodels.stats.weightstats import DescrStatsW
 
 from benchsuite.analysis.anova import SS_TYPE, anova_table
 from benchsuite.analysis.summary import (
     NEEDS_REPLICATES,
-    SKIPPED,
     SUMMARY_NAME,
-    TABLE_NAMES,
-    WARNINGS,
     analyze_cube,
     read_tables,
     write_tables,
@@ -34,17 +27,14 @@ from benchsuite.analysis.summary import (
 from benchsuite.report import analysis_tables, write_report
 from benchsuite.report.curves import interaction_figure, seed_band, sweep_figure
 from benchsuite.report.document import SHOWN_ROWS
-from benchsuite.report.figures import saliency_gallery, similarity_matrices
-from benchsuite.report.readings import interaction_reading
+from benchsuite.report.figures import saliency_gallery
 from benchsuite.report.style import png_bytes
-from benchsuite.results import synthetic
-from benchsuite.results.cube import CUBE_NAME, ENGINE, EXAMPLE_IMAGE, IDENTICAL_VIEWS, SALIENCY_EXAMPLE, WALL_TIME, open_cube
-from benchsuite.results.durations import readable_duration
-from benchsuite.results.errors import BenchsuiteError
-from tests.core.test_runner import TINY, run
+from benchsuite.results.cube import CUBE_NAME, ENGINE, EXAMPLE_IMAGE, SALIENCY_EXAMPLE, WALL_TIME, open_cube
+from tests.results.report_page import CHROMIUM, CHROMIUM_FLAGS, PageParts, Report, rendered_images
 from tests.results.test_anova import STRENGTHS, SWEEP
+from tests.results.test_figures import SIMILARITY
 from tests.results.test_summary import _cube as synthetic_cube
-from tests.results.test_summary import _sweep_cube
+from tests.results.test_summary import _sweep_cube, _uneven_cube
 
 METRICS = ["dice", "auroc", "mass_in_mask", "final_loss"]
 FIGURE_FILES = {f"interaction_{m}.png" for m in METRICS} | {
@@ -52,103 +42,6 @@ FIGURE_FILES = {f"interaction_{m}.png" for m in METRICS} | {
     "orientation_roses.png",
     "training_curves.png",
 }
-DESCRIPTION = "Angles & <b>masks</b>"
-PERIODICITY = pd.DataFrame({"metric": ["dice"], "dataset": ["shapes"], "period_deg": [90.0], "power": [0.123456]})
-MIXED = pd.DataFrame({"metric": ["dice", "dice"], "term": ["theta", "theta:dataset"], "chi2": [1.5, 30.25]})
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-BROKEN_IMAGE_PROBE = """<script>
-window.addEventListener("load", () => {
-  const images = [...document.images];
-  document.title = `images=${images.length} broken=${images.filter((i) => i.naturalWidth === 0).length}`;
-});
-</script>"""
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@dataclass
-class Report:
-    cube: xr.Dataset
-    anova: pd.DataFrame
-    path: Path
-    html: str
-    parts: PageParts
-
-
-class PageParts(HTMLParser):
-    """What the tests read off the page: element ids, <img> attributes, tables (rows of class and cells), readings."""
-
-    def __init__(self, html: str):
-        super().__init__()
-        self.ids: set[str] = set()
-        self.images: list[dict[str, str]] = []
-        self.tables: list[list[tuple[str, list[str]]]] = []
-        self.readings: dict[str, list[str]] = {}
-        self._cell: list[str] | None = None
-        self._reading: tuple[str, list[str]] | None = None
-        self.feed(html)
-
-    def handle_starttag(self, tag, attrs):
-        attrs = {k: v or "" for k, v in attrs}
-        if "id" in attrs:
-            self.ids.add(attrs["id"])
-        if tag == "img":
-            self.images.append(attrs)
-        elif tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append((attrs.get("class", ""), []))
-        elif tag in ("td", "th"):
-            self._cell = []
-        elif tag == "p" and "reading" in attrs.get("class", "").split():
-            self._reading = (attrs["data-metric"], [])
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th"):
-            self.tables[-1][-1][1].append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "p" and self._reading is not None:
-            metric, text = self._reading
-            self.readings.setdefault(metric, []).append("".join(text).strip())
-            self._reading = None
-
-    def handle_data(self, data):
-        for sink in (self._cell, self._reading[1] if self._reading else None):
-            if sink is not None:
-                sink.append(data)
-
-    def table_headed(self, first_column: str, second_column: str) -> list[list[str]]:
-        """The body rows of every table whose header starts with these two columns."""
-        return [cells for table in self.tables if table[0][1][:2] == [first_column, second_column] for _, cells in table[1:]]
-
-
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
-    root = tmp_path_factory.mktemp("report")
-    # Module scope comes before conftest's per-test cache fixture, so point at the same cache here.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BENCHSUITE_CACHE", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
-        # Not theta = 0: its identical views leave the saliency metrics undefined (NaN).
-        cube = open_cube(run(root, TINY.replace("theta: [0, 90]", "theta: [45, 90]")).run_dir)
-    cube.attrs["suite_description"] = DESCRIPTION
-    anova = anova_table(cube)
-    path = write_report(cube, {"anova": anova, "periodicity": PERIODICITY, "mixed": MIXED}, root / "out")
-    html = path.read_text(encoding="utf-8")
-    return Report(cube, anova, path, html, PageParts(html))
-
-
-@pytest.fixture(scope="module")
-def dense_cube() -> xr.Dataset:
-    """A dense curve as a run stores it: 2 datasets x 360 angles x 2 seeds, saliency examples every 30° only."""
-    return synthetic.synthetic_cube(datasets=2, thetas=360, seeds=2, images=4, detail=12)
 
 
 @pytest.fixture(scope="module")
@@ -307,128 +200,6 @@ def test_suite_text_is_escaped_not_interpreted(report):
     assert "name: tiny" in report.html
 
 
-def test_seed_band_is_the_t_interval_of_the_seed_means(report):
-    band = seed_band(report.cube, "dice")
-    assert len(band) == report.cube.sizes["dataset"] * report.cube.sizes["theta"]
-    for row in band.itertuples():
-        per_seed = report.cube["dice"].sel(dataset=row.dataset, theta=row.theta).mean("image").values.ravel()
-        low, high = DescrStatsW(per_seed).tconfint_mean(alpha=0.05)
-        assert (row.mean, row.ci_low, row.ci_high, row.n_seeds) == pytest.approx((per_seed.mean(), low, high, 2))
-
-
-def test_seed_band_has_no_interval_with_a_single_seed(report):
-    band = seed_band(report.cube.isel(seed=[0]), "final_loss")
-    assert band["ci_low"].isna().all() and band["ci_high"].isna().all()
-    assert band["mean"].to_numpy() == pytest.approx(report.cube["final_loss"].isel(seed=0).values.ravel())
-
-
-def test_the_y_axis_says_which_way_is_better_where_the_metric_says_so(report):
-    band = seed_band(report.cube, "dice")
-    assert interaction_figure(band, "dice", "higher").axes[0].get_ylabel() == "dice (higher is better)"
-    assert interaction_figure(band, "dice").axes[0].get_ylabel() == "dice"
-
-
-def test_with_datasets_and_methods_a_method_keeps_its_colour_and_a_dataset_its_line_style():
-    one = synthetic_cube()
-    per_cell = [name for name, variable in one.data_vars.items() if "method" in variable.dims]
-    cube = xr.concat([one, one.assign_coords(method=["simclr"])], dim="method", data_vars=per_cell)
-    lines = interaction_figure(seed_band(cube, "dice"), "dice").legends[0].get_lines()
-    styles = {line.get_label(): (to_rgba(line.get_color()), line.get_linestyle(), line.get_marker()) for line in lines}
-    assert list(styles) == ["shapes / moco_v2", "shapes / simclr", "brain / moco_v2", "brain / simclr"]
-    for method in ("moco_v2", "simclr"):
-        assert styles[f"shapes / {method}"][0] == styles[f"brain / {method}"][0]
-    assert styles["shapes / moco_v2"][0] != styles["shapes / simclr"][0]
-    for dataset in ("shapes", "brain"):
-        assert styles[f"{dataset} / moco_v2"][1:] == styles[f"{dataset} / simclr"][1:]
-    assert styles["shapes / moco_v2"][1:] != styles["brain / moco_v2"][1:]
-
-
-def test_the_y_axis_holds_narrow_bands_whole_and_cuts_a_wide_one_with_a_note(report):
-    means = seed_band(report.cube, "dice")["mean"]
-    span = means.max() - means.min()
-    narrow = seed_band(report.cube, "dice").assign(ci_low=means - 0.2 * span, ci_high=means + 0.2 * span)
-    axes = interaction_figure(narrow, "dice").axes[0]
-    low, high = axes.get_ylim()
-    assert low < narrow["ci_low"].min() and narrow["ci_high"].max() < high
-    assert not axes.texts
-
-    # One band as wide as two seeds that disagree can make it (t(0.975, 1) = 12.7): the means keep the axis.
-    wide = narrow.assign(ci_low=narrow["ci_low"] - 50 * span)
-    axes = interaction_figure(wide, "dice").axes[0]
-    low, high = axes.get_ylim()
-    assert means.min() - span < low < means.min() and narrow["ci_high"].max() < high < means.max() + span
-    assert [text.get_text() for text in axes.texts] == ["some bands run past the axis"]
-
-
-def test_polar_curve_closes_at_360_degrees_when_its_angles_cover_the_circle_evenly():
-    cube = synthetic_cube()  # θ = 0, 90, 180, 270
-    figure = interaction_figure(seed_band(cube, "dice"), "dice")
-    angles, values = figure.axes[1].lines[0].get_data()
-    assert list(np.rad2deg(angles)) == pytest.approx([0, 90, 180, 270, 360])
-    assert values[-1] == values[0]
-
-
-@pytest.mark.parametrize("thetas", [[0, 1, 2], [1, 2, 3]], ids=["0-90-180", "90-180-270"])
-def test_polar_curve_is_not_closed_across_the_part_of_the_circle_without_angles(thetas):
-    cube = synthetic_cube().isel(theta=thetas)
-    for line in interaction_figure(seed_band(cube, "dice"), "dice").axes[1].lines:
-        angles, _ = line.get_data()
-        assert list(np.rad2deg(angles)) == pytest.approx(cube["theta"].values)
-
-
-def test_a_dense_curve_is_a_line_without_a_marker_or_tick_per_angle(dense_cube):
-    figure = interaction_figure(seed_band(dense_cube, "final_loss"), "final_loss")
-    line_axes, polar_axes = figure.axes
-    assert {line.get_marker() for line in line_axes.lines + polar_axes.lines} <= {"", "None"}
-    assert list(line_axes.get_xticks()) == [0, 45, 90, 135, 180, 225, 270, 315]
-    assert [len(line.get_xdata()) for line in line_axes.lines] == [360] * dense_cube.sizes["dataset"]
-    # 360 angles 1° apart cover the circle: the polar curve closes at 360°.
-    assert [len(line.get_xdata()) for line in polar_axes.lines] == [361] * dense_cube.sizes["dataset"]
-
-
-def test_the_gallery_says_a_cell_with_identical_views_ran_and_has_no_map_because_it_is_undefined(report):
-    cube = report.cube.copy(deep=True)
-    cube[IDENTICAL_VIEWS].loc[{"theta": 45}] = 1
-    cube[SALIENCY_EXAMPLE].loc[{"example_theta": 45}] = np.nan
-    cube[SALIENCY_EXAMPLE].loc[{"example_theta": 90, "dataset": cube["dataset"].values[0]}] = np.nan  # ran, kept no map
-    figure = saliency_gallery(cube)
-    panels = figure.axes[: cube.sizes["dataset"] * (cube.sizes["theta"] + 1)]
-    by_panel = [[text.get_text() for text in ax.texts] for ax in panels]
-    # Row by row: the image alone, θ = 45 (identical views), θ = 90 (no example in the first dataset only).
-    assert by_panel == [[], ["identical views:\nmap undefined"], ["no map stored"], [], ["identical views:\nmap undefined"], []]
-
-
-def _maps_over_every_theta(cube: xr.Dataset) -> xr.Dataset:
-    """``cube`` as a store wrote it before only the detailed angles kept maps: over θ, NaN at every other angle."""
-    maps = cube[SALIENCY_EXAMPLE].rename(example_theta="theta").reindex(theta=cube["theta"])
-    return cube.drop_vars([SALIENCY_EXAMPLE, "example_theta"]).assign({SALIENCY_EXAMPLE: maps})
-
-
-@pytest.mark.parametrize("layout", ["example_theta", "theta"])
-def test_the_gallery_spreads_at_most_six_of_the_angles_that_kept_examples(dense_cube, layout):
-    cube = dense_cube if layout == "example_theta" else _maps_over_every_theta(dense_cube)
-    figure = saliency_gallery(cube)
-    # Examples at every 30° of 360 angles; θ = 0 has identical views, so it has no map but is shown with its reason.
-    assert [ax.get_title() for ax in figure.axes[:7]] == ["image, mask", *(f"θ = {t}°" for t in (0, 60, 120, 210, 270, 330))]
-    notes = [text.get_text() for ax in figure.axes for text in ax.texts]
-    assert notes == ["identical views:\nmap undefined"] * cube.sizes["dataset"]
-
-
-def test_reading_says_not_significant_at_and_above_alpha():
-    anova = pd.DataFrame({"metric": ["dice"], "term": ["theta:dataset"], "F": [1.0], "p": [0.05], "partial_eta_sq": [0.1]})
-    reading = interaction_reading(anova, "dice")
-    assert (reading.text, reading.verdict) == (
-        "θ × dataset interaction: F=1.00, p=0.05, partial η²=0.100",
-        "not significant at 0.05",
-    )
-
-
-def test_reading_explains_a_metric_the_anova_has_no_interaction_for():
-    anova = pd.DataFrame({"metric": ["dice"], "term": ["theta"], "F": [1.0], "p": [0.01], "partial_eta_sq": [0.1]})
-    assert "single level" in interaction_reading(anova, "dice").text
-    assert "Not in the ANOVA table" in interaction_reading(anova, "auroc").text
-
-
 def test_a_sweep_report_names_the_swept_parameter_by_its_path_in_the_grid(strength_report):
     grid = "2 datasets × 1 angle θ × 2 seeds × 1 method × 1 encoder × 3 values of augmentation.params.strength = 12 cells"
     assert grid in strength_report.html
@@ -487,28 +258,6 @@ def test_with_theta_and_a_sweep_both_interactions_are_read_and_each_strength_is_
     ]
 
 
-def _rendered_images(html: str, tmp_path: Path) -> str:
-    """The page's ``<title>`` as headless Chromium leaves it after loading a copy with a probe: its image counts."""
-    # The probe script goes into a copy only: the report itself must stay script-free.
-    probe = tmp_path / "probe.html"
-    probe.write_text(html.replace("</body>", BROKEN_IMAGE_PROBE + "</body>"), encoding="utf-8")
-    dom = subprocess.run(
-        [
-            CHROMIUM,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={tmp_path / 'profile-dom'}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            probe.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    return re.search(r"<title>(.*?)</title>", dom)[1]
-
-
 @pytest.mark.chromium
 def test_chromium_renders_the_report_with_every_image(report, tmp_path):
     if CHROMIUM is None:
@@ -531,7 +280,7 @@ def test_chromium_renders_the_report_with_every_image(report, tmp_path):
     with Image.open(screenshot) as image:
         colours = image.convert("RGB").getcolors(maxcolors=1 << 24)
     assert len(colours) > 1000, "the screenshot is (nearly) one flat colour"
-    assert _rendered_images(report.html, tmp_path) == f"images={len(FIGURE_FILES)} broken=0"
+    assert rendered_images(report.html, tmp_path) == f"images={len(FIGURE_FILES)} broken=0"
 
 
 @pytest.mark.chromium
@@ -540,7 +289,7 @@ def test_chromium_renders_the_sweep_report_with_its_strength_plots(strength_repo
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
     figures = {p.name for p in (strength_report.path.parent / "figures").iterdir()}
     assert {"interaction_dice.png", "interaction_final_loss.png"} <= figures
-    assert _rendered_images(strength_report.html, tmp_path) == f"images={len(figures)} broken=0"
+    assert rendered_images(strength_report.html, tmp_path) == f"images={len(figures)} broken=0"
 
 
 def test_report_compare_adds_a_section_comparing_the_run_with_another(report, tmp_path):
@@ -564,45 +313,6 @@ def test_report_compare_adds_a_section_comparing_the_run_with_another(report, tm
     assert (mark, verdict) == ("-", "worse")
     html = (Path(run_dir) / "report.html").read_text(encoding="utf-8")
     assert f"A = {other}" in html and f"B = {run_dir}" in html and "+/-: B larger/smaller than A" in html
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"), [(0.04, "0.0 s"), (119.9, "119.9 s"), (120, "2.0 min"), (7199, "120.0 min"), (7200, "2.0 h")]
-)
-def test_a_duration_reads_in_the_unit_that_keeps_its_number_small(seconds, text):
-    assert readable_duration(seconds) == text
-
-
-def _uneven_cube() -> xr.Dataset:
-    """:func:`synthetic_cube` at θ = 0, 90, 270: periodicity cannot run on it and says why in a warning."""
-    return synthetic_cube().isel(theta=[0, 1, 3])
-
-
-def test_read_tables_gives_back_what_write_tables_wrote_with_the_reasons_tables_are_empty(tmp_path):
-    cube = _uneven_cube().assign_coords(dataset=["001", "NA"])  # labels that a CSV reader would take for numbers or NaN
-    with pytest.warns(UserWarning, match="do not cover the circle evenly"):
-        tables = analyze_cube(cube.isel(seed=[0]))  # one seed: the ANOVA, mixed model and Tukey are skipped
-    write_tables(cube, tables, tmp_path)
-    back = read_tables(tmp_path)
-
-    assert list(back) == list(TABLE_NAMES)
-    for name, table in tables.items():
-        assert back[name].attrs == table.attrs, name
-        assert list(back[name].columns) == list(table.columns), name
-        if len(table):
-            pd.testing.assert_frame_equal(back[name], table.reset_index(drop=True), check_dtype=False)
-    assert set(back["orientation_autocorr"]["dataset"]) == {"001", "NA"}
-    assert back["anova"].attrs[SKIPPED].startswith("needs replicates")
-    assert "do not cover the circle evenly" in back["periodicity"].attrs[WARNINGS][0]
-
-
-def test_read_tables_restores_the_type_of_sums_of_squares_and_names_a_missing_file(tmp_path):
-    cube = synthetic_cube()
-    write_tables(cube, analyze_cube(cube, typ=3), tmp_path)
-    assert read_tables(tmp_path)["anova"].attrs[SS_TYPE] == 3
-    (tmp_path / "tukey.csv").unlink()
-    with pytest.raises(BenchsuiteError, match=r"tukey\.csv is missing; write the tables with benchsuite analyze"):
-        read_tables(tmp_path)
 
 
 @pytest.fixture
@@ -672,28 +382,6 @@ def test_a_long_table_shows_its_first_rows_and_says_where_the_rest_are(tmp_path)
     assert f"The first {SHOWN_ROWS} of 1,000 rows; orientation_autocorr.csv in the run directory has them all." in html
 
 
-SIMILARITY = pd.DataFrame(
-    {
-        "metric": ["dice"] * 3 + ["auroc"],
-        "curve_a": ["shapes/moco_v2", "shapes/moco_v2", "brain/moco_v2", "shapes/moco_v2"],
-        "curve_b": ["brain/moco_v2", "noise/moco_v2", "noise/moco_v2", "brain/moco_v2"],
-        "cosine": [0.9, -0.2, 0.1, 0.5],
-        "l2": [0.1, 0.8, 0.7, 0.3],
-    }
-)
-
-
-def test_the_signature_similarity_figure_is_a_symmetric_heat_map_of_cosines_per_metric():
-    figure = similarity_matrices(SIMILARITY)
-    panels = [ax for ax in figure.axes if ax.images]
-    assert [ax.get_title() for ax in panels] == ["dice", "auroc"]
-    dice = panels[0].images[0].get_array()
-    assert np.asarray(dice) == pytest.approx(np.array([[1.0, 0.9, -0.2], [0.9, 1.0, 0.1], [-0.2, 0.1, 1.0]]))
-    assert [label.get_text() for label in panels[0].get_xticklabels()] == ["shapes/moco_v2", "brain/moco_v2", "noise/moco_v2"]
-    assert sorted(text.get_text() for text in panels[0].texts) == sorted(["1.00"] * 3 + ["0.90", "-0.20", "0.10"] * 2)
-    assert np.asarray(panels[1].images[0].get_array()) == pytest.approx(np.array([[1.0, 0.5], [0.5, 1.0]]))
-
-
 def test_the_report_draws_the_signature_similarity_when_the_analysis_has_it(tmp_path):
     cube = synthetic_cube()
     html = write_report(cube, {"signature_similarity": SIMILARITY}, tmp_path / "with").read_text(encoding="utf-8")
@@ -717,7 +405,7 @@ def test_chromium_renders_the_dense_report_with_every_image(dense_run, tmp_path)
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
     html = (dense_run / "report.html").read_text(encoding="utf-8")
     figures = {p.name for p in (dense_run / "figures").iterdir()}
-    assert _rendered_images(html, tmp_path) == f"images={len(figures)} broken=0"
+    assert rendered_images(html, tmp_path) == f"images={len(figures)} broken=0"
 
 
 def test_the_summary_names_the_outcome_first_and_the_cells_whose_training_loss_reads_low(tmp_path):

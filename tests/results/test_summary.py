@@ -14,6 +14,7 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
+from benchsuite.analysis.anova import SS_TYPE
 from benchsuite.analysis.summary import (
     ABOUT_THETA,
     NEEDS_REPLICATES,
@@ -21,9 +22,12 @@ from benchsuite.analysis.summary import (
     SKIPPED,
     SUMMARY_NAME,
     TABLE_NAMES,
+    WARNINGS,
     analyze_cube,
+    read_tables,
     skipped_analyses,
     skipped_note,
+    write_tables,
 )
 from benchsuite.analysis.terminal import analyze_run, format_summary
 from benchsuite.cli import cli
@@ -330,3 +334,35 @@ def test_the_dominant_periods_of_many_series_are_counted_rather_than_listed() ->
         text = format_summary(analyze_cube(cube))
     line = next(line for line in text.splitlines() if "dominant period" in line)
     assert line.startswith("  dominant period of 16 series: 90° in 4, 180° in 4, 360° in 4")  # set0 cos 4θ, set2 2θ, set3 θ
+
+
+def _uneven_cube() -> xr.Dataset:
+    """:func:`synthetic_cube` at θ = 0, 90, 270: periodicity cannot run on it and says why in a warning."""
+    return _cube().isel(theta=[0, 1, 3])
+
+
+def test_read_tables_gives_back_what_write_tables_wrote_with_the_reasons_tables_are_empty(tmp_path):
+    cube = _uneven_cube().assign_coords(dataset=["001", "NA"])  # labels that a CSV reader would take for numbers or NaN
+    with pytest.warns(UserWarning, match="do not cover the circle evenly"):
+        tables = analyze_cube(cube.isel(seed=[0]))  # one seed: the ANOVA, mixed model and Tukey are skipped
+    write_tables(cube, tables, tmp_path)
+    back = read_tables(tmp_path)
+
+    assert list(back) == list(TABLE_NAMES)
+    for name, table in tables.items():
+        assert back[name].attrs == table.attrs, name
+        assert list(back[name].columns) == list(table.columns), name
+        if len(table):
+            pd.testing.assert_frame_equal(back[name], table.reset_index(drop=True), check_dtype=False)
+    assert set(back["orientation_autocorr"]["dataset"]) == {"001", "NA"}
+    assert back["anova"].attrs[SKIPPED].startswith("needs replicates")
+    assert "do not cover the circle evenly" in back["periodicity"].attrs[WARNINGS][0]
+
+
+def test_read_tables_restores_the_type_of_sums_of_squares_and_names_a_missing_file(tmp_path):
+    cube = _cube()
+    write_tables(cube, analyze_cube(cube, typ=3), tmp_path)
+    assert read_tables(tmp_path)["anova"].attrs[SS_TYPE] == 3
+    (tmp_path / "tukey.csv").unlink()
+    with pytest.raises(BenchsuiteError, match=r"tukey\.csv is missing; write the tables with benchsuite analyze"):
+        read_tables(tmp_path)

@@ -7,7 +7,7 @@ contract, are what crosses the boundary between the core and a plugin; everythin
 ``benchsuite`` is private (docs/design.md, module table).
 """
 
-from benchsuite.api.augmentations import Augmentation, Draw
+from benchsuite.api.augmentations import AnyAugmentation, Augmentation, Draw, RandomAugmentation
 from benchsuite.api.datasets import DataSpec, ImageMaskSet
 from benchsuite.api.errors import PluginError
 from benchsuite.api.executors import CellTask, Count, Executor, ExecutorParams, LostGroup
@@ -32,6 +32,7 @@ from benchsuite.engine.executing import GPU_STACK, cut_groups, run_on_worker, st
 __all__ = [
     "GPU_STACK",
     "PROJECT",
+    "AnyAugmentation",
     "Augmentation",
     "AugmentationFactory",
     "CellTask",
@@ -51,6 +52,7 @@ __all__ = [
     "Objective",
     "Params",
     "PluginError",
+    "RandomAugmentation",
     "Registry",
     "SSPMethod",
     "SSPMethodFactory",

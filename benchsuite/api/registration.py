@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 import pluggy
 from torch import nn
 
-from benchsuite.api.augmentations import Augmentation
+from benchsuite.api.augmentations import AnyAugmentation
 from benchsuite.api.datasets import DataSpec, ImageMaskSet
 from benchsuite.api.executors import Executor
 from benchsuite.api.metrics import Metric
@@ -26,7 +26,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 # Each kind's factory. Its first argument is a validated instance of the component's own params
 # model, hence Any here; the rest are what the core passes for that kind (benchsuite.engine.hookspecs).
 DatasetFactory = Callable[[Any, DataSpec], ImageMaskSet]
-AugmentationFactory = Callable[[Any], Augmentation]
+AugmentationFactory = Callable[[Any], AnyAugmentation]
 SSPMethodFactory = Callable[[Any, nn.Module], SSPMethod]  # the encoder it trains
 EncoderFactory = Callable[[Any, int, int], nn.Module]  # the dataset's channel count, the images' side in pixels
 SaliencyFactory = Callable[[Any], Saliency]

@@ -49,7 +49,9 @@ def benchsuite_register_augmentations(registry: Registry[AugmentationFactory]) -
     """Register pair augmentations that make the two views of the positive pair.
 
     Factory: ``factory(params) -> Augmentation``, called as ``aug(x, theta)`` on a batch that
-    is already on the device, returning ``(view1, view2)``. It must be differentiable in ``x``.
+    is already on the device, returning ``(view1, view2)``, or ``-> RandomAugmentation``, which
+    draws its parameters first (``aug.draw``) and is called as ``aug(x, theta, draw)``. Either
+    must be differentiable in ``x``.
     """
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchsuite.api import Augmentation, MetricInputs, PluginError, SSPMethod, check_metric_output
+from benchsuite.api import AnyAugmentation, MetricInputs, PluginError, SSPMethod, check_metric_output
 from benchsuite.engine.building import CellData, CellFailure, build, build_method, in_stage, load_data
 from benchsuite.engine.grid import Cell
 from benchsuite.engine.orientation import orientation_histogram
@@ -153,7 +153,7 @@ class _Resplit:
 def _pretrain(
     cells: Sequence[Cell],
     methods: list[SSPMethod],
-    augment: Augmentation,
+    augment: AnyAugmentation,
     images: torch.Tensor,
     device: torch.device,
     progress: bool,
@@ -226,7 +226,7 @@ def _explainer(
 
 
 def saliency_maps(
-    cells: Sequence[Cell], methods: Sequence[SSPMethod], augment: Augmentation, data: CellData, registry: PluginRegistry
+    cells: Sequence[Cell], methods: Sequence[SSPMethod], augment: AnyAugmentation, data: CellData, registry: PluginRegistry
 ) -> list[CellSaliency]:
     """Saliency of each trained ``methods[k]`` for its cell's pair objective, on the evaluation images.
 
@@ -283,7 +283,7 @@ def evaluate(
     cell: Cell,
     registry: PluginRegistry,
     method: SSPMethod,
-    augment: Augmentation,
+    augment: AnyAugmentation,
     curves: TrainingCurves,
     data: CellData,
     cell_saliency: CellSaliency,

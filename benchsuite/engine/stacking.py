@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from benchsuite.api import Augmentation, SSPMethod, StackedObjective
+from benchsuite.api import AnyAugmentation, SSPMethod, StackedObjective
 from benchsuite.engine.training import Schedule, train_loop
 from benchsuite.engine.views import FixedPair, stacked_fixed_pairs, stacked_fresh_pairs
 from benchsuite.results.cell_result import TrainingCurves
@@ -223,7 +223,7 @@ def _channels_last_5d(x: Tensor) -> Tensor:
 
 def train_stacked(
     methods: Sequence[SSPMethod],
-    augment: Augmentation,
+    augment: AnyAugmentation,
     thetas: Sequence[float],
     images: Tensor,
     generators: Sequence[torch.Generator],

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from benchsuite.api import Augmentation, SSPMethod, TrainingParams
+from benchsuite.api import AnyAugmentation, SSPMethod, TrainingParams
 from benchsuite.engine.views import draw_generator, fresh_pair
 from benchsuite.results.cell_result import TrainingCurves
 
@@ -92,7 +92,12 @@ def fast_kernels(device: torch.device) -> contextlib.AbstractContextManager[None
 
 
 def training_pairs(
-    augment: Augmentation, theta: float, images: Tensor, schedule: Schedule, order: torch.Generator, views: torch.Generator | None
+    augment: AnyAugmentation,
+    theta: float,
+    images: Tensor,
+    schedule: Schedule,
+    order: torch.Generator,
+    views: torch.Generator | None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Pairs of views of ``images`` in the ``schedule``'s batches, pass after pass without end.
 
@@ -107,7 +112,7 @@ def training_pairs(
             yield fresh_pair(augment, images[shuffled[i * batch : (i + 1) * batch]], theta, views)
 
 
-def before_training(method: SSPMethod, augment: Augmentation, theta: float, images: Tensor, seed: int) -> None:
+def before_training(method: SSPMethod, augment: AnyAugmentation, theta: float, images: Tensor, seed: int) -> None:
     """Show ``method`` its training pairs before the first step (:meth:`SSPMethod.before_training`).
 
     The pairs come from the cell's own ``before training`` streams, so the batches and views the
@@ -191,7 +196,7 @@ def train_loop(
 
 def pretrain(
     method: SSPMethod,
-    augment: Augmentation,
+    augment: AnyAugmentation,
     theta: float,
     images: Tensor,
     generator: torch.Generator,

@@ -2,7 +2,7 @@
 one fixed draw per evaluation image for saliency.
 
 A deterministic augmentation (``rotation``) is called as ``augment(x, theta)`` everywhere. A
-random one (``api.Augmentation`` with ``draw``) is called as ``augment(x, theta, draw)``: in
+random one (``api.RandomAugmentation``, with ``draw``) is called as ``augment(x, theta, draw)``: in
 training with a new draw for every batch, for saliency with one draw per evaluation image made
 once, so that the objective saliency explains is a fixed, differentiable function of the image
 (:class:`FixedPair`). Each use has its own generator on the cell's device, seeded by the cell's
@@ -13,19 +13,19 @@ noise, so a deterministic augmentation draws nothing from them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from benchsuite.api import Augmentation, Draw
+from benchsuite.api import AnyAugmentation, Draw, RandomAugmentation
 
 Use = Literal["training", "saliency", "metrics", "before training", "before training order"]
 _USES: dict[str, int] = {"training": 1, "saliency": 2, "metrics": 3, "before training": 4, "before training order": 5}
 
 
-def is_random(augment: Augmentation) -> bool:
+def is_random(augment: AnyAugmentation) -> TypeGuard[RandomAugmentation]:
     """Whether ``augment`` draws random parameters (has ``draw``) and takes them as a third argument."""
     return callable(getattr(augment, "draw", None))
 
@@ -40,7 +40,7 @@ def draw_generator(seed: int, use: Use, device: torch.device) -> torch.Generator
     return torch.Generator(device=device).manual_seed(int(state))
 
 
-def fresh_pair(augment: Augmentation, x: Tensor, theta: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def fresh_pair(augment: AnyAugmentation, x: Tensor, theta: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """The two views of ``x``; a random augmentation draws new parameters from ``generator`` first."""
     if not is_random(augment):
         return augment(x, theta)
@@ -50,7 +50,7 @@ def fresh_pair(augment: Augmentation, x: Tensor, theta: float, generator: torch.
 
 
 def stacked_fresh_pairs(
-    augment: Augmentation, x: Tensor, thetas: Sequence[float], generators: Sequence[torch.Generator] | None
+    augment: AnyAugmentation, x: Tensor, thetas: Sequence[float], generators: Sequence[torch.Generator] | None
 ) -> tuple[Tensor, Tensor]:
     """The views of K models' batches ``x`` [K, N, C, H, W], model k's as ``fresh_pair(augment, x[k], thetas[k], generators[k])``.
 
@@ -78,7 +78,7 @@ class FixedPair:
     noisy copy or interpolation step of an image sees the same crop, flip and jitter.
     """
 
-    def __init__(self, augment: Augmentation, images: Tensor, theta: float, generator: torch.Generator):
+    def __init__(self, augment: AnyAugmentation, images: Tensor, theta: float, generator: torch.Generator):
         self.augment, self.theta = augment, theta
         self.draw: Draw | None = augment.draw(images, theta, generator) if is_random(augment) else None
 

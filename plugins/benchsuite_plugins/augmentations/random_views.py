@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import Draw, Params, PluginError, Registry, hookimpl
+from benchsuite.api import AugmentationFactory, Draw, Params, PluginError, Registry, hookimpl
 from benchsuite_plugins.augmentations.rotation import Rotation, RotationParams
 
 # SimCLR's probabilities of colour jitter and blur; noise, which SimCLR does not use, as blur.
@@ -185,7 +185,7 @@ def _where(chosen: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 
 @hookimpl
-def benchsuite_register_augmentations(registry: Registry) -> None:
+def benchsuite_register_augmentations(registry: Registry[AugmentationFactory]) -> None:
     """Register the ``random_views`` augmentation."""
     registry.add(
         "random_views",

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import Params, Registry, hookimpl
+from benchsuite.api import AugmentationFactory, Params, Registry, hookimpl
 
 
 class RotationParams(Params):
@@ -112,7 +112,7 @@ class Rotation:
 
 
 @hookimpl
-def benchsuite_register_augmentations(registry: Registry) -> None:
+def benchsuite_register_augmentations(registry: Registry[AugmentationFactory]) -> None:
     """Register the ``rotation`` pair augmentation."""
     registry.add(
         "rotation",

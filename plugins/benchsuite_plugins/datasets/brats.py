@@ -29,7 +29,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import DataSpec, ImageMaskSet, PluginError, Registry, hookimpl
+from benchsuite.api import DatasetFactory, DataSpec, ImageMaskSet, PluginError, Registry, hookimpl
 from benchsuite_plugins.datasets._tumour_slices import Foreground, Modality, TumourSliceParams, collect
 
 if TYPE_CHECKING:
@@ -254,7 +254,7 @@ def msd_brain_tumour(params: MSDBrainTumourParams, spec: DataSpec) -> ImageMaskS
 
 
 @hookimpl
-def benchsuite_register_datasets(registry: Registry) -> None:
+def benchsuite_register_datasets(registry: Registry[DatasetFactory]) -> None:
     """Register ``brats`` and ``msd_brain_tumour``."""
     registry.add(
         "brats",

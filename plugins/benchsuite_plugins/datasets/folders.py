@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from benchsuite.api import DataSpec, ImageMaskSet, Params, PluginError, Registry, hookimpl
+from benchsuite.api import DatasetFactory, DataSpec, ImageMaskSet, Params, PluginError, Registry, hookimpl
 from benchsuite_plugins.datasets._readers import Channels, image_tensor, read_slice
 
 _EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
@@ -320,7 +320,7 @@ def kvasir_seg(params: KvasirParams, spec: DataSpec) -> ImageMaskSet:
 
 
 @hookimpl
-def benchsuite_register_datasets(registry: Registry) -> None:
+def benchsuite_register_datasets(registry: Registry[DatasetFactory]) -> None:
     """Register ``image_mask_folder``, ``lung_masks`` and ``kvasir_seg``."""
     registry.add(
         "image_mask_folder",

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field, NonNegativeInt, field_validator
 from torch import Tensor
 
-from benchsuite.api import DataSpec, ImageMaskSet, Params, PluginError, Registry, hookimpl
+from benchsuite.api import DatasetFactory, DataSpec, ImageMaskSet, Params, PluginError, Registry, hookimpl
 
 # Intensity percentiles over the brain that map to 0 and 1: robust to the few extreme voxels.
 _PERCENTILES = (0.01, 0.99)
@@ -128,7 +128,7 @@ def icbm152(params: ICBM152Params, spec: DataSpec) -> ImageMaskSet:
 
 
 @hookimpl
-def benchsuite_register_datasets(registry: Registry) -> None:
+def benchsuite_register_datasets(registry: Registry[DatasetFactory]) -> None:
     """Register ``icbm152``."""
     registry.add(
         "icbm152",

@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import DataSpec, ImageMaskSet, Params, Registry, hookimpl
+from benchsuite.api import DatasetFactory, DataSpec, ImageMaskSet, Params, Registry, hookimpl
 
 # Soft edges ramp linearly over this many pixels: wide enough that bilinear resampling (as in a
 # rotation) barely changes them, narrow enough that shapes stay crisp at 32 px.
@@ -198,7 +198,7 @@ def isotropic_texture(params: TextureParams, spec: DataSpec) -> ImageMaskSet:
 
 
 @hookimpl
-def benchsuite_register_datasets(registry: Registry) -> None:
+def benchsuite_register_datasets(registry: Registry[DatasetFactory]) -> None:
     """Register the three synthetic control datasets."""
     registry.add(
         "symmetric_shapes",

@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
-from benchsuite.api import DataSpec, ImageMaskSet, Params, PluginError, Registry, hookimpl
+from benchsuite.api import DatasetFactory, DataSpec, ImageMaskSet, Params, PluginError, Registry, hookimpl
 
 Name = Literal["CIFAR10", "MNIST", "FashionMNIST", "SVHN", "EuroSAT", "Caltech101", "Flowers102", "Food101", "ImageFolder"]
 Channels = Literal["grey", "rgb"]
@@ -262,7 +262,7 @@ torchvision_dataset.has_masks = False  # type: ignore[attr-defined]  # said befo
 
 
 @hookimpl
-def benchsuite_register_datasets(registry: Registry) -> None:
+def benchsuite_register_datasets(registry: Registry[DatasetFactory]) -> None:
     """Register ``torchvision``."""
     registry.add(
         "torchvision",

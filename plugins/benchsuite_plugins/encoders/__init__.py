@@ -10,12 +10,12 @@ encoders offer both.
 
 from __future__ import annotations
 
-from benchsuite.api import Registry, hookimpl
+from benchsuite.api import EncoderFactory, Registry, hookimpl
 from benchsuite_plugins.encoders import resnet, small_cnn
 
 
 @hookimpl
-def benchsuite_register_encoders(registry: Registry) -> None:
+def benchsuite_register_encoders(registry: Registry[EncoderFactory]) -> None:
     """Register ``small_cnn``, ``resnet18`` and ``resnet50``."""
     small_cnn.register(registry)
     resnet.register(registry)

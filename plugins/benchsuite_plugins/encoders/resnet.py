@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from benchsuite.api import Params, PluginError, Registry
+from benchsuite.api import EncoderFactory, Params, PluginError, Registry
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -111,7 +111,7 @@ def _resnet_factory(arch: str) -> Callable[[ResNetParams, int, int], ResNetEncod
     return factory
 
 
-def register(registry: Registry) -> None:
+def register(registry: Registry[EncoderFactory]) -> None:
     """Register ``resnet18`` and ``resnet50``; called by the ``encoders`` entry point (``__init__.py``)."""
     registry.add(
         "resnet18",

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor, nn
 
-from benchsuite.api import Params, Registry
+from benchsuite.api import EncoderFactory, Params, Registry
 
 
 class SmallCNNParams(Params):
@@ -82,7 +82,7 @@ def small_cnn(params: SmallCNNParams, in_channels: int, image_size: int) -> Smal
     return SmallCNN(params, in_channels)
 
 
-def register(registry: Registry) -> None:
+def register(registry: Registry[EncoderFactory]) -> None:
     """Register ``small_cnn``; called by the ``encoders`` entry point (``__init__.py``)."""
     registry.add(
         "small_cnn",

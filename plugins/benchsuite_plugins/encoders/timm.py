@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from benchsuite.api import Params, PluginError, Registry, hookimpl
+from benchsuite.api import EncoderFactory, Params, PluginError, Registry, hookimpl
 
 if TYPE_CHECKING:
     from timm.models import PretrainedCfg
@@ -192,7 +192,7 @@ def cached_checkpoint(name: str) -> Path:
 
 
 @hookimpl
-def benchsuite_register_encoders(registry: Registry) -> None:
+def benchsuite_register_encoders(registry: Registry[EncoderFactory]) -> None:
     """Register ``timm``."""
     registry.add(
         "timm",

@@ -13,7 +13,18 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator
 
-from benchsuite.api import CellTask, Count, ExecutorParams, LostGroup, PluginError, cut_groups, hookimpl, stack_size
+from benchsuite.api import (
+    CellTask,
+    Count,
+    ExecutorFactory,
+    ExecutorParams,
+    LostGroup,
+    PluginError,
+    Registry,
+    cut_groups,
+    hookimpl,
+    stack_size,
+)
 
 
 class LocalParams(ExecutorParams):
@@ -137,7 +148,7 @@ class LocalExecutor:
 
 
 @hookimpl
-def benchsuite_register_executors(registry):
+def benchsuite_register_executors(registry: Registry[ExecutorFactory]):
     registry.add(
         "local",
         LocalExecutor,

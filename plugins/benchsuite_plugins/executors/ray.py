@@ -24,7 +24,17 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from benchsuite.api import CellTask, ExecutorParams, LostGroup, cut_groups, hookimpl, run_on_worker, stack_size
+from benchsuite.api import (
+    CellTask,
+    ExecutorFactory,
+    ExecutorParams,
+    LostGroup,
+    Registry,
+    cut_groups,
+    hookimpl,
+    run_on_worker,
+    stack_size,
+)
 
 
 class RayParams(ExecutorParams):
@@ -128,7 +138,7 @@ class RayExecutor:
 
 
 @hookimpl
-def benchsuite_register_executors(registry):
+def benchsuite_register_executors(registry: Registry[ExecutorFactory]):
     registry.add(
         "ray",
         RayExecutor,

@@ -36,8 +36,10 @@ from typing import Any
 
 from benchsuite.api import (
     CellTask,
+    ExecutorFactory,
     LostGroup,
     PluginError,
+    Registry,
     cut_groups,
     hookimpl,
     run_on_worker,
@@ -292,7 +294,7 @@ class _Watch:
 
 
 @hookimpl
-def benchsuite_register_executors(registry):
+def benchsuite_register_executors(registry: Registry[ExecutorFactory]):
     registry.add(
         "slurm",
         SlurmExecutor,

@@ -6,12 +6,12 @@ The other metric modules are entry points of their own.
 
 from __future__ import annotations
 
-from benchsuite.api import Registry, hookimpl
+from benchsuite.api import MetricFactory, Registry, hookimpl
 from benchsuite_plugins.metrics import localisation, training_loss
 
 
 @hookimpl
-def benchsuite_register_metrics(registry: Registry) -> None:
+def benchsuite_register_metrics(registry: Registry[MetricFactory]) -> None:
     """Register the saliency-vs-mask metrics and ``final_loss``."""
     localisation.register(registry)
     training_loss.register(registry)

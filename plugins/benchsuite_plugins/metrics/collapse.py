@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import MetricInputs, Params, Registry, hookimpl
+from benchsuite.api import MetricFactory, MetricInputs, Params, Registry, hookimpl
 
 
 class CollapseParams(Params):
@@ -94,7 +94,7 @@ class EffectiveRank(_CollapseMetric):
 
 
 @hookimpl
-def benchsuite_register_metrics(registry: Registry) -> None:
+def benchsuite_register_metrics(registry: Registry[MetricFactory]) -> None:
     """Register the collapse metrics."""
     registry.add(
         "embedding_std",

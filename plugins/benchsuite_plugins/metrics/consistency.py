@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import MetricInputs, Params, Registry, hookimpl
+from benchsuite.api import MetricFactory, MetricInputs, Params, Registry, hookimpl
 
 
 class ViewConsistencyParams(Params):
@@ -53,7 +53,7 @@ class ViewConsistency:
 
 
 @hookimpl
-def benchsuite_register_metrics(registry: Registry) -> None:
+def benchsuite_register_metrics(registry: Registry[MetricFactory]) -> None:
     """Register ``view_consistency``."""
     registry.add(
         "view_consistency",

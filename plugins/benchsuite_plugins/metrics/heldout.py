@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import MetricInputs, Params, PluginError, Registry, hookimpl
+from benchsuite.api import MetricFactory, MetricInputs, Params, PluginError, Registry, hookimpl
 
 NEGATIVE_DRAW_SEED = 0
 """Seeds the choice of negatives when ``negatives`` is set: one choice for every cell, so cells differ in their
@@ -126,7 +126,7 @@ class HeldoutInfoNCE:
 
 
 @hookimpl
-def benchsuite_register_metrics(registry: Registry) -> None:
+def benchsuite_register_metrics(registry: Registry[MetricFactory]) -> None:
     """Register ``heldout_infonce``."""
     registry.add(
         "heldout_infonce",

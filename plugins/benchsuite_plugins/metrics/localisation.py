@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import MetricInputs, Params, Registry
+from benchsuite.api import MetricFactory, MetricInputs, Params, Registry
 
 # skimage.filters.threshold_otsu's default, so thresholds can be checked against it.
 _OTSU_BINS = 256
@@ -254,7 +254,7 @@ def relevance_rank_accuracy(params: Params) -> Dice:
     return Dice(DiceParams(binarize="topk"))
 
 
-def register(registry: Registry) -> None:
+def register(registry: Registry[MetricFactory]) -> None:
     """Register the saliency-vs-mask metrics; called by the ``metrics`` entry point (``__init__.py``)."""
     registry.add("dice", Dice, params=DiceParams, description="Dice of the binarised saliency map and the mask, per image.")
     registry.add("auroc", Auroc, description="AUROC of saliency as a score for mask pixels, per image (ties averaged).")

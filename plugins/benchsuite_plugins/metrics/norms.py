@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import MetricInputs, Params, Registry, hookimpl
+from benchsuite.api import MetricFactory, MetricInputs, Params, Registry, hookimpl
 
 
 class NormOodParams(Params):
@@ -88,7 +88,7 @@ class NormOodAuroc:
 
 
 @hookimpl
-def benchsuite_register_metrics(registry: Registry) -> None:
+def benchsuite_register_metrics(registry: Registry[MetricFactory]) -> None:
     """Register the embedding-norm metrics."""
     registry.add(
         "embedding_norm", EmbeddingNorm, description="L2 norm of the encoder's representation of each held-out image, per image."

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from benchsuite.api import MetricInputs, Params, Registry, hookimpl
+from benchsuite.api import MetricFactory, MetricInputs, Params, Registry, hookimpl
 
 
 class PairProbeParams(Params):
@@ -237,7 +237,7 @@ def balanced_accuracy(predicted: Tensor, truth: Tensor) -> Tensor:
 
 
 @hookimpl
-def benchsuite_register_metrics(registry: Registry) -> None:
+def benchsuite_register_metrics(registry: Registry[MetricFactory]) -> None:
     """Register ``pair_probe``."""
     registry.add(
         "pair_probe",

@@ -25,7 +25,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from benchsuite.api import MetricInputs, Params, Registry, hookimpl
+from benchsuite.api import MetricFactory, MetricInputs, Params, Registry, hookimpl
 from benchsuite_plugins.metrics.localisation import average_ranks, salience_rank
 
 
@@ -156,7 +156,7 @@ def _fill(images: Tensor, kind: str) -> Tensor:
 
 
 @hookimpl
-def benchsuite_register_metrics(registry: Registry) -> None:
+def benchsuite_register_metrics(registry: Registry[MetricFactory]) -> None:
     """Register ``randomisation_correlation`` and ``deletion_auc``."""
     registry.add(
         "randomisation_correlation",

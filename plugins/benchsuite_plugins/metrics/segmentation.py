@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from benchsuite.api import MetricInputs, Params, PluginError, Registry, hookimpl
+from benchsuite.api import MetricFactory, MetricInputs, Params, PluginError, Registry, hookimpl
 from benchsuite_plugins.metrics.localisation import hard_dice
 
 SMOOTH = 1e-5
@@ -238,7 +238,7 @@ def _batches(images: int, batch_size: int) -> int:
 
 
 @hookimpl
-def benchsuite_register_metrics(registry: Registry) -> None:
+def benchsuite_register_metrics(registry: Registry[MetricFactory]) -> None:
     """Register ``segmentation_dice``."""
     registry.add(
         "segmentation_dice",

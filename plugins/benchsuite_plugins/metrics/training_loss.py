@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from benchsuite.api import MetricInputs, Params, Registry
+from benchsuite.api import MetricFactory, MetricInputs, Params, Registry
 
 
 class FinalLoss:
@@ -34,6 +34,6 @@ class FinalLoss:
         return losses[-1]
 
 
-def register(registry: Registry) -> None:
+def register(registry: Registry[MetricFactory]) -> None:
     """Register ``final_loss``; called by the ``metrics`` entry point (``__init__.py``)."""
     registry.add("final_loss", FinalLoss, description="SSP loss of the last training epoch, per cell.")

@@ -6,12 +6,12 @@ The gradient methods register themselves through the ``saliency`` entry point (`
 
 from __future__ import annotations
 
-from benchsuite.api import Registry, hookimpl
+from benchsuite.api import Registry, SaliencyFactory, hookimpl
 from benchsuite_plugins.saliency import network, perturbation
 
 
 @hookimpl
-def benchsuite_register_saliency_methods(registry: Registry) -> None:
+def benchsuite_register_saliency_methods(registry: Registry[SaliencyFactory]) -> None:
     """Register ``guided_backprop``, ``grad_cam`` and ``occlusion``."""
     network.register(registry)
     perturbation.register(registry)

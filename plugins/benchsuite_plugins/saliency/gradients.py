@@ -38,7 +38,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from benchsuite.api import Objective, Params, Registry, StackedObjective, hookimpl
+from benchsuite.api import Objective, Params, Registry, SaliencyFactory, StackedObjective, hookimpl
 
 # Default chunk size, as pixels per chunk (rows x H x W). Measured on a 2-core CPU with a 4-layer
 # conv net and grid_sample rotation, 64 images x 16 samples: at 32x32 chunks of 32-128 rows ran
@@ -323,7 +323,7 @@ def _default_chunk_rows(x: Tensor) -> int:
 
 
 @hookimpl
-def benchsuite_register_saliency_methods(registry: Registry) -> None:
+def benchsuite_register_saliency_methods(registry: Registry[SaliencyFactory]) -> None:
     """Register ``smoothgrad``, ``vanilla_grad``, ``gradient_x_input`` and ``integrated_gradients``."""
     registry.add(
         "smoothgrad",

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from benchsuite.api import Objective, Params, PluginError, Registry, StackedObjective
+from benchsuite.api import Objective, Params, PluginError, Registry, SaliencyFactory, StackedObjective
 from benchsuite_plugins.saliency.gradients import GradientParams, Stackable, VanillaGrad
 
 
@@ -194,7 +194,7 @@ class GradCam(Stackable):
         return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def register(registry: Registry) -> None:
+def register(registry: Registry[SaliencyFactory]) -> None:
     """Register ``guided_backprop`` and ``grad_cam``; called by the ``attribution`` entry point (``__init__.py``)."""
     registry.add(
         "guided_backprop",

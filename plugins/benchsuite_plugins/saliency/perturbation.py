@@ -16,7 +16,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from benchsuite.api import Params, PluginError, Registry, StackedObjective
+from benchsuite.api import Params, PluginError, Registry, SaliencyFactory, StackedObjective
 from benchsuite_plugins.saliency.gradients import Stackable
 
 
@@ -99,7 +99,7 @@ def _spans(starts: Tensor, size: int, length: int) -> Tensor:
     return (pixel >= starts[:, None]) & (pixel < starts[:, None] + size)
 
 
-def register(registry: Registry) -> None:
+def register(registry: Registry[SaliencyFactory]) -> None:
     """Register ``occlusion``; called by the ``attribution`` entry point (``__init__.py``)."""
     registry.add(
         "occlusion",

@@ -29,7 +29,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from benchsuite.api import Registry, SSPMethod, TrainingParams, hookimpl
+from benchsuite.api import Registry, SSPMethod, SSPMethodFactory, TrainingParams, hookimpl
 from benchsuite_plugins.ssp_methods._heads import batchnorm_mlp, loss_precision
 
 
@@ -111,7 +111,7 @@ class BarlowTwins(SSPMethod):
 
 
 @hookimpl
-def benchsuite_register_ssp_methods(registry: Registry) -> None:
+def benchsuite_register_ssp_methods(registry: Registry[SSPMethodFactory]) -> None:
     """Register the ``barlow_twins`` SSP method."""
     registry.add(
         "barlow_twins",

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from benchsuite.api import Registry, SSPMethod, TrainingParams, hookimpl
+from benchsuite.api import Registry, SSPMethod, SSPMethodFactory, TrainingParams, hookimpl
 from benchsuite_plugins.ssp_methods._heads import batchnorm_mlp, follow_, loss_precision
 
 
@@ -131,7 +131,7 @@ class BYOL(SSPMethod):
 
 
 @hookimpl
-def benchsuite_register_ssp_methods(registry: Registry) -> None:
+def benchsuite_register_ssp_methods(registry: Registry[SSPMethodFactory]) -> None:
     """Register the ``byol`` SSP method."""
     registry.add(
         "byol",

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from benchsuite.api import Registry, SSPMethod, TrainingParams, hookimpl
+from benchsuite.api import Registry, SSPMethod, SSPMethodFactory, TrainingParams, hookimpl
 from benchsuite_plugins.ssp_methods._heads import follow_, projection_head
 
 
@@ -147,7 +147,7 @@ class MoCoV2(SSPMethod):
 
 
 @hookimpl
-def benchsuite_register_ssp_methods(registry: Registry) -> None:
+def benchsuite_register_ssp_methods(registry: Registry[SSPMethodFactory]) -> None:
     """Register the ``moco_v2`` SSP method."""
     registry.add(
         "moco_v2",

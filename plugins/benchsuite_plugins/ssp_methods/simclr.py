@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from benchsuite.api import Registry, SSPMethod, TrainingParams, hookimpl
+from benchsuite.api import Registry, SSPMethod, SSPMethodFactory, TrainingParams, hookimpl
 from benchsuite_plugins.ssp_methods._heads import projection_head
 
 
@@ -76,7 +76,7 @@ class SimCLR(SSPMethod):
 
 
 @hookimpl
-def benchsuite_register_ssp_methods(registry: Registry) -> None:
+def benchsuite_register_ssp_methods(registry: Registry[SSPMethodFactory]) -> None:
     """Register the ``simclr`` SSP method."""
     registry.add(
         "simclr",

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from benchsuite.api import Registry, SSPMethod, TrainingParams, hookimpl
+from benchsuite.api import Registry, SSPMethod, SSPMethodFactory, TrainingParams, hookimpl
 from benchsuite_plugins.ssp_methods._heads import batchnorm_mlp, loss_precision
 
 
@@ -94,7 +94,7 @@ class SimSiam(SSPMethod):
 
 
 @hookimpl
-def benchsuite_register_ssp_methods(registry: Registry) -> None:
+def benchsuite_register_ssp_methods(registry: Registry[SSPMethodFactory]) -> None:
     """Register the ``simsiam`` SSP method."""
     registry.add(
         "simsiam",
